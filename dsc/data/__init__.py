@@ -1,0 +1,1 @@
+"""Data sources (synthetic faces, Yale B, ImageFolder trees) and their preprocessing."""
