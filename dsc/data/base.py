@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dsc.errors import DataError
 
-class DataError(ValueError):
-    """A dataset that cannot be used, with a message that says what to do."""
+__all__ = ["DataError", "ImageSet"]
 
 
 @dataclass(frozen=True)

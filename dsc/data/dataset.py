@@ -1,0 +1,121 @@
+"""One ``--data`` spec to a normalised tensor dataset with a stratified train/validation split."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from dsc.data.base import DataError, ImageSet
+
+KINDS = ("synthetic", "yale", "folder")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data: str = "synthetic"  # "synthetic", "yale:PATH" or "folder:PATH"
+    image_size: int = 128  # images are resized to image_size x image_size
+    val_fraction: float = 0.2  # stratified validation share
+    data_seed: int = 0  # seeds the synthetic faces, the Yale subject draw and the split
+    identities: int = 5  # synthetic: number of identities (classes)
+    subjects: str = "5"  # yale: "5" = five subjects drawn by data_seed, "1,3,7" = those, "" = all
+    cache_dir: str = ""  # where generated data and extracted archives go ("" = $DSC_CACHE_DIR or ~/.cache/dsc)
+
+    def __post_init__(self) -> None:
+        kind, _, path = self.data.partition(":")
+        if kind not in KINDS or (kind == "synthetic") == bool(path):
+            raise DataError(f"--data {self.data!r}: use 'synthetic', 'yale:PATH' or 'folder:PATH'")
+        if not 16 <= self.image_size <= 1024:
+            raise DataError(f"--image-size {self.image_size}: must be in [16, 1024]")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DataError(f"--val-fraction {self.val_fraction}: must be in (0, 1), e.g. 0.2")
+
+    @property
+    def kind(self) -> str:
+        return self.data.partition(":")[0]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data.partition(":")[2]).expanduser()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_imageset(cfg: DataConfig) -> ImageSet:
+    """The raw images named by ``cfg.data`` (generated, or read from a local path)."""
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    if cfg.kind == "synthetic":
+        from dsc.data import synthetic
+
+        return synthetic.load(n_identities=cfg.identities, size=cfg.image_size,
+                              seed=cfg.data_seed, cache_dir=cache)
+    if not cfg.path.exists():
+        raise DataError(f"--data {cfg.data!r}: path {cfg.path} does not exist")
+    if cfg.kind == "yale":
+        from dsc.data import yale
+
+        return yale.load(cfg.path, size=cfg.image_size, subjects=cfg.subjects,
+                         seed=cfg.data_seed, extract_dir=cache / "yale" if cache else None)
+    from dsc.data import folder
+
+    return folder.load(cfg.path, size=cfg.image_size)
+
+
+def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train, val) index arrays, sorted; the same for the same labels and seed."""
+    counts = np.bincount(labels)
+    if len(counts) < 2 or (counts > 0).sum() < 2:
+        raise DataError(f"dataset has {(counts > 0).sum()} class; a classification task needs at least 2")
+    n_val = int(round(val_fraction * len(labels)))
+    if counts[counts > 0].min() < 2 or n_val < (counts > 0).sum() or len(labels) - n_val < (counts > 0).sum():
+        raise DataError(f"dataset too small to split: class counts {counts.tolist()} with val_fraction {val_fraction}; "
+                        "each class needs at least 2 images and both splits one image per class")
+    idx = np.arange(len(labels))
+    train, val = train_test_split(idx, test_size=n_val, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(val)
+
+
+@dataclass
+class Prepared:
+    """Normalised tensors and the split, ready for training.
+
+    ``x`` is (N, C, H, W) float32 with C = 1 for grey data (replicated to 3 channels per
+    batch by :meth:`batch`, which avoids holding 3 copies); ``mean``/``std`` come from the
+    training split and are stored with every checkpoint.
+    """
+
+    imageset: ImageSet
+    x: torch.Tensor
+    y: torch.Tensor
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    mean: float
+    std: float
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.imageset.classes
+
+    def batch(self, idx: np.ndarray | torch.Tensor, device: torch.device,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (B, 3, H, W) and labels (B,) for the given indices, on ``device``."""
+        xb = self.x[idx]
+        if xb.shape[1] == 1:
+            xb = xb.expand(-1, 3, -1, -1)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return xb.to(device).contiguous(memory_format=fmt), self.y[idx].to(device)
+
+
+def prepare(imageset: ImageSet, cfg: DataConfig) -> Prepared:
+    """Split ``imageset`` and normalise its pixels with the training split's mean and std."""
+    train_idx, val_idx = split_indices(imageset.labels, cfg.val_fraction, cfg.data_seed)
+    pixels = torch.from_numpy(imageset.images).float().div_(255.0)  # (N, C, H, W) in [0, 1]
+    mean = float(pixels[train_idx].mean())
+    std = float(pixels[train_idx].std())
+    if not np.isfinite(std) or std < 1e-6:
+        raise DataError(f"training images are constant (pixel std {std:.2g}); the dataset carries no signal")
+    pixels.sub_(mean).div_(std)
+    return Prepared(imageset, pixels, torch.from_numpy(imageset.labels), train_idx, val_idx, mean, std)

@@ -1,0 +1,118 @@
+"""The paper's network (DenseVGG) and torchvision's VGG-11 adapted to C classes.
+
+Every weight layer has a stable name (``conv1``..``convD``, ``fc1``, ``fc2``, ``out``) that
+metrics, snapshot artifacts and figures use.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from dsc.errors import ConfigError
+
+ARCHS = ("dense-vgg", "vgg11")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "dense-vgg"  # "dense-vgg" (the paper's network) or "vgg11" (its starting point)
+    num_classes: int = 5  # output units; set from the data
+    depth: int = 5  # number of conv layers (dense-vgg)
+    filters: int = 3  # channels of every conv layer (dense-vgg)
+    kernel_size: int = 3  # odd conv kernel size; padding keeps the spatial size
+    pool_size: int = 20  # AdaptiveAvgPool2d output side
+    hidden: int = 1024  # width of fc1 and fc2
+    dropout: float = 0.5  # dropout after fc1 and fc2
+    in_channels: int = 3  # grey images are replicated to 3 channels
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}"),
+            (self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}"),
+            (1 <= self.depth <= 32, f"depth must be in [1, 32], got {self.depth}"),
+            (self.filters >= 1, f"filters must be >= 1, got {self.filters}"),
+            (self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+             f"kernel_size must be a positive odd int, got {self.kernel_size}"),
+            (self.pool_size >= 1, f"pool_size must be >= 1, got {self.pool_size}"),
+            (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DenseVGG(nn.Module):
+    """Five 3->3 channel 3x3 convolutions at full resolution, then a 2-layer MLP.
+
+    With the defaults and 5 classes: 2,284,969 trainable parameters, as in the paper's table.
+    Input (B, 3, H, W) float; output (B, C) logits.
+    """
+
+    def __init__(self, num_classes: int = 5, depth: int = 5, filters: int = 3,
+                 kernel_size: int = 3, pool_size: int = 20, hidden: int = 1024,
+                 dropout: float = 0.5, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[tuple[str, nn.Module]] = []
+        channels = in_channels
+        for i in range(1, depth + 1):
+            layers.append((f"conv{i}", nn.Conv2d(channels, filters, kernel_size,
+                                                 padding=kernel_size // 2)))
+            layers.append((f"relu{i}", nn.ReLU(inplace=True)))
+            channels = filters
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(filters * pool_size * pool_size, hidden)
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.drop2 = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(self.pool(self.features(x)))  # (B, filters * pool^2)
+        x = self.drop1(torch.relu(self.fc1(x)))  # (B, hidden)
+        x = self.drop2(torch.relu(self.fc2(x)))  # (B, hidden)
+        return self.out(x)  # (B, C)
+
+
+def vgg11(num_classes: int, dropout: float = 0.5) -> nn.Module:
+    """torchvision's VGG-11 (random init, no download) with a C-way classifier.
+
+    Its weight layers are renamed to the project's scheme through :func:`named_layers`.
+    """
+    from torchvision.models import vgg11 as tv_vgg11
+
+    return tv_vgg11(weights=None, num_classes=num_classes, dropout=dropout)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch == "vgg11":
+        return vgg11(cfg.num_classes, cfg.dropout)
+    return DenseVGG(num_classes=cfg.num_classes, depth=cfg.depth, filters=cfg.filters,
+                    kernel_size=cfg.kernel_size, pool_size=cfg.pool_size, hidden=cfg.hidden,
+                    dropout=cfg.dropout, in_channels=cfg.in_channels)
+
+
+def named_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's weight layers by stable name, in forward order.
+
+    Convs are ``conv1``.. in order; linears are ``fc1``, ``fc2``, ... and the last one ``out``.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    names: dict[str, nn.Module] = {f"conv{i}": m for i, m in enumerate(convs, 1)}
+    names.update({f"fc{i}": m for i, m in enumerate(linears[:-1], 1)})
+    if linears:
+        names["out"] = linears[-1]
+    return names
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,165 @@
+"""The training loop: evaluate at epoch 0, train, evaluate after every epoch, report to a callback.
+
+Knows nothing of MLflow: the tracking edge passes a callback that logs what it is given.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dsc.data.dataset import Prepared
+from dsc.errors import ConfigError, TrainingDiverged
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60  # epochs after the epoch-0 evaluation
+    batch_size: int = 32  # images per optimizer step
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.01  # learning rate
+    momentum: float = 0.9  # SGD momentum (ignored by Adam)
+    weight_decay: float = 0.0  # L2 penalty
+    seed: int = 0  # seeds weights, dropout and batch order
+    device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:N"
+    channels_last: bool = True  # NHWC memory format: several times faster on CPU for 3 channels
+    eval_batch_size: int = 256  # images per evaluation forward pass
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 0, f"--epochs {self.epochs}: must be >= 0"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: use one of {OPTIMIZERS}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr}: must be a finite number > 0"),
+            (0 <= self.momentum < 1, f"--momentum {self.momentum}: must be in [0, 1)"),
+            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size {self.eval_batch_size}: must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochReport:
+    """What one epoch leaves: scalar metrics named as MLflow shows them, and the live objects."""
+
+    epoch: int
+    metrics: dict[str, float]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    extra: dict = field(default_factory=dict)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when present (for "auto"), else CPU; a named device that is absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device auto or cpu")
+    return dev
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
+             cfg: TrainConfig) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and predictions (len(idx),) in eval mode; restores the train flag."""
+    was_training = model.training
+    model.eval()
+    loss_sum, preds = 0.0, []
+    for start in range(0, len(idx), cfg.eval_batch_size):
+        xb, yb = data.batch(idx[start:start + cfg.eval_batch_size], device, cfg.channels_last)
+        logits = model(xb)
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        preds.append(logits.argmax(1).cpu())
+    model.train(was_training)
+    pred = torch.cat(preds).numpy() if preds else np.empty(0, dtype=np.int64)
+    labels = data.y[idx].numpy()
+    return loss_sum / max(len(idx), 1), float((pred == labels).mean()) if len(idx) else float("nan"), pred
+
+
+def epoch_metrics(model: nn.Module, data: Prepared, device: torch.device, cfg: TrainConfig) -> dict[str, float]:
+    """``loss/train``, ``loss/val``, ``acc/train``, ``acc/val`` and ``acc_class/<name>`` (val)."""
+    tl, ta, _ = evaluate(model, data, data.train_idx, device, cfg)
+    vl, va, pred = evaluate(model, data, data.val_idx, device, cfg)
+    metrics = {"loss/train": tl, "loss/val": vl, "acc/train": ta, "acc/val": va}
+    labels = data.y[data.val_idx].numpy()
+    for c, name in enumerate(data.classes):
+        mask = labels == c
+        if mask.any():
+            metrics[f"acc_class/{name}"] = float((pred[mask] == c).mean())
+    return metrics
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"loss became {float(loss.detach())} at epoch {epoch}, batch {step}: training diverged; "
+            f"lower --lr (now {cfg.lr:g}) or switch --optimizer")
+
+
+def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Optimizer,
+                    cfg: TrainConfig, epoch: int, device: torch.device, progress: bool = False) -> None:
+    """One pass over the training split in a batch order fixed by (seed, epoch)."""
+    model.train()
+    n_train = len(data.train_idx)
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    order = torch.from_numpy(data.train_idx)[torch.randperm(n_train, generator=gen)]
+    batches = tqdm(range(0, n_train, cfg.batch_size), desc=f"epoch {epoch}", unit="batch",
+                   leave=False, disable=not progress)
+    for step, start in enumerate(batches):
+        xb, yb = data.batch(order[start:start + cfg.batch_size], device, cfg.channels_last)
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        _check_finite(loss, epoch, step, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
+          on_epoch: Callable[[EpochReport], None] | None = None,
+          optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
+          progress: bool = True) -> nn.Module:
+    """Train ``model`` in place for ``cfg.epochs`` epochs, calling ``on_epoch`` at 0, 1, ..., E.
+
+    ``start_epoch`` > 0 continues from a checkpoint (model and optimizer already restored);
+    the batch order of each epoch depends only on (seed, epoch), so a continued run matches
+    an uninterrupted one.
+    """
+    device = pick_device(cfg.device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=fmt)
+    optimizer = optimizer or make_optimizer(model, cfg)
+    report = on_epoch or (lambda r: None)
+    if start_epoch == 0:
+        report(EpochReport(0, epoch_metrics(model, data, device, cfg), model, optimizer))
+    epochs = tqdm(range(start_epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
+                  disable=not progress, initial=start_epoch, total=cfg.epochs)
+    for epoch in epochs:
+        train_one_epoch(model, data, optimizer, cfg, epoch, device, progress)
+        metrics = epoch_metrics(model, data, device, cfg)
+        if not all(math.isfinite(metrics[k]) for k in ("loss/train", "loss/val")):
+            raise TrainingDiverged(
+                f"loss became non-finite after epoch {epoch} (train {metrics['loss/train']}, "
+                f"val {metrics['loss/val']}): lower --lr (now {cfg.lr:g})")
+        epochs.set_postfix(acc_val=f"{metrics['acc/val']:.3f}", loss=f"{metrics['loss/train']:.3f}")
+        report(EpochReport(epoch, metrics, model, optimizer))
+    return model

@@ -1,0 +1,27 @@
+"""Shared fixtures: every test gets its own SQLite tracking store and data cache."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One data cache for the session: generated faces are reused across tests."""
+    return tmp_path_factory.mktemp("dsc-cache")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, cache_dir):
+    """A fresh SQLite tracking store in a temporary working directory; returns its URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DSC_CACHE_DIR", str(cache_dir))
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
