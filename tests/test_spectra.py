@@ -1,0 +1,196 @@
+"""Known answers for the weight spectra: MP edges, power-law exponents, spikes and phases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from dsc import spectra
+
+KEYS = {
+    "alpha",
+    "xmin",
+    "ks_distance",
+    "lambda_max",
+    "stable_rank",
+    "log_norm",
+    "lambda_plus",
+    "num_spikes",
+    "phase",
+}
+
+
+def _orthonormal(rng, n, k):
+    q, r = np.linalg.qr(rng.standard_normal((n, k)))
+    return q * np.sign(np.diag(r))
+
+
+def _with_singular_values(rng, n, m, s):
+    """An n x m matrix U diag(s) V^T with random orthonormal U, V."""
+    return (_orthonormal(rng, n, m) * s) @ _orthonormal(rng, m, m).T
+
+
+def _planted(rng, n=1000, m=500, strengths=(3.0, 4.0, 5.0)):
+    """Gaussian noise plus a rank-k signal; strength 1 is the detection threshold (BBP)."""
+    k = len(strengths)
+    signal = _orthonormal(rng, n, k) * (np.array(strengths) * (n * m) ** 0.25)
+    return rng.standard_normal((n, m)) + signal @ _orthonormal(rng, m, k).T
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    return spectra.layer_spectrum(np.random.default_rng(0).standard_normal((1000, 500)))
+
+
+def test_keys_and_types(gauss):
+    assert set(gauss) == KEYS
+    assert isinstance(gauss["num_spikes"], int)
+    assert gauss["phase"] in spectra.PHASES
+    assert len(spectra.PHASES) == 6
+
+
+def test_gaussian_edge_and_phase(gauss):
+    edge = (np.sqrt(1000) + np.sqrt(500)) ** 2
+    assert gauss["lambda_max"] == pytest.approx(edge, rel=0.04)
+    assert gauss["lambda_plus"] == pytest.approx(edge, rel=0.02)
+    assert gauss["num_spikes"] == 0
+    assert gauss["phase"] == "random-like"
+
+
+def test_norms(gauss):
+    W = np.random.default_rng(0).standard_normal((1000, 500))
+    evals = spectra.esd(W)
+    assert evals == pytest.approx(np.sort(np.linalg.svd(W, compute_uv=False) ** 2), rel=1e-9)
+    assert gauss["log_norm"] == pytest.approx(np.log10(np.sum(W**2)))
+    assert gauss["stable_rank"] == pytest.approx(np.sum(W**2) / evals[-1])
+
+
+@pytest.mark.parametrize("shape", [(120, 80), (16, 8, 3, 3)])
+def test_spectrum_of_esd_matches_layer_spectrum(shape):
+    W = np.random.default_rng(9).standard_t(3.0, size=shape)
+    expected = spectra.layer_spectrum(W)
+    got = spectra.spectrum_of_esd(spectra.esd(W)[::-1], *shape[:2])
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == (value if isinstance(value, str) else pytest.approx(value, nan_ok=True))
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (256, 256)])
+def test_fit_mp_recovers_variance(shape):
+    sigma = 0.05
+    W = sigma * np.random.default_rng(1).standard_normal(shape)
+    sigma2, lo, hi = spectra.fit_mp(spectra.esd(W), *shape)
+    assert sigma2 == pytest.approx(sigma**2, rel=0.03)
+    n, m = max(shape), min(shape)
+    assert hi == pytest.approx(sigma2 * (np.sqrt(n) + np.sqrt(m)) ** 2)
+    assert lo == pytest.approx(sigma2 * (np.sqrt(n) - np.sqrt(m)) ** 2)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0, 8.0])
+def test_mp_density_integrates_to_one(ratio):
+    n, sigma2 = 800, 0.3
+    lo, hi = sigma2 * n * (1 - ratio**-0.5) ** 2, sigma2 * n * (1 + ratio**-0.5) ** 2
+    total, _ = integrate.quad(spectra.mp_density, lo, hi, args=(ratio, sigma2, n), limit=200)
+    assert total == pytest.approx(1.0, abs=1e-3)
+    assert spectra.mp_density(np.array([0.5 * lo, 1.01 * hi]), ratio, sigma2, n) == pytest.approx(0)
+
+
+@pytest.mark.parametrize("power, alpha", [(-0.5, 2.0), (-1.0, 1.5)])
+def test_alpha_of_prescribed_singular_values(power, alpha):
+    rng = np.random.default_rng(2)
+    s = np.arange(1, 501, dtype=float) ** power
+    result = spectra.layer_spectrum(_with_singular_values(rng, 1000, 500, s))
+    assert result["alpha"] == pytest.approx(alpha, abs=0.3)
+    assert result["xmin"] > 0
+    assert 0 <= result["ks_distance"] < 0.1
+
+
+def test_fit_power_law_matches_brute_force():
+    evals = spectra.esd(np.random.default_rng(3).standard_t(2.5, size=(300, 200)))
+    x = np.sort(evals)
+    best = (np.inf, np.nan, np.nan)
+    for i in range(x.size - spectra.MIN_TAIL + 1):
+        tail = x[i:]
+        a = 1 + tail.size / np.sum(np.log(tail / x[i]))
+        d = np.max(np.abs(1 - (tail / x[i]) ** (1 - a) - np.arange(tail.size) / tail.size))
+        best = min(best, (d, a, x[i]))
+    assert spectra.fit_power_law(evals) == pytest.approx((best[1], best[2], best[0]))
+
+
+def test_planted_spikes():
+    result = spectra.layer_spectrum(_planted(np.random.default_rng(4)))
+    assert result["num_spikes"] == 3
+    assert result["phase"] == "bulk+spikes"
+
+
+def test_weak_spikes_bleed_out():
+    result = spectra.layer_spectrum(_planted(np.random.default_rng(4), strengths=(1.2, 1.3)))
+    assert result["num_spikes"] >= 1
+    assert result["phase"] == "bleeding-out"
+
+
+def test_heavy_tailed():
+    result = spectra.layer_spectrum(np.random.default_rng(5).standard_t(2.0, size=(600, 500)))
+    assert result["phase"] == "heavy-tailed"
+    assert 1.5 < result["alpha"] < 4
+
+
+def test_rank_collapse():
+    rng = np.random.default_rng(6)
+    result = spectra.layer_spectrum(rng.standard_normal((1000, 2)) @ rng.standard_normal((2, 500)))
+    assert result["phase"] == "rank-collapse"
+    assert result["num_spikes"] == 2
+
+
+@pytest.mark.parametrize(
+    "W",
+    [
+        np.random.default_rng(7).standard_normal((5, 1024)),
+        np.random.default_rng(7).standard_normal((3, 3)),
+        np.random.default_rng(7).standard_normal((1, 40)),
+        np.random.default_rng(7).standard_normal((3, 3, 3, 3))[..., :1, :1],
+        np.zeros((20, 30)),
+        np.eye(50),
+    ],
+    ids=["5x1024", "3x3", "1xn", "conv1x1", "zeros", "identity"],
+)
+def test_small_or_degenerate_never_raise(W):
+    result = spectra.layer_spectrum(W)
+    assert set(result) == KEYS
+    assert result["phase"] in spectra.PHASES
+    if min(W.shape[:2]) < spectra.MIN_TAIL or not W.any():
+        assert np.isnan(result["alpha"]) and np.isnan(result["xmin"])
+        assert np.isnan(result["ks_distance"])
+
+
+def test_zero_matrix_is_rank_collapse():
+    assert spectra.layer_spectrum(np.zeros((20, 30)))["phase"] == "rank-collapse"
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 3, 3), (16, 8, 3, 3), (8, 16, 5, 1)])
+def test_conv_pools_kernel_positions(shape):
+    W = np.random.default_rng(8).standard_normal(shape)
+    manual = np.concatenate(
+        [
+            np.linalg.svd(W[:, :, i, j], compute_uv=False) ** 2
+            for i in range(shape[2])
+            for j in range(shape[3])
+        ]
+    )
+    evals = spectra.esd(W)
+    assert evals.shape == (shape[2] * shape[3] * min(shape[:2]),)
+    np.testing.assert_allclose(evals, np.sort(manual), rtol=1e-9, atol=1e-12 * evals[-1])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_raises(bad):
+    W = np.ones((10, 10))
+    W[3, 4] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        spectra.layer_spectrum(W)
+
+
+@pytest.mark.parametrize("shape", [(10,), (2, 3, 4), (0, 5)])
+def test_bad_shapes_raise(shape):
+    with pytest.raises(ValueError, match="W"):
+        spectra.esd(np.ones(shape))
