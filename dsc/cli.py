@@ -87,6 +87,12 @@ def data_options(fn: Callable) -> Callable:
               help="NHWC memory format (several times faster on CPU).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=1, show_default=True,
               help="Keep a checkpoint every N epochs (epoch 0 and the last always).")
+@click.option("--snapshot-every", type=click.IntRange(0), default=1, show_default=True,
+              help="Snapshot activations, spectra and similarity at epoch 0 and every N epochs (0: none).")
+@click.option("--probe-per-class", type=click.IntRange(0), default=0, show_default=True,
+              help="Cap on probe images per class, taken from the validation split (0: all of it).")
+@click.option("--snapshot-budget-mb", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True,
+              help="Activation bytes per snapshot; conv maps are average-pooled to fit.")
 @click.option("--experiment", default="", help="MLflow experiment name (default: the current one).")
 @click.option("--run-name", default="", help="MLflow run name.")
 @click.option("--register-name", default="", help="Registered model name (default dsc-<data>-<arch>).")
@@ -94,7 +100,8 @@ def data_options(fn: Callable) -> Callable:
 @one_line_errors
 def train(data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, arch, depth, filters,
           kernel_size, hidden, dropout, epochs, batch_size, optimizer, lr, momentum, weight_decay, seed,
-          device, channels_last, checkpoint_every, experiment, run_name, register_name, progress) -> None:
+          device, channels_last, snapshot_every, probe_per_class, snapshot_budget_mb, checkpoint_every,
+          experiment, run_name, register_name, progress) -> None:
     """Train the network and log metrics, checkpoints, the dataset and a registered model.
 
     Metrics (step = epoch, epoch 0 before any update): loss/train, loss/val, acc/train,
@@ -111,7 +118,8 @@ def train(data, image_size, val_fraction, data_seed, identities, subjects, cache
                     weight_decay=weight_decay, seed=seed, device=device, channels_last=channels_last)
     track = TrackConfig(experiment=experiment, run_name=run_name, register_name=register_name,
                         checkpoint_every=checkpoint_every, progress=progress)
-    run_id = train_job(data_kw, model_kw, train_kw, track)
+    snap_kw = dict(every=snapshot_every, probe_per_class=probe_per_class, budget_mb=snapshot_budget_mb)
+    run_id = train_job(data_kw, model_kw, train_kw, track, snap_kw)
     click.echo(f"run {run_id} finished")
 
 

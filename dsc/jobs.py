@@ -26,7 +26,8 @@ def _flat_params(**groups: dict) -> dict:
     return {k: v for group in groups.values() for k, v in group.items()}
 
 
-def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig) -> str:
+def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
+              snap_kw: dict | None = None) -> str:
     """Train and log everything to a run; returns the run id.
 
     The keyword dicts hold DataConfig, ModelConfig (less ``num_classes``, which the data
@@ -36,9 +37,13 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig)
     with tracking.run_context(track.experiment, track.run_name or None,
                               tags={"dsc.kind": "train"}) as run:
         data_cfg, train_cfg = DataConfig(**data_kw), TrainConfig(**train_kw)
+        snap_cfg = tracking.SnapshotConfig(**(snap_kw or {}))
         ModelConfig(**model_kw)  # validates before any data is read
         tracking.log_params_once(_flat_params(data=data_cfg.to_dict(), train=train_cfg.to_dict(),
-                                              model=model_kw))
+                                              model=model_kw, snapshot={
+                                                  "snapshot_every": snap_cfg.every,
+                                                  "probe_per_class": snap_cfg.probe_per_class,
+                                                  "snapshot_budget_mb": snap_cfg.budget_mb}))
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
         data = prepare(load_imageset(data_cfg), data_cfg)
@@ -52,7 +57,14 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig)
                    "data_config": data_cfg.to_dict(), "classes": list(data.classes),
                    "norm_mean": data.mean, "norm_std": data.std},
             checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs)
-        train(model, data, train_cfg, on_epoch=logger, progress=track.progress)
+        callbacks = [logger]
+        val_context = None
+        if snap_cfg.every > 0:
+            snaps = tracking.SnapshotLogger(model, data, snap_cfg, device)
+            callbacks.insert(0, snaps)
+            val_context = snaps.context
+        train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks],
+              progress=track.progress, val_context=val_context)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
 

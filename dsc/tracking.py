@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -19,8 +20,10 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
+from dsc import snapshot
+
 from dsc.data.dataset import Prepared
-from dsc.errors import DscError, TrackingError
+from dsc.errors import ConfigError, DscError, TrackingError
 from dsc.train import EpochReport
 
 CHECKPOINT_DIR = "checkpoints"
@@ -128,6 +131,77 @@ class EpochLogger:
             mlflow.log_artifact(str(path), CHECKPOINT_DIR)
             path.unlink()
         self.last_epoch = report.epoch
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    every: int = 1  # snapshot epoch 0 and every N epochs (0 = no snapshots)
+    probe_per_class: int = 0  # cap on probe images per class from the validation split (0 = all)
+    budget_mb: float = 4.0  # snapshot megabytes (10^6 bytes) per epoch; conv maps are pooled to fit
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.probe_per_class < 0 or not self.budget_mb > 0:
+            raise ConfigError(f"snapshot options: every={self.every} and probe_per_class="
+                              f"{self.probe_per_class} must be >= 0, budget_mb={self.budget_mb} > 0")
+
+
+def probe_rows(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Positions of the probe images in ``labels`` (all, or the first ``per_class`` of each)."""
+    if per_class <= 0:
+        return np.arange(len(labels))
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+
+
+class SnapshotLogger:
+    """The training callback that snapshots epoch 0 and every ``cfg.every`` epochs.
+
+    Activations are captured on the validation pass training already makes
+    (:meth:`context`), so a snapshot costs no extra forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
+                 device: torch.device, prefix: str = "snapshots") -> None:
+        from dsc.capture import ActivationCapture, plan_grids
+
+        self.cfg, self.prefix = cfg, prefix
+        self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
+        sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
+        # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
+        grids = plan_grids(model.cpu(), sample, len(self.rows), 0.95 * cfg.budget_mb * 1e6)
+        model.to(device)
+        self.capture = ActivationCapture(model, grids)
+        self._tmp = tempfile.TemporaryDirectory(prefix="dsc-snap-")
+        probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
+                                     data.val_idx[self.rows], data.classes, list(grids), grids)
+        mlflow.log_artifact(str(probe), prefix)
+        probe.unlink()
+
+    def due(self, epoch: int) -> bool:
+        return self.cfg.every > 0 and epoch % self.cfg.every == 0
+
+    def context(self, epoch: int) -> contextlib.AbstractContextManager:
+        return self.capture.recording() if self.due(epoch) else contextlib.nullcontext()
+
+    def __call__(self, report: EpochReport) -> None:
+        if not self.due(report.epoch):
+            return
+        from dsc.capture import layer_weights
+
+        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), layer_weights(report.model))
+        path = snapshot.write(snap, Path(self._tmp.name))
+        mlflow.log_artifact(str(path), self.prefix)
+        path.unlink()
+        mlflow.log_metrics(snap.metrics(), step=report.epoch)
+
+
+def download_snapshots(run_id: str, prefix: str = "snapshots") -> Path:
+    """Download a run's snapshot directory; a clear error when the run has none."""
+    require_run(run_id)
+    names = [f.path for f in MlflowClient().list_artifacts(run_id, prefix)]
+    if not any(n.endswith("probe.npz") for n in names):
+        raise TrackingError(f"run {run_id} has no {prefix}/ (no snapshots); train with --snapshot-every 1 "
+                            f"or run `dsc snapshot --run-id {run_id}`")
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=prefix))
 
 
 def pip_requirements() -> list[str]:

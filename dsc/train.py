@@ -4,6 +4,7 @@ Knows nothing of MLflow: the tracking edge passes a callback that logs what it i
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -96,10 +97,15 @@ def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.de
     return loss_sum / max(len(idx), 1), float((pred == labels).mean()) if len(idx) else float("nan"), pred
 
 
-def epoch_metrics(model: nn.Module, data: Prepared, device: torch.device, cfg: TrainConfig) -> dict[str, float]:
-    """``loss/train``, ``loss/val``, ``acc/train``, ``acc/val`` and ``acc_class/<name>`` (val)."""
+def epoch_metrics(model: nn.Module, data: Prepared, device: torch.device, cfg: TrainConfig,
+                  val_context: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
+    """``loss/train``, ``loss/val``, ``acc/train``, ``acc/val`` and ``acc_class/<name>`` (val).
+
+    ``val_context`` is entered around the validation pass (activation capture rides on it).
+    """
     tl, ta, _ = evaluate(model, data, data.train_idx, device, cfg)
-    vl, va, pred = evaluate(model, data, data.val_idx, device, cfg)
+    with val_context or contextlib.nullcontext():
+        vl, va, pred = evaluate(model, data, data.val_idx, device, cfg)
     metrics = {"loss/train": tl, "loss/val": vl, "acc/train": ta, "acc/val": va}
     labels = data.y[data.val_idx].numpy()
     for c, name in enumerate(data.classes):
@@ -137,9 +143,11 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
 def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
           on_epoch: Callable[[EpochReport], None] | None = None,
           optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
-          progress: bool = True) -> nn.Module:
+          progress: bool = True,
+          val_context: Callable[[int], contextlib.AbstractContextManager] | None = None) -> nn.Module:
     """Train ``model`` in place for ``cfg.epochs`` epochs, calling ``on_epoch`` at 0, 1, ..., E.
 
+    ``val_context(epoch)``, if given, wraps each epoch's validation pass.
     ``start_epoch`` > 0 continues from a checkpoint (model and optimizer already restored);
     the batch order of each epoch depends only on (seed, epoch), so a continued run matches
     an uninterrupted one.
@@ -149,13 +157,14 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
     model.to(device=device, memory_format=fmt)
     optimizer = optimizer or make_optimizer(model, cfg)
     report = on_epoch or (lambda r: None)
+    context = val_context or (lambda epoch: contextlib.nullcontext())
     if start_epoch == 0:
-        report(EpochReport(0, epoch_metrics(model, data, device, cfg), model, optimizer))
+        report(EpochReport(0, epoch_metrics(model, data, device, cfg, context(0)), model, optimizer))
     epochs = tqdm(range(start_epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
                   disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in epochs:
         train_one_epoch(model, data, optimizer, cfg, epoch, device, progress)
-        metrics = epoch_metrics(model, data, device, cfg)
+        metrics = epoch_metrics(model, data, device, cfg, context(epoch))
         if not all(math.isfinite(metrics[k]) for k in ("loss/train", "loss/val")):
             raise TrainingDiverged(
                 f"loss became non-finite after epoch {epoch} (train {metrics['loss/train']}, "

@@ -1,0 +1,97 @@
+"""Activation capture: forward hooks that record every named layer on the probe images.
+
+We use hooks rather than torchvision's ``create_feature_extractor`` because the capture must
+ride along the validation pass that training already does (no second forward), and must work
+on any model that :func:`dsc.model.named_layers` understands (DenseVGG and VGG-11 alike).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsc.model import named_layers
+
+BYTES_F16 = 2
+
+
+def plan_grids(model: nn.Module, sample: torch.Tensor, n_probe: int, budget_bytes: float) -> dict[str, int | None]:
+    """The side of the average-pooling grid of each conv layer (None = full resolution).
+
+    Linear layers are kept whole; what remains of the budget is shared equally by the conv
+    layers, and a conv map is pooled to the largest square grid that fits its share.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=name: shapes.__setitem__(n, tuple(out.shape[1:])))
+               for name, m in named_layers(model).items()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    flat = sum(math.prod(s) for s in shapes.values() if len(s) == 1)
+    convs = [n for n, s in shapes.items() if len(s) == 3]
+    full = sum(math.prod(shapes[n]) for n in convs)
+    per_image = budget_bytes / max(n_probe, 1) / BYTES_F16
+    if flat + full <= per_image or not convs:
+        return {n: None for n in shapes}
+    share = max(per_image - flat, 0) / len(convs)
+    grids: dict[str, int | None] = {n: None for n in shapes}
+    for n in convs:
+        c, h, _ = shapes[n]
+        grids[n] = max(1, min(h, int(math.sqrt(share / c))))
+    return grids
+
+
+class ActivationCapture:
+    """Records post-activation outputs (ReLU applied, except ``out``: logits) as float16.
+
+    Use :meth:`recording` around forward passes over the probe images, in probe order; then
+    :meth:`take` returns ``{layer: (n, ...) float16 array}`` and clears the buffers.
+    """
+
+    def __init__(self, model: nn.Module, grids: dict[str, int | None]) -> None:
+        self.layers = {n: m for n, m in named_layers(model).items() if n in grids}
+        self.grids = grids
+        self._buf: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+
+    def _hook(self, name: str):
+        grid = self.grids[name]
+
+        def hook(module, inputs, out: torch.Tensor) -> None:
+            out = out.detach()
+            if name != "out":
+                out = torch.relu(out)
+            if out.ndim == 4 and grid is not None and grid < out.shape[-1]:
+                out = nn.functional.adaptive_avg_pool2d(out, grid)  # (B, C, g, g)
+            self._buf[name].append(out.to("cpu", torch.float16).contiguous())
+
+        return hook
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def take(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The recorded activations (optionally only ``rows``), and empty buffers."""
+        acts = {n: torch.cat(b).numpy() for n, b in self._buf.items() if b}
+        self._buf = {n: [] for n in self.layers}
+        return {n: a[rows] if rows is not None else a for n, a in acts.items()}
+
+
+def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """Each named layer's weight as float32 NumPy: (out, in) or (out, in, kh, kw)."""
+    return {n: m.weight.detach().float().cpu().numpy() for n, m in named_layers(model).items()}

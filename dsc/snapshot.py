@@ -1,0 +1,191 @@
+"""Per-epoch snapshots: probe activations, weight spectra and layer similarity.
+
+A snapshot is computed from plain arrays (activations by layer, weights by layer) and stored
+as one ``.npz`` per epoch; :func:`load` reads a run's snapshots back by epoch. File layout
+(under the run's ``snapshots/`` artifact directory, see the README):
+
+- ``probe.npz``: ``labels`` (n,), ``indices`` (n,) into the dataset, ``classes``, ``layers``,
+  ``grids`` (pooling side per layer, 0 = full resolution), once per run;
+- ``epoch_EEEE.npz``: ``act__<layer>`` float16 (n, ...), ``eig__<layer>`` float32 ESD,
+  ``spec__<key>`` (L,) per-layer spectral scalars, ``phase`` (L,) strings, ``cka`` (L, L),
+  ``corr_pairs`` / ``corr`` successive-layer Pearson correlations.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dsc.similarity import cka_matrix, successive_correlation
+from dsc.spectra import PHASES, esd, spectrum_of_esd
+
+SPECTRAL_KEYS = ("alpha", "xmin", "ks_distance", "lambda_max", "stable_rank", "log_norm",
+                 "lambda_plus", "num_spikes")
+# spectral scalar -> MLflow metric prefix (metric name = prefix/layer)
+METRIC_PREFIX = {"alpha": "alpha", "num_spikes": "spikes", "stable_rank": "stable_rank",
+                 "log_norm": "log_norm", "lambda_max": "lambda_max", "lambda_plus": "lambda_plus",
+                 "ks_distance": "ks"}
+EPOCH_FMT = "epoch_{:04d}.npz"
+
+
+@dataclass
+class Snapshot:
+    """One epoch's snapshot. Arrays are NumPy; ``layers`` fixes the order of per-layer rows."""
+
+    epoch: int
+    layers: list[str]
+    activations: dict[str, np.ndarray]
+    eigenvalues: dict[str, np.ndarray]
+    spectra: dict[str, np.ndarray]  # key -> (L,) float
+    phases: list[str]
+    cka: np.ndarray  # (L, L)
+    corr: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Scalar figures as MLflow metric names (``alpha/fc1``, ``cka/conv1-conv2``, ...)."""
+        out: dict[str, float] = {}
+        for key, prefix in METRIC_PREFIX.items():
+            for layer, v in zip(self.layers, self.spectra[key]):
+                if np.isfinite(v):
+                    out[f"{prefix}/{layer}"] = float(v)
+        for layer, phase in zip(self.layers, self.phases):
+            out[f"phase/{layer}"] = float(PHASES.index(phase))
+        for i, a in enumerate(self.layers):
+            for j in range(i + 1, len(self.layers)):
+                if np.isfinite(self.cka[i, j]):
+                    out[f"cka/{a}-{self.layers[j]}"] = float(self.cka[i, j])
+        out.update({f"corr/{k}": float(v) for k, v in self.corr.items() if np.isfinite(v)})
+        return out
+
+
+def compute(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> Snapshot:
+    """A snapshot from probe activations (n, ...) and weights by layer, in weight order."""
+    layers = [n for n in weights if n in activations]
+    eigs = {n: esd(weights[n]) for n in layers}  # one decomposition per layer, reused below
+    specs = [spectrum_of_esd(eigs[n], *_esd_shape(weights[n])) for n in layers]
+    spectra = {k: np.array([s[k] for s in specs], dtype=np.float64) for k in SPECTRAL_KEYS}
+    _, cka = cka_matrix({n: activations[n] for n in layers})  # rows in ``layers`` order
+    return Snapshot(
+        epoch=epoch, layers=layers, activations={n: activations[n] for n in layers},
+        eigenvalues={n: e.astype(np.float32) for n, e in eigs.items()},
+        spectra=spectra, phases=[s["phase"] for s in specs], cka=cka,
+        corr=_successive(activations, layers),
+    )
+
+
+def _esd_shape(W: np.ndarray) -> tuple[int, int]:
+    """(N, M) of the matrices whose ESD :func:`esd` pools: the weight, or one kernel slice."""
+    return (W.shape[0], W.shape[1])
+
+
+def _successive(activations: Mapping[str, np.ndarray], layers: Sequence[str]) -> dict[str, float]:
+    """Pearson correlation of each pair of successive layers whose activations share a shape."""
+    out: dict[str, float] = {}
+    for a, b in zip(layers, layers[1:]):
+        if activations[a].shape == activations[b].shape:
+            out.update(successive_correlation(activations, [a, b]))
+    return out
+
+
+def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``path`` so that a reader never sees half a file (temp name, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(snap: Snapshot, directory: Path) -> Path:
+    arrays: dict[str, np.ndarray] = {f"act__{n}": a for n, a in snap.activations.items()}
+    arrays.update({f"eig__{n}": e for n, e in snap.eigenvalues.items()})
+    arrays.update({f"spec__{k}": v for k, v in snap.spectra.items()})
+    pairs = list(snap.corr)
+    arrays.update(epoch=np.array(snap.epoch), layers=np.array(snap.layers), phase=np.array(snap.phases),
+                  cka=snap.cka.astype(np.float32), corr_pairs=np.array(pairs, dtype=str),
+                  corr=np.array([snap.corr[p] for p in pairs], dtype=np.float64))
+    path = Path(directory) / EPOCH_FMT.format(snap.epoch)
+    _atomic_savez(path, arrays)
+    return path
+
+
+def read(path: str | os.PathLike) -> Snapshot:
+    with np.load(path, allow_pickle=False) as z:
+        layers = [str(s) for s in z["layers"]]
+        return Snapshot(
+            epoch=int(z["epoch"]), layers=layers,
+            activations={n: z[f"act__{n}"] for n in layers if f"act__{n}" in z},
+            eigenvalues={n: z[f"eig__{n}"] for n in layers},
+            spectra={k: z[f"spec__{k}"] for k in SPECTRAL_KEYS},
+            phases=[str(p) for p in z["phase"]], cka=z["cka"].astype(np.float64),
+            corr={str(k): float(v) for k, v in zip(z["corr_pairs"], z["corr"])},
+        )
+
+
+def write_probe(directory: Path, labels: np.ndarray, indices: np.ndarray, classes: Sequence[str],
+                layers: Sequence[str], grids: Mapping[str, int | None]) -> Path:
+    path = Path(directory) / "probe.npz"
+    _atomic_savez(path, {"labels": np.asarray(labels, np.int64), "indices": np.asarray(indices, np.int64),
+                         "classes": np.array(list(classes)), "layers": np.array(list(layers)),
+                         "grids": np.array([grids.get(n) or 0 for n in layers], np.int64)})
+    return path
+
+
+@dataclass
+class Snapshots:
+    """All snapshots of a run, by epoch (ascending)."""
+
+    epochs: list[int]
+    labels: np.ndarray  # (n,)
+    indices: np.ndarray  # (n,) dataset indices of the probe images
+    classes: list[str]
+    layers: list[str]
+    grids: dict[str, int]
+    by_epoch: dict[int, Snapshot]
+
+    def activations(self, layer: str) -> np.ndarray:
+        """(E, n, ...) activations of ``layer`` over epochs, float16."""
+        return np.stack([self.by_epoch[e].activations[layer] for e in self.epochs])
+
+    def spectral(self, key: str) -> dict[str, np.ndarray]:
+        """``{layer: (E,) values}`` of one spectral scalar (e.g. ``alpha``) over epochs."""
+        rows = np.stack([self.by_epoch[e].spectra[key] for e in self.epochs])  # (E, L)
+        return {n: rows[:, i] for i, n in enumerate(self.layers)}
+
+    def phases(self) -> np.ndarray:
+        """(L, E) phase names."""
+        return np.array([self.by_epoch[e].phases for e in self.epochs]).T
+
+    def cka(self) -> np.ndarray:
+        """(E, L, L) CKA matrices."""
+        return np.stack([self.by_epoch[e].cka for e in self.epochs])
+
+    def corr(self) -> dict[str, np.ndarray]:
+        """``{"conv1-conv2": (E,)}`` successive-layer correlations."""
+        pairs = list(self.by_epoch[self.epochs[0]].corr)
+        return {p: np.array([self.by_epoch[e].corr.get(p, np.nan) for e in self.epochs]) for p in pairs}
+
+
+def read_dir(directory: str | os.PathLike) -> Snapshots:
+    """Snapshots from a local directory laid out as above; only complete files are read."""
+    directory = Path(directory)
+    with np.load(directory / "probe.npz", allow_pickle=False) as z:
+        layers = [str(s) for s in z["layers"]]
+        probe = dict(labels=z["labels"], indices=z["indices"], classes=[str(c) for c in z["classes"]],
+                     layers=layers, grids={n: int(g) for n, g in zip(layers, z["grids"])})
+    snaps = {s.epoch: s for s in (read(p) for p in sorted(directory.glob("epoch_*.npz")))}
+    return Snapshots(epochs=sorted(snaps), by_epoch=snaps, **probe)
+
+
+def load(run_id: str, prefix: str = "snapshots") -> Snapshots:
+    """A tracked run's snapshots (downloaded through MLflow's artifact API)."""
+    from dsc.tracking import download_snapshots
+
+    return read_dir(download_snapshots(run_id, prefix))
