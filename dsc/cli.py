@@ -123,5 +123,66 @@ def train(data, image_size, val_fraction, data_seed, identities, subjects, cache
     click.echo(f"run {run_id} finished")
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--run-id", required=True, help="Training run whose per-epoch checkpoints are snapshotted.")
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True,
+              help="Snapshot checkpoints whose epoch is a multiple of N.")
+@click.option("--probe-per-class", type=click.IntRange(0), default=0, show_default=True,
+              help="Cap on probe images per class from the validation split (0: all of it).")
+@click.option("--budget-mb", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True,
+              help="Megabytes per snapshot; conv maps are average-pooled to fit.")
+@click.option("--prefix", default="snapshots", show_default=True, help="Artifact directory to write.")
+@click.option("--child", is_flag=True, help="Write to a new child run instead of the training run.")
+@click.option("--overwrite", is_flag=True, help="Replace snapshots the run already has under --prefix.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@one_line_errors
+def snapshot(run_id, every, probe_per_class, budget_mb, prefix, child, overwrite, progress) -> None:
+    """Recompute per-epoch snapshots of a training run from its checkpoints.
+
+    Use it to snapshot a run trained with --snapshot-every 0, or with a larger probe set or
+    budget. Results go to the training run (refused if it already has them, unless
+    --overwrite or another --prefix) or, with --child, to a new child run.
+    """
+    from dsc.jobs import snapshot_job
+
+    target = snapshot_job(run_id, dict(every=every, probe_per_class=probe_per_class, budget_mb=budget_mb),
+                          child=child, overwrite=overwrite, prefix=prefix, progress=progress)
+    click.echo(f"snapshots written to run {target} under {prefix}/")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--experiment", "experiments", multiple=True,
+              help="Search this experiment (by name); repeatable. Default: every experiment.")
+@click.option("--filter", "filter_string", default="",
+              help="MLflow search filter, e.g. \"params.lr = '0.01'\" (back-quote names with '/': "
+                   "metrics.`acc/val` > 0.5); ANDed with tags.`dsc.kind` = 'train'.")
+@click.option("--run-id", "run_ids", multiple=True,
+              help="Compare this run; repeatable. A named run that is not a FINISHED training "
+                   "run with the metric is an error (searched ones are skipped with a warning).")
+@click.option("--metric", default="acc/val", show_default=True,
+              help="Metric to decompose (logged with step = epoch).")
+@click.option("--max-components", type=click.IntRange(1, 6), default=3, show_default=True,
+              help="Fit N = 1..K logistic components; N is chosen by BIC.")
+@click.option("--jobs", type=click.IntRange(0), default=0,
+              help="Fitting processes (default 0: every CPU).")
+@click.option("--color-by", default="lr", show_default=True,
+              help="Run param that colours the centre/width scatter.")
+@one_line_errors
+def compare(experiments, filter_string, run_ids, metric, max_components, jobs, color_by) -> None:
+    """Logistic learning decomposition of one metric across tracked runs.
+
+    Logs a comparison run (tag dsc.kind = compare) with lld/table.csv, lld/table.json,
+    lld/overlay.png, lld/centers_widths.png, lld/variance_explained.png and lld/runs.json,
+    and lld/* metrics (lld/n_components, lld/r2_N, lld/center_i, ...) on every source run.
+    """
+    from dsc.compare import CompareConfig, compare_job
+
+    config = CompareConfig(experiments=experiments, filter_string=filter_string, run_ids=run_ids,
+                           metric=metric, max_components=max_components, jobs=jobs,
+                           color_by=color_by)
+    run_id = compare_job(config, warn=lambda line: click.echo(f"warning: {line}", err=True))
+    click.echo(f"comparison run {run_id} finished")
+
+
 if __name__ == "__main__":
     main()

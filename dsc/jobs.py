@@ -86,3 +86,73 @@ def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: trac
                      "dsc.version_best": best_version})
     mlflow.log_metric("best/acc_val", logger.best_acc, step=max(logger.best_epoch, 0))
     mlflow.log_param("best_epoch", logger.best_epoch)
+
+
+def _restore(ckpt: dict, data_override: dict | None = None):
+    """Data, model and train config of a checkpoint, rebuilt on this machine."""
+    data_cfg = DataConfig(**{**ckpt["data_config"], **(data_override or {})})
+    data = prepare(load_imageset(data_cfg), data_cfg)
+    model = build_model(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model_state"])
+    return data, model, TrainConfig(**ckpt["train_config"])
+
+
+def _target_run(source: mlflow.entities.Run, child: bool, overwrite: bool, prefix: str, kind: str) -> tuple[str, bool]:
+    """The run that receives the snapshots (the source or a new child) and whether it is new."""
+    if child:
+        run = tracking.MlflowClient().create_run(
+            source.info.experiment_id, tags={"mlflow.parentRunId": source.info.run_id, "dsc.kind": kind,
+                                              "dsc.source_run": source.info.run_id})
+        return run.info.run_id, True
+    if tracking.has_artifacts(source.info.run_id, prefix) and not overwrite:
+        raise tracking.TrackingError(
+            f"run {source.info.run_id} already has {prefix}/; pass --child to write a child run, "
+            f"--prefix NAME for another directory, or --overwrite to replace them")
+    return source.info.run_id, False
+
+
+def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: bool = False,
+                 prefix: str = "snapshots", progress: bool = True) -> str:
+    """Recompute snapshots of a training run from its per-epoch checkpoints; returns the target run id."""
+    from tqdm.auto import tqdm
+
+    from dsc.train import evaluate
+
+    source = tracking.require_run(run_id)
+    snap_cfg = tracking.SnapshotConfig(**snap_kw)
+    if snap_cfg.every < 1:
+        raise tracking.ConfigError("--every must be >= 1 for dsc snapshot")
+    ckpts = {e: p for e, p in tracking.list_checkpoints(run_id).items() if e % snap_cfg.every == 0}
+    if not ckpts:
+        raise tracking.TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
+                                     "is it a dsc training run?")
+    target, new = _target_run(source, child, overwrite, prefix, "snapshot")
+    try:
+        first = tracking.load_checkpoint(run_id, next(iter(ckpts.values())))
+        data, model, train_cfg = _restore(first)
+        device = pick_device(train_cfg.device if train_cfg.device != "auto" else "auto")
+        fmt = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+        # Every checkpoint's epoch is snapshotted: the schedule was applied when listing them.
+        snaps = tracking.SnapshotLogger(model, data, tracking.SnapshotConfig(1, snap_cfg.probe_per_class,
+                                                                             snap_cfg.budget_mb),
+                                        device, prefix=prefix, run_id=target)
+        model.to(device=device, memory_format=fmt)
+        for epoch, path in tqdm(ckpts.items(), desc="snapshots", unit="ckpt", disable=not progress):
+            ckpt = first if epoch == first["epoch"] else tracking.load_checkpoint(run_id, path)
+            model.load_state_dict(ckpt["model_state"])
+            with snaps.capture.recording():
+                evaluate(model, data, data.val_idx, device, train_cfg)
+            snaps(_report(epoch, model))
+    except BaseException:
+        if new:
+            tracking.MlflowClient().set_terminated(target, "FAILED")
+        raise
+    if new:
+        tracking.MlflowClient().set_terminated(target, "FINISHED")
+    return target
+
+
+def _report(epoch: int, model: torch.nn.Module):
+    from dsc.train import EpochReport
+
+    return EpochReport(epoch, {}, model, None)

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,28 @@ ALIAS_FINAL = "final"
 ALIAS_BEST = "best"
 
 
+def ensure_store() -> None:
+    """Create the tracking store's tables once, even when several runs start at once.
+
+    MLflow creates a SQLite store's schema on first use, and two processes doing it together
+    collide ("table already exists"); a file lock beside the database serialises that step.
+    """
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        MlflowClient().search_experiments(max_results=1)
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient().search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def run_context(experiment: str = "", run_name: str | None = None,
                 tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -40,6 +63,7 @@ def run_context(experiment: str = "", run_name: str | None = None,
     Any exception marks the run FAILED (with the error as the ``error`` tag) and propagates;
     metrics and artifacts logged before it stay.
     """
+    ensure_store()
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_name=run_name, tags=dict(tags or {}))
@@ -153,17 +177,20 @@ def probe_rows(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 
 class SnapshotLogger:
-    """The training callback that snapshots epoch 0 and every ``cfg.every`` epochs.
+    """Snapshots epoch 0 and every ``cfg.every`` epochs into run ``run_id`` (default: active run).
 
-    Activations are captured on the validation pass training already makes
-    (:meth:`context`), so a snapshot costs no extra forward pass.
+    During training, activations are captured on the validation pass training already makes
+    (:meth:`context`), so a snapshot costs no extra forward pass. ``dsc snapshot`` uses the
+    same object on checkpoints, so both paths write identical files.
     """
 
     def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
-                 device: torch.device, prefix: str = "snapshots") -> None:
+                 device: torch.device, prefix: str = "snapshots", run_id: str | None = None) -> None:
         from dsc.capture import ActivationCapture, plan_grids
 
         self.cfg, self.prefix = cfg, prefix
+        self.run_id = run_id or mlflow.active_run().info.run_id
+        self.client = MlflowClient()
         self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
         sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
         # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
@@ -173,8 +200,11 @@ class SnapshotLogger:
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-snap-")
         probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
                                      data.val_idx[self.rows], data.classes, list(grids), grids)
-        mlflow.log_artifact(str(probe), prefix)
-        probe.unlink()
+        self._upload(probe)
+
+    def _upload(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path), self.prefix)
+        path.unlink()
 
     def due(self, epoch: int) -> bool:
         return self.cfg.every > 0 and epoch % self.cfg.every == 0
@@ -188,10 +218,42 @@ class SnapshotLogger:
         from dsc.capture import layer_weights
 
         snap = snapshot.compute(report.epoch, self.capture.take(self.rows), layer_weights(report.model))
-        path = snapshot.write(snap, Path(self._tmp.name))
-        mlflow.log_artifact(str(path), self.prefix)
-        path.unlink()
-        mlflow.log_metrics(snap.metrics(), step=report.epoch)
+        self._upload(snapshot.write(snap, Path(self._tmp.name)))
+        log_metrics_to(self.run_id, snap.metrics(), report.epoch)
+
+
+def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log metrics with ``step`` to any run (active or finished) in one batch."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for i in range(0, len(batch), 1000):  # MLflow's per-request metric limit
+        MlflowClient().log_batch(run_id, metrics=batch[i:i + 1000])
+
+
+def list_checkpoints(run_id: str) -> dict[int, str]:
+    """``{epoch: artifact path}`` of a run's checkpoints."""
+    out = {}
+    for f in MlflowClient().list_artifacts(run_id, CHECKPOINT_DIR):
+        name = Path(f.path).name
+        if name.startswith("epoch_") and name.endswith(".pt"):
+            out[int(name[6:-3])] = f.path
+    return dict(sorted(out.items()))
+
+
+def load_checkpoint(run_id: str, path: str) -> dict:
+    """A checkpoint, read with ``weights_only=True`` (no pickle code runs)."""
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    try:
+        return torch.load(local, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrackingError(f"checkpoint {path} of run {run_id} is unreadable ({type(exc).__name__}: {exc}); "
+                            "it may be truncated: re-run training or drop that epoch") from None
+
+
+def has_artifacts(run_id: str, prefix: str) -> bool:
+    return bool(MlflowClient().list_artifacts(run_id, prefix))
 
 
 def download_snapshots(run_id: str, prefix: str = "snapshots") -> Path:

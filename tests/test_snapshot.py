@@ -1,0 +1,149 @@
+import math
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dsc import snapshot
+from dsc.capture import ActivationCapture, layer_weights, plan_grids
+from dsc.cli import main
+from dsc.model import DenseVGG
+from dsc.spectra import PHASES
+from dsc.tracking import probe_rows
+
+
+def test_plan_grids_fits_the_budget_and_keeps_linears_whole():
+    model = DenseVGG()
+    x = torch.zeros(1, 3, 128, 128)
+    grids = plan_grids(model, x, n_probe=576, budget_bytes=0.95 * 4e6)
+    assert grids["fc1"] is None and grids["fc2"] is None and grids["out"] is None
+    per_image = 1024 * 2 + 5 + sum(3 * grids[f"conv{i}"] ** 2 for i in range(1, 6))
+    assert per_image * 576 * 2 <= 0.95 * 4e6
+    assert all(grids[f"conv{i}"] == grids["conv1"] for i in range(1, 6)) and grids["conv1"] >= 8
+    # a large budget keeps conv maps at full resolution
+    assert plan_grids(model, x, n_probe=10, budget_bytes=1e9)["conv1"] is None
+
+
+def test_capture_records_post_relu_pooled_activations():
+    torch.manual_seed(0)
+    model = DenseVGG(num_classes=3, hidden=16).eval()
+    x = torch.randn(6, 3, 32, 32)
+    cap = ActivationCapture(model, {"conv1": 8, "conv2": None, "fc1": None, "out": None})
+    with cap.recording(), torch.no_grad():
+        model(x[:4])
+        model(x[4:])
+    acts = cap.take()
+    with torch.no_grad():
+        c1 = model.features.conv1(x)
+        expect_c1 = torch.nn.functional.adaptive_avg_pool2d(torch.relu(c1), 8)
+        expect_c2 = torch.relu(model.features.conv2(torch.relu(c1)))
+    assert acts["conv1"].dtype == np.float16 and acts["conv1"].shape == (6, 3, 8, 8)
+    np.testing.assert_allclose(acts["conv1"], expect_c1.numpy(), rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(acts["conv2"], expect_c2.numpy(), rtol=1e-2, atol=1e-3)
+    assert acts["out"].min() < 0  # logits are not rectified
+    assert cap.take() == {}  # buffers cleared; hooks removed outside recording
+    model(x)
+    assert cap.take() == {}
+
+
+def test_probe_rows_caps_per_class():
+    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2])
+    assert probe_rows(labels, 0).tolist() == list(range(8))
+    assert probe_rows(labels, 2).tolist() == [0, 1, 2, 3, 4, 6]
+
+
+def _fake_snapshot(epoch=3, n=40):
+    rng = np.random.default_rng(epoch)
+    torch.manual_seed(epoch)
+    model = DenseVGG(num_classes=4, hidden=32)
+    acts = {f"conv{i}": rng.random((n, 3, 6, 6)).astype(np.float16) for i in range(1, 6)}
+    acts.update(fc1=rng.random((n, 32)).astype(np.float16), fc2=rng.random((n, 32)).astype(np.float16),
+                out=rng.standard_normal((n, 4)).astype(np.float16))
+    return snapshot.compute(epoch, acts, layer_weights(model))
+
+
+def test_snapshot_round_trip(tmp_path):
+    snap = _fake_snapshot()
+    back = snapshot.read(snapshot.write(snap, tmp_path))
+    assert back.epoch == snap.epoch and back.layers == snap.layers and back.phases == snap.phases
+    for n in snap.layers:
+        np.testing.assert_array_equal(back.activations[n], snap.activations[n])
+        np.testing.assert_array_equal(back.eigenvalues[n], snap.eigenvalues[n])
+    for k in snapshot.SPECTRAL_KEYS:
+        np.testing.assert_array_equal(back.spectra[k], snap.spectra[k])
+    np.testing.assert_allclose(back.cka, snap.cka, rtol=1e-6)
+    assert back.corr == pytest.approx(snap.corr)
+    assert list(tmp_path.iterdir()) == [tmp_path / "epoch_0003.npz"]  # no temp files left
+
+
+def test_snapshot_metrics_names_and_values():
+    snap = _fake_snapshot()
+    m = snap.metrics()
+    i = snap.layers.index("fc1")
+    assert ("alpha/fc1" in m) == bool(np.isfinite(snap.spectra["alpha"][i]))
+    assert m["spikes/fc1"] == snap.spectra["num_spikes"][i]
+    assert PHASES[int(m["phase/conv1"])] == snap.phases[0]
+    assert m["cka/conv1-conv2"] == pytest.approx(snap.cka[0, 1])
+    assert set(snap.corr) == {"conv1-conv2", "conv2-conv3", "conv3-conv4", "conv4-conv5", "fc1-fc2"}
+    assert all(np.isfinite(v) for v in m.values())
+
+
+def test_diagonal_of_cka_is_one():
+    snap = _fake_snapshot()
+    np.testing.assert_allclose(np.diag(snap.cka), 1.0, atol=1e-6)
+
+
+TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_training_snapshots_equal_recomputed_ones(store):
+    res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "2", "--register-name", "t"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    run_id = mlflow.search_runs(output_format="list")[0].info.run_id
+    live = snapshot.load(run_id)
+    assert live.epochs == [0, 1, 2]
+    assert live.activations("fc2").shape == (3, 230, 32)
+    hist = mlflow.MlflowClient().get_metric_history(run_id, "alpha/fc1")
+    assert sorted(m.step for m in hist) == [0, 1, 2]
+
+    # recompute into a child run: identical arrays
+    res = CliRunner().invoke(main, ["snapshot", "--run-id", run_id, "--child", "--no-progress"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    child = [r for r in mlflow.search_runs(output_format="list") if r.info.run_id != run_id][0]
+    assert child.data.tags["mlflow.parentRunId"] == run_id and child.info.status == "FINISHED"
+    again = snapshot.load(child.info.run_id)
+    assert again.epochs == live.epochs and np.array_equal(again.indices, live.indices)
+    for e in live.epochs:
+        a, b = live.by_epoch[e], again.by_epoch[e]
+        for n in a.layers:
+            np.testing.assert_array_equal(a.activations[n], b.activations[n])
+            np.testing.assert_array_equal(a.eigenvalues[n], b.eigenvalues[n])
+        assert a.phases == b.phases
+
+    # the source run already has snapshots: refused without --overwrite
+    res = CliRunner().invoke(main, ["snapshot", "--run-id", run_id, "--no-progress"])
+    assert res.exit_code == 1 and "already has snapshots/" in res.stderr
+
+
+def test_snapshot_of_unknown_run_is_one_line(store):
+    res = CliRunner().invoke(main, ["snapshot", "--run-id", "0123456789abcdef"])
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.exit_code == 1 and len(errors) == 1 and errors[0].startswith("error: no run with id")
+
+
+def test_default_snapshot_fits_four_megabytes(tmp_path):
+    model = DenseVGG()
+    grids = plan_grids(model, torch.zeros(1, 3, 128, 128), 576, 0.95 * 4e6)
+    rng = np.random.default_rng(0)
+    acts = {}
+    for name, g in grids.items():
+        shape = (576, 1024) if name.startswith("fc") else (576, 5) if name == "out" else (576, 3, g, g)
+        acts[name] = rng.random(shape).astype(np.float16)
+    path = snapshot.write(snapshot.compute(0, acts, layer_weights(model)), tmp_path)
+    assert path.stat().st_size <= 4e6
+    assert math.isfinite(path.stat().st_size)
