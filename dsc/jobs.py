@@ -26,6 +26,32 @@ def _flat_params(**groups: dict) -> dict:
     return {k: v for group in groups.values() for k, v in group.items()}
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a model's parameters and buffers, in state-dict order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def provenance_tags(model: torch.nn.Module, data, device: torch.device) -> dict[str, str]:
+    """Tags that tell whether two runs started alike: versions, device, data and weight hashes."""
+    import platform
+
+    import lmfit
+    import sklearn
+    import torchvision
+
+    return {"dsc.device": str(device), "dsc.python": platform.python_version(),
+            "dsc.torch": torch.__version__, "dsc.torchvision": torchvision.__version__,
+            "dsc.mlflow": mlflow.__version__, "dsc.numpy": np.__version__,
+            "dsc.lmfit": lmfit.__version__, "dsc.sklearn": sklearn.__version__,
+            "dsc.data_digest": data.imageset.digest(), "dsc.init_weights": weights_digest(model)}
+
+
 def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
               snap_kw: dict | None = None) -> str:
     """Train and log everything to a run; returns the run id.
@@ -51,7 +77,7 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
         model_cfg = ModelConfig(num_classes=len(data.classes), **model_kw)
         model = build_model(model_cfg)
         mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
-        mlflow.set_tags({"dsc.device": str(device), "dsc.torch": torch.__version__})
+        mlflow.set_tags(provenance_tags(model, data, device))
         logger = tracking.EpochLogger(
             extra={"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
                    "data_config": data_cfg.to_dict(), "classes": list(data.classes),

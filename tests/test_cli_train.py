@@ -52,6 +52,14 @@ def test_train_leaves_a_complete_registered_run(store):
     assert sorted(t["split_size"] for t in tags) == ["230", "922"]
     assert all(i.dataset.digest and i.dataset.name == "synthetic" for i in inputs)
     assert run.data.params["n_train"] == "922" and run.data.params["n_val"] == "230"
+    tags = run.data.tags
+    assert tags["dsc.data_digest"] == run.data.params["data_digest"]
+    assert len(tags["dsc.init_weights"]) == 16 and tags["dsc.torch"] == torch.__version__
+    torch.manual_seed(0)
+    from dsc.jobs import weights_digest
+    from dsc.model import DenseVGG
+
+    assert tags["dsc.init_weights"] == weights_digest(DenseVGG(num_classes=2, hidden=32))
     final = client.get_model_version_by_alias("tiny", "final")
     best = client.get_model_version_by_alias("tiny", "best")
     assert final.run_id == best.run_id == run.info.run_id
