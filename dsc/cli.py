@@ -76,8 +76,8 @@ def data_options(fn: Callable) -> Callable:
 @click.option("--epochs", type=click.IntRange(0, 100000), default=60, show_default=True,
               help="Training epochs (epoch 0 is the evaluation before any update).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=32, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.01, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True, help="Learning rate.")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
               help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
@@ -182,6 +182,53 @@ def compare(experiments, filter_string, run_ids, metric, max_components, jobs, c
                            color_by=color_by)
     run_id = compare_job(config, warn=lambda line: click.echo(f"warning: {line}", err=True))
     click.echo(f"comparison run {run_id} finished")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--run-id", default="",
+              help="Training run to analyse (default: the latest FINISHED one, tag dsc.kind = train).")
+@click.option("--experiment", default="",
+              help="Without --run-id: search this experiment (by name; default MLFLOW_EXPERIMENT_NAME/ID, "
+                   "else every experiment).")
+@click.option("--layer", default="fc2", show_default=True,
+              help="Layer whose probe activations the PCA, emergence and leading-feature views use.")
+@click.option("--components", type=click.IntRange(2, 100), default=10, show_default=True,
+              help="Leading PCs tracked over epochs (and the space class emergence is scored in).")
+@click.option("--esd-epochs", default="",
+              help="Comma list of snapshot epochs for the ESD histograms (default: first, transition, last).")
+@click.option("--modes-max-images", type=click.IntRange(1), default=288, show_default=True,
+              help="Validation images (a stratified subset) the modes step evaluates.")
+@click.option("--modes-points", type=click.IntRange(2, 100), default=10, show_default=True,
+              help="Values of k per layer in the modes step.")
+@click.option("--top-k", type=click.IntRange(1, 50), default=6, show_default=True,
+              help="Most activating probe inputs shown per class.")
+@click.option("--lld-components", type=click.IntRange(1, 6), default=3, show_default=True,
+              help="Logistic components tried in the learning-curve decomposition, 1..N.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the random-mode control and the validation subset.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@one_line_errors
+def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images, modes_points, top_k,
+            lld_components, seed, progress) -> None:
+    """Figures, numbers and an HTML report of a finished training run, logged onto that run.
+
+    Writes analysis/figures/*.png (and pca.gif), analysis/summary.json and a self-contained
+    analysis/report.html, and logs metrics emergence/class_<name> and transition_epoch. The
+    run's status is not changed; an error leaves it as it was.
+    """
+    from dsc.analyze import AnalyzeConfig, analyze_job
+    from dsc.errors import ConfigError
+
+    try:
+        epochs = tuple(int(e) for e in esd_epochs.replace(" ", "").split(",") if e)
+    except ValueError:
+        raise ConfigError(f"--esd-epochs {esd_epochs!r}: use a comma list of epochs, e.g. 0,25,60") from None
+    cfg = AnalyzeConfig(layer=layer, n_components=components, esd_epochs=epochs,
+                        modes_max_images=modes_max_images, modes_points=modes_points, top_k=top_k,
+                        lld_components=lld_components, seed=seed, progress=progress)
+    result = analyze_job(run_id, experiment, cfg)
+    click.echo(f"run {result.src.run_id} analysed in {sum(result.timings.values()):.1f} s: "
+               f"{len(result.summary['figures'])} figures, analysis/summary.json, analysis/report.html")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ OPTIMIZERS = ("adam", "sgd")
 class TrainConfig:
     epochs: int = 60  # epochs after the epoch-0 evaluation
     batch_size: int = 32  # images per optimizer step
-    optimizer: str = "sgd"  # "sgd" or "adam"
-    lr: float = 0.01  # learning rate
+    optimizer: str = "adam"  # "adam" or "sgd"
+    lr: float = 1e-4  # learning rate
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 0.0  # L2 penalty
     seed: int = 0  # seeds weights, dropout and batch order
