@@ -1,0 +1,518 @@
+"""Compare tracked runs: the logistic learning decomposition of one metric across runs.
+
+The step after training. Runs are chosen by experiment names, an MLflow filter string and/or
+run ids; by default only FINISHED training runs (tag ``dsc.kind = train``) are taken. One
+metric's history (step = epoch) is read from each, N = 1..K logistic components are fitted to
+every curve in worker processes (:func:`dsc.lld.select`, N chosen by BIC), and a new
+comparison run (tag ``dsc.kind = compare``) gets
+
+- ``lld/table.csv``, ``lld/table.json``: one row per run and N: R², AIC, BIC, the chosen
+  flag, each component's amplitude/center/width with standard errors, the fit's message (why
+  no fit was made: too few points, a flat curve), why N was chosen, the run's params
+  (``param.<name>``);
+- ``lld/overlay.png`` (curves and fitted components), ``lld/centers_widths.png`` (the chosen
+  fits' components across runs, coloured by a param), ``lld/variance_explained.png`` (R² of
+  one and of two logistics);
+- ``lld/runs.json``: the compared run ids and the skipped ones with the reason;
+- metrics ``lld/n_runs``, ``lld/n_fitted``, ``lld/mean_r2_<N>``, ``lld/mean_n_components``,
+  ``lld/n_chose_<N>``.
+
+Each source run gets ``lld/n_components``, ``lld/r2_<N>`` and, for the chosen N,
+``lld/constant``, ``lld/amplitude_<i>``, ``lld/center_<i>``, ``lld/width_<i>`` (step 0), so
+that MLflow's run comparison shows them side by side. They describe the metric of the latest
+comparison that took the run (its ``metric`` param): a later one with another metric, or
+fewer components, replaces the values it logs and leaves the others.
+
+Histories are read, fitted and written back as a pipeline: a chunk of curves goes to the
+worker pool as soon as it is read, and each chunk's results are logged while later chunks fit;
+the figures are drawn in the pool too, while the table is written.
+
+Public API: :class:`CompareConfig`, :func:`compare_job`, :func:`fit_curve`, :func:`fit_curves`.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, Run, RunStatus, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
+
+from dsc import lld, plots, tracking
+from dsc.errors import ConfigError, TrackingError
+
+KIND_TAG = "dsc.kind"
+ARTIFACT_DIR = "lld"
+MAX_COMPONENTS = 6  # each extra component adds 3 parameters and ~50% fitting time
+# Pool start-up (~50 ms) and the pipeline only pay off beyond a handful of curves (~70 ms each).
+MIN_PARALLEL_RUNS = 4
+MAX_CHUNK = 8  # small chunks: results come back (and are logged) while later chunks fit
+OVERLAY_MAX_RUNS = 12  # panels in the overlay, bars in the R² chart: readable, ~1 s to draw
+_SEARCH_PAGE = 10_000
+_FIELDS = ("amplitude", "center", "width")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Which runs to compare and how; checked on construction (:class:`ConfigError`)."""
+
+    experiments: tuple[str, ...] = ()  # experiment names to search ('' entries are ignored)
+    filter_string: str = ""  # MLflow search filter, ANDed with tags.`dsc.kind` = 'train'
+    run_ids: tuple[str, ...] = ()  # runs named explicitly: each must qualify, or it is an error
+    metric: str = "acc/val"  # the metric to decompose, logged with step = epoch
+    max_components: int = 3  # fits with N = 1..max_components logistics
+    jobs: int = 0  # fitting processes (0 = every CPU this process may use)
+    color_by: str = "lr"  # run param that colours the centre/width scatter
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "experiments", tuple(e.strip() for e in self.experiments if e.strip()))
+        set_(self, "run_ids", tuple(dict.fromkeys(r.strip() for r in self.run_ids if r.strip())))
+        set_(self, "filter_string", self.filter_string.strip())
+        k = self.max_components
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_COMPONENTS:
+            raise ConfigError(f"max_components must be an integer in 1..{MAX_COMPONENTS}, got {k!r}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
+            raise ConfigError(f"jobs must be an integer >= 0 (0 = every CPU), got {self.jobs!r}")
+        if not self.metric.strip():
+            raise ConfigError("metric must be a metric name such as 'acc/val', got ''")
+        if not self.color_by.strip():
+            raise ConfigError("color_by must be a param name such as 'lr', got ''")
+
+    def params(self) -> dict[str, object]:
+        """What the comparison run logs as params (the MLproject's names and spellings)."""
+        return {"experiment": ",".join(self.experiments), "filter": self.filter_string,
+                "metric": self.metric, "max_components": self.max_components,
+                "color_by": self.color_by, "n_named_runs": len(self.run_ids)}
+
+
+def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None) -> str:
+    """Decompose ``config.metric`` of the chosen runs; log a comparison run; return its id.
+
+    Runs are chosen before the comparison run is created, so a selection that finds nothing
+    leaves no run behind; anything failing later marks the comparison run FAILED.
+
+    Parameters
+    ----------
+    config : CompareConfig
+    warn : callable, optional
+        Receives one line per warning (runs skipped from a search, a missing colour param);
+        default: printed to stderr.
+
+    Raises
+    ------
+    TrackingError
+        No run to compare, an unknown experiment, an invalid filter, or a named run that is
+        missing, not FINISHED, not a training run, or lacks the metric.
+    """
+    warn = warn or _print_warning
+    client = MlflowClient()
+    runs, skipped = select_runs(client, config)
+    if skipped:
+        warn(_skipped_line(skipped))
+    if not any(config.color_by in r.data.params for r in runs):
+        warn(f"no compared run has the param {config.color_by!r}: the centre/width scatter is "
+             "not coloured; choose another with --color-by")
+    home = config.experiments[0] if config.experiments else ""
+    with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs",
+                              tags={KIND_TAG: "compare"}) as run:
+        tracking.log_params_once(config.params())
+        with _workers(config.jobs, len(runs)) as pool:
+            fits = _fit_and_write_back(client, runs, config, pool)
+            _log_comparison(runs, fits, skipped, config, pool)
+        _warn_unfitted(runs, fits, warn)
+        return run.info.run_id
+
+
+# --------------------------------------------------------------------------- choosing runs
+
+
+def select_runs(client: MlflowClient, config: CompareConfig) -> tuple[list[Run], dict[str, str]]:
+    """The runs to compare, in order (named ones first), and ``{run_id: reason}`` skipped.
+
+    A search (experiments and/or filter; with neither and no run ids, every experiment) keeps
+    FINISHED training runs that have the metric and skips the others; a named run that does
+    not qualify is an error.
+    """
+    runs = {rid: _named_run(client, rid, config.metric) for rid in config.run_ids}
+    skipped: dict[str, str] = {}
+    if config.experiments or config.filter_string or not config.run_ids:
+        for run in _search(client, config):
+            rid = run.info.run_id
+            if rid in runs:
+                continue
+            reason = _unusable(run, config.metric)
+            if reason:
+                skipped[rid] = reason
+            else:
+                runs[rid] = run
+    if not runs:
+        raise TrackingError(_nothing_found(config, skipped))
+    return list(runs.values()), skipped
+
+
+def _unusable(run: Run, metric: str) -> str | None:
+    """Why a searched run is skipped, or None."""
+    if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
+        return run.info.status
+    if metric not in run.data.metrics:
+        return f"no metric {metric!r}"
+    return None
+
+
+def _named_run(client: MlflowClient, run_id: str, metric: str) -> Run:
+    run = tracking.require_run(run_id)
+    info, kind = run.info, run.data.tags.get(KIND_TAG)
+    if info.lifecycle_stage != "active":
+        raise TrackingError(f"run {run_id} is deleted; restore it with `mlflow runs restore "
+                            f"--run-id {run_id}` or leave it out")
+    if info.status != RunStatus.to_string(RunStatus.FINISHED):
+        raise TrackingError(f"run {run_id} is {info.status}, not FINISHED: only finished "
+                            "training runs are compared; leave it out or train it again")
+    if kind is not None and kind != "train":
+        raise TrackingError(f"run {run_id} is a {kind!r} run (tag {KIND_TAG}), not a training "
+                            "run; name training runs only")
+    if metric not in run.data.metrics:
+        have = ", ".join(sorted(run.data.metrics)) or "none"
+        raise TrackingError(f"run {run_id} has no metric {metric!r} (it has: {have}); "
+                            "choose one with --metric or leave the run out")
+    return run
+
+
+def _search(client: MlflowClient, config: CompareConfig) -> list[Run]:
+    ids = [_experiment_id(client, name) for name in config.experiments]
+    if not ids:
+        ids = [e.experiment_id for e in mlflow.search_experiments(ViewType.ACTIVE_ONLY)]
+    query = f"tags.`{KIND_TAG}` = 'train'"
+    if config.filter_string:
+        query = f"{query} and {config.filter_string}"
+    runs, token = [], None
+    try:
+        while True:
+            page = client.search_runs(ids, query, ViewType.ACTIVE_ONLY, _SEARCH_PAGE,
+                                      order_by=["attributes.start_time ASC"], page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+    except MlflowException as exc:
+        if not config.filter_string or exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise TrackingError(
+            f"invalid --filter {config.filter_string!r}: {exc.message.splitlines()[0]} "
+            "(syntax: params.lr = '0.01' and metrics.`acc/val` > 0.5; back-quote names with '/')"
+        ) from None
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is None or exp.lifecycle_stage != "active":
+        raise TrackingError(f"no experiment named {name!r} in {mlflow.get_tracking_uri()}; "
+                            "list them with `mlflow experiments search`")
+    return exp.experiment_id
+
+
+def _nothing_found(config: CompareConfig, skipped: dict[str, str]) -> str:
+    where = (f"experiment(s) {', '.join(config.experiments)}" if config.experiments
+             else "any experiment")
+    if config.filter_string:
+        where += f" with filter {config.filter_string!r}"
+    line = (f"no runs to compare: no FINISHED training run (tag {KIND_TAG} = train) with metric "
+            f"{config.metric!r} in {where}")
+    if skipped:
+        line += f"; {_skipped_line(skipped)}"
+    return line + "; train some with `dsc train`, or widen the selection"
+
+
+def _skipped_line(skipped: dict[str, str], shown: int = 10) -> str:
+    items = [f"{rid} ({why})" for rid, why in list(skipped.items())[:shown]]
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} run(s) of the search: {', '.join(items)}{more}"
+
+
+def _warn_unfitted(runs: list[Run], fits: list[dict[str, Any]],
+                   warn: Callable[[str], None]) -> None:
+    unfitted = {r.info.run_id: f["fits"][0]["message"] for r, f in zip(runs, fits)
+                if not f["fits"][f["n"] - 1]["success"]}
+    if unfitted:
+        warn(f"no logistic fit for {len(unfitted)} run(s), see lld/table.csv: "
+             + ", ".join(f"{rid} ({why})" for rid, why in list(unfitted.items())[:10]))
+
+
+def _print_warning(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- fitting (pure)
+
+
+def fit_curve(t: np.ndarray, y: np.ndarray, max_components: int) -> dict[str, Any]:
+    """Fits with N = 1..max_components to one curve, as plain types (picklable, no MLflow).
+
+    Parameters
+    ----------
+    t, y : ndarray, shape (n,)
+        Epochs and metric values; non-finite points are dropped by :func:`dsc.lld.select`.
+    max_components : int
+
+    Returns
+    -------
+    dict
+        ``n`` (chosen N), ``reason``, ``fits`` (one dict per N = 1..K: ``n_components``,
+        ``success``, ``message``, ``n_points``, ``r2``, ``aic``, ``bic``, ``constant``,
+        ``constant_stderr``, ``components`` (list of dicts), ``degenerate``) and ``curve``:
+        the chosen fit's ``t``, ``y``, ``curve`` (n,), ``component_curves`` (N, n), ``constant``
+        and ``r2``, for plotting.
+    """
+    sel = lld.select(t, y, max_components)
+    best = sel.best
+    return {
+        "n": sel.n,
+        "reason": sel.reason,
+        "fits": [_summary(sel.fits[n]) for n in range(1, max_components + 1)],
+        "curve": {"t": best.t, "y": best.y, "curve": best.curve,
+                  "component_curves": best.component_curves, "constant": best.constant,
+                  "r2": best.r2},
+    }
+
+
+def _summary(res: lld.LLDResult) -> dict[str, Any]:
+    return {"n_components": res.n_components, "success": res.success, "message": res.message,
+            "n_points": int(res.t.size), "r2": res.r2, "aic": res.aic, "bic": res.bic,
+            "constant": res.constant, "constant_stderr": res.constant_stderr,
+            "components": [dict(c) for c in res.components], "degenerate": list(res.degenerate)}
+
+
+def _fit_chunk(chunk: list[tuple[int, np.ndarray, np.ndarray]],
+               max_components: int) -> list[tuple[int, dict[str, Any]]]:
+    """Worker task: ``(index, t, y)`` in, ``(index, fit_curve(...))`` out."""
+    return [(i, fit_curve(t, y, max_components)) for i, t, y in chunk]
+
+
+def fit_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_components: int = 3,
+               jobs: int = 0) -> list[dict[str, Any]]:
+    """:func:`fit_curve` over many ``(t, y)`` curves, in parallel; results in input order."""
+    out: list[dict[str, Any]] = [{}] * len(curves)
+    indexed = ((i, t, y) for i, (t, y) in enumerate(curves))
+    with _workers(jobs, len(curves)) as pool:
+        for i, fit in _fit_stream(indexed, len(curves), max_components, pool):
+            out[i] = fit
+    return out
+
+
+@contextlib.contextmanager
+def _workers(jobs: int, n: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A pool of ``jobs`` processes (0: every CPU) for ``n`` curves, or None where serial is
+    as fast: one process, or a handful of curves."""
+    workers = min(_cpu_count() if jobs == 0 else jobs, n)
+    if workers <= 1 or n < MIN_PARALLEL_RUNS:
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _fit_stream(curves: Iterable[tuple[int, np.ndarray, np.ndarray]], n: int,
+                max_components: int,
+                pool: ProcessPoolExecutor | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(index, fit)`` as fits finish; ``curves`` is consumed lazily, chunk by chunk."""
+    if pool is None:
+        for i, t, y in curves:
+            yield i, fit_curve(t, y, max_components)
+        return
+    size = max(1, min(MAX_CHUNK, n // 16))
+    futures = [pool.submit(_fit_chunk, chunk, max_components) for chunk in _chunks(curves, size)]
+    for future in as_completed(futures):
+        yield from future.result()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- reading, writing back
+
+
+def read_curve(client: MlflowClient, run_id: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """A metric's history as ``(steps, values)``, shape (n,), by step; the last value of a step
+    logged twice (a resumed run) wins."""
+    by_step = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+    steps = sorted(by_step)
+    return np.asarray(steps, dtype=float), np.asarray([by_step[s] for s in steps], dtype=float)
+
+
+def _fit_and_write_back(client: MlflowClient, runs: list[Run], config: CompareConfig,
+                        pool: ProcessPoolExecutor | None) -> list[dict[str, Any]]:
+    """Read, fit and write back every run; the fits in run order."""
+    ids = [r.info.run_id for r in runs]
+    curves = ((i, *read_curve(client, rid, config.metric)) for i, rid in enumerate(ids))
+    fits: list[dict[str, Any]] = [{}] * len(runs)
+    stamp = get_current_time_millis()
+    for i, fit in _fit_stream(curves, len(runs), config.max_components, pool):
+        fits[i] = fit
+        metrics = _source_metrics(fit, stamp)
+        if metrics:
+            client.log_batch(ids[i], metrics=metrics)
+    return fits
+
+
+def _source_metrics(fit: dict[str, Any], stamp: int) -> list[Metric]:
+    """``lld/*`` metrics for a source run: R² of every N; the chosen fit's components."""
+    values = {f"lld/r2_{f['n_components']}": f["r2"] for f in fit["fits"]}
+    best = fit["fits"][fit["n"] - 1]
+    if best["success"]:
+        values["lld/n_components"] = fit["n"]
+        values["lld/constant"] = best["constant"]
+        for k, comp in enumerate(best["components"], start=1):
+            values.update({f"lld/{name}_{k}": comp[name] for name in _FIELDS})
+    return [Metric(key, float(v), stamp, 0) for key, v in values.items() if math.isfinite(v)]
+
+
+# --------------------------------------------------------------------------- the comparison run
+
+
+def table_rows(runs: Sequence[Run], fits: Sequence[dict[str, Any]],
+               max_components: int) -> list[dict[str, Any]]:
+    """One row per run and N; component columns up to ``max_components``, NaN beyond N."""
+    param_names = sorted({p for r in runs for p in r.data.params})
+    rows = []
+    for run, fit in zip(runs, fits):
+        params = {f"param.{p}": run.data.params.get(p, "") for p in param_names}
+        for f in fit["fits"]:
+            rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
+                         "experiment_id": run.info.experiment_id,
+                         **_fit_columns(f, fit["n"], max_components),
+                         "selection": fit["reason"], **params})
+    return rows
+
+
+def _fit_columns(f: dict[str, Any], chosen: int, max_components: int) -> dict[str, Any]:
+    cols = {key: f[key] for key in ("n_components", "success", "n_points", "r2", "aic", "bic",
+                                    "constant", "constant_stderr")}
+    cols["chosen"] = f["n_components"] == chosen
+    for k in range(1, max_components + 1):
+        comp = f["components"][k - 1] if k <= len(f["components"]) else {}
+        for name in _FIELDS:
+            cols[f"{name}_{k}"] = comp.get(name, math.nan)
+            cols[f"{name}_{k}_stderr"] = comp.get(f"{name}_stderr", math.nan)
+    cols["degenerate"] = "; ".join(f["degenerate"])
+    cols["message"] = f["message"]
+    return cols
+
+
+def _log_comparison(runs: list[Run], fits: list[dict[str, Any]], skipped: dict[str, str],
+                    config: CompareConfig, pool: ProcessPoolExecutor | None) -> None:
+    rows = table_rows(runs, fits, config.max_components)
+    with tempfile.TemporaryDirectory(prefix="dsc-compare-") as tmp:
+        out = Path(tmp)
+        figures = [(name, kw, out / file) for name, kw, file in _figures(runs, fits, config)]
+        drawing = [pool.submit(_draw, *fig) for fig in figures] if pool else []
+        mlflow.log_metrics(_summary_metrics(fits, config.max_components), step=0)
+        mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]},
+                         artifact_file=f"{ARTIFACT_DIR}/table.json")
+        _write_csv(rows, out / "table.csv")
+        (out / "runs.json").write_text(json.dumps(
+            {"metric": config.metric, "compared": [r.info.run_id for r in runs],
+             "skipped": skipped}, indent=1))
+        for fig in figures if pool is None else []:
+            _draw(*fig)
+        for future in drawing:
+            future.result()
+        mlflow.log_artifacts(tmp, ARTIFACT_DIR)
+
+
+def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
+    chosen = [f["n"] for f in fits if f["fits"][f["n"] - 1]["success"]]
+    out = {"lld/n_runs": float(len(fits)), "lld/n_fitted": float(len(chosen))}
+    if chosen:
+        out["lld/mean_n_components"] = float(np.mean(chosen))
+    for n in range(1, max_components + 1):
+        r2 = np.array([f["fits"][n - 1]["r2"] for f in fits], dtype=float)
+        if np.isfinite(r2).any():
+            out[f"lld/mean_r2_{n}"] = float(np.nanmean(r2))
+        out[f"lld/n_chose_{n}"] = float(chosen.count(n))
+    return out
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _draw(name: str, kwargs: dict[str, Any], path: Path) -> None:
+    """Pool task: ``plots.<name>(**kwargs)`` saved as a PNG at ``path``."""
+    plots.save(getattr(plots, name)(**kwargs), path)
+
+
+def _figures(runs: list[Run], fits: list[dict[str, Any]],
+             config: CompareConfig) -> list[tuple[str, dict[str, Any], str]]:
+    """``(plots function, its arguments, file name)`` of each figure."""
+    colour = [r.data.params.get(config.color_by, "(unset)") for r in runs]
+    labels = [f"{r.info.run_name or r.info.run_id[:8]} ({config.color_by}={c})"
+              for r, c in zip(runs, colour)]
+    # Evenly spaced picks: a figure with hundreds of panels or bars is unreadable and slow.
+    picks = np.unique(np.linspace(0, len(runs) - 1, min(len(runs), OVERLAY_MAX_RUNS)).astype(int))
+    of = "" if picks.size == len(runs) else f" ({picks.size} of {len(runs)} runs)"
+    centers, widths, values = _components(fits, colour)
+    r2 = [[fits[i]["fits"][n - 1]["r2"] if n <= config.max_components else math.nan
+           for i in picks] for n in (1, 2)]
+    return [
+        ("lld_overlay", {"runs": [{"label": labels[i], **fits[i]["curve"]} for i in picks],
+                         "ylabel": config.metric,
+                         "title": f"Logistic learning decomposition of {config.metric}{of}"},
+         "overlay.png"),
+        ("lld_centers_widths", {"centers": centers, "widths": widths, "colour_values": values,
+                                "colour_label": config.color_by}, "centers_widths.png"),
+        ("lld_variance_explained",
+         {"run_labels": [labels[i] for i in picks], "r2_1": r2[0], "r2_2": r2[1],
+          "title": f"Variance of {config.metric} explained by one and by two logistics{of}"},
+         "variance_explained.png"),
+    ]
+
+
+def _components(fits: list[dict[str, Any]], colour: list[str]) -> tuple[list, list, list]:
+    """Centre, width and colour value of every component of every successful chosen fit."""
+    centers, widths, values = [], [], []
+    for fit, value in zip(fits, colour):
+        best = fit["fits"][fit["n"] - 1]
+        for comp in best["components"] if best["success"] else []:
+            centers.append(comp["center"])
+            widths.append(comp["width"])
+            values.append(value)
+    return centers, widths, values
+
+
+__all__ = ["CompareConfig", "compare_job", "select_runs", "fit_curve", "fit_curves",
+           "read_curve", "table_rows"]
