@@ -1,6 +1,8 @@
 """Shared fixtures: every test gets its own SQLite tracking store and data cache."""
 from __future__ import annotations
 
+import shutil
+
 import mlflow
 import pytest
 
@@ -11,9 +13,20 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("dsc-cache")
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory):
+    """An empty, fully migrated SQLite store, built once (MLflow's schema setup takes seconds)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch, cache_dir):
+def store(tmp_path, monkeypatch, cache_dir, empty_store):
     """A fresh SQLite tracking store in a temporary working directory; returns its URI."""
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
