@@ -13,11 +13,11 @@ StepModel(form='logistic', prefix='l1_') + ...``: lmfit's logistic step is
 Centres are kept in order by lmfit expressions, ``l{i+1}_center = l{i}_center + l{i+1}_delta``
 with ``delta >= 0``. A falling curve (a loss) gets amplitudes ``<= 0``.
 
-lmfit spends ~0.3 ms of Python per model evaluation, so searching several starting points with
-it would take ~0.3 s per curve. The search therefore runs on the same parametrisation with
-MINPACK (scipy ``leastsq``) and an analytic Jacobian, bounds kept by lmfit's own sine
-transform; only the best start per N goes to lmfit, which polishes it (2-3 evaluations, same
-analytic Jacobian) and supplies the standard errors, AIC and BIC.
+lmfit spends ~0.3 ms of Python per model evaluation and ~5 ms per ``Model.fit`` call, so the
+fit runs on the same parametrisation with MINPACK (scipy ``leastsq``) and an analytic Jacobian,
+bounds kept by lmfit's own sine transform, from a few starting points per N. The standard
+errors, AIC and BIC of the best one are computed as lmfit computes them (``_finish``);
+tests/test_lld.py checks them against lmfit's own fit of the composite model.
 
 Public API: :func:`fit` (one N), :func:`select` (N = 1..K, chosen by BIC), :class:`LLDResult`,
 :class:`Selection`.
@@ -35,6 +35,7 @@ import numpy as np
 from lmfit import Parameters
 from lmfit.lineshapes import step
 from lmfit.models import ConstantModel, StepModel
+from scipy.linalg import lapack, qr
 from scipy.optimize import leastsq
 
 DIRECTIONS = ("auto", "rising", "falling")
@@ -51,7 +52,6 @@ _AMPLITUDE_CAP = 3.0
 # A parameter within this relative distance of a bound is "at" the bound.
 _AT_BOUND = 1e-2
 _MAX_NFEV_SEARCH = 200  # per start: converged fits take 10-60 evaluations
-_MAX_NFEV_POLISH = 200  # lmfit starts at the optimum: a few Jacobians
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -352,23 +352,6 @@ def _sigmoids(t: np.ndarray, centres: np.ndarray, widths: np.ndarray) -> np.ndar
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _residual(theta: np.ndarray, t: np.ndarray, ys: np.ndarray, n: int) -> np.ndarray:
-    c, amps, centres, widths = _unpack(theta, n)
-    return c + amps @ _sigmoids(t, centres, widths) - ys
-
-
-def _jacobian(theta: np.ndarray, t: np.ndarray, ys: np.ndarray, n: int) -> np.ndarray:
-    """d residual / d theta, shape (n_points, 3N + 1)."""
-    _, amps, centres, widths = _unpack(theta, n)
-    s = _sigmoids(t, centres, widths)  # (N, n)
-    slope = amps[:, None] * s * (1.0 - s) / widths[:, None]  # d/dt of each component
-    d_centre = -slope  # (N, n)
-    d_width = -slope * (t[None, :] - centres[:, None]) / widths[:, None]
-    # t_1 moves every centre; delta_k moves centres k..N: reverse cumulative sums.
-    d_shift = np.cumsum(d_centre[::-1], axis=0)[::-1]
-    return np.column_stack([np.ones_like(t), s.T, d_shift.T, d_width.T])
-
-
 def _progress(frame: _Frame) -> np.ndarray:
     """Monotone fraction of the rise completed at each t, shape (n,), from 0 to 1."""
     ys = frame.sign * frame.y
@@ -424,42 +407,87 @@ def _grown(frame: _Frame, previous: np.ndarray, m: int) -> list[np.ndarray]:
     return [split, added]
 
 
-def _to_box(u: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Map free variables into the bounds, as lmfit's leastsq does (MINUIT's sine rule)."""
-    return lower + (upper - lower) * (np.sin(u) + 1.0) / 2.0
+class _Problem:
+    """Least squares for N components on the rising curve ``sign * y``, in lmfit's box.
+
+    The free variables ``u`` map into the bounds as lmfit's ``leastsq`` maps them (MINUIT's
+    sine rule): ``theta = lower + (upper - lower) * (sin(u) + 1) / 2``, which lets a parameter
+    settle exactly on a bound. :meth:`residual` and :meth:`jacobian` are MINPACK's callbacks,
+    called ~40 times per solve: they share the sigmoids of the last point and write the
+    Jacobian transposed (``col_deriv``, MINPACK's own layout) into one array.
+    """
+
+    __slots__ = (
+        "n", "t", "ys", "lower", "upper", "width", "half", "_key", "_theta", "_centres", "_s"
+    )
+
+    def __init__(self, frame: _Frame, n: int) -> None:
+        self.n = n
+        self.t = frame.t
+        self.ys = frame.sign * frame.y
+        self.lower, self.upper = frame.bounds(n)
+        self.width = self.upper - self.lower
+        self.half = self.width / 2.0
+        self._key = b""
+
+    def theta(self, u: np.ndarray) -> np.ndarray:
+        return self.lower + self.width * (np.sin(u) + 1.0) / 2.0
+
+    def internal(self, theta: np.ndarray) -> np.ndarray:
+        """The free variables of a point in the box (lmfit's ``setup_bounds``)."""
+        return np.arcsin(np.clip(2.0 * (theta - self.lower) / self.width - 1.0, -1.0, 1.0))
+
+    def _at(self, u: np.ndarray) -> None:
+        key = u.tobytes()
+        if key != self._key:
+            n = self.n
+            theta = self.theta(u)
+            centres = theta[n + 1 : 2 * n + 1].cumsum()  # t_1, t_1 + delta_2, ...
+            self._theta, self._centres = theta, centres
+            self._s = _sigmoids(self.t, centres, theta[2 * n + 1 :])
+            self._key = key
+
+    def residual(self, u: np.ndarray) -> np.ndarray:
+        self._at(u)
+        return self._theta[0] + self._theta[1 : self.n + 1] @ self._s - self.ys
+
+    def jacobian(self, u: np.ndarray) -> np.ndarray:
+        """d residual / d u, transposed: shape (3N + 1, n_points)."""
+        self._at(u)
+        n, theta, s = self.n, self._theta, self._s
+        amps, widths = theta[1 : n + 1, None], theta[2 * n + 1 :, None]
+        grad = (self.width * np.cos(u) / 2.0)[:, None]  # d theta / d u
+        jac = np.empty((3 * n + 1, self.t.size))
+        jac[0] = grad[0]
+        np.multiply(s, grad[1 : n + 1], out=jac[1 : n + 1])
+        d_centre = -(amps * s * (1.0 - s) / widths)  # minus d/dt of each component
+        # t_1 moves every centre; delta_k moves centres k..N: reverse cumulative sums.
+        d_shift = d_centre[::-1].cumsum(axis=0)[::-1]
+        np.multiply(d_shift, grad[n + 1 : 2 * n + 1], out=jac[n + 1 : 2 * n + 1])
+        d_width = d_centre * (self.t - self._centres[:, None]) / widths
+        np.multiply(d_width, grad[2 * n + 1 :], out=jac[2 * n + 1 :])
+        return jac
 
 
-def _solve(frame: _Frame, n: int, start: np.ndarray) -> tuple[float, np.ndarray]:
+def _solve(problem: _Problem, start: np.ndarray) -> tuple[float, np.ndarray]:
     """Least squares from one start; returns (cost, theta).
 
     MINPACK's Levenberg-Marquardt (scipy ``leastsq``) with the analytic Jacobian runs in
-    C between our NumPy calls, ~10x faster per iteration than the bounded ``least_squares``;
-    bounds are kept by the sine transform, which lets a parameter settle exactly on a bound.
+    C between our NumPy calls, ~10x faster per iteration than the bounded ``least_squares``.
     """
-    lower, upper = frame.bounds(n)
-    args = (frame.t, frame.sign * frame.y, n)
-    width = upper - lower
-    u0 = np.arcsin(np.clip(2.0 * (start - lower) / width - 1.0, -1.0, 1.0))
-
-    def residual(u: np.ndarray) -> np.ndarray:
-        return _residual(_to_box(u, lower, upper), *args)
-
-    def jacobian(u: np.ndarray) -> np.ndarray:
-        return _jacobian(_to_box(u, lower, upper), *args) * (width * np.cos(u) / 2.0)
-
     # full_output silences leastsq's warning: an unconverged start is only a worse candidate.
-    # Loose tolerances: lmfit polishes the winner.
-    u = leastsq(
-        residual,
-        u0,
-        Dfun=jacobian,
+    # ftol = xtol = 1e-6: chi-square to 1e-6 relative, well inside the parameters' errors.
+    u, _, info, _, _ = leastsq(
+        problem.residual,
+        problem.internal(start),
+        Dfun=problem.jacobian,
+        col_deriv=True,
         full_output=True,
         ftol=1e-6,
         xtol=1e-6,
         maxfev=_MAX_NFEV_SEARCH,
-    )[0]
-    theta = _to_box(u, lower, upper)
-    return 0.5 * float(np.sum(_residual(theta, *args) ** 2)), theta
+    )
+    return 0.5 * float(np.sum(info["fvec"] ** 2)), problem.theta(u)
 
 
 def _search(frame: _Frame, n_max: int) -> dict[int, np.ndarray]:
@@ -468,12 +496,115 @@ def _search(frame: _Frame, n_max: int) -> dict[int, np.ndarray]:
     for n in range(1, n_max + 1):
         if frame.problem(n) is not None:
             break
-        solutions = [_solve(frame, n, s) for s in _starts(frame, n, best.get(n - 1))]
+        problem = _Problem(frame, n)
+        solutions = [_solve(problem, s) for s in _starts(frame, n, best.get(n - 1))]
         best[n] = min(solutions, key=lambda cs: cs[0])[1]
     return best
 
 
-# --------------------------------------------------------------------------- lmfit polish
+# --------------------------------------------------------------------------- final statistics
+# The search optimum used to go through lmfit's Model.fit (leastsq, analytic Jacobian) for its
+# standard errors, AIC and BIC. That Jacobian had the wrong sign (lmfit's Model residual is
+# data - model), so Levenberg-Marquardt could not improve on the start and lmfit returned it,
+# its statistics evaluated there, after ~5 ms of Python per N (four deep copies of the
+# Parameters, error propagation through asteval): more than the whole search. _finish computes
+# the same statistics directly, by lmfit's recipe, at the search optimum; tests/test_lld.py
+# checks them against lmfit's own fit of the model of record.
+
+_TINY = 1e-15  # lmfit's "tiny": internal values below it are set to 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Final:
+    """The fit of one N on the rising curve ``sign * y``, with lmfit's statistics."""
+
+    theta: np.ndarray  # (3N + 1,): [c, A_1..A_N, t_1, delta_2..delta_N, w_1..w_N]
+    stderr: np.ndarray  # (3N + 1,): of c, A_i, centre t_i (not delta), w_i; NaN if not known
+    chisqr: float
+    aic: float
+    bic: float
+
+
+def _finish(frame: _Frame, n: int, theta: np.ndarray) -> _Final:
+    """lmfit's (``Minimizer.leastsq``, ``create_uvars``) statistics of the fit ``theta``.
+
+    - lmfit's start: each value clipped 1e-9 of its range inside the bounds, mapped to the free
+      variable ``u`` and back (its sine transform);
+    - ``chi2 = sum(residual**2)``; ``aic = n log(chi2 / n) + 2 nvarys`` and
+      ``bic = n log(chi2 / n) + log(n) nvarys`` with ``nvarys = 3N + 1`` (lmfit's definitions);
+    - ``covar = cov_x * outer(g, g) * redchi``, ``redchi = chi2 / (n - nvarys)``, where
+      ``cov_x = (R^T R)^-1`` from the pivoted QR of the Jacobian in ``u`` (MINPACK's and
+      scipy's ``leastsq``: none when R is singular) and ``g = d theta / d u`` (lmfit's
+      ``_int2ext_cov_x``); standard errors ``sqrt(diag(covar))``;
+    - centres ``t_k = t_1 + delta_2 + .. + delta_k`` (lmfit expressions) get the error
+      propagated as the ``uncertainties`` package does: see :func:`_centre_stderr`.
+    """
+    problem = _Problem(frame, n)
+    pad = 1e-9 * (problem.upper - problem.lower)  # lmfit's start strictly inside its bounds
+    u = problem.internal(np.clip(theta, problem.lower + pad, problem.upper - pad))
+    u[np.abs(u) < _TINY] = 0.0
+    resid = problem.residual(u)
+    ndata, nvarys = resid.size, u.size
+    chisqr = float(resid @ resid)
+    neg2_log_likelihood = ndata * math.log(max(chisqr, 1e-250 * ndata) / ndata)
+    cov_u = _cov_x(problem.jacobian(u))
+    if cov_u is None:
+        stderr = np.full(nvarys, np.nan)
+    else:
+        grad = problem.half * np.cos(u)
+        redchi = chisqr / max(1, ndata - nvarys)
+        with np.errstate(invalid="ignore"):
+            stderr = _centre_stderr(cov_u * np.outer(grad, grad) * redchi, n)
+    return _Final(
+        theta=problem.theta(u),
+        stderr=stderr,
+        chisqr=chisqr,
+        aic=neg2_log_likelihood + 2 * nvarys,
+        bic=neg2_log_likelihood + math.log(ndata) * nvarys,
+    )
+
+
+def _cov_x(jac_t: np.ndarray) -> np.ndarray | None:
+    """``(J^T J)^-1`` as scipy's ``leastsq`` builds ``cov_x``, from ``J^T`` (params, points).
+
+    Pivoted QR, ``J P = Q R``; the triangular inverse of R (LAPACK ``trtri``) fails, and the
+    covariance is None, exactly when R has a zero on its diagonal.
+    """
+    r, perm = qr(jac_t.T, mode="r", pivoting=True)
+    inv_r, info = lapack.dtrtri(r[: r.shape[1]])
+    if info != 0 or not np.all(np.isfinite(inv_r)):
+        return None
+    inv_r[perm] = inv_r.copy()
+    return inv_r @ inv_r.T
+
+
+def _centre_stderr(covar: np.ndarray, n: int) -> np.ndarray:
+    """Standard errors of c, A_i, t_i, w_i from the covariance of c, A_i, t_1, delta_i, w_i.
+
+    The centres t_2..t_N are sums ``t_1 + delta_2 + .. + delta_k``. lmfit propagates their
+    errors with ``uncertainties.correlated_values``: ``x = value + (V * std) (sqrt(lam) e)``,
+    ``e ~ N(0, I)``, with ``lam, V`` the eigen-decomposition of the correlation matrix and
+    negative ``lam`` set to 0 (equal to ``sqrt(a^T covar a)`` when covar is positive
+    definite); when that fails, lmfit leaves those errors at 0.
+    """
+    stderr = np.sqrt(np.diag(covar))
+    if n == 1:
+        return stderr
+    norm = np.where(stderr == 0, 1.0, stderr)
+    try:
+        lam, vec = np.linalg.eigh(covar / norm / norm[:, None])
+    except (np.linalg.LinAlgError, ValueError):
+        stderr[n + 2 : 2 * n + 1] = 0.0
+        return stderr
+    loadings = vec * stderr[:, None] * np.sqrt(np.maximum(lam, 0.0))  # (params, variables)
+    centres = np.cumsum(loadings[n + 1 : 2 * n + 1], axis=0)[1:]  # rows of t_2..t_N
+    stderr[n + 2 : 2 * n + 1] = np.sqrt(np.sum(centres * centres, axis=1))
+    return stderr
+
+
+# --------------------------------------------------------------------------- lmfit model
+# The model of record in lmfit's terms: tests/test_lld.py fits it with lmfit itself and checks
+# _finish against the result.
 
 
 @functools.lru_cache(maxsize=16)
@@ -497,7 +628,7 @@ def _names(n: int) -> list[str]:
 
 
 def _params(frame: _Frame, n: int, theta: np.ndarray) -> Parameters:
-    """lmfit Parameters at the search optimum; c and amplitudes flip sign for a falling curve."""
+    """lmfit Parameters at theta; c and amplitudes flip sign for a falling curve."""
     lower, upper = frame.bounds(n)
     flip = np.zeros(3 * n + 1, dtype=bool)
     flip[: n + 1] = frame.sign < 0
@@ -515,51 +646,31 @@ def _params(frame: _Frame, n: int, theta: np.ndarray) -> Parameters:
     return params
 
 
-def _lmfit_jacobian(params: Parameters, *args: Any, n: int, x: np.ndarray, **kws: Any):
-    """Analytic Jacobian for lmfit's leastsq, shape (n_points, n_varying), in lmfit's order."""
-    theta = np.array([params[name].value for name in _names(n)])
-    full = dict(zip(_names(n), _jacobian(theta, x, np.zeros_like(x), n).T))
-    return np.column_stack([full[name] for name, p in params.items() if p.vary])
-
-
-def _polish(frame: _Frame, n: int, theta: np.ndarray):
-    """lmfit's fit from the search optimum: converges in a few steps, gives stderr/AIC/BIC."""
-    with np.errstate(over="ignore"):  # exp in lmfit's logistic overflows harmlessly to inf
-        return _model(n).fit(
-            frame.y,
-            _params(frame, n, theta),
-            x=frame.t,
-            method="leastsq",
-            max_nfev=_MAX_NFEV_POLISH,
-            fit_kws={"Dfun": functools.partial(_lmfit_jacobian, n=n)},
-        )
-
-
-def _stderr(param) -> float:
-    return float(param.stderr) if param.stderr is not None else math.nan
-
-
 def _result(frame: _Frame, n: int, theta: np.ndarray | None) -> LLDResult:
     problem = frame.problem(n)
     if problem is not None or theta is None:
         return _failed(frame, n, problem or "no fit was made")
-    fitted = _polish(frame, n, theta)
-    p = fitted.params
+    final = _finish(frame, n, theta)
+    if not np.all(np.isfinite(final.theta)) or not math.isfinite(final.chisqr):
+        return _failed(frame, n, "the least-squares fit produced non-finite values")
+    c, amps, centres, widths = _unpack(final.theta, n)
+    stderr = final.stderr
+    # lmfit's parameters are those of the curve itself: c and amplitudes flip for a falling one.
     components = sorted(
         (
             {
-                "amplitude": float(p[f"l{i}_amplitude"].value),
-                "center": float(p[f"l{i}_center"].value),
-                "width": float(p[f"l{i}_sigma"].value),
-                "amplitude_stderr": _stderr(p[f"l{i}_amplitude"]),
-                "center_stderr": _stderr(p[f"l{i}_center"]),
-                "width_stderr": _stderr(p[f"l{i}_sigma"]),
+                "amplitude": float(frame.sign * amps[i]),
+                "center": float(centres[i]),
+                "width": float(widths[i]),
+                "amplitude_stderr": float(stderr[1 + i]),
+                "center_stderr": float(stderr[n + 1 + i]),
+                "width_stderr": float(stderr[2 * n + 1 + i]),
             }
-            for i in range(1, n + 1)
+            for i in range(n)
         ),
         key=lambda comp: comp["center"],
     )
-    constant = float(p["c_c"].value)
+    constant = float(frame.sign * c)
     parts = _component_curves(frame.t, components)
     curve = constant + parts.sum(axis=0)
     r2 = 1.0 - np.sum((frame.y - curve) ** 2) / np.sum((frame.y - frame.y.mean()) ** 2)
@@ -567,18 +678,16 @@ def _result(frame: _Frame, n: int, theta: np.ndarray | None) -> LLDResult:
     message = f"{n} logistic component(s), R^2 = {r2:.4f}"
     if degenerate:
         message += "; degenerate: " + "; ".join(degenerate)
-    if not fitted.success:
-        message += f"; optimiser: {fitted.message}"
     return LLDResult(
         n_components=n,
         direction=frame.direction,
-        success=bool(fitted.success),
+        success=True,
         message=message,
         r2=float(r2),
-        aic=float(fitted.aic),
-        bic=float(fitted.bic),
+        aic=float(final.aic),
+        bic=float(final.bic),
         constant=constant,
-        constant_stderr=_stderr(p["c_c"]),
+        constant_stderr=float(stderr[0]),
         components=components,
         degenerate=tuple(degenerate),
         t=_frozen(frame.t),

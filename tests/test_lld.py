@@ -245,10 +245,74 @@ def test_selection_to_dict_is_strict_json():
     assert decoded["n"] == 2 and set(decoded["fits"]) == {"1", "2", "3"}
 
 
+def lmfit_reference_cases():
+    """(t, y, N): clean planted curves, a falling one and the paper's, for the lmfit checks."""
+    cases = [(*planted_curve(n, seed)[:2], n) for n in (1, 2, 3) for seed in (0, 1)]
+    t = np.arange(60.0)
+    loss = logistic_sum(t, 1.6, [(-1.0, 15.0, 2.0), (-0.5, 40.0, 4.0)])
+    cases.append((t, loss + np.random.default_rng(0).normal(0, 0.02, t.size), 2))
+    cases.append((*paper_curve(0), 2))
+    return cases
+
+
+@pytest.mark.parametrize(("t", "y", "n"), lmfit_reference_cases())
+def test_statistics_match_plain_lmfit_fit(t, y, n):
+    """Values, standard errors (centres 2..N through lmfit's expressions), AIC and BIC agree
+    with lmfit's own fit of the composite model: default leastsq, numerical derivatives,
+    started at the search optimum."""
+    frame = lld._Frame.build(t, y, "auto")
+    theta = lld._search(frame, n)[n]
+    plain = lld._model(n).fit(frame.y, lld._params(frame, n, theta), x=frame.t)
+    assert plain.success and plain.errorbars
+    names = ["c_c"] + [
+        f"l{i}_{k}" for k in ("amplitude", "center", "sigma") for i in range(1, n + 1)
+    ]
+    lm_values = np.array([plain.params[name].value for name in names])
+    lm_stderr = np.array([plain.params[name].stderr for name in names])
+
+    result = lld.fit(t, y, n)
+    keys = ("amplitude", "center", "width")
+    values = np.array([result.constant] + [c[k] for k in keys for c in result.components])
+    stderr = np.array(
+        [result.constant_stderr] + [c[f"{k}_stderr"] for k in keys for c in result.components]
+    )
+    np.testing.assert_allclose(stderr, lm_stderr, rtol=2e-3)
+    assert np.all(np.abs(values - lm_values) < 1e-2 * lm_stderr)
+    assert result.aic == pytest.approx(plain.aic, abs=1e-6)
+    assert result.bic == pytest.approx(plain.bic, abs=1e-6)
+
+    # At lmfit's own optimum, _finish reproduces lmfit's statistics to rounding.
+    lm_theta = np.array([plain.params[name].value for name in lld._names(n)])
+    lm_theta[: n + 1] *= frame.sign
+    at_lmfit = lld._finish(frame, n, lm_theta)
+    np.testing.assert_allclose(at_lmfit.stderr, lm_stderr, rtol=2e-3)
+    assert at_lmfit.aic == pytest.approx(plain.aic, abs=1e-9)
+    assert at_lmfit.bic == pytest.approx(plain.bic, abs=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_search_jacobian_matches_finite_differences(n):
+    t, y, _ = planted_curve(n)
+    frame = lld._Frame.build(t, y, "auto")
+    problem = lld._Problem(frame, n)
+    u = problem.internal(lld._search(frame, n)[n]) + 0.05
+    jac = problem.jacobian(u)
+    assert jac.shape == (3 * n + 1, t.size)
+    eps = 1e-6
+    numeric = np.array(
+        [(problem.residual(u + eps * e) - problem.residual(u - eps * e)) / (2 * eps)
+         for e in np.eye(u.size)]
+    )
+    np.testing.assert_allclose(jac, numeric, atol=1e-6 * np.abs(numeric).max())
+    # The cached sigmoids of another point must not leak into the Jacobian at u.
+    problem.residual(u + 0.1)
+    np.testing.assert_array_equal(problem.jacobian(u), jac)
+
+
 def test_timing_report():
     """Not a benchmark: prints the cost of select(K=3) on a 60-point curve (see with -s)."""
     t, y, _ = planted_curve(2)
-    lld.select(t, y, 3)  # warm caches (lmfit models are built once per N)
+    lld.select(t, y, 3)  # warm up
     runs = 5
     start = time.perf_counter()
     for _ in range(runs):
