@@ -196,7 +196,7 @@ def compare(experiments, filter_string, run_ids, metric, max_components, jobs, c
               help="Leading PCs tracked over epochs (and the space class emergence is scored in).")
 @click.option("--esd-epochs", default="",
               help="Comma list of snapshot epochs for the ESD histograms (default: first, transition, last).")
-@click.option("--modes-max-images", type=click.IntRange(1), default=288, show_default=True,
+@click.option("--modes-max-images", type=click.IntRange(1), default=576, show_default=True,
               help="Validation images (a stratified subset) the modes step evaluates.")
 @click.option("--modes-points", type=click.IntRange(2, 100), default=10, show_default=True,
               help="Values of k per layer in the modes step.")
@@ -227,7 +227,7 @@ def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images,
                         modes_max_images=modes_max_images, modes_points=modes_points, top_k=top_k,
                         lld_components=lld_components, seed=seed, progress=progress)
     result = analyze_job(run_id, experiment, cfg)
-    click.echo(f"run {result.src.run_id} analysed in {sum(result.timings.values()):.1f} s: "
+    click.echo(f"run {result.src.run_id} analysed in {result.wall_s:.1f} s: "
                f"{len(result.summary['figures'])} figures, analysis/summary.json, analysis/report.html")
 
 
