@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import mlflow
 import pytest
@@ -27,6 +28,10 @@ def empty_store(tmp_path_factory):
 def store(tmp_path, monkeypatch, cache_dir, empty_store):
     """A fresh SQLite tracking store in a temporary working directory; returns its URI."""
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
+    # The template's Default experiment points at the template's folder: give it this test's own.
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   ((tmp_path / "mlruns" / "0").as_uri(),))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

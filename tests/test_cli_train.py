@@ -152,3 +152,19 @@ def test_mlflow_run_entry_point(store, tmp_path):
     assert metric_steps(run.info.run_id, "acc/val") == [0, 1, 2]
     assert run.data.params["epochs"] == "2"
     assert MlflowClient().get_model_version_by_alias("mlp", "final").run_id == run.info.run_id
+
+
+@pytest.mark.slow
+def test_main_entry_point_trains_then_analyzes(store, tmp_path):
+    """`mlflow run .` (the main entry) leaves one run with training metrics and analysis/."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-P", "epochs=2", "-P", "identities=2",
+           "-P", "image_size=32", "--env-manager", "local"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run()
+    assert run.info.status == "FINISHED"
+    assert metric_steps(run.info.run_id, "acc/val") == [0, 1, 2]
+    names = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "analysis")}
+    assert {"analysis/summary.json", "analysis/report.html"} <= names
+    assert str(tmp_path) in run.info.artifact_uri  # the test's own store, nothing in the repo
