@@ -40,6 +40,9 @@ def store(tmp_path, monkeypatch, cache_dir, empty_store):
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     mlflow.set_tracking_uri(uri)
+    # mlflow.set_experiment in an earlier test leaves its id active in this process; the id
+    # would not exist in this fresh store.
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
