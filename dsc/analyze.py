@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from dsc import plots, report, snapshot, timeline, tracking
 from dsc.errors import ConfigError, DataError, TrackingError
+from dsc.jsonsafe import jsonable
 from dsc.lld import select as lld_select
 from dsc.model import DenseVGG, ModelConfig, build_model, named_layers
 from dsc.modes import ModeDecomposition, fit_two_segment_power_law, k_grid
@@ -86,25 +87,6 @@ class AnalyzeConfig:
 
 
 # --- pure helpers ------------------------------------------------------------------------------
-
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types: arrays to lists, NumPy scalars to Python, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.str_):
-        return str(value)
-    return value
-
 
 def series_at(steps: np.ndarray, values: np.ndarray, epochs: Any) -> np.ndarray:
     """Values of a metric history at the given epochs (NaN where it has none)."""

@@ -156,7 +156,7 @@ def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: boo
     try:
         first = tracking.load_checkpoint(run_id, next(iter(ckpts.values())))
         data, model, train_cfg = _restore(first)
-        device = pick_device(train_cfg.device if train_cfg.device != "auto" else "auto")
+        device = pick_device(train_cfg.device)
         fmt = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
         # Every checkpoint's epoch is snapshotted: the schedule was applied when listing them.
         snaps = tracking.SnapshotLogger(model, data, tracking.SnapshotConfig(1, snap_cfg.probe_per_class,

@@ -32,6 +32,8 @@ import numbers
 from typing import Any
 
 import numpy as np
+
+from dsc.jsonsafe import jsonable
 from lmfit import Parameters
 from lmfit.lineshapes import step
 from lmfit.models import ConstantModel, StepModel
@@ -127,7 +129,7 @@ class LLDResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON types: floats, lists, NaN and inf as None."""
-        return _jsonable(
+        return jsonable(
             {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         )
 
@@ -775,17 +777,3 @@ def _frozen(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value) if math.isfinite(value) else None
-    return value

@@ -9,7 +9,6 @@ import contextlib
 import copy
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -295,11 +294,6 @@ def log_and_register(model: torch.nn.Module, name: str, registered_name: str,
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_name, alias, version)
-
-
-def fail(message: str) -> None:
-    """Print one error line to stderr."""
-    print(f"error: {message}", file=sys.stderr)
 
 
 def require_run(run_id: str) -> mlflow.entities.Run:
