@@ -446,15 +446,15 @@ def _history(client: MlflowClient, run_id: str, key: str) -> tuple[np.ndarray, n
 
 
 def _last_checkpoint(client: MlflowClient, run_id: str) -> dict:
-    names = [f.path for f in client.list_artifacts(run_id, tracking.CHECKPOINT_DIR) if f.path.endswith(".pt")]
-    if not names:
+    ckpts = tracking.list_checkpoints(run_id)
+    if not ckpts:
         raise TrackingError(f"run {run_id} has no {tracking.CHECKPOINT_DIR}/ (no checkpoint); "
                             "analyze needs the final weights")
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=max(names))
-    ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    path = ckpts[max(ckpts)]
+    ckpt = tracking.load_checkpoint(run_id, path)
     missing = {"model_state", "model_config", "data_config", "classes"} - set(ckpt)
     if missing:
-        raise TrackingError(f"checkpoint {max(names)} of run {run_id} lacks {sorted(missing)}; "
+        raise TrackingError(f"checkpoint {path} of run {run_id} lacks {sorted(missing)}; "
                             "was it written by `dsc train`?")
     return ckpt
 

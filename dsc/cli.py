@@ -1,32 +1,76 @@
 """The ``dsc`` command line: one subcommand per MLproject entry point."""
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
 
 import click
 
-from dsc.errors import DscError
+from dsc.errors import ConfigError, DscError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def os_error_line(exc: OSError) -> str:
+    """What an operating-system error during a job means for the user, in one line."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (f"no space left on device{where}: free disk space (or point the artifact store "
+                "elsewhere), then continue a training run with `dsc train --resume RUN_ID`")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: {exc.strerror}; check the permissions of the store and the cache"
+    return f"{exc.strerror or exc}{where}"
+
+
 def one_line_errors(fn: Callable) -> Callable:
-    """Report project errors as one ``error:`` line on stderr and exit 1 (the run is already FAILED)."""
+    """Report errors a user can act on as one ``error:`` line on stderr and exit 1.
+
+    Project errors, operating-system errors (a full disk, a read-only store) and MLflow's own
+    errors (an unreachable server, a refused request). The run is already marked FAILED by
+    then. Anything else is a bug and keeps its traceback.
+    """
+    from mlflow.exceptions import MlflowException
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except DscError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            line = str(exc)
+        except OSError as exc:
+            line = os_error_line(exc)
+        except MlflowException as exc:
+            line = f"MLflow: {exc.message.splitlines()[0] if exc.message else exc}"
+        click.echo(f"error: {line}", err=True)
+        sys.exit(1)
 
     return wrapper
 
 
-@click.group(context_settings=CONTEXT)
+class OneLineGroup(click.Group):
+    """A click group whose usage errors (a bad option value, an unknown option) are one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "dsc"
+            click.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineGroup, context_settings=CONTEXT)
 @click.version_option(package_name="dsc")
 def main() -> None:
     """Dense-sample deep learning, tracked in MLflow.
@@ -86,7 +130,7 @@ def data_options(fn: Callable) -> Callable:
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True,
               help="NHWC memory format (several times faster on CPU).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=1, show_default=True,
-              help="Keep a checkpoint every N epochs (epoch 0 and the last always).")
+              help="Keep a checkpoint every N epochs (epoch 0, the last and each new best always).")
 @click.option("--snapshot-every", type=click.IntRange(0), default=1, show_default=True,
               help="Snapshot activations, spectra and similarity at epoch 0 and every N epochs (0: none).")
 @click.option("--probe-per-class", type=click.IntRange(0), default=0, show_default=True,
@@ -97,18 +141,33 @@ def data_options(fn: Callable) -> Callable:
 @click.option("--run-name", default="", help="MLflow run name.")
 @click.option("--register-name", default="", help="Registered model name (default dsc-<data>-<arch>).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@click.option("--resume", "resume_id", default="", metavar="RUN_ID",
+              help="Continue this stopped training run from its last complete checkpoint, into the "
+                   "same run and with its own settings (no other option may be given).")
+@click.pass_context
 @one_line_errors
-def train(data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, arch, depth, filters,
+def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, arch, depth, filters,
           kernel_size, hidden, dropout, epochs, batch_size, optimizer, lr, momentum, weight_decay, seed,
           device, channels_last, snapshot_every, probe_per_class, snapshot_budget_mb, checkpoint_every,
-          experiment, run_name, register_name, progress) -> None:
+          experiment, run_name, register_name, progress, resume_id) -> None:
     """Train the network and log metrics, checkpoints, the dataset and a registered model.
 
     Metrics (step = epoch, epoch 0 before any update): loss/train, loss/val, acc/train,
     acc/val, acc_class/<class>. The final model is registered with alias 'final', the
-    best-validation one with alias 'best'.
+    best-validation one with alias 'best'. A run that was killed continues with
+    --resume RUN_ID (or `mlflow run . -e resume --run-id RUN_ID`).
     """
-    from dsc.jobs import TrackConfig, train_job
+    from dsc.jobs import TrackConfig, resume_job, train_job
+
+    if resume_id:
+        given = [f"--{name.replace('_', '-')}" for name in ctx.params
+                 if name not in ("resume_id", "progress")
+                 and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError(f"--resume continues run {resume_id} with its own settings; drop {', '.join(given)}")
+        run_id = resume_job(resume_id, progress=progress)
+        click.echo(f"run {run_id} resumed and finished")
+        return
 
     data_kw = dict(data=data, image_size=image_size, val_fraction=val_fraction, data_seed=data_seed,
                    identities=identities, subjects=subjects, cache_dir=cache_dir)
@@ -217,7 +276,6 @@ def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images,
     run's status is not changed; an error leaves it as it was.
     """
     from dsc.analyze import AnalyzeConfig, analyze_job
-    from dsc.errors import ConfigError
 
     try:
         epochs = tuple(int(e) for e in esd_epochs.replace(" ", "").split(",") if e)

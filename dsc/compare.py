@@ -186,7 +186,8 @@ def _named_run(client: MlflowClient, run_id: str, metric: str) -> Run:
         raise TrackingError(f"run {run_id} is a {kind!r} run (tag {KIND_TAG}), not a training "
                             "run; name training runs only")
     if metric not in run.data.metrics:
-        have = ", ".join(sorted(run.data.metrics)) or "none"
+        names = sorted(run.data.metrics)
+        have = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "") or "none"
         raise TrackingError(f"run {run_id} has no metric {metric!r} (it has: {have}); "
                             "choose one with --metric or leave the run out")
     return run

@@ -9,6 +9,7 @@ import torch
 
 from dsc import tracking
 from dsc.data.dataset import DataConfig, load_imageset, prepare
+from dsc.errors import DataError, TrackingError
 from dsc.model import ModelConfig, build_model, count_parameters
 from dsc.train import TrainConfig, pick_device, train
 
@@ -18,7 +19,7 @@ class TrackConfig:
     experiment: str = ""  # experiment name ("" = MLflow's current one)
     run_name: str = ""  # run name ("" = MLflow's generated one)
     register_name: str = ""  # registered model name ("" = dsc-<data>-<arch>)
-    checkpoint_every: int = 1  # keep a checkpoint every N epochs (epoch 0 and the last always)
+    checkpoint_every: int = 1  # keep a checkpoint every N epochs (epoch 0, the last and each new best always)
     progress: bool = True  # show progress bars
 
 
@@ -66,10 +67,9 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
         snap_cfg = tracking.SnapshotConfig(**(snap_kw or {}))
         ModelConfig(**model_kw)  # validates before any data is read
         tracking.log_params_once(_flat_params(data=data_cfg.to_dict(), train=train_cfg.to_dict(),
-                                              model=model_kw, snapshot={
-                                                  "snapshot_every": snap_cfg.every,
-                                                  "probe_per_class": snap_cfg.probe_per_class,
-                                                  "snapshot_budget_mb": snap_cfg.budget_mb}))
+                                              model=model_kw, snapshot=_snapshot_params(snap_cfg),
+                                              track={"checkpoint_every": track.checkpoint_every,
+                                                     "register_name": track.register_name}))
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
         data = prepare(load_imageset(data_cfg), data_cfg)
@@ -78,21 +78,101 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
         model = build_model(model_cfg)
         mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
         mlflow.set_tags(provenance_tags(model, data, device))
-        logger = tracking.EpochLogger(
-            extra={"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
-                   "data_config": data_cfg.to_dict(), "classes": list(data.classes),
-                   "norm_mean": data.mean, "norm_std": data.std},
-            checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs)
-        callbacks = [logger]
-        val_context = None
-        if snap_cfg.every > 0:
-            snaps = tracking.SnapshotLogger(model, data, snap_cfg, device)
-            callbacks.insert(0, snaps)
-            val_context = snaps.context
-        train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks],
-              progress=track.progress, val_context=val_context)
+        logger = tracking.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+                                      checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs)
+        _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
+
+
+def _snapshot_params(snap_cfg: tracking.SnapshotConfig) -> dict:
+    return {"snapshot_every": snap_cfg.every, "probe_per_class": snap_cfg.probe_per_class,
+            "snapshot_budget_mb": snap_cfg.budget_mb}
+
+
+def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
+    """What every checkpoint carries besides weights: the configs that rebuild the run."""
+    return {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
+            "data_config": data_cfg.to_dict(), "classes": list(data.classes),
+            "norm_mean": data.mean, "norm_std": data.std}
+
+
+def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: tracking.EpochLogger,
+                  snap_cfg: tracking.SnapshotConfig, progress: bool, start_epoch: int = 0,
+                  optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None) -> None:
+    """Train with the epoch logger and, when due, snapshots taken on the validation pass."""
+    callbacks = [logger]
+    val_context = None
+    if snap_cfg.every > 0:
+        snaps = tracking.SnapshotLogger(model, data, snap_cfg, device, logged=logged)
+        callbacks.insert(0, snaps)
+        val_context = snaps.context
+    train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks], progress=progress,
+          val_context=val_context, start_epoch=start_epoch, optimizer_state=optimizer_state)
+
+
+def resume_job(run_id: str, progress: bool = True) -> str:
+    """Continue a training run that stopped (killed, crashed) from its last complete checkpoint.
+
+    Metrics, checkpoints and snapshots go into the same run; nothing it already has is logged
+    twice. On CPU the result equals an uninterrupted run with the same seed: the checkpoint
+    holds the weights, the optimizer state and torch's generators, and the batch order of an
+    epoch depends only on (seed, epoch).
+    """
+    source = tracking.require_run(run_id)
+    kind = source.data.tags.get("dsc.kind")
+    if kind != "train":
+        raise TrackingError(f"run {run_id} is {'a ' + kind if kind else 'not a dsc'} run; "
+                                     "only runs of `dsc train` can be resumed")
+    if source.info.status == "FINISHED":
+        raise TrackingError(f"run {run_id} already FINISHED; there is nothing to resume")
+    ckpts = tracking.list_checkpoints(run_id)
+    if not ckpts:
+        raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; "
+                                     "start a new run with `dsc train`")
+    start, path = max(ckpts.items())
+    params = source.data.params
+    with tracking.run_context(run_id=run_id) as run:
+        ckpt = tracking.load_checkpoint(run_id, path)
+        data, model, train_cfg = _restore(ckpt)
+        if data.imageset.digest() != source.data.tags.get("dsc.data_digest", data.imageset.digest()):
+            raise DataError(f"the data of run {run_id} changed since it started (digest "
+                                     f"{data.imageset.digest()} != {source.data.tags['dsc.data_digest']}); "
+                                     "restore the dataset or start a new run")
+        model_cfg, data_cfg = ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"])
+        snap_cfg = tracking.SnapshotConfig(int(params.get("snapshot_every", 0)),
+                                           int(params.get("probe_per_class", 0)),
+                                           float(params.get("snapshot_budget_mb", 4.0)))
+        track = TrackConfig(register_name=params.get("register_name", ""),
+                            checkpoint_every=int(params.get("checkpoint_every", 1)), progress=progress)
+        device = pick_device(train_cfg.device)
+        logged = tracking.LoggedSteps(run_id)
+        logger = tracking.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+                                      checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
+                                      logged=logged)
+        _restore_best(run_id, ckpts, start, logger)
+        mlflow.set_tag("dsc.resumed_from", str(start))
+        if "error" in source.data.tags:  # the failure that stopped it, kept under another name
+            mlflow.set_tag("dsc.previous_error", source.data.tags["error"])
+            tracking.MlflowClient().delete_tag(run_id, "error")
+        if "rng_state" in ckpt:  # checkpoints written before generators were saved lack it
+            tracking.set_rng_state(ckpt["rng_state"])
+        _train_logged(model, data, train_cfg, device, logger, snap_cfg, progress, start_epoch=start,
+                      optimizer_state=ckpt["optimizer_state"], logged=logged)
+        _register(model, model_cfg, data, logger, track)
+        return run.info.run_id
+
+
+def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: tracking.EpochLogger) -> None:
+    """Give a resumed run's logger the best validation accuracy (and its weights) so far."""
+    history = {m.step: m.value for m in tracking.MlflowClient().get_metric_history(run_id, "acc/val")
+               if 0 < m.step <= through}
+    if not history:
+        return
+    best_epoch = min(history, key=lambda e: (-history[e], e))  # the first epoch with the highest value
+    if best_epoch in ckpts:
+        state = tracking.load_checkpoint(run_id, ckpts[best_epoch])["model_state"]
+        logger.restore_best(history[best_epoch], best_epoch, state)
 
 
 def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: tracking.EpochLogger,
@@ -131,7 +211,7 @@ def _target_run(source: mlflow.entities.Run, child: bool, overwrite: bool, prefi
                                               "dsc.source_run": source.info.run_id})
         return run.info.run_id, True
     if tracking.has_artifacts(source.info.run_id, prefix) and not overwrite:
-        raise tracking.TrackingError(
+        raise TrackingError(
             f"run {source.info.run_id} already has {prefix}/; pass --child to write a child run, "
             f"--prefix NAME for another directory, or --overwrite to replace them")
     return source.info.run_id, False
@@ -150,7 +230,7 @@ def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: boo
         raise tracking.ConfigError("--every must be >= 1 for dsc snapshot")
     ckpts = {e: p for e, p in tracking.list_checkpoints(run_id).items() if e % snap_cfg.every == 0}
     if not ckpts:
-        raise tracking.TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
+        raise TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
                                      "is it a dsc training run?")
     target, new = _target_run(source, child, overwrite, prefix, "snapshot")
     try:

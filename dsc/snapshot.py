@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dsc.errors import TrackingError
 from dsc.similarity import cka_matrix, successive_correlation
 from dsc.spectra import PHASES, esd, spectrum_of_esd
 
@@ -173,19 +175,41 @@ class Snapshots:
         return {p: np.array([self.by_epoch[e].corr.get(p, np.nan) for e in self.epochs]) for p in pairs}
 
 
-def read_dir(directory: str | os.PathLike) -> Snapshots:
-    """Snapshots from a local directory laid out as above; only complete files are read."""
+def _epoch_of(path: Path) -> int | None:
+    digits = path.stem[len("epoch_"):]
+    return int(digits) if digits.isdigit() else None
+
+
+def read_dir(directory: str | os.PathLike, through: int | None = None) -> Snapshots:
+    """Snapshots from a local directory laid out as above.
+
+    ``through``: the last epoch known complete; files of later epochs (left half-written by a
+    process that died) are ignored. An unreadable file of a complete epoch is an error.
+    """
     directory = Path(directory)
-    with np.load(directory / "probe.npz", allow_pickle=False) as z:
-        layers = [str(s) for s in z["layers"]]
-        probe = dict(labels=z["labels"], indices=z["indices"], classes=[str(c) for c in z["classes"]],
-                     layers=layers, grids={n: int(g) for n, g in zip(layers, z["grids"])})
-    snaps = {s.epoch: s for s in (read(p) for p in sorted(directory.glob("epoch_*.npz")))}
+    try:
+        with np.load(directory / "probe.npz", allow_pickle=False) as z:
+            layers = [str(s) for s in z["layers"]]
+            probe = dict(labels=z["labels"], indices=z["indices"], classes=[str(c) for c in z["classes"]],
+                         layers=layers, grids={n: int(g) for n, g in zip(layers, z["grids"])})
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise TrackingError(f"{directory / 'probe.npz'} is unreadable ({type(exc).__name__}: {exc}); "
+                            "recompute the snapshots with `dsc snapshot --overwrite`") from None
+    paths = [p for p in sorted(directory.glob("epoch_*.npz"))
+             if _epoch_of(p) is not None and (through is None or _epoch_of(p) <= through)]
+    snaps = {}
+    for path in paths:
+        try:
+            snap = read(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise TrackingError(f"snapshot {path.name} is unreadable ({type(exc).__name__}: {exc}); "
+                                "recompute the snapshots with `dsc snapshot --overwrite`") from None
+        snaps[snap.epoch] = snap
     return Snapshots(epochs=sorted(snaps), by_epoch=snaps, **probe)
 
 
 def load(run_id: str, prefix: str = "snapshots") -> Snapshots:
-    """A tracked run's snapshots (downloaded through MLflow's artifact API)."""
+    """A tracked run's complete snapshots (downloaded through MLflow's artifact API)."""
     from dsc.tracking import download_snapshots
 
-    return read_dir(download_snapshots(run_id, prefix))
+    return read_dir(*download_snapshots(run_id, prefix))

@@ -28,6 +28,9 @@ from dsc.train import EpochReport
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FMT = "epoch_{:04d}.pt"
+# Artifacts are uploaded first and this tag (``dsc.complete.<dir>`` = last epoch) is set after
+# them: a file of a later epoch, half-written when a process died, is never read as complete.
+COMPLETE_TAG = "dsc.complete.{}"
 ALIAS_FINAL = "final"
 ALIAS_BEST = "best"
 
@@ -56,16 +59,20 @@ def ensure_store() -> None:
 
 @contextlib.contextmanager
 def run_context(experiment: str = "", run_name: str | None = None,
-                tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Start a run, or attach to the one ``mlflow run`` created (``MLFLOW_RUN_ID``).
+                tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start a run, or attach to the one ``mlflow run`` created (``MLFLOW_RUN_ID``) or to ``run_id``.
 
     Any exception marks the run FAILED (with the error as the ``error`` tag) and propagates;
     metrics and artifacts logged before it stay.
     """
     ensure_store()
-    if experiment and not os.environ.get("MLFLOW_RUN_ID"):
+    attached = run_id or os.environ.get("MLFLOW_RUN_ID")
+    if run_id and os.environ.get("MLFLOW_RUN_ID", run_id) != run_id:
+        raise ConfigError(f"MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']} but run {run_id} was asked for; "
+                          f"use `mlflow run . -e resume --run-id {run_id}` or unset MLFLOW_RUN_ID")
+    if experiment and not attached:
         mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags=dict(tags or {}))
+    run = mlflow.start_run(run_id=run_id, run_name=run_name if not run_id else None, tags=dict(tags or {}))
     try:
         yield run
     except BaseException as exc:
@@ -93,12 +100,29 @@ def log_dataset(data: Prepared) -> None:
         counts = np.bincount(ims.labels[idx], minlength=ims.num_classes)
         ds = mlflow.data.from_numpy(ims.images[idx], targets=ims.labels[idx], source=_dataset_source(ims),
                                     name=ims.name, digest=f"{digest}-{context[:5]}")
-        mlflow.log_input(ds, context=context, tags={
+        _log_input(ds, context=context, tags={
             "split_size": str(len(idx)),
             "class_counts": json.dumps({c: int(n) for c, n in zip(ims.classes, counts)}),
         })
     mlflow.log_params({"data_digest": digest, "n_train": len(data.train_idx), "n_val": len(data.val_idx),
                        "classes": ",".join(ims.classes)})
+
+
+def _log_input(ds, attempts: int = 4, **kwargs) -> None:
+    """``mlflow.log_input``, tried again when a concurrent run stored the same dataset first.
+
+    The store looks the dataset up, then inserts it: runs of one experiment starting together
+    on one dataset (a sweep) can all miss it, and every insert but the first breaks the
+    unique key. The next try finds the row and only links it to this run.
+    """
+    for attempt in range(attempts):
+        try:
+            return mlflow.log_input(ds, **kwargs)
+        except mlflow.exceptions.MlflowException as exc:
+            clash = any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError"))
+            if not clash or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _dataset_source(ims) -> object:
@@ -114,45 +138,103 @@ def _dataset_source(ims) -> object:
     return CodeDatasetSource(tags={"generator": ims.source or ims.name})
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """Torch's global generators (dropout draws from them), as a checkpoint stores them."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    cuda = [state[k] for k in sorted(state) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def checkpoint_payload(report: EpochReport, extra: Mapping[str, object]) -> dict:
-    """A checkpoint that ``torch.load(weights_only=True)`` reads: tensors, numbers, strings."""
+    """A checkpoint that ``torch.load(weights_only=True)`` reads: tensors, numbers, strings.
+
+    It holds what continuing needs: weights, optimizer state and the generators' state.
+    """
     return {
         "epoch": report.epoch,
         "model_state": {k: v.detach().cpu().contiguous() for k, v in report.model.state_dict().items()},
         "optimizer_state": report.optimizer.state_dict(),
+        "rng_state": rng_state(),
         "metrics": dict(report.metrics),
         **extra,
     }
 
 
-class EpochLogger:
-    """The training callback: metrics with step = epoch, a checkpoint per epoch, the best model.
+class LoggedSteps:
+    """Which (metric, step) pairs a run already has, so that a resumed run logs nothing twice.
 
-    ``extra`` (configs, class names, normalisation) goes into every checkpoint.
+    dsc logs every metric with increasing steps, so a key's latest step bounds what is there.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.latest: dict[str, int] = {}
+        if run_id:
+            client = MlflowClient()
+            for key in client.get_run(run_id).data.metrics:
+                self.latest[key] = max(m.step for m in client.get_metric_history(run_id, key))
+
+    def fresh(self, metrics: Mapping[str, float], step: int) -> dict[str, float]:
+        return {k: v for k, v in metrics.items() if step > self.latest.get(k, -1)}
+
+
+def mark_complete(run_id: str, directory: str, epoch: int) -> None:
+    MlflowClient().set_tag(run_id, COMPLETE_TAG.format(directory), str(epoch))
+
+
+def complete_through(run: mlflow.entities.Run, directory: str) -> int | None:
+    """The last epoch whose files under ``directory`` are known complete (None: no record)."""
+    value = run.data.tags.get(COMPLETE_TAG.format(directory))
+    return int(value) if value is not None else None
+
+
+class EpochLogger:
+    """The training callback: metrics with step = epoch, checkpoints, the best model.
+
+    ``extra`` (configs, class names, normalisation) goes into every checkpoint. Checkpoints are
+    kept every ``checkpoint_every`` epochs, at the last epoch and whenever validation accuracy
+    reaches a new best (so a resumed run can still register the best model). ``logged``
+    (from :class:`LoggedSteps`) skips metrics a resumed run already has.
     """
 
     def __init__(self, extra: Mapping[str, object], checkpoint_every: int = 1,
-                 last_epoch: int | None = None) -> None:
+                 last_epoch: int | None = None, logged: LoggedSteps | None = None) -> None:
         self.extra = dict(extra)
         self.checkpoint_every = checkpoint_every
         self.final_epoch = last_epoch
+        self.logged = logged or LoggedSteps()
         self.best_acc = -1.0
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_epoch = -1
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
 
+    def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
+        self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
+
     def __call__(self, report: EpochReport) -> None:
-        mlflow.log_metrics(report.metrics, step=report.epoch)
+        run_id = mlflow.active_run().info.run_id
+        fresh = self.logged.fresh(report.metrics, report.epoch)
+        if fresh:
+            mlflow.log_metrics(fresh, step=report.epoch)
         acc = report.metrics.get("acc/val", float("nan"))
-        if report.epoch > 0 and acc > self.best_acc:
+        new_best = report.epoch > 0 and acc > self.best_acc
+        if new_best:
             self.best_acc, self.best_epoch = acc, report.epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in report.model.state_dict().items()}
-        if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch:
+        if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch or new_best:
             path = Path(self._tmp.name) / CHECKPOINT_FMT.format(report.epoch)
             torch.save(checkpoint_payload(report, self.extra), path)
             mlflow.log_artifact(str(path), CHECKPOINT_DIR)
             path.unlink()
+            mark_complete(run_id, CHECKPOINT_DIR, report.epoch)
         self.last_epoch = report.epoch
 
 
@@ -184,10 +266,12 @@ class SnapshotLogger:
     """
 
     def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
-                 device: torch.device, prefix: str = "snapshots", run_id: str | None = None) -> None:
+                 device: torch.device, prefix: str = "snapshots", run_id: str | None = None,
+                 logged: LoggedSteps | None = None) -> None:
         from dsc.capture import ActivationCapture, plan_grids
 
         self.cfg, self.prefix = cfg, prefix
+        self.logged = logged or LoggedSteps()
         self.run_id = run_id or mlflow.active_run().info.run_id
         self.client = MlflowClient()
         self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
@@ -218,7 +302,8 @@ class SnapshotLogger:
 
         snap = snapshot.compute(report.epoch, self.capture.take(self.rows), layer_weights(report.model))
         self._upload(snapshot.write(snap, Path(self._tmp.name)))
-        log_metrics_to(self.run_id, snap.metrics(), report.epoch)
+        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
+        mark_complete(self.run_id, self.prefix, report.epoch)
 
 
 def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -232,12 +317,15 @@ def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None
 
 
 def list_checkpoints(run_id: str) -> dict[int, str]:
-    """``{epoch: artifact path}`` of a run's checkpoints."""
+    """``{epoch: artifact path}`` of a run's complete checkpoints (see :data:`COMPLETE_TAG`)."""
+    last = complete_through(require_run(run_id), CHECKPOINT_DIR)
     out = {}
     for f in MlflowClient().list_artifacts(run_id, CHECKPOINT_DIR):
         name = Path(f.path).name
-        if name.startswith("epoch_") and name.endswith(".pt"):
-            out[int(name[6:-3])] = f.path
+        if name.startswith("epoch_") and name.endswith(".pt") and name[6:-3].isdigit():
+            epoch = int(name[6:-3])
+            if last is None or epoch <= last:
+                out[epoch] = f.path
     return dict(sorted(out.items()))
 
 
@@ -247,22 +335,28 @@ def load_checkpoint(run_id: str, path: str) -> dict:
     try:
         return torch.load(local, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TrackingError(f"checkpoint {path} of run {run_id} is unreadable ({type(exc).__name__}: {exc}); "
-                            "it may be truncated: re-run training or drop that epoch") from None
+        reason = (str(exc).splitlines() or [""])[0][:160]
+        raise TrackingError(f"checkpoint {path} of run {run_id} is unreadable ({type(exc).__name__}: {reason}); "
+                            "it is truncated or not written by dsc: re-run training, or resume from an "
+                            "earlier checkpoint") from None
 
 
 def has_artifacts(run_id: str, prefix: str) -> bool:
     return bool(MlflowClient().list_artifacts(run_id, prefix))
 
 
-def download_snapshots(run_id: str, prefix: str = "snapshots") -> Path:
-    """Download a run's snapshot directory; a clear error when the run has none."""
-    require_run(run_id)
+def download_snapshots(run_id: str, prefix: str = "snapshots") -> tuple[Path, int | None]:
+    """Download a run's snapshot directory; a clear error when the run has none.
+
+    Returns the local directory and the last epoch known complete (None: no record).
+    """
+    run = require_run(run_id)
     names = [f.path for f in MlflowClient().list_artifacts(run_id, prefix)]
     if not any(n.endswith("probe.npz") for n in names):
         raise TrackingError(f"run {run_id} has no {prefix}/ (no snapshots); train with --snapshot-every 1 "
                             f"or run `dsc snapshot --run-id {run_id}`")
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=prefix))
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=prefix))
+    return local, complete_through(run, prefix)
 
 
 def pip_requirements() -> list[str]:

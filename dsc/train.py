@@ -144,18 +144,22 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
           on_epoch: Callable[[EpochReport], None] | None = None,
           optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
           progress: bool = True,
-          val_context: Callable[[int], contextlib.AbstractContextManager] | None = None) -> nn.Module:
+          val_context: Callable[[int], contextlib.AbstractContextManager] | None = None,
+          optimizer_state: dict | None = None) -> nn.Module:
     """Train ``model`` in place for ``cfg.epochs`` epochs, calling ``on_epoch`` at 0, 1, ..., E.
 
     ``val_context(epoch)``, if given, wraps each epoch's validation pass.
-    ``start_epoch`` > 0 continues from a checkpoint (model and optimizer already restored);
-    the batch order of each epoch depends only on (seed, epoch), so a continued run matches
-    an uninterrupted one.
+    ``start_epoch`` > 0 continues from a checkpoint: the model's weights restored, the
+    optimizer's state given as ``optimizer_state`` (loaded once the model is on its device) and
+    torch's generators reset by the caller. The batch order of each epoch depends only on
+    (seed, epoch), so a continued run matches an uninterrupted one.
     """
     device = pick_device(cfg.device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt)
     optimizer = optimizer or make_optimizer(model, cfg)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     report = on_epoch or (lambda r: None)
     context = val_context or (lambda epoch: contextlib.nullcontext())
     if start_epoch == 0:

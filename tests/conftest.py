@@ -24,9 +24,8 @@ def empty_store(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch, cache_dir, empty_store):
-    """A fresh SQLite tracking store in a temporary working directory; returns its URI."""
+def fresh_store(tmp_path, monkeypatch, cache_dir, empty_store) -> str:
+    """Copy the empty store into ``tmp_path``, work there and point MLflow at it; returns its URI."""
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     # The template's Default experiment points at the template's folder: give it this test's own.
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
@@ -43,6 +42,12 @@ def store(tmp_path, monkeypatch, cache_dir, empty_store):
     # mlflow.set_experiment in an earlier test leaves its id active in this process; the id
     # would not exist in this fresh store.
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
-    yield uri
+    return uri
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, cache_dir, empty_store):
+    """A fresh SQLite tracking store in a temporary working directory; returns its URI."""
+    yield fresh_store(tmp_path, monkeypatch, cache_dir, empty_store)
     while mlflow.active_run():
         mlflow.end_run()

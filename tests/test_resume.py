@@ -1,0 +1,149 @@
+"""Runs that survive faults: a SIGKILLed run resumed, parallel runs on one store, half-written files."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from dsc import snapshot, tracking
+from dsc.errors import TrackingError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
+
+
+def env_for(store: str) -> dict:
+    # One thread: the same arithmetic in every process, whatever the machine's load.
+    return {**os.environ, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
+
+
+def dsc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dsc", *args]
+
+
+def run_named(name: str):
+    runs = MlflowClient().search_runs(["0"], f"attributes.run_name = '{name}'")
+    return runs[0] if runs else None
+
+
+def histories(run_id: str) -> dict[str, list[tuple[int, float]]]:
+    client = MlflowClient()
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
+            for k in client.get_run(run_id).data.metrics}
+
+
+def final_weights(run_id: str, epoch: int) -> dict[str, torch.Tensor]:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"checkpoints/epoch_{epoch:04d}.pt")
+    return torch.load(path, weights_only=True)["model_state"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(store, tmp_path):
+    epochs, env = 5, env_for(store)
+    common = [*TINY, "--epochs", str(epochs), "--seed", "3", "--register-name", "resumed"]
+    ref = subprocess.run(dsc("train", *common, "--run-name", "reference"), env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    victim = subprocess.Popen(dsc("train", *common, "--run-name", "victim"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        run = run_named("victim")
+        if run and int(run.data.tags.get("dsc.complete.checkpoints", -1)) >= 2:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    killed = MlflowClient().get_run(run.info.run_id)
+    done = int(killed.data.tags["dsc.complete.checkpoints"])
+    assert killed.info.status == "RUNNING" and 2 <= done < epochs
+
+    # Continue through the MLproject entry point, into the same run.
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", run.info.run_id,
+           "--env-manager", "local"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    reference, resumed = run_named("reference"), MlflowClient().get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["dsc.resumed_from"] == str(done)
+    want, got = histories(reference.info.run_id), histories(resumed.info.run_id)
+    assert sorted(got) == sorted(want) and len(want) > 50  # training, spectra, CKA, ... metrics
+    for key in want:  # every value at every step, each step once
+        assert got[key] == want[key], key
+    assert [s for s, _ in want["acc/val"]] == list(range(epochs + 1))
+    a, b = final_weights(reference.info.run_id, epochs), final_weights(resumed.info.run_id, epochs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert MlflowClient().get_model_version_by_alias("resumed", "final").run_id == resumed.info.run_id
+    snaps = snapshot.load(resumed.info.run_id)
+    assert snaps.epochs == list(range(epochs + 1))
+
+
+@pytest.mark.slow
+def test_four_runs_at_once_on_a_new_sqlite_store(tmp_path, cache_dir):
+    """Four processes create one SQLite store together, train and register into one model name."""
+    store = f"sqlite:///{tmp_path / 'shared.db'}"  # does not exist yet: all four race to create it
+    env = {**env_for(store), "DSC_CACHE_DIR": str(cache_dir)}
+    procs = [subprocess.Popen(dsc("train", *TINY, "--epochs", "2", "--seed", str(i), "--run-name", f"p{i}",
+                                  "--register-name", "shared"),
+                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    errors = [p.communicate(timeout=900)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-1500:] for e in errors)
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs(["0"])
+    assert sorted(r.info.run_name for r in runs) == ["p0", "p1", "p2", "p3"]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        for key in ("loss/train", "loss/val", "acc/train", "acc/val"):
+            assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == [0, 1, 2]
+    versions = client.search_model_versions("name = 'shared'")
+    # each run registers its final model (and its best, when that is another epoch)
+    by_run = {}
+    for v in versions:
+        by_run.setdefault(v.run_id, set()).add(int(v.version))
+    assert sorted(by_run) == sorted(r.info.run_id for r in runs)
+    numbers = [n for vs in by_run.values() for n in vs]
+    assert sorted(numbers) == list(range(1, len(numbers) + 1))  # distinct, none lost
+
+
+def test_checkpoints_past_the_completion_mark_are_not_listed(store, tmp_path):
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    for e in range(4):
+        path = tmp_path / tracking.CHECKPOINT_FMT.format(e)
+        path.write_bytes(b"half-written" if e == 3 else b"complete")
+        client.log_artifact(run_id, str(path), tracking.CHECKPOINT_DIR)
+    assert sorted(tracking.list_checkpoints(run_id)) == [0, 1, 2, 3]  # no mark: older runs list all
+    tracking.mark_complete(run_id, tracking.CHECKPOINT_DIR, 2)
+    assert sorted(tracking.list_checkpoints(run_id)) == [0, 1, 2]
+    with pytest.raises(TrackingError, match="unreadable"):
+        tracking.load_checkpoint(run_id, "checkpoints/epoch_0001.pt")
+
+
+def _snapshot_dir(tmp_path: Path, epochs: int) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 10)
+    for e in range(epochs):
+        acts = {"fc1": rng.normal(size=(20, 16)), "out": rng.normal(size=(20, 2))}
+        weights = {"fc1": rng.normal(size=(16, 24)), "out": rng.normal(size=(2, 16))}
+        snapshot.write(snapshot.compute(e, acts, weights), tmp_path)
+    snapshot.write_probe(tmp_path, labels, np.arange(20), ["a", "b"], ["fc1", "out"], {})
+    return tmp_path
+
+
+def test_half_written_snapshot_is_ignored_past_the_mark_and_an_error_before_it(tmp_path):
+    directory = _snapshot_dir(tmp_path, 3)
+    whole = (directory / "epoch_0002.npz").read_bytes()
+    (directory / "epoch_0002.npz").write_bytes(whole[: len(whole) // 2])  # the process died mid-copy
+    assert snapshot.read_dir(directory, through=1).epochs == [0, 1]
+    with pytest.raises(TrackingError, match="epoch_0002.npz is unreadable"):
+        snapshot.read_dir(directory)
