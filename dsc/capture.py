@@ -51,6 +51,29 @@ def plan_grids(model: nn.Module, sample: torch.Tensor, n_probe: int, budget_byte
     return grids
 
 
+def activation_sites(model: nn.Module) -> dict[str, tuple[nn.Module, bool]]:
+    """Where each named layer's post-activation output can be read: ``{name: (module, relu)}``.
+
+    A layer followed by an ``nn.ReLU`` module in its ``nn.Sequential`` (every conv of DenseVGG
+    and VGG-11) is read at that ReLU's output, which costs nothing; otherwise (the linears,
+    whose ReLU is functional) at the layer's output, with ``relu`` = True asking the hook to
+    apply it. ``out`` gives logits.
+    """
+    following: dict[nn.Module, nn.Module] = {}
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential):
+            children = list(parent)
+            following.update(zip(children[:-1], children[1:]))
+    sites = {}
+    for name, layer in named_layers(model).items():
+        nxt = following.get(layer)
+        if name != "out" and isinstance(nxt, nn.ReLU):
+            sites[name] = (nxt, False)
+        else:
+            sites[name] = (layer, name != "out")
+    return sites
+
+
 class ActivationCapture:
     """Records post-activation outputs (ReLU applied, except ``out``: logits) as float16.
 
@@ -59,16 +82,18 @@ class ActivationCapture:
     """
 
     def __init__(self, model: nn.Module, grids: dict[str, int | None]) -> None:
-        self.layers = {n: m for n, m in named_layers(model).items() if n in grids}
+        self.sites = {n: site for n, site in activation_sites(model).items() if n in grids}
+        self.layers = list(self.sites)
         self.grids = grids
         self._buf: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
 
     def _hook(self, name: str):
         grid = self.grids[name]
+        relu = self.sites[name][1]
 
         def hook(module, inputs, out: torch.Tensor) -> None:
             out = out.detach()
-            if name != "out":
+            if relu:
                 out = torch.relu(out)
             if out.ndim == 4 and grid is not None and grid < out.shape[-1]:
                 out = nn.functional.adaptive_avg_pool2d(out, grid)  # (B, C, g, g)
@@ -78,7 +103,7 @@ class ActivationCapture:
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
-        handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        handles = [m.register_forward_hook(self._hook(n)) for n, (m, _) in self.sites.items()]
         try:
             yield
         finally:
