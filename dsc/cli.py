@@ -289,5 +289,48 @@ def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images,
                f"{len(result.summary['figures'])} figures, analysis/summary.json, analysis/report.html")
 
 
+@main.command(context_settings=CONTEXT)
+@data_options
+@click.option("--seeds", default="0", show_default=True,
+              help="Training seeds, a comma list (0,1,2) or a range (0-4); each grid point runs once per seed.")
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2",
+              help="A dsc train option and the values to sweep, e.g. lr=1e-4,3e-4; repeatable "
+                   "(the grid is every combination). One --grid may hold several, space-separated.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A dsc train option every run shares, e.g. epochs=30; repeatable, or several "
+                   "space-separated. Data options may also be given directly (--image-size 32).")
+@click.option("--parallel", type=click.IntRange(1), default=2, show_default=True,
+              help="Trainings at a time (each a `python -m dsc train` process).")
+@click.option("--experiment", default="", help="MLflow experiment of the runs (default: the current one).")
+@click.option("--metric", default="acc/val", show_default=True, help="Metric the comparison decomposes.")
+@click.option("--max-components", type=click.IntRange(1, 6), default=3, show_default=True,
+              help="Logistic components the comparison tries, 1..N.")
+@click.option("--color-by", default="", help="Param colouring the comparison (default: the first grid key, else seed).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@click.pass_context
+@one_line_errors
+def sweep(ctx, data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, seeds, grid,
+          settings, parallel, experiment, metric, max_components, color_by, progress) -> None:
+    """Train a grid of seeds and options as parallel tracked runs, then compare them.
+
+    Every combination of the --grid values and --seeds is one `dsc train` run in the current
+    tracking store (MLFLOW_TRACKING_URI, shared by every run: a server spreads the load),
+    tagged dsc.sweep = <sweep id>. When all have finished, `dsc compare` runs on exactly
+    those runs. Every key and value is checked before anything trains; a failed run does not
+    stop the others, and the sweep then fails naming it.
+    """
+    from dsc.sweep import SweepConfig, parse_seeds, sweep_job
+
+    data_names = [p.name for p in data_options(lambda: None).__click_params__]
+    given = {name: ctx.params[name] for name in data_names
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    config = SweepConfig(seeds=parse_seeds(seeds), grid=grid, fixed=settings, parallel=parallel,
+                         experiment=experiment, metric=metric, max_components=max_components,
+                         color_by=color_by)
+    result = sweep_job(config, given, progress=progress)
+    click.echo(f"sweep {result.sweep_id}: {len(result.run_ids)} runs; "
+               f"comparison run {result.comparison_id} finished")
+
+
 if __name__ == "__main__":
     main()

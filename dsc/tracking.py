@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,24 +101,23 @@ def log_dataset(data: Prepared) -> None:
         counts = np.bincount(ims.labels[idx], minlength=ims.num_classes)
         ds = mlflow.data.from_numpy(ims.images[idx], targets=ims.labels[idx], source=_dataset_source(ims),
                                     name=ims.name, digest=f"{digest}-{context[:5]}")
-        _log_input(ds, context=context, tags={
-            "split_size": str(len(idx)),
-            "class_counts": json.dumps({c: int(n) for c, n in zip(ims.classes, counts)}),
-        })
+        tags = {"split_size": str(len(idx)),
+                "class_counts": json.dumps({c: int(n) for c, n in zip(ims.classes, counts)})}
+        clash_retried(functools.partial(mlflow.log_input, ds, context=context, tags=tags))
     mlflow.log_params({"data_digest": digest, "n_train": len(data.train_idx), "n_val": len(data.val_idx),
                        "classes": ",".join(ims.classes)})
 
 
-def _log_input(ds, attempts: int = 4, **kwargs) -> None:
-    """``mlflow.log_input``, tried again when a concurrent run stored the same dataset first.
+def clash_retried(call: Callable[[], object], attempts: int = 4) -> object:
+    """``call()``, tried again when a concurrent run inserted the same row first.
 
-    The store looks the dataset up, then inserts it: runs of one experiment starting together
-    on one dataset (a sweep) can all miss it, and every insert but the first breaks the
-    unique key. The next try finds the row and only links it to this run.
+    MLflow's stores look a row up, then insert it (a dataset, a model alias): runs of one
+    experiment starting or finishing together (a sweep) can all miss it, and every insert
+    but the first breaks the unique key. The next try finds the row and updates or links it.
     """
     for attempt in range(attempts):
         try:
-            return mlflow.log_input(ds, **kwargs)
+            return call()
         except mlflow.exceptions.MlflowException as exc:
             clash = any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError"))
             if not clash or attempt == attempts - 1:
@@ -387,7 +387,7 @@ def log_and_register(model: torch.nn.Module, name: str, registered_name: str,
 
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
-    MlflowClient().set_registered_model_alias(registered_name, alias, version)
+    clash_retried(functools.partial(MlflowClient().set_registered_model_alias, registered_name, alias, version))
 
 
 def require_run(run_id: str) -> mlflow.entities.Run:

@@ -1,11 +1,26 @@
 """Shared fixtures: every test gets its own SQLite tracking store and data cache."""
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 
 import mlflow
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_environment():
+    """MLflow's fluent API writes some of these (set_experiment sets MLFLOW_EXPERIMENT_ID):
+    put them back after each test so that none leaks into the next one's subprocesses."""
+    keys = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,13 @@ CASES = [
          "invalid --filter"),
     Case("compare-components", "`compare --max-components 9`", ("compare", "--max-components", "9"), 2,
          "--max-components"),
+    # sweep: every value is checked before any run starts
+    Case("sweep-grid-key", "`sweep --grid lrr=1e-4`", ("sweep", "--grid", "lrr=1e-4"), 1, "did you mean lr"),
+    Case("sweep-grid-value", "`sweep --grid kernel-size=3,4`", ("sweep", "--grid", "kernel-size=3,4"), 1,
+         "kernel"),
+    Case("sweep-seeds", "`sweep --seeds 1,1`", ("sweep", "--seeds", "1,1"), 1, "listed twice"),
+    Case("sweep-set-seed", "`sweep --set seed=3`", ("sweep", "--set", "seed=3"), 1, "--seeds"),
+    Case("sweep-parallel", "`sweep --parallel 0`", ("sweep", "--parallel", "0"), 2, "--parallel"),
 ]
 
 

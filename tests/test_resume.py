@@ -21,7 +21,9 @@ TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progr
 
 def env_for(store: str) -> dict:
     # One thread: the same arithmetic in every process, whatever the machine's load.
-    return {**os.environ, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+    return {**inherited, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
 
 
 def dsc(*args: str) -> list[str]:

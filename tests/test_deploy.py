@@ -1,0 +1,50 @@
+"""deploy/: the Kubernetes example is what MLflow's Kubernetes backend accepts, and matches dsc."""
+from __future__ import annotations
+
+import json
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from mlflow.projects import _parse_kubernetes_config
+from mlflow.projects._project_spec import load_project
+
+from served import ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+@pytest.fixture
+def kube_config(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the README's commands run from the repository root
+    return _parse_kubernetes_config(json.loads((DEPLOY / "kubernetes_config.json").read_text()))
+
+
+def test_backend_config_and_job_template_are_what_mlflow_reads(kube_config):
+    assert kube_config["repository-uri"]
+    job = kube_config["kube-job-template"]
+    assert job["kind"] == "Job" and job["metadata"]["namespace"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    uri = urlparse(env["MLFLOW_TRACKING_URI"])  # the shared server, over HTTP
+    assert uri.scheme in ("http", "https") and uri.hostname and uri.port
+
+
+def test_docker_project_runs_the_train_entry_point_as_the_main_project():
+    from mlflow.projects.docker import validate_docker_env
+
+    project = load_project(str(DEPLOY))
+    validate_docker_env(project)  # what `mlflow run --backend kubernetes` checks first
+    main_train = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["train"]
+    train = yaml.safe_load((DEPLOY / "MLproject").read_text())["entry_points"]["train"]
+    for name, spec in train["parameters"].items():
+        assert spec == main_train["parameters"][name], name
+        flag = f"--{name.replace('_', '-')} {{{name}}}"
+        assert flag in " ".join(train["command"].split()) and flag in " ".join(main_train["command"].split())
+
+
+def test_dockerfile_copies_what_exists():
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    copied = [w for ln in lines if ln.startswith("COPY ") for w in ln.split()[1:-1]]
+    assert copied and all((ROOT / path).exists() for path in copied), copied
