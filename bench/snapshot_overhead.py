@@ -1,18 +1,22 @@
-"""Snapshot overhead: training epochs with and without per-epoch snapshots, in one process.
+"""Snapshot overhead: epochs with and without a snapshot, interleaved in one training run.
 
-Both arms train the same network from the same initial weights on the default task
-(5 synthetic identities x 576 images, 128x128, the whole validation split as probe) for
-``--epochs`` epochs; the snapshot arm captures activations on the validation pass, computes
-spectra and CKA, writes the ``.npz`` and logs it to a temporary SQLite tracking store, as
-``dsc train`` does. Prints seconds per epoch of each arm, the overhead, and the snapshot size.
+One training run of the default task (5 synthetic identities x 576 images, 128x128, the whole
+validation split as probe) snapshots every second epoch, as ``dsc train --snapshot-every 2``
+would: activations captured on the validation pass, spectra and CKA computed, the ``.npz``
+written and logged with its metrics to a temporary SQLite tracking store. Odd epochs are the
+arm without snapshots, even epochs the arm with them; interleaving epoch by epoch cancels the
+slow drift of a shared machine, and the medians of each arm are compared. The snapshot's own
+cost is also timed directly (its callback, and the validation pass with the capture hooks
+against one without, best of 5 interleaved), which the machine's noise barely touches. Prints
+seconds per epoch of each arm, both overheads and the snapshot size.
 
-    uv run python bench/snapshot_overhead.py [--epochs 2]
+    uv run python bench/snapshot_overhead.py [--epochs 10]
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import os
+import statistics
 import tempfile
 import time
 
@@ -22,12 +26,12 @@ import torch
 from dsc.data.dataset import DataConfig, load_imageset, prepare
 from dsc.model import DenseVGG
 from dsc.tracking import SnapshotConfig, SnapshotLogger
-from dsc.train import TrainConfig, pick_device, train
+from dsc.train import TrainConfig, evaluate, pick_device, train
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per arm (after epoch 0)")
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs (half of them snapshotted)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="dsc-bench-")
     mlflow.set_tracking_uri(f"sqlite:///{os.path.join(tmp, 'mlflow.db')}")
@@ -36,33 +40,54 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs)
     device = pick_device(cfg.device)
     torch.manual_seed(0)
-    base = DenseVGG(num_classes=len(data.classes))
+    model = DenseVGG(num_classes=len(data.classes))
+    ends: dict[int, float] = {}
+    callback: list[float] = []
 
-    def plain() -> float:
-        t0 = time.perf_counter()
-        train(copy.deepcopy(base), data, cfg, progress=False)
-        return time.perf_counter() - t0
+    with mlflow.start_run() as run:
+        snaps = SnapshotLogger(model, data, SnapshotConfig(every=2), device)
 
-    def with_snapshots() -> tuple[float, int]:
-        model = copy.deepcopy(base)
-        with mlflow.start_run() as run:
+        def on_epoch(report) -> None:
             t0 = time.perf_counter()
-            snaps = SnapshotLogger(model, data, SnapshotConfig(), device)
-            train(model, data, cfg, on_epoch=snaps, val_context=snaps.context, progress=False)
-            elapsed = time.perf_counter() - t0
-        art = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="snapshots")
-        size = max(os.path.getsize(os.path.join(art, f)) for f in os.listdir(art) if f.startswith("epoch_"))
-        return elapsed, size
+            snaps(report)
+            ends[report.epoch] = time.perf_counter()
+            if snaps.due(report.epoch) and report.epoch > 0:
+                callback.append(ends[report.epoch] - t0)
 
-    plain()  # warm-up: allocator, thread pools, data in cache
-    t_plain = plain()
-    t_snap, size = with_snapshots()
-    n = args.epochs + 1  # epoch 0's evaluation is part of both arms
+        train(model, data, cfg, on_epoch=on_epoch, val_context=snaps.context, progress=False)
+        hooks = _hook_cost(model, data, device, cfg, snaps)
+    # epoch e's time: its training, its evaluation and (even e) its snapshot
+    took = {e: ends[e] - ends[e - 1] for e in range(2, args.epochs + 1)}  # epoch 1 warms up
+    plain = statistics.median(t for e, t in took.items() if e % 2)
+    snapped = statistics.median(t for e, t in took.items() if e % 2 == 0)
+    art = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="snapshots")
+    size = max(os.path.getsize(os.path.join(art, f)) for f in os.listdir(art) if f.startswith("epoch_"))
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{len(data.train_idx)} train / {len(data.val_idx)} probe images")
-    print(f"without snapshots: {t_plain / n:7.2f} s per epoch")
-    print(f"with snapshots:    {t_snap / n:7.2f} s per epoch")
-    print(f"overhead: {100 * (t_snap - t_plain) / t_plain:.1f}%   snapshot size: {size / 1e6:.2f} MB per epoch")
+          f"{len(data.train_idx)} train / {len(data.val_idx)} probe images, epochs 2..{args.epochs}")
+    print("epoch seconds: " + " ".join(f"{e}:{t:.2f}{'*' if e % 2 == 0 else ''}" for e, t in took.items())
+          + "   (* with a snapshot)")
+    print(f"without snapshots: {plain:7.2f} s per epoch (median)")
+    print(f"with snapshots:    {snapped:7.2f} s per epoch (median)")
+    print(f"overhead: {100 * (snapped - plain) / plain:.1f}%   snapshot size: {size / 1e6:.2f} MB per epoch")
+    direct = hooks + statistics.median(callback)
+    print(f"direct cost: capture hooks {hooks:.2f} s + spectra, CKA, file and logging "
+          f"{statistics.median(callback):.2f} s = {direct:.2f} s per snapshot, "
+          f"{100 * direct / plain:.1f}% of an epoch")
+
+
+def _hook_cost(model, data, device, cfg, snaps, repeats: int = 5) -> float:
+    """Seconds the capture hooks add to one validation pass (best of ``repeats`` each, interleaved)."""
+    without = with_hooks = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        evaluate(model, data, data.val_idx, device, cfg)
+        t1 = time.perf_counter()
+        with snaps.capture.recording():
+            evaluate(model, data, data.val_idx, device, cfg)
+        t2 = time.perf_counter()
+        snaps.capture.take()
+        without, with_hooks = min(without, t1 - t0), min(with_hooks, t2 - t1)
+    return max(with_hooks - without, 0.0)
 
 
 if __name__ == "__main__":
