@@ -121,6 +121,9 @@ def resume_job(run_id: str, progress: bool = True) -> str:
     """
     source = tracking.require_run(run_id)
     kind = source.data.tags.get("dsc.kind")
+    if kind is None and source.data.tags.get("mlflow.project.entryPoint") == "resume":
+        raise TrackingError("`mlflow run . -e resume` continues an existing training run: "
+                            "pass its id with --run-id RUN_ID")
     if kind != "train":
         raise TrackingError(f"run {run_id} is {'a ' + kind if kind else 'not a dsc'} run; "
                                      "only runs of `dsc train` can be resumed")

@@ -61,6 +61,8 @@ CASES = [
          "is a compare run"),
     Case("resume-no-checkpoint", "`train --resume` a run that died before its first checkpoint",
          ("train", "--resume", "{nockpt}"), 1, "no complete checkpoint"),
+    Case("resume-entry-without-run", "`mlflow run . -e resume` without --run-id (a fresh run)",
+         ("train", "--resume", "{fresh}"), 1, "pass its id with --run-id"),
     Case("resume-with-options", "`train --resume RUN --epochs 9`",
          ("train", "--resume", "{nockpt}", "--epochs", "9"), 1, "drop --epochs"),
     # snapshot
@@ -149,6 +151,7 @@ def world(tmp_path_factory, cache_dir, empty_store):
         tracking.mark_complete(bad, tracking.CHECKPOINT_DIR, 0)
         client.set_terminated(bad, "FAILED")
         runs["badckpt"] = bad
+        runs["fresh"] = client.create_run("0", tags={"mlflow.project.entryPoint": "resume"}).info.run_id
         client.create_experiment("empty")
         yield runs
 
