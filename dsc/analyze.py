@@ -445,7 +445,7 @@ def _history(client: MlflowClient, run_id: str, key: str) -> tuple[np.ndarray, n
     return steps, np.array([by_step[s][1] for s in steps], dtype=float)
 
 
-def _last_checkpoint(client: MlflowClient, run_id: str) -> dict:
+def _last_checkpoint(run_id: str) -> dict:
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
         raise TrackingError(f"run {run_id} has no {tracking.CHECKPOINT_DIR}/ (no checkpoint); "
@@ -469,7 +469,7 @@ def read_source(run: Run) -> Source:
     history = {k: _history(client, run_id, k) for k in CURVES}
     if not history["acc/val"][0].size:
         raise TrackingError(f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train`")
-    return Source(run, snaps, history, _last_checkpoint(client, run_id))
+    return Source(run, snaps, history, _last_checkpoint(run_id))
 
 
 # --- the analysis ------------------------------------------------------------------------------

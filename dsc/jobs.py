@@ -85,9 +85,19 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
         return run.info.run_id
 
 
+_SNAPSHOT_PARAMS = {"every": "snapshot_every", "probe_per_class": "probe_per_class",
+                    "budget_mb": "snapshot_budget_mb"}  # SnapshotConfig field -> run param
+
+
 def _snapshot_params(snap_cfg: tracking.SnapshotConfig) -> dict:
-    return {"snapshot_every": snap_cfg.every, "probe_per_class": snap_cfg.probe_per_class,
-            "snapshot_budget_mb": snap_cfg.budget_mb}
+    return {param: getattr(snap_cfg, field) for field, param in _SNAPSHOT_PARAMS.items()}
+
+
+def _snapshot_config(params: dict[str, str]) -> tracking.SnapshotConfig:
+    """The snapshot settings a run was trained with, read back from its params."""
+    default = tracking.SnapshotConfig(every=0)  # runs without the params took no snapshots
+    return tracking.SnapshotConfig(**{field: type(getattr(default, field))(params.get(param, getattr(default, field)))
+                                      for field, param in _SNAPSHOT_PARAMS.items()})
 
 
 def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
@@ -126,26 +136,25 @@ def resume_job(run_id: str, progress: bool = True) -> str:
                             "pass its id with --run-id RUN_ID")
     if kind != "train":
         raise TrackingError(f"run {run_id} is {'a ' + kind if kind else 'not a dsc'} run; "
-                                     "only runs of `dsc train` can be resumed")
+                            "only runs of `dsc train` can be resumed")
     if source.info.status == "FINISHED":
         raise TrackingError(f"run {run_id} already FINISHED; there is nothing to resume")
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
         raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; "
-                                     "start a new run with `dsc train`")
+                            "start a new run with `dsc train`")
     start, path = max(ckpts.items())
     params = source.data.params
     with tracking.run_context(run_id=run_id) as run:
         ckpt = tracking.load_checkpoint(run_id, path)
         data, model, train_cfg = _restore(ckpt)
-        if data.imageset.digest() != source.data.tags.get("dsc.data_digest", data.imageset.digest()):
+        digest = data.imageset.digest()
+        if digest != source.data.tags.get("dsc.data_digest", digest):
             raise DataError(f"the data of run {run_id} changed since it started (digest "
-                                     f"{data.imageset.digest()} != {source.data.tags['dsc.data_digest']}); "
-                                     "restore the dataset or start a new run")
+                            f"{digest} != {source.data.tags['dsc.data_digest']}); "
+                            "restore the dataset or start a new run")
         model_cfg, data_cfg = ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"])
-        snap_cfg = tracking.SnapshotConfig(int(params.get("snapshot_every", 0)),
-                                           int(params.get("probe_per_class", 0)),
-                                           float(params.get("snapshot_budget_mb", 4.0)))
+        snap_cfg = _snapshot_config(params)
         track = TrackConfig(register_name=params.get("register_name", ""),
                             checkpoint_every=int(params.get("checkpoint_every", 1)), progress=progress)
         device = pick_device(train_cfg.device)
@@ -234,7 +243,7 @@ def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: boo
     ckpts = {e: p for e, p in tracking.list_checkpoints(run_id).items() if e % snap_cfg.every == 0}
     if not ckpts:
         raise TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
-                                     "is it a dsc training run?")
+                            "is it a dsc training run?")
     target, new = _target_run(source, child, overwrite, prefix, "snapshot")
     try:
         first = tracking.load_checkpoint(run_id, next(iter(ckpts.values())))

@@ -195,8 +195,8 @@ def read_dir(directory: str | os.PathLike, through: int | None = None) -> Snapsh
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise TrackingError(f"{directory / 'probe.npz'} is unreadable ({type(exc).__name__}: {exc}); "
                             "recompute the snapshots with `dsc snapshot --overwrite`") from None
-    paths = [p for p in sorted(directory.glob("epoch_*.npz"))
-             if _epoch_of(p) is not None and (through is None or _epoch_of(p) <= through)]
+    epochs = {p: _epoch_of(p) for p in sorted(directory.glob("epoch_*.npz"))}
+    paths = [p for p, e in epochs.items() if e is not None and (through is None or e <= through)]
     snaps = {}
     for path in paths:
         try:

@@ -31,9 +31,9 @@ class DataConfig:
             raise DataError(f"--image-size {self.image_size}: must be in [16, 1024]")
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(f"--val-fraction {self.val_fraction}: must be in (0, 1), e.g. 0.2")
-        if not all(part.strip().isdigit() for part in self.subjects.split(",")) and self.subjects.strip():
-            raise DataError(f"--subjects {self.subjects!r}: give a count (5), a comma list of subject "
-                            "numbers (1,3,7) or '' for all")
+        from dsc.data.yale import parse_subjects
+
+        parse_subjects(self.subjects)  # a malformed list fails here, before any data is read
 
     @property
     def kind(self) -> str:

@@ -120,21 +120,31 @@ def scan(root: str | os.PathLike, extract_dir: str | os.PathLike | None = None) 
     return records
 
 
-def choose_subjects(available: list[int], subjects: str, seed: int) -> list[int]:
-    """Subjects to use: ``""`` all, ``"5"`` five at random by seed, ``"1,3,7"`` those listed."""
+def parse_subjects(subjects: str) -> int | list[int] | None:
+    """``--subjects`` read: ``""`` -> None (all), ``"5"`` -> 5 (a count), ``"1,3,7"`` -> [1, 3, 7]."""
     subjects = subjects.strip()
     if not subjects:
-        return sorted(available)
+        return None
     if "," not in subjects and subjects.isdigit():
-        k = int(subjects)
-        if not 2 <= k <= len(available):
-            raise DataError(f"--subjects {k}: need between 2 and {len(available)} (subjects found: {sorted(available)})")
-        rng = np.random.default_rng(seed)
-        return sorted(int(s) for s in rng.choice(sorted(available), size=k, replace=False))
+        return int(subjects)
     try:
-        wanted = sorted({int(s) for s in subjects.split(",") if s.strip()})
+        return sorted({int(s) for s in subjects.split(",") if s.strip()})
     except ValueError:
-        raise DataError(f"--subjects {subjects!r}: give a count (5) or a comma list of subject numbers (1,3,7)") from None
+        raise DataError(f"--subjects {subjects!r}: give a count (5), a comma list of subject numbers (1,3,7) "
+                        "or '' for all") from None
+
+
+def choose_subjects(available: list[int], subjects: str, seed: int) -> list[int]:
+    """Subjects to use: ``""`` all, ``"5"`` five at random by seed, ``"1,3,7"`` those listed."""
+    wanted = parse_subjects(subjects)
+    if wanted is None:
+        return sorted(available)
+    if isinstance(wanted, int):
+        if not 2 <= wanted <= len(available):
+            raise DataError(f"--subjects {wanted}: need between 2 and {len(available)} "
+                            f"(subjects found: {sorted(available)})")
+        rng = np.random.default_rng(seed)
+        return sorted(int(s) for s in rng.choice(sorted(available), size=wanted, replace=False))
     missing = sorted(set(wanted) - set(available))
     if missing:
         raise DataError(f"--subjects: subjects {missing} not found; available: {sorted(available)}")
