@@ -1,13 +1,18 @@
 """Training throughput: dsc's loop against a plain PyTorch loop, same model, data and process.
 
 The plain loop is what a first script would do: NCHW float32 tensors, a DataLoader with
-batch 32, no memory-format or threading tricks, and the same optimizer as ours (the project
-default, Adam at lr 1e-4), so that the two differ only in how the loop runs. Ours is
-``dsc.train.train_one_epoch`` with the project defaults. The arms alternate in short rounds
+batch 32, the network built from torch's stock layers (``nn.AdaptiveAvgPool2d``), no
+memory-format or threading tricks, and the same optimizer as ours (the project default, Adam
+at lr 1e-4, in torch's default implementation), so that the two differ only in how the loop
+runs. Ours is ``dsc.train.train_one_epoch`` with the project defaults: channels_last, the
+matmul pooling of ``dsc.model.GridAvgPool2d`` and fused Adam. Both start from the same weights. The arms alternate in short rounds
 (``--round`` images each) and the medians are compared, which cancels the slow drift of a
 shared machine. Prints images per second of each and their ratio.
 
-    uv run python bench/train_throughput.py [--round 128] [--rounds 12]
+    uv run python bench/train_throughput.py [--round 128] [--rounds 12] [--keep-freed-memory]
+
+``--keep-freed-memory`` first applies ``dsc.train.keep_freed_memory`` (what ``dsc train`` does
+at start-up: glibc keeps freed blocks for reuse). It is process-wide, so both arms run under it.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dsc.data.dataset import DataConfig, load_imageset, prepare
 from dsc.model import DenseVGG
-from dsc.train import TrainConfig, make_optimizer, pick_device, train_one_epoch
+from dsc.train import (TrainConfig, keep_freed_memory, make_optimizer, micro_batch_size, pick_device,
+                       train_one_epoch)
 
 
 def plain_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer) -> None:
@@ -38,7 +44,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--round", type=int, default=128, help="training images per timed round of each arm")
     ap.add_argument("--rounds", type=int, default=12, help="alternating rounds (medians compared)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="apply dsc train's allocator setting first (to both arms: it is process-wide)")
     args = ap.parse_args()
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise SystemExit("--keep-freed-memory: this C library has no mallopt (not glibc)")
 
     data = prepare(load_imageset(DataConfig()), DataConfig())
     data.train_idx = data.train_idx[: args.round]
@@ -51,6 +61,7 @@ def main() -> None:
     x3 = data.x[data.train_idx].expand(-1, 3, -1, -1).contiguous()
     loader = DataLoader(TensorDataset(x3, data.y[data.train_idx]), batch_size=32, shuffle=True)
     plain = copy.deepcopy(base).to(device)
+    plain.pool = nn.AdaptiveAvgPool2d(base.pool.output_size)  # torch's stock pooling layer
     plain_opt = torch.optim.Adam(plain.parameters(), lr=cfg.lr)  # torch's defaults
     ours = copy.deepcopy(base).to(device, memory_format=torch.channels_last)
     opt = make_optimizer(ours, cfg)
@@ -68,10 +79,13 @@ def main() -> None:
         t_ours.append(timed(lambda: train_one_epoch(ours, data, opt, cfg, r + 1, device)))
     ref, fast = args.round / statistics.median(t_plain), args.round / statistics.median(t_ours)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"allocator {'keeps freed blocks' if args.keep_freed_memory else 'glibc defaults'}, "
           f"{args.rounds} rounds of {args.round} images of 3x{data.x.shape[-2]}x{data.x.shape[-1]} per arm")
     print(f"plain loop (NCHW, DataLoader, batch 32, {cfg.optimizer}): {ref:8.1f} images/s (median round)")
-    print(f"dsc loop (batch {cfg.batch_size}, {'channels_last' if cfg.channels_last else 'NCHW'}, "
-          f"{cfg.optimizer}):          {fast:8.1f} images/s (median round)")
+    micro = micro_batch_size(cfg, tuple(data.x.shape[1:]), device)
+    print(f"dsc loop (batch {cfg.batch_size} in passes of {micro}, "
+          f"{'channels_last' if cfg.channels_last else 'NCHW'}, fused {cfg.optimizer}): "
+          f"{fast:8.1f} images/s (median round)")
     print(f"ratio: {fast / ref:.2f}x   (per-round ratios {min(p / o for p, o in zip(t_plain, t_ours)):.2f}"
           f"..{max(p / o for p, o in zip(t_plain, t_ours)):.2f})")
 

@@ -129,6 +129,9 @@ def data_options(fn: Callable) -> Callable:
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True,
               help="NHWC memory format (several times faster on CPU).")
+@click.option("--micro-batch", type=click.IntRange(0, 65536), default=0, show_default=True,
+              help="Images per forward/backward pass within a step; gradients are summed, so the update "
+                   "is the whole batch's. 0: auto (CPU: parts whose input maps fit in 4 MB; CUDA: whole batch).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=1, show_default=True,
               help="Keep a checkpoint every N epochs (epoch 0, the last and each new best always).")
 @click.option("--snapshot-every", type=click.IntRange(0), default=1, show_default=True,
@@ -148,7 +151,7 @@ def data_options(fn: Callable) -> Callable:
 @one_line_errors
 def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, arch, depth, filters,
           kernel_size, hidden, dropout, epochs, batch_size, optimizer, lr, momentum, weight_decay, seed,
-          device, channels_last, snapshot_every, probe_per_class, snapshot_budget_mb, checkpoint_every,
+          device, channels_last, micro_batch, snapshot_every, probe_per_class, snapshot_budget_mb, checkpoint_every,
           experiment, run_name, register_name, progress, resume_id) -> None:
     """Train the network and log metrics, checkpoints, the dataset and a registered model.
 
@@ -174,7 +177,8 @@ def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     model_kw = dict(arch=arch, depth=depth, filters=filters, kernel_size=kernel_size, hidden=hidden,
                     dropout=dropout)
     train_kw = dict(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
-                    weight_decay=weight_decay, seed=seed, device=device, channels_last=channels_last)
+                    weight_decay=weight_decay, seed=seed, device=device, channels_last=channels_last,
+                    micro_batch=micro_batch)
     track = TrackConfig(experiment=experiment, run_name=run_name, register_name=register_name,
                         checkpoint_every=checkpoint_every, progress=progress)
     snap_kw = dict(every=snapshot_every, probe_per_class=probe_per_class, budget_mb=snapshot_budget_mb)

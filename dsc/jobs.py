@@ -11,7 +11,7 @@ from dsc import tracking
 from dsc.data.dataset import DataConfig, load_imageset, prepare
 from dsc.errors import DataError, TrackingError
 from dsc.model import ModelConfig, build_model, count_parameters
-from dsc.train import TrainConfig, pick_device, train
+from dsc.train import TrainConfig, keep_freed_memory, pick_device, train
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, log
                   snap_cfg: tracking.SnapshotConfig, progress: bool, start_epoch: int = 0,
                   optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None) -> None:
     """Train with the epoch logger and, when due, snapshots taken on the validation pass."""
+    keep_freed_memory()  # a dsc process trains, so it may keep the allocator's freed blocks
     callbacks = [logger]
     val_context = None
     if snap_cfg.every > 0:

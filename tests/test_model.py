@@ -51,3 +51,29 @@ def test_vgg11_is_torchvisions_with_c_classes():
 def test_bad_model_options_raise_with_the_value(kw, match):
     with pytest.raises(ConfigError, match=match):
         ModelConfig(**kw)
+
+
+@pytest.mark.parametrize("shape,out", [
+    ((4, 3, 128, 128), 20),  # the default: windows of 6 and 7 that overlap
+    ((2, 3, 37, 53), (7, 11)),  # non-square, non-divisible
+    ((2, 5, 9, 6), 13),  # output larger than the input: windows repeat
+    ((3, 1, 16, 20), (None, 3)),  # None keeps that side
+    ((2, 8, 24, 24), 24),  # identity
+    ((4, 17, 17), 5),  # unbatched (C, H, W)
+])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grid_pool_equals_torchs_adaptive_pool_with_gradients(shape, out, channels_last):
+    from dsc.model import GridAvgPool2d
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_ref, x_ours = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ref, ours = torch.nn.AdaptiveAvgPool2d(out)(x_ref), GridAvgPool2d(out)(x_ours)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    (ref * g).sum().backward()
+    (ours * g).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
