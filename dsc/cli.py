@@ -49,6 +49,11 @@ def one_line_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def given_on_command_line(ctx: click.Context, names) -> list[str]:
+    """The parameters among ``names`` that the user typed (not defaults or environment)."""
+    return [n for n in names if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+
+
 class OneLineGroup(click.Group):
     """A click group whose usage errors (a bad option value, an unknown option) are one line."""
 
@@ -163,9 +168,8 @@ def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     from dsc.jobs import TrackConfig, resume_job, train_job
 
     if resume_id:
-        given = [f"--{name.replace('_', '-')}" for name in ctx.params
-                 if name not in ("resume_id", "progress")
-                 and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        given = [f"--{name.replace('_', '-')}" for name in given_on_command_line(
+            ctx, [n for n in ctx.params if n not in ("resume_id", "progress")])]
         if given:
             raise ConfigError(f"--resume continues run {resume_id} with its own settings; drop {', '.join(given)}")
         run_id = resume_job(resume_id, progress=progress)
@@ -326,8 +330,7 @@ def sweep(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     from dsc.sweep import SweepConfig, parse_seeds, sweep_job
 
     data_names = [p.name for p in data_options(lambda: None).__click_params__]
-    given = {name: ctx.params[name] for name in data_names
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    given = {name: ctx.params[name] for name in given_on_command_line(ctx, data_names)}
     config = SweepConfig(seeds=parse_seeds(seeds), grid=grid, fixed=settings, parallel=parallel,
                          experiment=experiment, metric=metric, max_components=max_components,
                          color_by=color_by)

@@ -163,7 +163,7 @@ def resume_job(run_id: str, progress: bool = True) -> str:
         logger = tracking.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
                                       checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
                                       logged=logged)
-        _restore_best(run_id, ckpts, start, logger)
+        _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
         mlflow.set_tag("dsc.resumed_from", str(start))
         if "error" in source.data.tags:  # the failure that stopped it, kept under another name
             mlflow.set_tag("dsc.previous_error", source.data.tags["error"])
@@ -176,15 +176,21 @@ def resume_job(run_id: str, progress: bool = True) -> str:
         return run.info.run_id
 
 
-def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: tracking.EpochLogger) -> None:
-    """Give a resumed run's logger the best validation accuracy (and its weights) so far."""
+def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: tracking.EpochLogger,
+                  loaded: dict) -> None:
+    """Give a resumed run's logger the best validation accuracy (and its weights) so far.
+
+    ``loaded`` is the checkpoint of epoch ``through``, already read: not downloaded again when
+    that epoch is also the best.
+    """
     history = {m.step: m.value for m in tracking.MlflowClient().get_metric_history(run_id, "acc/val")
                if 0 < m.step <= through}
     if not history:
         return
     best_epoch = min(history, key=lambda e: (-history[e], e))  # the first epoch with the highest value
     if best_epoch in ckpts:
-        state = tracking.load_checkpoint(run_id, ckpts[best_epoch])["model_state"]
+        ckpt = loaded if best_epoch == through else tracking.load_checkpoint(run_id, ckpts[best_epoch])
+        state = ckpt["model_state"]
         logger.restore_best(history[best_epoch], best_epoch, state)
 
 
