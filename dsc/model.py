@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from dsc import conv3
 from dsc.errors import ConfigError
 
 ARCHS = ("dense-vgg", "vgg11")
@@ -111,9 +112,30 @@ class DenseVGG(nn.Module):
         self.fc2 = nn.Linear(hidden, hidden)
         self.drop2 = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, num_classes)
+        self.conv_kernel = "auto"  # or "dsc", "torch": who runs the convs in training (uses_conv3)
+
+    def uses_conv3(self, device: torch.device, dtype: torch.dtype = torch.float32,
+                   pixels: int = 128 * 128) -> bool:
+        """Whether training-mode passes over maps of ``pixels`` pixels run the convs through
+        :mod:`dsc.conv3`.
+
+        Needs CPU, float32 or float64 and the paper's 3 -> 3 channel 3x3 layers, and then
+        ``conv_kernel``: "dsc" always, "auto" from ``conv3.MIN_PIXELS`` (64x64) up, "torch"
+        never. Eval mode (metrics, activation capture, the exported model) always runs torch's
+        layers, as does a forward pass with hooks on the conv stack.
+        """
+        if self.conv_kernel == "torch" or (self.conv_kernel == "auto" and pixels < conv3.MIN_PIXELS):
+            return False
+        return all(conv3.supports(m, device, dtype) for m in self.features if isinstance(m, nn.Conv2d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.flatten(self.pool(self.features(x)))  # (B, filters * pool^2)
+        if (self.training and x.dim() == 4 and self.uses_conv3(x.device, x.dtype, x.shape[-2] * x.shape[-1])
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in self.features)):
+            for conv in (m for m in self.features if isinstance(m, nn.Conv2d)):
+                x = conv3.conv3x3_relu(x, conv.weight, conv.bias)
+        else:
+            x = self.features(x)
+        x = self.flatten(self.pool(x))  # (B, filters * pool^2)
         x = self.drop1(torch.relu(self.fc1(x)))  # (B, hidden)
         x = self.drop2(torch.relu(self.fc2(x)))  # (B, hidden)
         return self.out(x)  # (B, C)

@@ -102,6 +102,23 @@ def test_fused_optimizer_follows_torchs_reference_update(optimizer):
     assert moved > 1e-3  # the updates were real, and the two implementations agree on them
 
 
+def test_one_epoch_with_the_kernel_matches_torchs_layers(tiny):
+    from dsc.train import make_optimizer, train_one_epoch, uses_conv3
+
+    states = {}
+    for kernel in ("dsc", "torch"):
+        torch.manual_seed(0)
+        model = DenseVGG(num_classes=3, hidden=64, dropout=0.0)
+        cfg = TrainConfig(batch_size=16, lr=1e-3, conv_kernel=kernel, device="cpu")
+        assert uses_conv3(model, cfg, torch.device("cpu"), tuple(tiny.x.shape[1:])) is (kernel == "dsc")
+        opt = make_optimizer(model, cfg)
+        for epoch in (1, 2):
+            train_one_epoch(model, tiny, opt, cfg, epoch, torch.device("cpu"))
+        states[kernel] = model.state_dict()
+    for k in states["dsc"]:
+        torch.testing.assert_close(states["dsc"][k], states["torch"][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_micro_batches_give_the_full_batch_update(tiny):
     from dsc.train import make_optimizer, train_one_epoch
 
@@ -147,6 +164,17 @@ def test_keep_freed_memory_takes_effect_on_glibc():
         pytest.skip("mallopt is glibc's")
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True  # idempotent: cached, the thresholds set once
+
+
+def test_the_conv_kernel_keeps_the_whole_batch():
+    from dsc.train import micro_batch_size
+
+    cfg = TrainConfig(batch_size=32)
+    assert micro_batch_size(cfg, (1, 128, 128), torch.device("cpu"), conv3=True) == 32
+    assert micro_batch_size(TrainConfig(batch_size=32, micro_batch=8), (1, 128, 128), torch.device("cpu"),
+                            conv3=True) == 8  # an explicit size still wins
+    with pytest.raises(ConfigError, match="--conv-kernel 'numba'"):
+        TrainConfig(conv_kernel="numba")
 
 
 def test_evaluation_batches_split_by_the_same_rule():
