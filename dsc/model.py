@@ -126,12 +126,15 @@ class DenseVGG(nn.Module):
         """
         if self.conv_kernel == "torch" or (self.conv_kernel == "auto" and pixels < conv3.MIN_PIXELS):
             return False
-        return all(conv3.supports(m, device, dtype) for m in self.features if isinstance(m, nn.Conv2d))
+        return all(conv3.supports(m, device, dtype) for m in self._convs())
+
+    def _convs(self) -> list[nn.Conv2d]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.training and x.dim() == 4 and self.uses_conv3(x.device, x.dtype, x.shape[-2] * x.shape[-1])
                 and not any(m._forward_hooks or m._forward_pre_hooks for m in self.features)):
-            for conv in (m for m in self.features if isinstance(m, nn.Conv2d)):
+            for conv in self._convs():
                 x = conv3.conv3x3_relu(x, conv.weight, conv.bias)
         else:
             x = self.features(x)
