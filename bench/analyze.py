@@ -3,7 +3,7 @@
 The run is fabricated with the real shapes of a 60-epoch default run: the default synthetic
 task (5 identities x 576 images, 128 x 128), its 576-image validation split as the probe set,
 the paper's DenseVGG (2,284,969 parameters), a snapshot at every epoch 0..60 written by
-`dsc.snapshot.compute` / `write` with the activations pooled to the default 4 MB budget, the
+`dsc.core.snapshot.compute` / `write` with the activations pooled to the default 4 MB budget, the
 four learning curves, and a last checkpoint. Activations are synthetic (classes that separate
 one after another around epoch 25) and the weights drift from their initialisation towards a
 few spikes, so every step has real work to do; the model is untrained, so the modes curves
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsc import snapshot
-from dsc.capture import plan_grids
-from dsc.data.dataset import DataConfig, load_imageset, prepare
-from dsc.model import ModelConfig, build_model, named_layers
+from dsc.core import snapshot
+from dsc.data.dataset import load_imageset, prepare
+from dsc.nn.capture import plan_grids
+from dsc.nn.model import build_model, named_layers
+from dsc.settings import DataConfig, ModelConfig
 
 VERSION = 1  # bump when the fabricated snapshots change
 
@@ -118,7 +119,8 @@ def main() -> None:
 
     import mlflow
 
-    from dsc.analyze import AnalyzeConfig, analyze_job
+    from dsc.jobs.analyze import analyze_job
+    from dsc.settings import AnalyzeConfig
 
     with tempfile.TemporaryDirectory(prefix="dsc-bench-") as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")

@@ -4,9 +4,9 @@ Builds ``--runs`` (200) synthetic training runs in a temporary SQLite store, eac
 curve over 60 epochs made of 1-3 random logistic components plus Gaussian noise, logged as
 ``acc/val`` with step = epoch. Then times, best of ``--repeats``:
 
-- ``end to end``: :func:`dsc.compare.compare_job` (K = 3, every CPU): search, history reads,
+- ``end to end``: :func:`dsc.jobs.compare.compare_job` (K = 3, every CPU): search, history reads,
   parallel fits, ``lld/*`` written back to every source run, table, figures, artifacts;
-- ``fitting alone``: :func:`dsc.compare.fit_curves` over the same curves, same workers;
+- ``fitting alone``: :func:`dsc.jobs.compare.fit_curves` over the same curves, same workers;
 - ``fitting, 1 process``: the same, serial (the parallel speed-up is the ratio);
 
 and prints each as runs per second, and how often the chosen N is the planted one.
@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dsc.compare import CompareConfig, _cpu_count, compare_job, fit_curves  # noqa: E402
+from dsc.jobs.compare import _cpu_count, compare_job, fit_curves  # noqa: E402
+from dsc.settings import CompareConfig
 
 FLOOR = 20.0  # runs per second, end to end, on 2 cores
 EPOCHS = 60

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from dsc.data.dataset import DataConfig, load_imageset
-from dsc.localserver import mlflow_server
+from dsc.data.dataset import load_imageset
+from dsc.settings import DataConfig
+from dsc.tracking.server import mlflow_server
 
 DEFAULT_EPOCHS = 60  # the default run the rates are extrapolated to
 

@@ -23,10 +23,11 @@ import time
 import mlflow
 import torch
 
-from dsc.data.dataset import DataConfig, load_imageset, prepare
-from dsc.model import DenseVGG
-from dsc.tracking import SnapshotConfig, SnapshotLogger
-from dsc.train import TrainConfig, evaluate, keep_freed_memory, pick_device, train
+from dsc.data.dataset import load_imageset, prepare
+from dsc.jobs.recorder import SnapshotLogger
+from dsc.nn.model import DenseVGG
+from dsc.nn.train import evaluate, keep_freed_memory, pick_device, train
+from dsc.settings import DataConfig, SnapshotConfig, TrainConfig
 
 
 def main() -> None:

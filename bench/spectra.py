@@ -1,4 +1,4 @@
-"""Layer spectra: ``dsc.spectra.layer_spectrum`` against WeightWatcher's ``analyze()``.
+"""Layer spectra: ``dsc.core.spectra.layer_spectrum`` against WeightWatcher's ``analyze()``.
 
 Same float32 weights, same process: each matrix is wrapped alone in a torch Linear layer for
 WeightWatcher (default ``analyze()``: full float64 SVD with scipy, its own power-law fit) and
@@ -38,12 +38,12 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from scipy import linalg  # noqa: E402
 from scipy.linalg import blas  # noqa: E402
-import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from dsc.spectra import esd, layer_spectrum, spectrum_of_esd  # noqa: E402
+from dsc.core.spectra import esd, layer_spectrum, spectrum_of_esd  # noqa: E402
 
 SPEED_FLOOR = 10.0
 ALPHA_TOL = 0.05

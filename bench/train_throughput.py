@@ -4,15 +4,15 @@ The plain loop is what a first script would do: NCHW float32 tensors, a DataLoad
 batch 32, the same network built from torch's stock layers (``StockVGG``), no
 memory-format or threading tricks, and the same optimizer as ours (the project default, Adam
 at lr 1e-4, in torch's default implementation), so that the two differ only in how the loop
-runs. Ours is ``dsc.train.train_one_epoch`` with the project defaults: the convolutions
-through ``dsc.conv3`` (one pass of 32 per step), the matmul pooling of
-``dsc.model.GridAvgPool2d`` and fused Adam. Both start from the same weights. The arms
+runs. Ours is ``dsc.nn.train.train_one_epoch`` with the project defaults: the convolutions
+through ``dsc.nn.conv3`` (one pass of 32 per step), the matmul pooling of
+``dsc.nn.model.GridAvgPool2d`` and fused Adam. Both start from the same weights. The arms
 alternate in short rounds (``--round`` images each) and the medians are compared, which
 cancels the slow drift of a shared machine. Prints images per second of each and their ratio.
 
     uv run python bench/train_throughput.py [--round 128] [--rounds 12] [--keep-freed-memory]
 
-``--keep-freed-memory`` first applies ``dsc.train.keep_freed_memory`` (what ``dsc train`` does
+``--keep-freed-memory`` first applies ``dsc.nn.train.keep_freed_memory`` (what ``dsc train`` does
 at start-up: glibc keeps freed blocks for reuse). It is process-wide, so both arms run under it.
 """
 from __future__ import annotations
@@ -27,10 +27,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dsc.data.dataset import DataConfig, load_imageset, prepare
-from dsc.model import DenseVGG
-from dsc.train import (TrainConfig, keep_freed_memory, make_optimizer, micro_batch_size, pick_device,
-                       train_one_epoch, uses_conv3)
+from dsc.data.dataset import load_imageset, prepare
+from dsc.nn.model import DenseVGG
+from dsc.nn.train import (
+    keep_freed_memory,
+    make_optimizer,
+    micro_batch_size,
+    pick_device,
+    train_one_epoch,
+    uses_conv3,
+)
+from dsc.settings import DataConfig, TrainConfig
 
 
 class StockVGG(nn.Module):
@@ -109,7 +116,7 @@ def main() -> None:
     fused = uses_conv3(ours, cfg, device, tuple(data.x.shape[1:]))
     micro = micro_batch_size(cfg, tuple(data.x.shape[1:]), device, conv3=fused)
     print(f"dsc loop (batch {cfg.batch_size} in passes of {micro}, "
-          f"{'dsc.conv3 convolutions' if fused else 'channels_last' if cfg.channels_last else 'NCHW'}, "
+          f"{'dsc.nn.conv3 convolutions' if fused else 'channels_last' if cfg.channels_last else 'NCHW'}, "
           f"fused {cfg.optimizer}): "
           f"{fast:8.1f} images/s (median round)")
     print(f"ratio: {fast / ref:.2f}x   (per-round ratios {min(p / o for p, o in zip(t_plain, t_ours)):.2f}"

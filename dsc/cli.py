@@ -169,7 +169,8 @@ def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     best-validation one with alias 'best'. A run that was killed continues with
     --resume RUN_ID (or `mlflow run . -e resume --run-id RUN_ID`).
     """
-    from dsc.jobs import TrackConfig, resume_job, train_job
+    from dsc.jobs.train import resume_job, train_job
+    from dsc.settings import TrackConfig
 
     if resume_id:
         given = [f"--{name.replace('_', '-')}" for name in given_on_command_line(
@@ -214,7 +215,7 @@ def snapshot(run_id, every, probe_per_class, budget_mb, prefix, child, overwrite
     budget. Results go to the training run (refused if it already has them, unless
     --overwrite or another --prefix) or, with --child, to a new child run.
     """
-    from dsc.jobs import snapshot_job
+    from dsc.jobs.train import snapshot_job
 
     target = snapshot_job(run_id, dict(every=every, probe_per_class=probe_per_class, budget_mb=budget_mb),
                           child=child, overwrite=overwrite, prefix=prefix, progress=progress)
@@ -246,7 +247,8 @@ def compare(experiments, filter_string, run_ids, metric, max_components, jobs, c
     lld/overlay.png, lld/centers_widths.png, lld/variance_explained.png and lld/runs.json,
     and lld/* metrics (lld/n_components, lld/r2_N, lld/center_i, ...) on every source run.
     """
-    from dsc.compare import CompareConfig, compare_job
+    from dsc.jobs.compare import compare_job
+    from dsc.settings import CompareConfig
 
     config = CompareConfig(experiments=experiments, filter_string=filter_string, run_ids=run_ids,
                            metric=metric, max_components=max_components, jobs=jobs,
@@ -287,7 +289,8 @@ def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images,
     analysis/report.html, and logs metrics emergence/class_<name> and transition_epoch. The
     run's status is not changed; an error leaves it as it was.
     """
-    from dsc.analyze import AnalyzeConfig, analyze_job
+    from dsc.jobs.analyze import analyze_job
+    from dsc.settings import AnalyzeConfig
 
     try:
         epochs = tuple(int(e) for e in esd_epochs.replace(" ", "").split(",") if e)
@@ -331,7 +334,8 @@ def sweep(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     those runs. Every key and value is checked before anything trains; a failed run does not
     stop the others, and the sweep then fails naming it.
     """
-    from dsc.sweep import SweepConfig, parse_seeds, sweep_job
+    from dsc.jobs.sweep import parse_seeds, sweep_job
+    from dsc.settings import SweepConfig
 
     data_names = [p.name for p in data_options(lambda: None).__click_params__]
     given = {name: ctx.params[name] for name in given_on_command_line(ctx, data_names)}

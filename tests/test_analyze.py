@@ -10,13 +10,24 @@ from click.testing import CliRunner
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from dsc import snapshot
-from dsc.analyze import (AnalyzeConfig, Analysis, ModeEvaluator, _step_inputs, cka_by_distance, jsonable,
-                         leading_feature, near_layers_summary, pick_esd_epochs, read_source, stratified_subset)
 from dsc.cli import main
-from dsc.data.dataset import DataConfig, load_imageset, prepare
+from dsc.core import snapshot
+from dsc.data.dataset import load_imageset, prepare
 from dsc.errors import ConfigError
-from dsc.model import DenseVGG, ModelConfig, build_model, named_layers
+from dsc.jobs.analyze import (
+    Analysis,
+    ModeEvaluator,
+    _step_inputs,
+    cka_by_distance,
+    jsonable,
+    leading_feature,
+    near_layers_summary,
+    pick_esd_epochs,
+    read_source,
+    stratified_subset,
+)
+from dsc.nn.model import DenseVGG, build_model, named_layers
+from dsc.settings import AnalyzeConfig, DataConfig, ModelConfig
 
 LAST = 24  # epochs 0..24
 SEPARATES = {0: 8, 1: 14}  # face1 leaves the others at epoch 8; face2 (and so face3) at 14

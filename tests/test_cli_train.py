@@ -56,8 +56,8 @@ def test_train_leaves_a_complete_registered_run(store):
     assert tags["dsc.data_digest"] == run.data.params["data_digest"]
     assert len(tags["dsc.init_weights"]) == 16 and tags["dsc.torch"] == torch.__version__
     torch.manual_seed(0)
-    from dsc.jobs import weights_digest
-    from dsc.model import DenseVGG
+    from dsc.jobs.train import weights_digest
+    from dsc.nn.model import DenseVGG
 
     assert tags["dsc.init_weights"] == weights_digest(DenseVGG(num_classes=2, hidden=32))
     final = client.get_model_version_by_alias("tiny", "final")
@@ -70,7 +70,7 @@ def test_registered_model_predicts_like_the_checkpoint(store):
     assert run_cli(*TINY, "--epochs", "1", "--register-name", "tiny").exit_code == 0
     run = only_run()
     loaded = mlflow.pytorch.load_model("models:/tiny@final")
-    from dsc.model import DenseVGG
+    from dsc.nn.model import DenseVGG
 
     path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/epoch_0001.pt")
     ckpt = torch.load(path, weights_only=True)

@@ -1,12 +1,12 @@
-"""dsc.conv3 (the CPU kernel for DenseVGG's 3->3 channel 3x3 convolutions) against torch."""
+"""dsc.nn.conv3 (the CPU kernel for DenseVGG's 3->3 channel 3x3 convolutions) against torch."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from dsc import conv3
-from dsc.model import DenseVGG
+from dsc.nn import conv3
+from dsc.nn.model import DenseVGG
 
 
 def _reference(x, w, b):

@@ -4,8 +4,9 @@ from PIL import Image
 
 from dsc.data import folder
 from dsc.data.base import ImageSet
-from dsc.data.dataset import DataConfig, load_imageset, prepare, split_indices
+from dsc.data.dataset import load_imageset, prepare, split_indices
 from dsc.errors import DataError
+from dsc.settings import DataConfig
 
 
 def make_folder(root, classes=("cat", "dog"), n=6, sizes=((40, 30),), mode="L"):

@@ -8,7 +8,6 @@ import pytest
 import yaml
 from mlflow.projects import _parse_kubernetes_config
 from mlflow.projects._project_spec import load_project
-
 from served import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -15,12 +15,13 @@ import mlflow
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import fresh_store
 from mlflow.tracking import MlflowClient
 
-from dsc import snapshot, tracking
+from dsc import tracking
 from dsc.cli import main
-
-from conftest import fresh_store
+from dsc.core import snapshot
+from dsc.tracking import load_snapshots
 
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
 
@@ -224,7 +225,7 @@ def test_disk_full_while_writing_a_snapshot_then_resume(store, monkeypatch):
     steps = [m.step for m in MlflowClient().get_metric_history(rid, "acc/val")]
     assert steps == [0, 1]
     assert sorted(tracking.list_checkpoints(rid)) == [0, 1]
-    assert snapshot.load(rid).epochs == [0, 1]
+    assert load_snapshots(rid).epochs == [0, 1]
 
     monkeypatch.setattr(snapshot, "_atomic_savez", real)  # space freed
     res = CliRunner().invoke(main, ["train", "--resume", rid, "--no-progress"])
@@ -233,4 +234,4 @@ def test_disk_full_while_writing_a_snapshot_then_resume(store, monkeypatch):
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
     assert "No space left" in run.data.tags["dsc.previous_error"]
     assert [m.step for m in MlflowClient().get_metric_history(rid, "acc/val")] == [0, 1, 2, 3]
-    assert snapshot.load(rid).epochs == [0, 1, 2, 3]
+    assert load_snapshots(rid).epochs == [0, 1, 2, 3]

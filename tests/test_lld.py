@@ -1,4 +1,4 @@
-"""Known answers for the logistic learning decomposition (dsc.lld)."""
+"""Known answers for the logistic learning decomposition (dsc.core.lld)."""
 
 import dataclasses
 import json
@@ -7,9 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from dsc import lld
+from dsc.core import lld
 
-# (constant, [(amplitude, centre, width), ...], number of epochs): clear, well separated cases.
 PLANTED = {
     1: (0.2, [(0.7, 25.0, 3.0)], 60),
     2: (0.2, [(0.4, 18.0, 1.5), (0.35, 40.0, 4.0)], 60),

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from dsc.errors import ConfigError
-from dsc.model import DenseVGG, ModelConfig, build_model, count_parameters, named_layers
+from dsc.nn.model import DenseVGG, build_model, count_parameters, named_layers
+from dsc.settings import ModelConfig
 
 
 def test_default_network_has_the_papers_parameter_count():
@@ -63,7 +64,7 @@ def test_bad_model_options_raise_with_the_value(kw, match):
 ])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_grid_pool_equals_torchs_adaptive_pool_with_gradients(shape, out, channels_last):
-    from dsc.model import GridAvgPool2d
+    from dsc.nn.model import GridAvgPool2d
 
     torch.manual_seed(0)
     x = torch.randn(*shape, dtype=torch.float64)

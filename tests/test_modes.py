@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from dsc.modes import ModeDecomposition, fit_two_segment_power_law, k_grid, truncate
+from dsc.core.modes import (
+    ModeDecomposition,
+    fit_two_segment_power_law,
+    k_grid,
+    truncate,
+)
 
 
 @pytest.fixture

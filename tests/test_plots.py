@@ -13,9 +13,9 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image, ImageSequence
 
-from dsc import plots
-from dsc.modes import PowerLawFit
-from dsc.spectra import PHASES
+from dsc.core.modes import PowerLawFit
+from dsc.core.spectra import PHASES
+from dsc.figures import plots
 
 E, N, C = 6, 30, 3
 EPOCHS = np.arange(E)

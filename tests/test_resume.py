@@ -12,8 +12,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from dsc import snapshot, tracking
+from dsc import tracking
+from dsc.core import snapshot
 from dsc.errors import TrackingError
+from dsc.tracking import load_snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
@@ -85,7 +87,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(store, tmp_path):
     a, b = final_weights(reference.info.run_id, epochs), final_weights(resumed.info.run_id, epochs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert MlflowClient().get_model_version_by_alias("resumed", "final").run_id == resumed.info.run_id
-    snaps = snapshot.load(resumed.info.run_id)
+    snaps = load_snapshots(resumed.info.run_id)
     assert snaps.epochs == list(range(epochs + 1))
 
 

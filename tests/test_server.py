@@ -12,9 +12,9 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from served import EPOCHS, TINY, dsc_env, finish, run_id, start
 
-from dsc.localserver import mlflow_server, postgres_cluster, postgres_missing
-from served import EPOCHS, TINY, dsc, dsc_env, finish, run_id, start
+from dsc.tracking.server import mlflow_server, postgres_cluster, postgres_missing
 
 EXPERIMENT = "served"
 MODEL = "served-tiny"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsc import similarity
+from dsc.core import similarity
 
 
 def _hsic_cka(X, Y):

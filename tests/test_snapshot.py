@@ -6,12 +6,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dsc import snapshot
-from dsc.capture import ActivationCapture, layer_weights, plan_grids
 from dsc.cli import main
-from dsc.model import DenseVGG
-from dsc.spectra import PHASES
-from dsc.tracking import probe_rows
+from dsc.core import snapshot
+from dsc.core.spectra import PHASES
+from dsc.jobs.recorder import probe_rows
+from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
+from dsc.nn.model import DenseVGG
+from dsc.tracking import load_snapshots
 
 
 def test_plan_grids_fits_the_budget_and_keeps_linears_whole():
@@ -104,7 +105,7 @@ def test_training_snapshots_equal_recomputed_ones(store):
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     run_id = mlflow.search_runs(output_format="list")[0].info.run_id
-    live = snapshot.load(run_id)
+    live = load_snapshots(run_id)
     assert live.epochs == [0, 1, 2]
     assert live.activations("fc2").shape == (3, 230, 32)
     hist = mlflow.MlflowClient().get_metric_history(run_id, "alpha/fc1")
@@ -116,7 +117,7 @@ def test_training_snapshots_equal_recomputed_ones(store):
     assert res.exit_code == 0, res.output
     child = [r for r in mlflow.search_runs(output_format="list") if r.info.run_id != run_id][0]
     assert child.data.tags["mlflow.parentRunId"] == run_id and child.info.status == "FINISHED"
-    again = snapshot.load(child.info.run_id)
+    again = load_snapshots(child.info.run_id)
     assert again.epochs == live.epochs and np.array_equal(again.indices, live.indices)
     for e in live.epochs:
         a, b = live.by_epoch[e], again.by_epoch[e]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from dsc import spectra
+from dsc.core import spectra
 
 KEYS = {
     "alpha",

@@ -7,11 +7,12 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from served import EPOCHS
 
 from dsc.cli import main
 from dsc.errors import ConfigError
-from dsc.sweep import SWEEP_TAG, SweepConfig, expand, parse_assignments, parse_seeds, plan
-from served import EPOCHS
+from dsc.jobs.sweep import SWEEP_TAG, expand, parse_assignments, parse_seeds, plan
+from dsc.settings import SweepConfig
 
 
 def labels(members):

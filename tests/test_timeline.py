@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_samples
 
-from dsc.timeline import change_point, class_emergence, pca_timeline
+from dsc.core.timeline import change_point, class_emergence, pca_timeline
 
 
 def planted(rng, n=400, p=30, sd=(5.0, 2.0), noise=0.1):

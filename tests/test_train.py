@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from dsc.data.dataset import DataConfig, load_imageset, prepare
+from dsc.data.dataset import load_imageset, prepare
 from dsc.errors import ConfigError, TrainingDiverged
-from dsc.model import DenseVGG
-from dsc.train import TrainConfig, pick_device, train
+from dsc.nn.model import DenseVGG
+from dsc.nn.train import pick_device, train
+from dsc.settings import DataConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_device_choice():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_fused_optimizer_follows_torchs_reference_update(optimizer):
-    from dsc.train import make_optimizer
+    from dsc.nn.train import make_optimizer
 
     torch.manual_seed(0)
     ours = DenseVGG(num_classes=3, hidden=32, pool_size=4)
@@ -103,7 +104,7 @@ def test_fused_optimizer_follows_torchs_reference_update(optimizer):
 
 
 def test_one_epoch_with_the_kernel_matches_torchs_layers(tiny):
-    from dsc.train import make_optimizer, train_one_epoch, uses_conv3
+    from dsc.nn.train import make_optimizer, train_one_epoch, uses_conv3
 
     states = {}
     for kernel in ("dsc", "torch"):
@@ -120,7 +121,7 @@ def test_one_epoch_with_the_kernel_matches_torchs_layers(tiny):
 
 
 def test_micro_batches_give_the_full_batch_update(tiny):
-    from dsc.train import make_optimizer, train_one_epoch
+    from dsc.nn.train import make_optimizer, train_one_epoch
 
     results = []
     for micro in (0, 5, 1):  # auto (one pass at 32x32), uneven parts of 5, single images
@@ -149,7 +150,7 @@ def test_micro_batches_give_the_full_batch_update(tiny):
     ((1, 128, 128), "cpu", 100, 32),  # never more than the batch
 ])
 def test_micro_batch_size_rule(shape, device, micro, expected):
-    from dsc.train import micro_batch_size
+    from dsc.nn.train import micro_batch_size
 
     cfg = TrainConfig(batch_size=32, micro_batch=micro)
     assert micro_batch_size(cfg, shape, torch.device(device)) == expected
@@ -158,7 +159,7 @@ def test_micro_batch_size_rule(shape, device, micro, expected):
 def test_keep_freed_memory_takes_effect_on_glibc():
     import platform
 
-    from dsc.train import keep_freed_memory
+    from dsc.nn.train import keep_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
@@ -167,7 +168,7 @@ def test_keep_freed_memory_takes_effect_on_glibc():
 
 
 def test_the_conv_kernel_keeps_the_whole_batch():
-    from dsc.train import micro_batch_size
+    from dsc.nn.train import micro_batch_size
 
     cfg = TrainConfig(batch_size=32)
     assert micro_batch_size(cfg, (1, 128, 128), torch.device("cpu"), conv3=True) == 32
@@ -178,7 +179,7 @@ def test_the_conv_kernel_keeps_the_whole_batch():
 
 
 def test_evaluation_batches_split_by_the_same_rule():
-    from dsc.train import micro_batch_size
+    from dsc.nn.train import micro_batch_size
 
     cfg = TrainConfig()  # eval_batch_size 256: 48 MB of 128x128 maps -> 12 passes of at most 22
     assert micro_batch_size(cfg, (1, 128, 128), torch.device("cpu"), batch=cfg.eval_batch_size) == 22

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-from dsc.localserver import mlflow_server
 from served import EPOCHS, ROOT, TINY, dsc, dsc_env, finish, run_id, start
+
+from dsc.tracking.server import mlflow_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -3,7 +3,6 @@ import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from dsc.data import yale
 from dsc.errors import DataError

@@ -1,7 +1,7 @@
 """One ``--data`` spec to a normalised tensor dataset with a stratified train/validation split."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,42 +9,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from dsc.data.base import DataError, ImageSet
-
-KINDS = ("synthetic", "yale", "folder")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    data: str = "synthetic"  # "synthetic", "yale:PATH" or "folder:PATH"
-    image_size: int = 128  # images are resized to image_size x image_size
-    val_fraction: float = 0.2  # stratified validation share
-    data_seed: int = 0  # seeds the synthetic faces, the Yale subject draw and the split
-    identities: int = 5  # synthetic: number of identities (classes)
-    subjects: str = "5"  # yale: "5" = five subjects drawn by data_seed, "1,3,7" = those, "" = all
-    cache_dir: str = ""  # where generated data and extracted archives go ("" = $DSC_CACHE_DIR or ~/.cache/dsc)
-
-    def __post_init__(self) -> None:
-        kind, _, path = self.data.partition(":")
-        if kind not in KINDS or (kind == "synthetic") == bool(path):
-            raise DataError(f"--data {self.data!r}: use 'synthetic', 'yale:PATH' or 'folder:PATH'")
-        if not 16 <= self.image_size <= 1024:
-            raise DataError(f"--image-size {self.image_size}: must be in [16, 1024]")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise DataError(f"--val-fraction {self.val_fraction}: must be in (0, 1), e.g. 0.2")
-        from dsc.data.yale import parse_subjects
-
-        parse_subjects(self.subjects)  # a malformed list fails here, before any data is read
-
-    @property
-    def kind(self) -> str:
-        return self.data.partition(":")[0]
-
-    @property
-    def path(self) -> Path:
-        return Path(self.data.partition(":")[2]).expanduser()
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from dsc.settings import DataConfig
 
 
 def load_imageset(cfg: DataConfig) -> ImageSet:

@@ -1,26 +1,25 @@
 """Entry-point jobs: each opens (or attaches to) an MLflow run and does one step of the pipeline."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import mlflow
 import numpy as np
 import torch
+from mlflow.tracking import MlflowClient
 
 from dsc import tracking
-from dsc.data.dataset import DataConfig, load_imageset, prepare
-from dsc.errors import DataError, TrackingError
-from dsc.model import ModelConfig, build_model, count_parameters
-from dsc.train import TrainConfig, keep_freed_memory, pick_device, train
-
-
-@dataclass(frozen=True)
-class TrackConfig:
-    experiment: str = ""  # experiment name ("" = MLflow's current one)
-    run_name: str = ""  # run name ("" = MLflow's generated one)
-    register_name: str = ""  # registered model name ("" = dsc-<data>-<arch>)
-    checkpoint_every: int = 1  # keep a checkpoint every N epochs (epoch 0, the last and each new best always)
-    progress: bool = True  # show progress bars
+from dsc.data.dataset import load_imageset, prepare
+from dsc.errors import ConfigError, DataError, TrackingError
+from dsc.jobs import recorder
+from dsc.nn.checkpoint import set_rng_state
+from dsc.nn.model import build_model, count_parameters
+from dsc.nn.train import keep_freed_memory, pick_device, train
+from dsc.settings import (
+    DataConfig,
+    ModelConfig,
+    SnapshotConfig,
+    TrackConfig,
+    TrainConfig,
+)
 
 
 def _flat_params(**groups: dict) -> dict:
@@ -62,9 +61,9 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
     also leaves a FAILED run behind.
     """
     with tracking.run_context(track.experiment, track.run_name or None,
-                              tags={"dsc.kind": "train"}) as run:
+                              tags={tracking.KIND_TAG: "train"}) as run:
         data_cfg, train_cfg = DataConfig(**data_kw), TrainConfig(**train_kw)
-        snap_cfg = tracking.SnapshotConfig(**(snap_kw or {}))
+        snap_cfg = SnapshotConfig(**(snap_kw or {}))
         ModelConfig(**model_kw)  # validates before any data is read
         tracking.log_params_once(_flat_params(data=data_cfg.to_dict(), train=train_cfg.to_dict(),
                                               model=model_kw, snapshot=_snapshot_params(snap_cfg),
@@ -78,7 +77,7 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
         model = build_model(model_cfg)
         mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
         mlflow.set_tags(provenance_tags(model, data, device))
-        logger = tracking.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+        logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
                                       checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs)
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress)
         _register(model, model_cfg, data, logger, track)
@@ -89,14 +88,14 @@ _SNAPSHOT_PARAMS = {"every": "snapshot_every", "probe_per_class": "probe_per_cla
                     "budget_mb": "snapshot_budget_mb"}  # SnapshotConfig field -> run param
 
 
-def _snapshot_params(snap_cfg: tracking.SnapshotConfig) -> dict:
+def _snapshot_params(snap_cfg: SnapshotConfig) -> dict:
     return {param: getattr(snap_cfg, field) for field, param in _SNAPSHOT_PARAMS.items()}
 
 
-def _snapshot_config(params: dict[str, str]) -> tracking.SnapshotConfig:
+def _snapshot_config(params: dict[str, str]) -> SnapshotConfig:
     """The snapshot settings a run was trained with, read back from its params."""
-    default = tracking.SnapshotConfig(every=0)  # runs without the params took no snapshots
-    return tracking.SnapshotConfig(**{field: type(getattr(default, field))(params.get(param, getattr(default, field)))
+    default = SnapshotConfig(every=0)  # runs without the params took no snapshots
+    return SnapshotConfig(**{field: type(getattr(default, field))(params.get(param, getattr(default, field)))
                                       for field, param in _SNAPSHOT_PARAMS.items()})
 
 
@@ -107,15 +106,15 @@ def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: 
             "norm_mean": data.mean, "norm_std": data.std}
 
 
-def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: tracking.EpochLogger,
-                  snap_cfg: tracking.SnapshotConfig, progress: bool, start_epoch: int = 0,
+def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: recorder.EpochLogger,
+                  snap_cfg: SnapshotConfig, progress: bool, start_epoch: int = 0,
                   optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None) -> None:
     """Train with the epoch logger and, when due, snapshots taken on the validation pass."""
     keep_freed_memory()  # a dsc process trains, so it may keep the allocator's freed blocks
     callbacks = [logger]
     val_context = None
     if snap_cfg.every > 0:
-        snaps = tracking.SnapshotLogger(model, data, snap_cfg, device, logged=logged)
+        snaps = recorder.SnapshotLogger(model, data, snap_cfg, device, logged=logged)
         callbacks.insert(0, snaps)
         val_context = snaps.context
     train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks], progress=progress,
@@ -131,7 +130,7 @@ def resume_job(run_id: str, progress: bool = True) -> str:
     epoch depends only on (seed, epoch).
     """
     source = tracking.require_run(run_id)
-    kind = source.data.tags.get("dsc.kind")
+    kind = tracking.run_kind(source)
     if kind is None and source.data.tags.get("mlflow.project.entryPoint") == "resume":
         raise TrackingError("`mlflow run . -e resume` continues an existing training run: "
                             "pass its id with --run-id RUN_ID")
@@ -160,31 +159,31 @@ def resume_job(run_id: str, progress: bool = True) -> str:
                             checkpoint_every=int(params.get("checkpoint_every", 1)), progress=progress)
         device = pick_device(train_cfg.device)
         logged = tracking.LoggedSteps(run_id)
-        logger = tracking.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+        logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
                                       checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
                                       logged=logged)
         _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
         mlflow.set_tag("dsc.resumed_from", str(start))
         if "error" in source.data.tags:  # the failure that stopped it, kept under another name
             mlflow.set_tag("dsc.previous_error", source.data.tags["error"])
-            tracking.MlflowClient().delete_tag(run_id, "error")
+            MlflowClient().delete_tag(run_id, "error")
         if "rng_state" in ckpt:  # checkpoints written before generators were saved lack it
-            tracking.set_rng_state(ckpt["rng_state"])
+            set_rng_state(ckpt["rng_state"])
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, progress, start_epoch=start,
                       optimizer_state=ckpt["optimizer_state"], logged=logged)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
 
 
-def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: tracking.EpochLogger,
+def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: recorder.EpochLogger,
                   loaded: dict) -> None:
     """Give a resumed run's logger the best validation accuracy (and its weights) so far.
 
     ``loaded`` is the checkpoint of epoch ``through``, already read: not downloaded again when
     that epoch is also the best.
     """
-    history = {m.step: m.value for m in tracking.MlflowClient().get_metric_history(run_id, "acc/val")
-               if 0 < m.step <= through}
+    steps, values = tracking.metric_history(run_id, "acc/val")
+    history = {int(e): float(v) for e, v in zip(steps, values) if 0 < e <= through}
     if not history:
         return
     best_epoch = min(history, key=lambda e: (-history[e], e))  # the first epoch with the highest value
@@ -194,7 +193,7 @@ def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: trac
         logger.restore_best(history[best_epoch], best_epoch, state)
 
 
-def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: tracking.EpochLogger,
+def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: recorder.EpochLogger,
               track: TrackConfig) -> None:
     """Log the final (and, if different, the best-validation) model; alias both versions."""
     name = track.register_name or f"dsc-{data.imageset.name}-{model_cfg.arch}"
@@ -225,8 +224,8 @@ def _restore(ckpt: dict, data_override: dict | None = None):
 def _target_run(source: mlflow.entities.Run, child: bool, overwrite: bool, prefix: str, kind: str) -> tuple[str, bool]:
     """The run that receives the snapshots (the source or a new child) and whether it is new."""
     if child:
-        run = tracking.MlflowClient().create_run(
-            source.info.experiment_id, tags={"mlflow.parentRunId": source.info.run_id, "dsc.kind": kind,
+        run = MlflowClient().create_run(
+            source.info.experiment_id, tags={"mlflow.parentRunId": source.info.run_id, tracking.KIND_TAG: kind,
                                               "dsc.source_run": source.info.run_id})
         return run.info.run_id, True
     if tracking.has_artifacts(source.info.run_id, prefix) and not overwrite:
@@ -241,12 +240,12 @@ def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: boo
     """Recompute snapshots of a training run from its per-epoch checkpoints; returns the target run id."""
     from tqdm.auto import tqdm
 
-    from dsc.train import evaluate
+    from dsc.nn.train import evaluate
 
     source = tracking.require_run(run_id)
-    snap_cfg = tracking.SnapshotConfig(**snap_kw)
+    snap_cfg = SnapshotConfig(**snap_kw)
     if snap_cfg.every < 1:
-        raise tracking.ConfigError("--every must be >= 1 for dsc snapshot")
+        raise ConfigError("--every must be >= 1 for dsc snapshot")
     ckpts = {e: p for e, p in tracking.list_checkpoints(run_id).items() if e % snap_cfg.every == 0}
     if not ckpts:
         raise TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
@@ -258,7 +257,7 @@ def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: boo
         device = pick_device(train_cfg.device)
         fmt = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
         # Every checkpoint's epoch is snapshotted: the schedule was applied when listing them.
-        snaps = tracking.SnapshotLogger(model, data, tracking.SnapshotConfig(1, snap_cfg.probe_per_class,
+        snaps = recorder.SnapshotLogger(model, data, SnapshotConfig(1, snap_cfg.probe_per_class,
                                                                              snap_cfg.budget_mb),
                                         device, prefix=prefix, run_id=target)
         model.to(device=device, memory_format=fmt)
@@ -270,14 +269,14 @@ def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: boo
             snaps(_report(epoch, model))
     except BaseException:
         if new:
-            tracking.MlflowClient().set_terminated(target, "FAILED")
+            MlflowClient().set_terminated(target, "FAILED")
         raise
     if new:
-        tracking.MlflowClient().set_terminated(target, "FINISHED")
+        MlflowClient().set_terminated(target, "FINISHED")
     return target
 
 
 def _report(epoch: int, model: torch.nn.Module):
-    from dsc.train import EpochReport
+    from dsc.nn.train import EpochReport
 
     return EpochReport(epoch, {}, model, None)

@@ -1,7 +1,7 @@
 """Per-epoch snapshots: probe activations, weight spectra and layer similarity.
 
 A snapshot is computed from plain arrays (activations by layer, weights by layer) and stored
-as one ``.npz`` per epoch; :func:`load` reads a run's snapshots back by epoch. File layout
+as one ``.npz`` per epoch; :func:`read_dir` reads them back by epoch (``dsc.tracking.load_snapshots`` for a tracked run). File layout
 (under the run's ``snapshots/`` artifact directory, see the README):
 
 - ``probe.npz``: ``labels`` (n,), ``indices`` (n,) into the dataset, ``classes``, ``layers``,
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dsc.core.similarity import cka_matrix, successive_correlation
+from dsc.core.spectra import PHASES, esd, spectrum_of_esd
 from dsc.errors import TrackingError
-from dsc.similarity import cka_matrix, successive_correlation
-from dsc.spectra import PHASES, esd, spectrum_of_esd
 
 SPECTRAL_KEYS = ("alpha", "xmin", "ks_distance", "lambda_max", "stable_rank", "log_norm",
                  "lambda_plus", "num_spikes")
@@ -206,10 +206,3 @@ def read_dir(directory: str | os.PathLike, through: int | None = None) -> Snapsh
                                 "recompute the snapshots with `dsc snapshot --overwrite`") from None
         snaps[snap.epoch] = snap
     return Snapshots(epochs=sorted(snaps), by_epoch=snaps, **probe)
-
-
-def load(run_id: str, prefix: str = "snapshots") -> Snapshots:
-    """A tracked run's complete snapshots (downloaded through MLflow's artifact API)."""
-    from dsc.tracking import download_snapshots
-
-    return read_dir(*download_snapshots(run_id, prefix))

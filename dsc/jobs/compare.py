@@ -3,7 +3,7 @@
 The step after training. Runs are chosen by experiment names, an MLflow filter string and/or
 run ids; by default only FINISHED training runs (tag ``dsc.kind = train``) are taken. One
 metric's history (step = epoch) is read from each, N = 1..K logistic components are fitted to
-every curve in worker processes (:func:`dsc.lld.select`, N chosen by BIC), and a new
+every curve in worker processes (:func:`dsc.core.lld.select`, N chosen by BIC), and a new
 comparison run (tag ``dsc.kind = compare``) gets
 
 - ``lld/table.csv``, ``lld/table.json``: one row per run and N: R², AIC, BIC, the chosen
@@ -40,7 +40,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +50,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from dsc import lld, plots, tracking
-from dsc.errors import ConfigError, TrackingError
+from dsc import tracking
+from dsc.core import lld
+from dsc.errors import TrackingError
+from dsc.figures import plots
+from dsc.settings import CompareConfig
 
-KIND_TAG = "dsc.kind"
 ARTIFACT_DIR = "lld"
-MAX_COMPONENTS = 6  # each extra component adds 3 parameters and ~50% fitting time
 # Pool start-up (~50 ms) and the pipeline only pay off beyond a handful of curves (~70 ms each).
 MIN_PARALLEL_RUNS = 4
 MAX_CHUNK = 8  # small chunks: results come back (and are logged) while later chunks fit
@@ -65,38 +65,6 @@ _SEARCH_PAGE = 10_000
 _FIELDS = ("amplitude", "center", "width")
 
 
-@dataclass(frozen=True)
-class CompareConfig:
-    """Which runs to compare and how; checked on construction (:class:`ConfigError`)."""
-
-    experiments: tuple[str, ...] = ()  # experiment names to search ('' entries are ignored)
-    filter_string: str = ""  # MLflow search filter, ANDed with tags.`dsc.kind` = 'train'
-    run_ids: tuple[str, ...] = ()  # runs named explicitly: each must qualify, or it is an error
-    metric: str = "acc/val"  # the metric to decompose, logged with step = epoch
-    max_components: int = 3  # fits with N = 1..max_components logistics
-    jobs: int = 0  # fitting processes (0 = every CPU this process may use)
-    color_by: str = "lr"  # run param that colours the centre/width scatter
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: normalise once, here
-        set_(self, "experiments", tuple(e.strip() for e in self.experiments if e.strip()))
-        set_(self, "run_ids", tuple(dict.fromkeys(r.strip() for r in self.run_ids if r.strip())))
-        set_(self, "filter_string", self.filter_string.strip())
-        k = self.max_components
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_COMPONENTS:
-            raise ConfigError(f"max_components must be an integer in 1..{MAX_COMPONENTS}, got {k!r}")
-        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
-            raise ConfigError(f"jobs must be an integer >= 0 (0 = every CPU), got {self.jobs!r}")
-        if not self.metric.strip():
-            raise ConfigError("metric must be a metric name such as 'acc/val', got ''")
-        if not self.color_by.strip():
-            raise ConfigError("color_by must be a param name such as 'lr', got ''")
-
-    def params(self) -> dict[str, object]:
-        """What the comparison run logs as params (the MLproject's names and spellings)."""
-        return {"experiment": ",".join(self.experiments), "filter": self.filter_string,
-                "metric": self.metric, "max_components": self.max_components,
-                "color_by": self.color_by, "n_named_runs": len(self.run_ids)}
 
 
 def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None) -> str:
@@ -128,7 +96,7 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
              "not coloured; choose another with --color-by")
     home = config.experiments[0] if config.experiments else ""
     with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs",
-                              tags={KIND_TAG: "compare"}) as run:
+                              tags={tracking.KIND_TAG: "compare"}) as run:
         tracking.log_params_once(config.params())
         with _workers(config.jobs, len(runs)) as pool:
             fits = _fit_and_write_back(client, runs, config, pool)
@@ -175,7 +143,7 @@ def _unusable(run: Run, metric: str) -> str | None:
 
 def _named_run(client: MlflowClient, run_id: str, metric: str) -> Run:
     run = tracking.require_run(run_id)
-    info, kind = run.info, run.data.tags.get(KIND_TAG)
+    info, kind = run.info, tracking.run_kind(run)
     if info.lifecycle_stage != "active":
         raise TrackingError(f"run {run_id} is deleted; restore it with `mlflow runs restore "
                             f"--run-id {run_id}` or leave it out")
@@ -183,7 +151,7 @@ def _named_run(client: MlflowClient, run_id: str, metric: str) -> Run:
         raise TrackingError(f"run {run_id} is {info.status}, not FINISHED: only finished "
                             "training runs are compared; leave it out or train it again")
     if kind is not None and kind != "train":
-        raise TrackingError(f"run {run_id} is a {kind!r} run (tag {KIND_TAG}), not a training "
+        raise TrackingError(f"run {run_id} is a {kind!r} run (tag {tracking.KIND_TAG}), not a training "
                             "run; name training runs only")
     if metric not in run.data.metrics:
         names = sorted(run.data.metrics)
@@ -197,7 +165,7 @@ def _search(client: MlflowClient, config: CompareConfig) -> list[Run]:
     ids = [_experiment_id(client, name) for name in config.experiments]
     if not ids:
         ids = [e.experiment_id for e in mlflow.search_experiments(ViewType.ACTIVE_ONLY)]
-    query = f"tags.`{KIND_TAG}` = 'train'"
+    query = f"tags.`{tracking.KIND_TAG}` = 'train'"
     if config.filter_string:
         query = f"{query} and {config.filter_string}"
     runs, token = [], None
@@ -231,7 +199,7 @@ def _nothing_found(config: CompareConfig, skipped: dict[str, str]) -> str:
              else "any experiment")
     if config.filter_string:
         where += f" with filter {config.filter_string!r}"
-    line = (f"no runs to compare: no FINISHED training run (tag {KIND_TAG} = train) with metric "
+    line = (f"no runs to compare: no FINISHED training run (tag {tracking.KIND_TAG} = train) with metric "
             f"{config.metric!r} in {where}")
     if skipped:
         line += f"; {_skipped_line(skipped)}"
@@ -266,7 +234,7 @@ def fit_curve(t: np.ndarray, y: np.ndarray, max_components: int) -> dict[str, An
     Parameters
     ----------
     t, y : ndarray, shape (n,)
-        Epochs and metric values; non-finite points are dropped by :func:`dsc.lld.select`.
+        Epochs and metric values; non-finite points are dropped by :func:`dsc.core.lld.select`.
     max_components : int
 
     Returns
@@ -365,11 +333,9 @@ def _cpu_count() -> int:
 
 
 def read_curve(client: MlflowClient, run_id: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """A metric's history as ``(steps, values)``, shape (n,), by step; the last value of a step
-    logged twice (a resumed run) wins."""
-    by_step = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
-    steps = sorted(by_step)
-    return np.asarray(steps, dtype=float), np.asarray([by_step[s] for s in steps], dtype=float)
+    """A metric's history as float ``(steps, values)``, shape (n,) (see ``tracking.metric_history``)."""
+    steps, values = tracking.metric_history(run_id, metric, client)
+    return steps.astype(float), values
 
 
 def _fit_and_write_back(client: MlflowClient, runs: list[Run], config: CompareConfig,

@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 from mlflow.entities import Metric, Run
@@ -45,13 +44,16 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from dsc import plots, report, snapshot, timeline, tracking
+from dsc import tracking
+from dsc.core import snapshot, timeline
+from dsc.core.jsonsafe import jsonable
+from dsc.core.lld import select as lld_select
+from dsc.core.modes import ModeDecomposition, fit_two_segment_power_law, k_grid
+from dsc.core.spectra import PHASES, fit_mp, mp_density
 from dsc.errors import ConfigError, DataError, TrackingError
-from dsc.jsonsafe import jsonable
-from dsc.lld import select as lld_select
-from dsc.model import DenseVGG, ModelConfig, build_model, named_layers
-from dsc.modes import ModeDecomposition, fit_two_segment_power_law, k_grid
-from dsc.spectra import PHASES, fit_mp, mp_density
+from dsc.figures import plots, report
+from dsc.nn.model import DenseVGG, build_model, named_layers
+from dsc.settings import AnalyzeConfig, ModelConfig
 
 ARTIFACT_DIR = "analysis"
 CURVES = ("acc/train", "acc/val", "loss/train", "loss/val")
@@ -61,29 +63,6 @@ SWITCH_INTERVAL_S = 2e-4  # GIL switch interval while the modes thread runs besi
 ESD_MIN_SIDE = 32  # ESD histograms for weight matrices (or kernel slices) at least this wide
 
 
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    layer: str = "fc2"  # layer whose probe activations the PCA, emergence and feature views use
-    n_components: int = 10  # leading PCs tracked over epochs
-    esd_epochs: tuple[int, ...] = ()  # snapshot epochs of the ESD histograms (() = first, transition, last)
-    modes_max_images: int = 576  # validation images (a stratified subset) the modes step evaluates
-    modes_points: int = 10  # k values per layer (k_grid of the layer's modes)
-    top_k: int = 6  # most activating probe inputs shown per class
-    lld_components: int = 3  # logistic components tried, 1..N
-    seed: int = 0  # seeds the random-mode control and the validation subset
-    progress: bool = True  # progress bar over the steps
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.n_components >= 2, f"--components {self.n_components}: must be >= 2"),
-            (self.modes_max_images >= 1, f"--modes-max-images {self.modes_max_images}: must be >= 1"),
-            (self.modes_points >= 2, f"--modes-points {self.modes_points}: must be >= 2"),
-            (self.top_k >= 1, f"--top-k {self.top_k}: must be >= 1"),
-            (self.lld_components >= 1, f"--lld-components {self.lld_components}: must be >= 1"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -392,9 +371,10 @@ def find_run(run_id: str = "", experiment: str = "") -> Run:
     client = MlflowClient()
     if run_id:
         run = tracking.require_run(run_id)
-        kind = run.data.tags.get("dsc.kind", "train")
+        kind = tracking.run_kind(run) or "train"
         if kind != "train":
-            raise TrackingError(f"run {run_id} is a {kind!r} run; analyze reads training runs (dsc.kind=train)")
+            raise TrackingError(f"run {run_id} is a {kind!r} run; analyze reads training runs "
+                                f"({tracking.KIND_TAG}=train)")
         if run.info.status != "FINISHED":
             raise TrackingError(f"run {run_id} is {run.info.status}; analyze needs a FINISHED training run "
                                 "(a failed or unfinished run has incomplete snapshots)")
@@ -414,7 +394,7 @@ def find_run(run_id: str = "", experiment: str = "") -> Run:
         ids = [exp.experiment_id] if exp else []
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'",
+    runs = client.search_runs(ids, f"tags.`{tracking.KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1) if ids else []
     if not runs:
         raise TrackingError(f"no FINISHED training run{where}; train one with `dsc train`, "
@@ -436,15 +416,6 @@ class Source:
         return self.run.info.run_id
 
 
-def _history(client: MlflowClient, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    by_step: dict[int, tuple[int, float]] = {}
-    for m in client.get_metric_history(run_id, key):
-        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
-            by_step[m.step] = (m.timestamp, m.value)
-    steps = np.array(sorted(by_step), dtype=int)
-    return steps, np.array([by_step[s][1] for s in steps], dtype=float)
-
-
 def _last_checkpoint(run_id: str) -> dict:
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
@@ -463,10 +434,10 @@ def read_source(run: Run) -> Source:
     """Download what analysis reads; TrackingError (one line) for what is missing."""
     client = MlflowClient()
     run_id = run.info.run_id
-    snaps = snapshot.load(run_id)
+    snaps = tracking.load_snapshots(run_id)
     if not snaps.epochs:
         raise TrackingError(f"run {run_id} has snapshots/probe.npz but no epoch snapshots")
-    history = {k: _history(client, run_id, k) for k in CURVES}
+    history = {k: tracking.metric_history(run_id, k, client) for k in CURVES}
     if not history["acc/val"][0].size:
         raise TrackingError(f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train`")
     return Source(run, snaps, history, _last_checkpoint(run_id))
@@ -542,7 +513,7 @@ def _step_pca(a: Analysis) -> None:
     a.figure(sec, "pca_grid", plots.pca_scatter_grid(tl.projections, snaps.labels, a.classes, a.epochs,
                                                      accuracy=acc),
              "the PCA plane at evenly spaced epochs, shared axes")
-    from dsc.animation import pca_gif
+    from dsc.figures.animation import pca_gif
 
     gif = pca_gif(tl.projections, snaps.labels, a.classes, a.epochs, a.out / "figures" / "pca.gif", accuracy=acc)
     sec.images.append(report.Image(gif.name, "the PCA plane at every snapshot epoch", gif.read_bytes(), "image/gif"))
@@ -559,7 +530,7 @@ def _step_emergence(a: Analysis) -> None:
     sec = a.section("2. Class emergence (Fig 14)",
                     f"A class emerges at the first snapshot from which the mean silhouette of its probe "
                     f"points in the {a.cfg.n_components}-PC space stays >= {em.threshold:g} for "
-                    f"{em.patience} snapshots (dsc.timeline.class_emergence).")
+                    f"{em.patience} snapshots (dsc.core.timeline.class_emergence).")
     sec.rows = {names[c]: em.epochs[c] for c in em.order}
     a.figure(sec, "emergence", plots.emergence(a.epochs, em.scores, a.classes, em.epochs, em.threshold, em.classes),
              "separation score of each class over epochs, emergence epochs dotted")
@@ -576,7 +547,7 @@ def _step_change_point(a: Analysis) -> None:
     cp = timeline.change_point(acc, steps)
     a.cache["change_point"] = cp.epoch
     sec = a.section("3. Change point", "End of the latent phase of acc/val: the knot of a flat-then-rising "
-                                      "hinge fitted up to the half-rise (dsc.timeline.change_point).")
+                                      "hinge fitted up to the half-rise (dsc.core.timeline.change_point).")
     sec.rows = {"transition epoch": cp.epoch, "onset": cp.onset, "rise": cp.rise, "noise sd": cp.noise}
     a.figure(sec, "change_point", plots.change_point(steps, acc, cp.epoch, chance=1 / len(a.classes)),
              "validation accuracy, latent phase shaded")
@@ -593,7 +564,8 @@ def _dataset(a: Analysis):
 
 def _dataset_unlocked(a: Analysis):
     if "imageset" not in a.cache:
-        from dsc.data.dataset import DataConfig, load_imageset
+        from dsc.data.dataset import load_imageset
+        from dsc.settings import DataConfig
 
         cfg = DataConfig(**a.src.checkpoint["data_config"])
         ims = load_imageset(cfg)
@@ -902,6 +874,6 @@ def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | Non
         a.wall_s = time.perf_counter() - t0
     wrapper = os.environ.get("MLFLOW_RUN_ID")
     if wrapper and wrapper != src.run_id:  # `mlflow run -e analyze` made a run of its own: say what it did
-        client.set_tag(wrapper, "dsc.kind", "analyze")
+        client.set_tag(wrapper, tracking.KIND_TAG, "analyze")
         client.set_tag(wrapper, "dsc.analyzed_run", src.run_id)
     return a

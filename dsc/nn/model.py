@@ -6,47 +6,12 @@ metrics, snapshot artifacts and figures use.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from dsc import conv3
-from dsc.errors import ConfigError
-
-ARCHS = ("dense-vgg", "vgg11")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str = "dense-vgg"  # "dense-vgg" (the paper's network) or "vgg11" (its starting point)
-    num_classes: int = 5  # output units; set from the data
-    depth: int = 5  # number of conv layers (dense-vgg)
-    filters: int = 3  # channels of every conv layer (dense-vgg)
-    kernel_size: int = 3  # odd conv kernel size; padding keeps the spatial size
-    pool_size: int = 20  # AdaptiveAvgPool2d output side
-    hidden: int = 1024  # width of fc1 and fc2
-    dropout: float = 0.5  # dropout after fc1 and fc2
-    in_channels: int = 3  # grey images are replicated to 3 channels
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}"),
-            (self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}"),
-            (1 <= self.depth <= 32, f"depth must be in [1, 32], got {self.depth}"),
-            (self.filters >= 1, f"filters must be >= 1, got {self.filters}"),
-            (self.kernel_size >= 1 and self.kernel_size % 2 == 1,
-             f"kernel_size must be a positive odd int, got {self.kernel_size}"),
-            (self.pool_size >= 1, f"pool_size must be >= 1, got {self.pool_size}"),
-            (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from dsc.nn import conv3
+from dsc.settings import ModelConfig
 
 
 def _pool_matrix(size: int, out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -117,7 +82,7 @@ class DenseVGG(nn.Module):
     def uses_conv3(self, device: torch.device, dtype: torch.dtype = torch.float32,
                    pixels: int = 128 * 128) -> bool:
         """Whether training-mode passes over maps of ``pixels`` pixels run the convs through
-        :mod:`dsc.conv3`.
+        :mod:`dsc.nn.conv3`.
 
         Needs CPU, float32 or float64 and the paper's 3 -> 3 channel 3x3 layers, and then
         ``conv_kernel``: "dsc" always, "auto" from ``conv3.MIN_PIXELS`` (64x64) up, "torch"

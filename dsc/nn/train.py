@@ -10,7 +10,7 @@ import ctypes.util
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,44 +19,7 @@ from tqdm.auto import tqdm
 
 from dsc.data.dataset import Prepared
 from dsc.errors import ConfigError, TrainingDiverged
-
-OPTIMIZERS = ("adam", "sgd")
-CONV_KERNELS = ("auto", "dsc", "torch")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 60  # epochs after the epoch-0 evaluation
-    batch_size: int = 32  # images per optimizer step
-    optimizer: str = "adam"  # "adam" or "sgd"
-    lr: float = 1e-4  # learning rate
-    momentum: float = 0.9  # SGD momentum (ignored by Adam)
-    weight_decay: float = 0.0  # L2 penalty
-    seed: int = 0  # seeds weights, dropout and batch order
-    device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:N"
-    channels_last: bool = True  # NHWC memory format: several times faster on CPU for 3 channels
-    eval_batch_size: int = 256  # images per evaluation batch (split into passes like a step's batch)
-    micro_batch: int = 0  # images per forward/backward pass within a step; 0 = auto (see micro_batch_size)
-    conv_kernel: str = "auto"  # DenseVGG's 3->3 convs on CPU: "dsc" (dsc.conv3), "torch", "auto" (by size)
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 0, f"--epochs {self.epochs}: must be >= 0"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: use one of {OPTIMIZERS}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr}: must be a finite number > 0"),
-            (0 <= self.momentum < 1, f"--momentum {self.momentum}: must be in [0, 1)"),
-            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0"),
-            (self.eval_batch_size >= 1, f"--eval-batch-size {self.eval_batch_size}: must be >= 1"),
-            (self.micro_batch >= 0, f"--micro-batch {self.micro_batch}: must be >= 0 (0 = auto)"),
-            (self.conv_kernel in CONV_KERNELS, f"--conv-kernel {self.conv_kernel!r}: use one of {CONV_KERNELS}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from dsc.settings import TrainConfig
 
 
 @dataclass
@@ -183,7 +146,7 @@ def micro_batch_size(cfg: TrainConfig, image_shape: tuple[int, ...], device: tor
     splits its ``eval_batch_size`` batches of 256 into passes of 22 at 128x128 (1466 against
     906 images/s on 2 cores).
 
-    ``conv3``: the passes' convolutions run through :mod:`dsc.conv3` (DenseVGG training on
+    ``conv3``: the passes' convolutions run through :mod:`dsc.nn.conv3` (DenseVGG training on
     CPU), whose fixed cost per call favours one pass: auto keeps the whole batch (on 2 cores,
     613 images/s against 521 for passes of 16 and 446 for passes of 8).
     """
@@ -200,7 +163,7 @@ def micro_batch_size(cfg: TrainConfig, image_shape: tuple[int, ...], device: tor
 
 def uses_conv3(model: nn.Module, cfg: TrainConfig, device: torch.device,
                image_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> bool:
-    """Whether ``model``'s training passes run its convs through :mod:`dsc.conv3`.
+    """Whether ``model``'s training passes run its convs through :mod:`dsc.nn.conv3`.
 
     Applies ``cfg.conv_kernel`` to a model that has the choice (DenseVGG); others: False.
     ``image_shape`` (C, H, W) is the input's; "auto" decides by its pixel count.
@@ -222,7 +185,7 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
                    leave=False, disable=not progress)
     fused = uses_conv3(model, cfg, device, tuple(data.x.shape[1:]), data.x.dtype)
     chunk = micro_batch_size(cfg, tuple(data.x.shape[1:]), device, conv3=fused)
-    channels_last = cfg.channels_last and not fused  # dsc.conv3 reads and writes NCHW
+    channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
     for step, start in enumerate(batches):
         idx = order[start:start + cfg.batch_size]
         optimizer.zero_grad(set_to_none=True)

@@ -32,13 +32,13 @@ import numbers
 from typing import Any
 
 import numpy as np
-
-from dsc.jsonsafe import jsonable
 from lmfit import Parameters
 from lmfit.lineshapes import step
 from lmfit.models import ConstantModel, StepModel
 from scipy.linalg import lapack, qr
 from scipy.optimize import leastsq
+
+from dsc.core.jsonsafe import jsonable
 
 DIRECTIONS = ("auto", "rising", "falling")
 # A component smaller than this fraction of the curve's range is indistinguishable from noise.

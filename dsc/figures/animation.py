@@ -1,7 +1,7 @@
 """A fast animated GIF of the 2-D PCA plane over epochs (blitting).
 
-`dsc.plots.pca_animation` re-renders the whole figure for every frame (layout, ticks, legend):
-~0.1-0.4 s a frame, 60 frames a run. Here the figure is `dsc.plots.pca_scatter` (so the GIF
+`dsc.figures.plots.pca_animation` re-renders the whole figure for every frame (layout, ticks, legend):
+~0.1-0.4 s a frame, 60 frames a run. Here the figure is `dsc.figures.plots.pca_scatter` (so the GIF
 looks like the still figures), laid out and drawn once without the moving parts; each frame
 restores that background, draws only the points and the title, and pastes the legend back
 on top. The
@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from dsc import plots
+from dsc.figures import plots
 
 
 def pca_gif(projections: Any, labels: Any, class_names: Sequence[str], epochs: Any,

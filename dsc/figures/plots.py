@@ -638,7 +638,7 @@ def phase_heatmap(
     phases : array_like of str, shape (L, E)
         Names from ``phase_names``; anything else is drawn blank as "unknown".
     phase_names : sequence of str
-        All phases, in their order (e.g. `dsc.spectra.PHASES`).
+        All phases, in their order (e.g. `dsc.core.spectra.PHASES`).
     """
     x = _vec(epochs, "epochs")
     if x.size == 0 or len(layers) == 0:
@@ -794,7 +794,7 @@ def power_law_fit(
     ----------
     k, err : array_like, shape (m,)
         Points with k <= 0, err <= 0 or non-finite values are skipped.
-    fit : dict or `dsc.modes.PowerLawFit`
+    fit : dict or `dsc.core.modes.PowerLawFit`
         With ``breakpoint``, ``slope_1``, ``slope_2`` and ``intercept`` (natural log of err at
         k = 1 on the first segment).
     """

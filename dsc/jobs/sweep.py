@@ -4,7 +4,7 @@
 the grid (here 2 learning rates x 3 seeds = 6 runs), ``--parallel N`` at a time, each as its
 own ``python -m dsc train`` process logging to the same tracking store (MLFLOW_TRACKING_URI:
 a file, a database or a shared server). Every member run is tagged ``dsc.sweep = <sweep id>``
-and named after its settings; when all have finished, :func:`dsc.compare.compare_job`
+and named after its settings; when all have finished, :func:`dsc.jobs.compare.compare_job`
 decomposes the learning curves of exactly those runs.
 
 Keys are ``dsc train`` option names (``image-size`` or ``image_size``) and every value is
@@ -33,6 +33,7 @@ from pathlib import Path
 import click
 
 from dsc.errors import ConfigError, TrackingError
+from dsc.settings import SweepConfig
 
 SWEEP_TAG = "dsc.sweep"
 MEMBER_TAG = "dsc.sweep_member"  # the member's grid settings, e.g. "lr=0.0003 seed=1"
@@ -47,24 +48,6 @@ RESERVED = {
 _POLL_S = 0.2
 
 
-@dataclass(frozen=True)
-class SweepConfig:
-    """A sweep as given on the command line; :func:`plan` checks and expands it."""
-
-    seeds: tuple[int, ...] = (0,)  # training seeds; every grid point runs once per seed
-    grid: tuple[str, ...] = ()  # "KEY=V1,V2" assignments (several per item, space-separated)
-    fixed: tuple[str, ...] = ()  # "KEY=VALUE" train options every member shares
-    parallel: int = 2  # member trainings at a time
-    experiment: str = ""  # experiment name ("" = MLflow's current one)
-    metric: str = "acc/val"  # metric the comparison decomposes
-    max_components: int = 3  # logistic components the comparison tries, 1..K
-    color_by: str = ""  # run param colouring the comparison ("" = the first grid key, else seed)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or self.parallel < 1:
-            raise ConfigError(f"--parallel {self.parallel!r}: must be an integer >= 1")
-        if not self.seeds:
-            raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
 
 
 @dataclass(frozen=True)
@@ -228,9 +211,8 @@ def plan(config: SweepConfig, data_kw: Mapping[str, object] | None = None) -> Pl
 
 def _check_configs(values: Mapping[str, object], member: Member) -> None:
     """Build the configs a member's training would build, so their rules apply up front."""
-    from dsc.data.dataset import DataConfig
-    from dsc.model import ModelConfig
-    from dsc.train import TrainConfig, pick_device
+    from dsc.nn.train import pick_device
+    from dsc.settings import DataConfig, ModelConfig, TrainConfig
 
     try:
         for cls in (DataConfig, ModelConfig, TrainConfig):
@@ -283,7 +265,8 @@ def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, 
     from tqdm.auto import tqdm
 
     from dsc import tracking
-    from dsc.compare import CompareConfig, compare_job
+    from dsc.jobs.compare import compare_job
+    from dsc.settings import CompareConfig
 
     the_plan = plan(config, data_kw)
     echo = echo or (lambda line: tqdm.write(line, file=sys.stderr))
@@ -333,9 +316,11 @@ def _launch(the_plan: Plan, member: Member, sweep_id: str, experiment_id: str, l
     """Create the member's run, then start ``python -m dsc train`` attached to it (MLFLOW_RUN_ID)."""
     import mlflow
 
+    from dsc import tracking
+
     run = mlflow.MlflowClient().create_run(
         experiment_id, run_name=f"sweep-{sweep_id} {member.label}",
-        tags={SWEEP_TAG: sweep_id, MEMBER_TAG: member.label, "dsc.kind": "train"})
+        tags={SWEEP_TAG: sweep_id, MEMBER_TAG: member.label, tracking.KIND_TAG: "train"})
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
            "MLFLOW_RUN_ID": run.info.run_id}
     # Members share the CPUs: one BLAS/OpenMP pool each, sized to its share, unless set.

@@ -2,7 +2,7 @@
 
 We use hooks rather than torchvision's ``create_feature_extractor`` because the capture must
 ride along the validation pass that training already does (no second forward), and must work
-on any model that :func:`dsc.model.named_layers` understands (DenseVGG and VGG-11 alike).
+on any model that :func:`dsc.nn.model.named_layers` understands (DenseVGG and VGG-11 alike).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsc.model import named_layers
+from dsc.nn.model import named_layers
 
 BYTES_F16 = 2
 

@@ -1,0 +1,125 @@
+"""What a training run records each epoch: metrics, checkpoints, the best model, snapshots.
+
+The training loop (:mod:`dsc.nn.train`) hands each epoch's report to these callbacks; they
+write through :mod:`dsc.tracking`. Everything the run leaves is laid out as the README's
+"What a training run leaves" section says.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from dsc.core import snapshot
+from dsc.data.dataset import Prepared
+from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
+from dsc.nn.checkpoint import checkpoint_payload
+from dsc.nn.train import EpochReport
+from dsc.settings import SnapshotConfig
+from dsc.tracking.artifacts import CHECKPOINT_DIR, CHECKPOINT_FMT, mark_complete
+from dsc.tracking.store import LoggedSteps, log_metrics_to
+
+
+class EpochLogger:
+    """The training callback: metrics with step = epoch, checkpoints, the best model.
+
+    ``extra`` (configs, class names, normalisation) goes into every checkpoint. Checkpoints are
+    kept every ``checkpoint_every`` epochs, at the last epoch and whenever validation accuracy
+    reaches a new best (so a resumed run can still register the best model). ``logged``
+    (from :class:`LoggedSteps`) skips metrics a resumed run already has.
+    """
+
+    def __init__(self, extra: Mapping[str, object], checkpoint_every: int = 1,
+                 last_epoch: int | None = None, logged: LoggedSteps | None = None) -> None:
+        self.extra = dict(extra)
+        self.checkpoint_every = checkpoint_every
+        self.final_epoch = last_epoch
+        self.logged = logged or LoggedSteps()
+        self.best_acc = -1.0
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.last_epoch = -1
+        self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
+
+    def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
+        self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
+
+    def __call__(self, report: EpochReport) -> None:
+        run_id = mlflow.active_run().info.run_id
+        fresh = self.logged.fresh(report.metrics, report.epoch)
+        if fresh:
+            mlflow.log_metrics(fresh, step=report.epoch)
+        acc = report.metrics.get("acc/val", float("nan"))
+        new_best = report.epoch > 0 and acc > self.best_acc
+        if new_best:
+            self.best_acc, self.best_epoch = acc, report.epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in report.model.state_dict().items()}
+        if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch or new_best:
+            path = Path(self._tmp.name) / CHECKPOINT_FMT.format(report.epoch)
+            torch.save(checkpoint_payload(report, self.extra), path)
+            mlflow.log_artifact(str(path), CHECKPOINT_DIR)
+            path.unlink()
+            mark_complete(run_id, CHECKPOINT_DIR, report.epoch)
+        self.last_epoch = report.epoch
+
+
+def probe_rows(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Positions of the probe images in ``labels`` (all, or the first ``per_class`` of each)."""
+    if per_class <= 0:
+        return np.arange(len(labels))
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+
+
+class SnapshotLogger:
+    """Snapshots epoch 0 and every ``cfg.every`` epochs into run ``run_id`` (default: active run).
+
+    During training, activations are captured on the validation pass training already makes
+    (:meth:`context`), so a snapshot costs no extra forward pass. ``dsc snapshot`` uses the
+    same object on checkpoints, so both paths write identical files.
+    """
+
+    def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
+                 device: torch.device, prefix: str = "snapshots", run_id: str | None = None,
+                 logged: LoggedSteps | None = None) -> None:
+
+
+        self.cfg, self.prefix = cfg, prefix
+        self.logged = logged or LoggedSteps()
+        self.run_id = run_id or mlflow.active_run().info.run_id
+        self.client = MlflowClient()
+        self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
+        sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
+        # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
+        grids = plan_grids(model.cpu(), sample, len(self.rows), 0.95 * cfg.budget_mb * 1e6)
+        model.to(device)
+        self.capture = ActivationCapture(model, grids)
+        self._tmp = tempfile.TemporaryDirectory(prefix="dsc-snap-")
+        probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
+                                     data.val_idx[self.rows], data.classes, list(grids), grids)
+        self._upload(probe)
+
+    def _upload(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path), self.prefix)
+        path.unlink()
+
+    def due(self, epoch: int) -> bool:
+        return self.cfg.every > 0 and epoch % self.cfg.every == 0
+
+    def context(self, epoch: int) -> contextlib.AbstractContextManager:
+        return self.capture.recording() if self.due(epoch) else contextlib.nullcontext()
+
+    def __call__(self, report: EpochReport) -> None:
+        if not self.due(report.epoch):
+            return
+
+
+        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), layer_weights(report.model))
+        self._upload(snapshot.write(snap, Path(self._tmp.name)))
+        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
+        mark_complete(self.run_id, self.prefix, report.epoch)

@@ -1,0 +1,50 @@
+"""The only package that imports MLflow: runs, artifacts, datasets and models in the store.
+
+- :mod:`dsc.tracking.store`: create or attach to runs, params, metrics, histories, lookups;
+- :mod:`dsc.tracking.artifacts`: checkpoints and snapshot directories, and their completion tags;
+- :mod:`dsc.tracking.datasets`: the splits a run trained on, as MLflow dataset inputs;
+- :mod:`dsc.tracking.models`: logged and registered models and their aliases;
+- :mod:`dsc.tracking.server`: a loopback ``mlflow server`` (and PostgreSQL) for tests and benches.
+
+The names below are the package's interface; jobs import them as ``tracking.NAME``.
+"""
+from dsc.tracking.artifacts import (
+                                    CHECKPOINT_DIR,
+                                    CHECKPOINT_FMT,
+                                    COMPLETE_TAG,
+                                    complete_through,
+                                    download_snapshots,
+                                    has_artifacts,
+                                    list_checkpoints,
+                                    load_checkpoint,
+                                    load_snapshots,
+                                    mark_complete,
+)
+from dsc.tracking.datasets import log_dataset
+from dsc.tracking.models import (
+                                    ALIAS_BEST,
+                                    ALIAS_FINAL,
+                                    log_and_register,
+                                    pip_requirements,
+                                    set_alias,
+)
+from dsc.tracking.store import (
+                                    KIND_TAG,
+                                    LoggedSteps,
+                                    clash_retried,
+                                    ensure_store,
+                                    is_finished_training_run,
+                                    log_metrics_to,
+                                    log_params_once,
+                                    metric_history,
+                                    require_run,
+                                    run_context,
+                                    run_kind,
+)
+
+__all__ = ["ALIAS_BEST", "ALIAS_FINAL", "CHECKPOINT_DIR", "CHECKPOINT_FMT", "COMPLETE_TAG", "KIND_TAG",
+           "LoggedSteps", "clash_retried", "complete_through", "download_snapshots", "ensure_store",
+           "has_artifacts", "is_finished_training_run", "list_checkpoints", "load_checkpoint",
+           "load_snapshots", "log_and_register", "log_dataset", "log_metrics_to", "log_params_once",
+           "metric_history", "mark_complete", "pip_requirements", "require_run", "run_context", "run_kind",
+           "set_alias"]

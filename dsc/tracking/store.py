@@ -1,0 +1,155 @@
+"""Runs in the tracking store: create or attach, params and metrics, lookups, history.
+
+The store is whatever ``MLFLOW_TRACKING_URI`` names (default ``sqlite:///mlflow.db`` here).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, Run
+from mlflow.tracking import MlflowClient
+
+from dsc.errors import ConfigError, TrackingError
+
+KIND_TAG = "dsc.kind"  # what wrote a run: train, compare, snapshot, analyze
+
+
+def ensure_store() -> None:
+    """Create the tracking store's tables once, even when several runs start at once.
+
+    MLflow creates a SQLite store's schema on first use, and two processes doing it together
+    collide ("table already exists"); a file lock beside the database serialises that step.
+    """
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        MlflowClient().search_experiments(max_results=1)
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient().search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def run_context(experiment: str = "", run_name: str | None = None,
+                tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start a run, or attach to the one ``mlflow run`` created (``MLFLOW_RUN_ID``) or to ``run_id``.
+
+    Any exception marks the run FAILED (with the error as the ``error`` tag) and propagates;
+    metrics and artifacts logged before it stay.
+    """
+    ensure_store()
+    attached = run_id or os.environ.get("MLFLOW_RUN_ID")
+    if run_id and os.environ.get("MLFLOW_RUN_ID", run_id) != run_id:
+        raise ConfigError(f"MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']} but run {run_id} was asked for; "
+                          f"use `mlflow run . -e resume --run-id {run_id}` or unset MLFLOW_RUN_ID")
+    if experiment and not attached:
+        mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_id=run_id, run_name=run_name if not run_id else None, tags=dict(tags or {}))
+    try:
+        yield run
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:4000])
+        mlflow.end_run(status="FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def log_params_once(params: Mapping[str, object]) -> None:
+    """Log params, skipping keys the run already has (``mlflow run -P`` logs them as typed)."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def clash_retried(call: Callable[[], object], attempts: int = 4) -> object:
+    """``call()``, tried again when a concurrent run inserted the same row first.
+
+    MLflow's stores look a row up, then insert it (a dataset, a model alias): runs of one
+    experiment starting or finishing together (a sweep) can all miss it, and every insert
+    but the first breaks the unique key. The next try finds the row and updates or links it.
+    """
+    for attempt in range(attempts):
+        try:
+            return call()
+        except mlflow.exceptions.MlflowException as exc:
+            clash = any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError"))
+            if not clash or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+class LoggedSteps:
+    """Which (metric, step) pairs a run already has, so that a resumed run logs nothing twice.
+
+    dsc logs every metric with increasing steps, so a key's latest step bounds what is there.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.latest: dict[str, int] = {}
+        if run_id:
+            client = MlflowClient()
+            for key in client.get_run(run_id).data.metrics:
+                self.latest[key] = max(m.step for m in client.get_metric_history(run_id, key))
+
+    def fresh(self, metrics: Mapping[str, float], step: int) -> dict[str, float]:
+        return {k: v for k, v in metrics.items() if step > self.latest.get(k, -1)}
+
+
+def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log metrics with ``step`` to any run (active or finished) in one batch."""
+
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for i in range(0, len(batch), 1000):  # MLflow's per-request metric limit
+        MlflowClient().log_batch(run_id, metrics=batch[i:i + 1000])
+
+
+def require_run(run_id: str) -> mlflow.entities.Run:
+    """The run with this id, or a TrackingError that says how to find one."""
+    try:
+        return MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise TrackingError(f"no run with id {run_id!r} in {mlflow.get_tracking_uri()}; "
+                            "list runs with `mlflow runs list --experiment-id ID`") from None
+
+
+def metric_history(run_id: str, key: str, client: MlflowClient | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A metric's history as ``(steps, values)``, shape (n,), ascending by step.
+
+    Where a step was logged more than once (a resumed run), the point with the latest
+    timestamp wins (the later of equal timestamps in MLflow's order).
+    """
+    by_step: dict[int, tuple[int, float]] = {}
+    for m in (client or MlflowClient()).get_metric_history(run_id, key):
+        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
+            by_step[m.step] = (m.timestamp, m.value)
+    steps = np.array(sorted(by_step), dtype=int)
+    return steps, np.array([by_step[s][1] for s in steps], dtype=float)
+
+
+def run_kind(run: Run) -> str | None:
+    """The ``dsc.kind`` tag of a run (None: not written by dsc, or by a dsc too old to tag)."""
+    return run.data.tags.get(KIND_TAG)
+
+
+def is_finished_training_run(run: Run) -> bool:
+    """A FINISHED, active run of ``dsc train`` (untagged runs count, as older dsc wrote them)."""
+    return (run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"
+            and run_kind(run) in (None, "train"))
