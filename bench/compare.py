@@ -6,7 +6,7 @@ curve over 60 epochs made of 1-3 random logistic components plus Gaussian noise,
 
 - ``end to end``: :func:`dsc.jobs.compare.compare_job` (K = 3, every CPU): search, history reads,
   parallel fits, ``lld/*`` written back to every source run, table, figures, artifacts;
-- ``fitting alone``: :func:`dsc.jobs.compare.fit_curves` over the same curves, same workers;
+- ``fitting alone``: :func:`dsc.core.lld_batch.fit_curves` over the same curves, same workers;
 - ``fitting, 1 process``: the same, serial (the parallel speed-up is the ratio);
 
 and prints each as runs per second, and how often the chosen N is the planted one.
@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dsc.jobs.compare import _cpu_count, compare_job, fit_curves  # noqa: E402
+from dsc.core.lld_batch import cpu_count, fit_curves  # noqa: E402
+from dsc.jobs.compare import compare_job  # noqa: E402
 from dsc.settings import CompareConfig
 
 FLOOR = 20.0  # runs per second, end to end, on 2 cores
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    jobs = args.jobs or _cpu_count()
+    jobs = args.jobs or cpu_count()
     with tempfile.TemporaryDirectory(prefix="dsc-bench-compare-") as tmp, contextlib.chdir(tmp):
         mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         client = MlflowClient()
@@ -112,7 +113,7 @@ def main() -> None:
         start = time.perf_counter()
         planted = build_runs(client, exp, args.runs, args.seed)
         print(f"built {args.runs} runs ({EPOCHS} epochs each) in {time.perf_counter() - start:.1f} s; "
-              f"{jobs} worker process(es) on {_cpu_count()} CPU(s)")
+              f"{jobs} worker process(es) on {cpu_count()} CPU(s)")
 
         config = CompareConfig(experiments=("bench",), max_components=3, jobs=args.jobs)
         e2e, cid, (main_cpu, kids_cpu) = best_of(args.repeats, lambda: compare_job(config, warn=print))
@@ -132,7 +133,7 @@ def main() -> None:
     print(f"MLflow I/O, figures and artifacts: {e2e - par:.2f} s ({(e2e - par) / e2e:.0%} of end to end)")
     print(f"parallel speed-up of the fits: {ser / par:.2f}x with {jobs} process(es)")
     print(f"chosen N = planted N on {agree:.0%} of the runs; comparison run {cid}")
-    idle = max(main_cpu, (main_cpu + kids_cpu) / min(2, _cpu_count()))
+    idle = max(main_cpu, (main_cpu + kids_cpu) / min(2, cpu_count()))
     print(f"end to end CPU: {main_cpu:.2f} s in this process + {kids_cpu:.2f} s in workers "
           f"({1000 * (main_cpu + kids_cpu) / n:.0f} ms per run); on 2 idle cores >= {idle:.2f} s "
           f"wall, {n / idle:.1f} runs/s at most")

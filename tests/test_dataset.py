@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from dsc.data import folder
+from dsc.data import cache, folder
 from dsc.data.base import ImageSet
 from dsc.data.dataset import load_imageset, prepare, split_indices
 from dsc.errors import DataError
@@ -92,3 +94,21 @@ def test_bad_data_options(kw, match):
 def test_missing_path_is_reported(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_imageset(DataConfig(data=f"folder:{tmp_path / 'nope'}"))
+
+
+@pytest.mark.parametrize(("chosen", "env", "expected"), [
+    ("{tmp}/chosen", "{tmp}/env", "{tmp}/chosen"),
+    ("", "{tmp}/env", "{tmp}/env"),
+    (None, "{tmp}/env", "{tmp}/env"),
+    ("", "", "{tmp}/home/.cache/dsc"),
+    (None, None, "{tmp}/home/.cache/dsc"),
+    ("~/mine", "", "{tmp}/home/mine"),
+])
+def test_cache_root_treats_empty_as_unset(tmp_path, monkeypatch, chosen, env, expected):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if env is None:
+        monkeypatch.delenv("DSC_CACHE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("DSC_CACHE_DIR", env.format(tmp=tmp_path))
+    chosen = chosen.format(tmp=tmp_path) if chosen is not None else None
+    assert cache.root(chosen) == Path(expected.format(tmp=tmp_path))

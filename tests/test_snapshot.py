@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from dsc.cli import main
 from dsc.core import snapshot
+from dsc.core.atomic import write_atomic
 from dsc.core.spectra import PHASES
 from dsc.jobs.recorder import probe_rows
 from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
@@ -77,6 +78,21 @@ def test_snapshot_round_trip(tmp_path):
     np.testing.assert_allclose(back.cka, snap.cka, rtol=1e-6)
     assert back.corr == pytest.approx(snap.corr)
     assert list(tmp_path.iterdir()) == [tmp_path / "epoch_0003.npz"]  # no temp files left
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "epoch_0001.npz"
+    snapshot._atomic_savez(path, {"a": np.arange(3)})
+
+    def broken(f):
+        f.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(path, broken)
+    assert list(tmp_path.iterdir()) == [path]
+    with np.load(path) as z:
+        np.testing.assert_array_equal(z["a"], np.arange(3))
 
 
 def test_snapshot_metrics_names_and_values():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from dsc.data import synthetic
+from dsc.data import faces, synthetic
 from dsc.data.base import DataError
 from dsc.data.lights import YALE_LIGHTS, YALE_POSES, light_vector
 from dsc.data.synthetic import GENERATOR_VERSION, generate, load, render_face
@@ -88,7 +89,7 @@ def test_render_face_follows_lamberts_law_on_a_plane(azimuth, elevation, expecte
 def test_yaw_moves_the_nose_tip_where_the_rotation_says(yaw):
     """Known answer: a dark spot on the tip of a bump (height 0.3) is seen at u = 0.3 sin(yaw)."""
     size = 64
-    x, y = synthetic._grid(size)
+    x, y = faces.grid(size)
     nose = 0.3 * np.exp(-0.5 * (x**2 + y**2) / 0.15**2)
     ones = np.ones((size, size))
     spotted = 1 - 0.5 * np.exp(-0.5 * (x**2 + y**2) / 0.03**2)
@@ -104,6 +105,7 @@ def test_load_caches_and_keys_on_every_parameter(tmp_path, monkeypatch):
     first = load(n_identities=2, size=16, seed=0, cache_dir=tmp_path)
     files = sorted(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".npz"
+    assert files[0].stat().st_mode & 0o777 == 0o644  # shared by every user of the folder
 
     def fail(*args, **kwargs):
         raise AssertionError("regenerated although the cache holds the set")
@@ -121,10 +123,16 @@ def test_load_caches_and_keys_on_every_parameter(tmp_path, monkeypatch):
     assert len(list(tmp_path.iterdir())) == 3  # one file per parameter set, no temp files left
 
 
-def test_load_uses_the_cache_dir_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSC_CACHE_DIR", str(tmp_path / "env"))
+@pytest.mark.parametrize(("value", "expected"), [("{tmp}/env", "{tmp}/env"),
+                                               ("", "{tmp}/home/.cache/dsc")])
+def test_load_uses_the_cache_dir_from_the_environment(tmp_path, monkeypatch, value, expected):
+    """An empty DSC_CACHE_DIR counts as unset: ~/.cache/dsc, never the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DSC_CACHE_DIR", value.format(tmp=tmp_path))
+    monkeypatch.chdir(tmp_path)
     load(n_identities=2, size=16)
-    assert len(list((tmp_path / "env").glob("synthetic-*.npz"))) == 1
+    assert len(list(Path(expected.format(tmp=tmp_path)).glob("synthetic-*.npz"))) == 1
+    assert not list(tmp_path.glob("synthetic-*.npz"))
 
 
 def test_corrupt_cache_is_regenerated(tmp_path):

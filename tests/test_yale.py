@@ -73,6 +73,16 @@ def test_scan_folder_of_archives(tmp_path):
     assert [r.path for r in yale.scan(arch, extract_dir=tmp_path / "x")] == [r.path for r in records]
 
 
+def test_archives_go_under_the_home_cache_when_the_variable_is_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DSC_CACHE_DIR", "")
+    monkeypatch.chdir(tmp_path)
+    records = yale.scan(_archive_folder(tmp_path))
+    assert records and all((tmp_path / "home" / ".cache" / "dsc" / "yale") in r.path.parents
+                           for r in records)
+    assert not (tmp_path / "yale").exists()
+
+
 def _tar_with(tmp_path, name, member: tarfile.TarInfo, data=b""):
     path = tmp_path / name
     with tarfile.open(path, "w:gz") as tar:

@@ -13,7 +13,6 @@ as one ``.npz`` per epoch; :func:`read_dir` reads them back by epoch (``dsc.trac
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsc.core.atomic import write_atomic
 from dsc.core.similarity import cka_matrix, successive_correlation
 from dsc.core.spectra import PHASES, esd, spectrum_of_esd
 from dsc.errors import TrackingError
@@ -94,15 +94,8 @@ def _successive(activations: Mapping[str, np.ndarray], layers: Sequence[str]) ->
 
 
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``path`` so that a reader never sees half a file (temp name, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` as the ``.npz`` file ``path``; a reader never sees half a file."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def write(snap: Snapshot, directory: Path) -> Path:

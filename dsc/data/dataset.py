@@ -2,31 +2,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from dsc.data import cache
 from dsc.data.base import DataError, ImageSet
 from dsc.settings import DataConfig
 
 
 def load_imageset(cfg: DataConfig) -> ImageSet:
     """The raw images named by ``cfg.data`` (generated, or read from a local path)."""
-    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    cache_dir = cache.root(cfg.cache_dir)
     if cfg.kind == "synthetic":
         from dsc.data import synthetic
 
         return synthetic.load(n_identities=cfg.identities, size=cfg.image_size,
-                              seed=cfg.data_seed, cache_dir=cache)
+                              seed=cfg.data_seed, cache_dir=cache_dir)
     if not cfg.path.exists():
         raise DataError(f"--data {cfg.data!r}: path {cfg.path} does not exist")
     if cfg.kind == "yale":
         from dsc.data import yale
 
         return yale.load(cfg.path, size=cfg.image_size, subjects=cfg.subjects,
-                         seed=cfg.data_seed, extract_dir=cache / "yale" if cache else None)
+                         seed=cfg.data_seed, extract_dir=cache_dir / "yale")
     from dsc.data import folder
 
     return folder.load(cfg.path, size=cfg.image_size)

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from dsc.data import cache
 from dsc.data.base import DataError, ImageSet
 from dsc.data.images import read_images
 
@@ -44,10 +45,6 @@ def parse_name(name: str) -> YaleRecord | None:
     return YaleRecord(Path(name), subject, pose, az, el)
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("DSC_CACHE_DIR", Path.home() / ".cache" / "dsc"))
-
-
 def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
     parts = PurePosixPath(member.name).parts
     if member.name.startswith(("/", "\\")) or PurePosixPath(member.name).is_absolute():
@@ -68,7 +65,7 @@ def extract_archive(archive: Path, dest_root: Path | None = None) -> Path:
     """
     st = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    dest = (dest_root or _cache_root() / "yale") / f"{ARCHIVE_RE.sub('', archive.name)}-{key}"
+    dest = (dest_root or cache.root() / "yale") / f"{ARCHIVE_RE.sub('', archive.name)}-{key}"
     done = dest / ".complete"
     if done.exists():
         return dest
@@ -92,7 +89,7 @@ def scan(root: str | os.PathLike, extract_dir: str | os.PathLike | None = None) 
     ----------
     root : a directory holding ``.pgm`` files at any depth, ``yaleBSS_PNN.tar.gz`` archives,
         or both; or a single archive.
-    extract_dir : where archives are extracted (default: ``$DSC_CACHE_DIR/yale``).
+    extract_dir : where archives are extracted (default: ``yale/`` in :func:`dsc.data.cache.root`).
 
     Returns
     -------

@@ -3,7 +3,7 @@
 The step after training. Runs are chosen by experiment names, an MLflow filter string and/or
 run ids; by default only FINISHED training runs (tag ``dsc.kind = train``) are taken. One
 metric's history (step = epoch) is read from each, N = 1..K logistic components are fitted to
-every curve in worker processes (:func:`dsc.core.lld.select`, N chosen by BIC), and a new
+every curve in worker processes (:mod:`dsc.core.lld_batch`, N chosen by BIC), and a new
 comparison run (tag ``dsc.kind = compare``) gets
 
 - ``lld/table.csv``, ``lld/table.json``: one row per run and N: R², AIC, BIC, the chosen
@@ -27,19 +27,18 @@ Histories are read, fitted and written back as a pipeline: a chunk of curves goe
 worker pool as soon as it is read, and each chunk's results are logged while later chunks fit;
 the figures are drawn in the pool too, while the table is written.
 
-Public API: :class:`CompareConfig`, :func:`compare_job`, :func:`fit_curve`, :func:`fit_curves`.
+Public API: :class:`CompareConfig`, :func:`compare_job`, :func:`select_runs`, :func:`read_curve`,
+:func:`table_rows`; the fitting itself is :func:`dsc.core.lld_batch.fit_curves`.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
-import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +50,15 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from dsc import tracking
-from dsc.core import lld
+from dsc.core import lld_batch
 from dsc.errors import TrackingError
 from dsc.figures import plots
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
-# Pool start-up (~50 ms) and the pipeline only pay off beyond a handful of curves (~70 ms each).
-MIN_PARALLEL_RUNS = 4
-MAX_CHUNK = 8  # small chunks: results come back (and are logged) while later chunks fit
 OVERLAY_MAX_RUNS = 12  # panels in the overlay, bars in the R² chart: readable, ~1 s to draw
 _SEARCH_PAGE = 10_000
 _FIELDS = ("amplitude", "center", "width")
-
-
 
 
 def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None) -> str:
@@ -98,7 +92,7 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
     with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs",
                               tags={tracking.KIND_TAG: "compare"}) as run:
         tracking.log_params_once(config.params())
-        with _workers(config.jobs, len(runs)) as pool:
+        with lld_batch.workers(config.jobs, len(runs)) as pool:
             fits = _fit_and_write_back(client, runs, config, pool)
             _log_comparison(runs, fits, skipped, config, pool)
         _warn_unfitted(runs, fits, warn)
@@ -225,110 +219,6 @@ def _print_warning(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr)
 
 
-# --------------------------------------------------------------------------- fitting (pure)
-
-
-def fit_curve(t: np.ndarray, y: np.ndarray, max_components: int) -> dict[str, Any]:
-    """Fits with N = 1..max_components to one curve, as plain types (picklable, no MLflow).
-
-    Parameters
-    ----------
-    t, y : ndarray, shape (n,)
-        Epochs and metric values; non-finite points are dropped by :func:`dsc.core.lld.select`.
-    max_components : int
-
-    Returns
-    -------
-    dict
-        ``n`` (chosen N), ``reason``, ``fits`` (one dict per N = 1..K: ``n_components``,
-        ``success``, ``message``, ``n_points``, ``r2``, ``aic``, ``bic``, ``constant``,
-        ``constant_stderr``, ``components`` (list of dicts), ``degenerate``) and ``curve``:
-        the chosen fit's ``t``, ``y``, ``curve`` (n,), ``component_curves`` (N, n), ``constant``
-        and ``r2``, for plotting.
-    """
-    sel = lld.select(t, y, max_components)
-    best = sel.best
-    return {
-        "n": sel.n,
-        "reason": sel.reason,
-        "fits": [_summary(sel.fits[n]) for n in range(1, max_components + 1)],
-        "curve": {"t": best.t, "y": best.y, "curve": best.curve,
-                  "component_curves": best.component_curves, "constant": best.constant,
-                  "r2": best.r2},
-    }
-
-
-def _summary(res: lld.LLDResult) -> dict[str, Any]:
-    return {"n_components": res.n_components, "success": res.success, "message": res.message,
-            "n_points": int(res.t.size), "r2": res.r2, "aic": res.aic, "bic": res.bic,
-            "constant": res.constant, "constant_stderr": res.constant_stderr,
-            "components": [dict(c) for c in res.components], "degenerate": list(res.degenerate)}
-
-
-def _fit_chunk(chunk: list[tuple[int, np.ndarray, np.ndarray]],
-               max_components: int) -> list[tuple[int, dict[str, Any]]]:
-    """Worker task: ``(index, t, y)`` in, ``(index, fit_curve(...))`` out."""
-    return [(i, fit_curve(t, y, max_components)) for i, t, y in chunk]
-
-
-def fit_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_components: int = 3,
-               jobs: int = 0) -> list[dict[str, Any]]:
-    """:func:`fit_curve` over many ``(t, y)`` curves, in parallel; results in input order."""
-    out: list[dict[str, Any]] = [{}] * len(curves)
-    indexed = ((i, t, y) for i, (t, y) in enumerate(curves))
-    with _workers(jobs, len(curves)) as pool:
-        for i, fit in _fit_stream(indexed, len(curves), max_components, pool):
-            out[i] = fit
-    return out
-
-
-@contextlib.contextmanager
-def _workers(jobs: int, n: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A pool of ``jobs`` processes (0: every CPU) for ``n`` curves, or None where serial is
-    as fast: one process, or a handful of curves."""
-    workers = min(_cpu_count() if jobs == 0 else jobs, n)
-    if workers <= 1 or n < MIN_PARALLEL_RUNS:
-        yield None
-        return
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(cancel_futures=True)
-
-
-def _fit_stream(curves: Iterable[tuple[int, np.ndarray, np.ndarray]], n: int,
-                max_components: int,
-                pool: ProcessPoolExecutor | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(index, fit)`` as fits finish; ``curves`` is consumed lazily, chunk by chunk."""
-    if pool is None:
-        for i, t, y in curves:
-            yield i, fit_curve(t, y, max_components)
-        return
-    size = max(1, min(MAX_CHUNK, n // 16))
-    futures = [pool.submit(_fit_chunk, chunk, max_components) for chunk in _chunks(curves, size)]
-    for future in as_completed(futures):
-        yield from future.result()
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------- reading, writing back
 
 
@@ -345,7 +235,7 @@ def _fit_and_write_back(client: MlflowClient, runs: list[Run], config: CompareCo
     curves = ((i, *read_curve(client, rid, config.metric)) for i, rid in enumerate(ids))
     fits: list[dict[str, Any]] = [{}] * len(runs)
     stamp = get_current_time_millis()
-    for i, fit in _fit_stream(curves, len(runs), config.max_components, pool):
+    for i, fit in lld_batch.fit_stream(curves, len(runs), config.max_components, pool):
         fits[i] = fit
         metrics = _source_metrics(fit, stamp)
         if metrics:
@@ -481,5 +371,4 @@ def _components(fits: list[dict[str, Any]], colour: list[str]) -> tuple[list, li
     return centers, widths, values
 
 
-__all__ = ["CompareConfig", "compare_job", "select_runs", "fit_curve", "fit_curves",
-           "read_curve", "table_rows"]
+__all__ = ["CompareConfig", "compare_job", "select_runs", "read_curve", "table_rows"]
