@@ -1,16 +1,36 @@
-"""The ``dsc`` command line: one subcommand per MLproject entry point."""
+"""The ``dsc`` command line: one subcommand per MLproject entry point.
+
+Every option that is a setting is generated from its declaration in :mod:`dsc.settings`
+(:func:`options`); the commands build the configs from the values. Importing this module
+imports neither torch nor mlflow, so ``--help`` answers at once: the jobs are imported when a
+command runs.
+"""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import click
 
 from dsc.errors import ConfigError, DscError
+from dsc.settings import (
+    TRAIN_CONFIGS,
+    AnalyzeConfig,
+    CompareConfig,
+    DataConfig,
+    Option,
+    SnapshotConfig,
+    SweepConfig,
+    TrackConfig,
+    build,
+    options_of,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+SWEEP_CONFIGS = (DataConfig, SweepConfig)  # `dsc sweep`'s: data options given directly, and the sweep's
 
 
 def os_error_line(exc: OSError) -> str:
@@ -24,6 +44,18 @@ def os_error_line(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
+def error_line(exc: Exception) -> str | None:
+    """The one line a user can act on for ``exc``, or None when it is a bug (keep the traceback)."""
+    if isinstance(exc, DscError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # not imported: the error is not MLflow's
+    if mlflow_errors and isinstance(exc, mlflow_errors.MlflowException):
+        return f"MLflow: {exc.message.splitlines()[0] if exc.message else exc}"
+    return None
+
+
 def one_line_errors(fn: Callable) -> Callable:
     """Report errors a user can act on as one ``error:`` line on stderr and exit 1.
 
@@ -31,18 +63,15 @@ def one_line_errors(fn: Callable) -> Callable:
     errors (an unreachable server, a refused request). The run is already marked FAILED by
     then. Anything else is a bug and keeps its traceback.
     """
-    from mlflow.exceptions import MlflowException
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except DscError as exc:
-            line = str(exc)
-        except OSError as exc:
-            line = os_error_line(exc)
-        except MlflowException as exc:
-            line = f"MLflow: {exc.message.splitlines()[0] if exc.message else exc}"
+        except Exception as exc:
+            line = error_line(exc)
+            if line is None:
+                raise
         click.echo(f"error: {line}", err=True)
         sys.exit(1)
 
@@ -52,6 +81,44 @@ def one_line_errors(fn: Callable) -> Callable:
 def given_on_command_line(ctx: click.Context, names) -> list[str]:
     """The parameters among ``names`` that the user typed (not defaults or environment)."""
     return [n for n in names if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+
+
+def click_option(opt: Option) -> Callable:
+    """The click option of one declared setting: its type, range or choices, default and help."""
+    spec, kw = opt.spec, {"help": opt.spec.help, "show_default": opt.default not in ("", ())}
+    if opt.kind is bool:
+        return click.option(f"{opt.flag}/--no-{opt.name}", opt.param, default=opt.default, **kw)
+    if opt.kind in (int, float) and spec.ranged:
+        rng = click.IntRange if opt.kind is int else click.FloatRange
+        kw["type"] = rng(spec.min, spec.max, min_open=spec.min_open, max_open=spec.max_open)
+    elif opt.kind in (int, float):
+        kw["type"] = opt.kind
+    elif spec.choices:
+        kw["type"] = click.Choice(spec.choices)
+    if opt.kind is tuple and spec.parse:  # given as text ("0,1,2"), parsed by the config
+        return click.option(opt.flag, opt.param, default=",".join(map(str, opt.default)),
+                            metavar=spec.metavar, **kw)
+    return click.option(opt.flag, opt.param, default=opt.default, multiple=opt.kind is tuple,
+                        metavar=spec.metavar, **kw)
+
+
+def options(*classes: type, by_field: bool = False,
+            changes: Mapping[str, Mapping[str, object]] | None = None) -> Callable[[Callable], Callable]:
+    """Decorate a command with one option per declared setting of ``classes``, in order.
+
+    ``changes`` replaces parts of a setting's declaration for this command only, by field
+    name (``dsc snapshot --every`` must be >= 1; the training option allows 0).
+    """
+    changes = changes or {}
+    opts = [dataclasses.replace(o, spec=dataclasses.replace(o.spec, **changes.get(o.field, {})))
+            for o in options_of(*classes, by_field=by_field).values()]
+
+    def decorate(fn: Callable) -> Callable:
+        for opt in reversed(opts):
+            fn = click_option(opt)(fn)
+        return fn
+
+    return decorate
 
 
 class OneLineGroup(click.Group):
@@ -86,82 +153,14 @@ def main() -> None:
     """
 
 
-def data_options(fn: Callable) -> Callable:
-    """The --data family of options, shared by every command that reads a dataset."""
-    opts = [
-        click.option("--data", default="synthetic", show_default=True,
-                     help="Dataset: 'synthetic' (generated Lambertian faces), 'yale:PATH' "
-                          "(Yale Face Database B directory or .tar.gz archives) or 'folder:PATH' "
-                          "(an ImageFolder tree, one sub-directory per class)."),
-        click.option("--image-size", type=click.IntRange(16, 1024), default=128, show_default=True,
-                     help="Images are resized to SIZE x SIZE."),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     default=0.2, show_default=True, help="Stratified validation share."),
-        click.option("--data-seed", type=int, default=0, show_default=True,
-                     help="Seeds the synthetic faces, the Yale subject draw and the split."),
-        click.option("--identities", type=click.IntRange(2, 100), default=5, show_default=True,
-                     help="synthetic: number of identities (classes)."),
-        click.option("--subjects", default="5", show_default=True,
-                     help="yale: a count drawn at random by --data-seed (the paper: 5), "
-                          "a comma list of subject numbers, or '' for all."),
-        click.option("--cache-dir", default="", help="Where generated data and extracted archives "
-                                                      "are kept (default $DSC_CACHE_DIR or ~/.cache/dsc)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
 @main.command(context_settings=CONTEXT)
-@data_options
-@click.option("--arch", type=click.Choice(["dense-vgg", "vgg11"]), default="dense-vgg", show_default=True,
-              help="dense-vgg: the paper's network; vgg11: torchvision's VGG-11, its starting point.")
-@click.option("--depth", type=click.IntRange(1, 32), default=5, show_default=True, help="Conv layers.")
-@click.option("--filters", type=click.IntRange(1, 512), default=3, show_default=True, help="Channels per conv layer.")
-@click.option("--kernel-size", type=click.IntRange(1, 15), default=3, show_default=True, help="Conv kernel size (odd).")
-@click.option("--hidden", type=click.IntRange(1, 65536), default=1024, show_default=True, help="Width of fc1 and fc2.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Dropout after fc1 and fc2.")
-@click.option("--epochs", type=click.IntRange(0, 100000), default=60, show_default=True,
-              help="Training epochs (epoch 0 is the evaluation before any update).")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=32, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True, help="Learning rate.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
-              help="SGD momentum.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, dropout and batch order.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
-              help="NHWC memory format (several times faster on CPU).")
-@click.option("--micro-batch", type=click.IntRange(0, 65536), default=0, show_default=True,
-              help="Images per forward/backward pass within a step; gradients are summed, so the update "
-                   "is the whole batch's. 0: auto (CPU: parts whose input maps fit in 4 MB; CUDA: whole batch).")
-@click.option("--conv-kernel", type=click.Choice(["auto", "dsc", "torch"]), default="auto", show_default=True,
-              help="Who runs DenseVGG's 3->3 channel 3x3 convolutions in training on CPU. dsc: dsc's "
-                   "kernel (vectorised over the image width; 1.4x torch's images/s at 128x128); torch: "
-                   "torch's layers; auto: dsc's from 64x64 images up. Evaluation always runs torch's.")
-@click.option("--checkpoint-every", type=click.IntRange(1), default=1, show_default=True,
-              help="Keep a checkpoint every N epochs (epoch 0, the last and each new best always).")
-@click.option("--snapshot-every", type=click.IntRange(0), default=1, show_default=True,
-              help="Snapshot activations, spectra and similarity at epoch 0 and every N epochs (0: none).")
-@click.option("--probe-per-class", type=click.IntRange(0), default=0, show_default=True,
-              help="Cap on probe images per class, taken from the validation split (0: all of it).")
-@click.option("--snapshot-budget-mb", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True,
-              help="Activation bytes per snapshot; conv maps are average-pooled to fit.")
-@click.option("--experiment", default="", help="MLflow experiment name (default: the current one).")
-@click.option("--run-name", default="", help="MLflow run name.")
-@click.option("--register-name", default="", help="Registered model name (default dsc-<data>-<arch>).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@options(*TRAIN_CONFIGS)
 @click.option("--resume", "resume_id", default="", metavar="RUN_ID",
               help="Continue this stopped training run from its last complete checkpoint, into the "
                    "same run and with its own settings (no other option may be given).")
 @click.pass_context
 @one_line_errors
-def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, arch, depth, filters,
-          kernel_size, hidden, dropout, epochs, batch_size, optimizer, lr, momentum, weight_decay, seed,
-          device, channels_last, micro_batch, conv_kernel, snapshot_every, probe_per_class, snapshot_budget_mb, checkpoint_every,
-          experiment, run_name, register_name, progress, resume_id) -> None:
+def train(ctx, resume_id, **values) -> None:
     """Train the network and log metrics, checkpoints, the dataset and a registered model.
 
     Metrics (step = epoch, epoch 0 before any update): loss/train, loss/val, acc/train,
@@ -169,78 +168,51 @@ def train(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     best-validation one with alias 'best'. A run that was killed continues with
     --resume RUN_ID (or `mlflow run . -e resume --run-id RUN_ID`).
     """
-    from dsc.jobs.train import resume_job, train_job
-    from dsc.settings import TrackConfig
+    from dsc.jobs.train import failing_run, resume_job, train_job
 
     if resume_id:
         given = [f"--{name.replace('_', '-')}" for name in given_on_command_line(
-            ctx, [n for n in ctx.params if n not in ("resume_id", "progress")])]
+            ctx, [n for n in values if n != "progress"])]
         if given:
             raise ConfigError(f"--resume continues run {resume_id} with its own settings; drop {', '.join(given)}")
-        run_id = resume_job(resume_id, progress=progress)
+        run_id = resume_job(resume_id, progress=values["progress"])
         click.echo(f"run {run_id} resumed and finished")
         return
 
-    data_kw = dict(data=data, image_size=image_size, val_fraction=val_fraction, data_seed=data_seed,
-                   identities=identities, subjects=subjects, cache_dir=cache_dir)
-    model_kw = dict(arch=arch, depth=depth, filters=filters, kernel_size=kernel_size, hidden=hidden,
-                    dropout=dropout)
-    train_kw = dict(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
-                    weight_decay=weight_decay, seed=seed, device=device, channels_last=channels_last,
-                    micro_batch=micro_batch, conv_kernel=conv_kernel)
-    track = TrackConfig(experiment=experiment, run_name=run_name, register_name=register_name,
-                        checkpoint_every=checkpoint_every, progress=progress)
-    snap_kw = dict(every=snapshot_every, probe_per_class=probe_per_class, budget_mb=snapshot_budget_mb)
-    run_id = train_job(data_kw, model_kw, train_kw, track, snap_kw)
+    (track,) = build([TrackConfig], values)
+    with failing_run(track):  # a refused value leaves a FAILED run, as a failed training does
+        data_cfg, model_cfg, train_cfg, snap_cfg = build(TRAIN_CONFIGS[:4], values)
+    run_id = train_job(data_cfg, model_cfg, train_cfg, track, snap_cfg)
     click.echo(f"run {run_id} finished")
 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--run-id", required=True, help="Training run whose per-epoch checkpoints are snapshotted.")
-@click.option("--every", type=click.IntRange(1), default=1, show_default=True,
-              help="Snapshot checkpoints whose epoch is a multiple of N.")
-@click.option("--probe-per-class", type=click.IntRange(0), default=0, show_default=True,
-              help="Cap on probe images per class from the validation split (0: all of it).")
-@click.option("--budget-mb", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True,
-              help="Megabytes per snapshot; conv maps are average-pooled to fit.")
+@options(SnapshotConfig, by_field=True,
+         changes={"every": {"min": 1, "help": "Snapshot checkpoints whose epoch is a multiple of N."}})
 @click.option("--prefix", default="snapshots", show_default=True, help="Artifact directory to write.")
 @click.option("--child", is_flag=True, help="Write to a new child run instead of the training run.")
 @click.option("--overwrite", is_flag=True, help="Replace snapshots the run already has under --prefix.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @one_line_errors
-def snapshot(run_id, every, probe_per_class, budget_mb, prefix, child, overwrite, progress) -> None:
+def snapshot(run_id, prefix, child, overwrite, progress, **values) -> None:
     """Recompute per-epoch snapshots of a training run from its checkpoints.
 
     Use it to snapshot a run trained with --snapshot-every 0, or with a larger probe set or
     budget. Results go to the training run (refused if it already has them, unless
     --overwrite or another --prefix) or, with --child, to a new child run.
     """
-    from dsc.jobs.train import snapshot_job
+    from dsc.jobs.snapshot import snapshot_job
 
-    target = snapshot_job(run_id, dict(every=every, probe_per_class=probe_per_class, budget_mb=budget_mb),
-                          child=child, overwrite=overwrite, prefix=prefix, progress=progress)
+    (snap_cfg,) = build([SnapshotConfig], values, by_field=True)
+    target = snapshot_job(run_id, snap_cfg, child=child, overwrite=overwrite, prefix=prefix, progress=progress)
     click.echo(f"snapshots written to run {target} under {prefix}/")
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--experiment", "experiments", multiple=True,
-              help="Search this experiment (by name); repeatable. Default: every experiment.")
-@click.option("--filter", "filter_string", default="",
-              help="MLflow search filter, e.g. \"params.lr = '0.01'\" (back-quote names with '/': "
-                   "metrics.`acc/val` > 0.5); ANDed with tags.`dsc.kind` = 'train'.")
-@click.option("--run-id", "run_ids", multiple=True,
-              help="Compare this run; repeatable. A named run that is not a FINISHED training "
-                   "run with the metric is an error (searched ones are skipped with a warning).")
-@click.option("--metric", default="acc/val", show_default=True,
-              help="Metric to decompose (logged with step = epoch).")
-@click.option("--max-components", type=click.IntRange(1, 6), default=3, show_default=True,
-              help="Fit N = 1..K logistic components; N is chosen by BIC.")
-@click.option("--jobs", type=click.IntRange(0), default=0,
-              help="Fitting processes (default 0: every CPU).")
-@click.option("--color-by", default="lr", show_default=True,
-              help="Run param that colours the centre/width scatter.")
+@options(CompareConfig)
 @one_line_errors
-def compare(experiments, filter_string, run_ids, metric, max_components, jobs, color_by) -> None:
+def compare(**values) -> None:
     """Logistic learning decomposition of one metric across tracked runs.
 
     Logs a comparison run (tag dsc.kind = compare) with lld/table.csv, lld/table.json,
@@ -248,11 +220,8 @@ def compare(experiments, filter_string, run_ids, metric, max_components, jobs, c
     and lld/* metrics (lld/n_components, lld/r2_N, lld/center_i, ...) on every source run.
     """
     from dsc.jobs.compare import compare_job
-    from dsc.settings import CompareConfig
 
-    config = CompareConfig(experiments=experiments, filter_string=filter_string, run_ids=run_ids,
-                           metric=metric, max_components=max_components, jobs=jobs,
-                           color_by=color_by)
+    (config,) = build([CompareConfig], values)
     run_id = compare_job(config, warn=lambda line: click.echo(f"warning: {line}", err=True))
     click.echo(f"comparison run {run_id} finished")
 
@@ -263,26 +232,9 @@ def compare(experiments, filter_string, run_ids, metric, max_components, jobs, c
 @click.option("--experiment", default="",
               help="Without --run-id: search this experiment (by name; default MLFLOW_EXPERIMENT_NAME/ID, "
                    "else every experiment).")
-@click.option("--layer", default="fc2", show_default=True,
-              help="Layer whose probe activations the PCA, emergence and leading-feature views use.")
-@click.option("--components", type=click.IntRange(2, 100), default=10, show_default=True,
-              help="Leading PCs tracked over epochs (and the space class emergence is scored in).")
-@click.option("--esd-epochs", default="",
-              help="Comma list of snapshot epochs for the ESD histograms (default: first, transition, last).")
-@click.option("--modes-max-images", type=click.IntRange(1), default=576, show_default=True,
-              help="Validation images (a stratified subset) the modes step evaluates.")
-@click.option("--modes-points", type=click.IntRange(2, 100), default=10, show_default=True,
-              help="Values of k per layer in the modes step.")
-@click.option("--top-k", type=click.IntRange(1, 50), default=6, show_default=True,
-              help="Most activating probe inputs shown per class.")
-@click.option("--lld-components", type=click.IntRange(1, 6), default=3, show_default=True,
-              help="Logistic components tried in the learning-curve decomposition, 1..N.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds the random-mode control and the validation subset.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@options(AnalyzeConfig)
 @one_line_errors
-def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images, modes_points, top_k,
-            lld_components, seed, progress) -> None:
+def analyze(run_id, experiment, **values) -> None:
     """Figures, numbers and an HTML report of a finished training run, logged onto that run.
 
     Writes analysis/figures/*.png (and pca.gif), analysis/summary.json and a self-contained
@@ -290,42 +242,19 @@ def analyze(run_id, experiment, layer, components, esd_epochs, modes_max_images,
     run's status is not changed; an error leaves it as it was.
     """
     from dsc.jobs.analyze import analyze_job
-    from dsc.settings import AnalyzeConfig
 
-    try:
-        epochs = tuple(int(e) for e in esd_epochs.replace(" ", "").split(",") if e)
-    except ValueError:
-        raise ConfigError(f"--esd-epochs {esd_epochs!r}: use a comma list of epochs, e.g. 0,25,60") from None
-    cfg = AnalyzeConfig(layer=layer, n_components=components, esd_epochs=epochs,
-                        modes_max_images=modes_max_images, modes_points=modes_points, top_k=top_k,
-                        lld_components=lld_components, seed=seed, progress=progress)
+    (cfg,) = build([AnalyzeConfig], values)
     result = analyze_job(run_id, experiment, cfg)
     click.echo(f"run {result.src.run_id} analysed in {result.wall_s:.1f} s: "
                f"{len(result.summary['figures'])} figures, analysis/summary.json, analysis/report.html")
 
 
 @main.command(context_settings=CONTEXT)
-@data_options
-@click.option("--seeds", default="0", show_default=True,
-              help="Training seeds, a comma list (0,1,2) or a range (0-4); each grid point runs once per seed.")
-@click.option("--grid", multiple=True, metavar="KEY=V1,V2",
-              help="A dsc train option and the values to sweep, e.g. lr=1e-4,3e-4; repeatable "
-                   "(the grid is every combination). One --grid may hold several, space-separated.")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A dsc train option every run shares, e.g. epochs=30; repeatable, or several "
-                   "space-separated. Data options may also be given directly (--image-size 32).")
-@click.option("--parallel", type=click.IntRange(1), default=2, show_default=True,
-              help="Trainings at a time (each a `python -m dsc train` process).")
-@click.option("--experiment", default="", help="MLflow experiment of the runs (default: the current one).")
-@click.option("--metric", default="acc/val", show_default=True, help="Metric the comparison decomposes.")
-@click.option("--max-components", type=click.IntRange(1, 6), default=3, show_default=True,
-              help="Logistic components the comparison tries, 1..N.")
-@click.option("--color-by", default="", help="Param colouring the comparison (default: the first grid key, else seed).")
+@options(*SWEEP_CONFIGS)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @click.pass_context
 @one_line_errors
-def sweep(ctx, data, image_size, val_fraction, data_seed, identities, subjects, cache_dir, seeds, grid,
-          settings, parallel, experiment, metric, max_components, color_by, progress) -> None:
+def sweep(ctx, progress, **values) -> None:
     """Train a grid of seeds and options as parallel tracked runs, then compare them.
 
     Every combination of the --grid values and --seeds is one `dsc train` run in the current
@@ -334,17 +263,51 @@ def sweep(ctx, data, image_size, val_fraction, data_seed, identities, subjects, 
     those runs. Every key and value is checked before anything trains; a failed run does not
     stop the others, and the sweep then fails naming it.
     """
-    from dsc.jobs.sweep import parse_seeds, sweep_job
-    from dsc.settings import SweepConfig
+    from dsc.jobs.sweep import sweep_job
 
-    data_names = [p.name for p in data_options(lambda: None).__click_params__]
-    given = {name: ctx.params[name] for name in given_on_command_line(ctx, data_names)}
-    config = SweepConfig(seeds=parse_seeds(seeds), grid=grid, fixed=settings, parallel=parallel,
-                         experiment=experiment, metric=metric, max_components=max_components,
-                         color_by=color_by)
+    given = {name: values[name] for name in given_on_command_line(ctx, options_of(DataConfig))}
+    (config,) = build([SweepConfig], values)
     result = sweep_job(config, given, progress=progress)
     click.echo(f"sweep {result.sweep_id}: {len(result.run_ids)} runs; "
                f"comparison run {result.comparison_id} finished")
+
+
+README_INTRO = {
+    "train": ("As `dsc train --help` prints them; `mlflow run . -e train -P name=value` takes the "
+              "names with `_` for `-`."),
+    "sweep": ("As `dsc sweep --help` prints them; the `sweep` entry point's parameters are `seeds`, "
+              "`grid`, `set`, `parallel`, `experiment`, `metric`, `max_components` and `color_by` "
+              "(`-P grid=\"lr=1e-4,3e-4 batch-size=16,32\" -P set=\"epochs=30 image-size=32\"`)."),
+}
+
+
+def readme_section(command: str) -> str:
+    """The README's section on a command's options (markdown), generated from the declarations.
+
+    The options are grouped by config, each as ``--help`` shows it; ``tests/test_settings.py``
+    holds the README to this text.
+    """
+    classes = {"train": TRAIN_CONFIGS, "sweep": SWEEP_CONFIGS}[command]
+    cmd = main.commands[command]
+    ctx = click.Context(cmd, info_name=f"dsc {command}")
+    titles = {o.param: o.owner._title or f"dsc {command}" for o in options_of(*classes).values()}
+    groups: dict[str, list[str]] = {}
+    for param in cmd.params:
+        if isinstance(param, click.Option) and param.name != "help":
+            names, text = param.get_help_record(ctx)
+            groups.setdefault(titles.get(param.name, "Other"), []).append(f"- `{names}`: {text}")
+    lines = [f"### `dsc {command}` options", "", README_INTRO[command]]
+    for title, items in groups.items():
+        lines += ["", f"{title}:", *items]
+    if command == "sweep":
+        from dsc.jobs.sweep import RESERVED
+
+        refused = "; ".join(f"`{key.replace('_', '-')}` ({why})" for key, why in RESERVED.items())
+        lines += ["", "Keys of `--grid` and `--set` are `dsc train` option names (`image-size` or "
+                      f"`image_size`) except {refused}. Every value is checked before anything "
+                      "trains, with the setting's declared type, range and choices and the configs' "
+                      "rules (`--grid kernel-size=3,4` fails on 4)."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

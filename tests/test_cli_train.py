@@ -125,6 +125,12 @@ def test_malformed_data_spec_fails_the_run(store):
     assert "use 'synthetic'" in line
 
 
+def test_refused_setting_fails_the_run_and_logs_no_params(store):
+    line, run = failed_run(store, "--kernel-size", "4")
+    assert line == "error: kernel_size must be a positive odd int, got 4"
+    assert run.data.params == {} and "kernel_size must be" in run.data.tags["error"]
+
+
 def test_malformed_option_value_is_a_usage_error(store):
     res = CliRunner().invoke(main, ["train", "--lr", "fast"])
     assert res.exit_code == 2 and "'fast' is not a valid float" in res.stderr

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -149,3 +151,10 @@ def test_a_failed_member_fails_the_sweep_and_the_others_are_kept(store):
     assert f"1 of 2 runs failed: run {bad.info.run_id} (lr=100000000.0 seed=0): " in errors[0]
     assert "diverged" in errors[0] or "non-finite" in errors[0]
     assert f"kept: 1 finished run(s) (tag {SWEEP_TAG} = " in errors[0]
+
+
+def test_the_sweep_reads_the_settings_not_the_command_line():
+    """Keys and types come from dsc.settings: importing the sweep imports neither click nor dsc.cli."""
+    code = "import sys, dsc.jobs.sweep; print(sorted(m for m in ('click', 'dsc.cli') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

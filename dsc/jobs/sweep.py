@@ -8,9 +8,10 @@ and named after its settings; when all have finished, :func:`dsc.jobs.compare.co
 decomposes the learning curves of exactly those runs.
 
 Keys are ``dsc train`` option names (``image-size`` or ``image_size``) and every value is
-checked up front with the option's own type and the configs' rules, so a typo fails the
-sweep before anything trains. A member that fails does not stop the others; the sweep then
-fails with one line naming it, and the finished runs stay in the store.
+checked up front with the setting's declared type, range and choices (:mod:`dsc.settings`)
+and the configs' rules, so a typo fails the sweep before anything trains. A member that
+fails does not stop the others; the sweep then fails with one line naming it, and the
+finished runs stay in the store.
 
 Public API: :class:`SweepConfig`, :class:`Member`, :func:`plan`, :func:`expand`,
 :func:`parse_seeds`, :func:`parse_assignments`, :func:`sweep_job`.
@@ -27,13 +28,19 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
 from dsc.errors import ConfigError, TrackingError
-from dsc.settings import SweepConfig
+from dsc.settings import (
+    TRAIN_CONFIGS,
+    Option,
+    SweepConfig,
+    build,
+    options_of,
+    parse_seeds,
+    parse_text,
+)
 
 SWEEP_TAG = "dsc.sweep"
 MEMBER_TAG = "dsc.sweep_member"  # the member's grid settings, e.g. "lr=0.0003 seed=1"
@@ -46,8 +53,6 @@ RESERVED = {
     "resume": "resume a failed member with `dsc train --resume RUN_ID`",
 }
 _POLL_S = 0.2
-
-
 
 
 @dataclass(frozen=True)
@@ -93,26 +98,6 @@ class SweepResult:
 # --------------------------------------------------------------------------- parsing (pure)
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` (or ``"0-4"`` for a range) to a tuple of distinct ints."""
-    seeds: list[int] = []
-    for part in (p.strip() for p in text.replace(" ", ",").split(",")):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-        try:
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
-        except ValueError:
-            raise ConfigError(f"--seeds {text!r}: use a comma list of integers such as 0,1,2 "
-                              "or a range such as 0-4") from None
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ConfigError(f"--seeds {text!r}: seed {repeated[0]} is listed twice")
-    if not seeds:
-        raise ConfigError(f"--seeds {text!r}: give at least one seed, e.g. 0,1,2")
-    return tuple(seeds)
-
-
 def parse_assignments(items: Sequence[str], option: str, many: bool) -> dict[str, list[str]]:
     """``["lr=1e-4,3e-4 epochs=5"]`` to ``{"lr": ["1e-4", "3e-4"], "epochs": ["5"]}``.
 
@@ -150,26 +135,20 @@ def expand(seeds: Sequence[int], grid: Mapping[str, Sequence[object]]) -> list[M
 # --------------------------------------------------------------------------- checking
 
 
-def train_options() -> dict[str, click.Option]:
-    """``dsc train``'s options by name (``image_size`` for ``--image-size``): the source of truth
-    for keys and types."""
-    from dsc.cli import main
-
-    return {p.opts[0].lstrip("-").replace("-", "_"): p for p in main.commands["train"].params
-            if isinstance(p, click.Option)}
+def train_options() -> dict[str, Option]:
+    """``dsc train``'s settings by parameter name (``image_size`` for ``--image-size``)."""
+    return options_of(*TRAIN_CONFIGS)
 
 
-def _convert(key: str, raw: str, option: str, options: Mapping[str, click.Option]) -> object:
-    """A value checked with the train option's own click type (ranges, choices, booleans)."""
-    opt = options[key]
-    kind = click.BOOL if opt.is_bool_flag else opt.type
+def _convert(key: str, raw: str, option: str, options: Mapping[str, Option]) -> object:
+    """A value checked with the setting's declared type, range and choices."""
     try:
-        return kind.convert(raw, opt, None)
-    except click.BadParameter as exc:
-        raise ConfigError(f"{option} {key}={raw}: {exc.message}") from None
+        return parse_text(options[key], raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{option} {key}={raw}: {exc}") from None
 
 
-def _check_key(key: str, option: str, options: Mapping[str, click.Option]) -> None:
+def _check_key(key: str, option: str, options: Mapping[str, Option]) -> None:
     if key in RESERVED:
         raise ConfigError(f"{option} {key}: not a sweep key; {RESERVED[key]}")
     if key not in options:
@@ -181,7 +160,7 @@ def _check_key(key: str, option: str, options: Mapping[str, click.Option]) -> No
 def plan(config: SweepConfig, data_kw: Mapping[str, object] | None = None) -> Plan:
     """Check every key and value of a sweep and list its members.
 
-    ``data_kw`` holds data options given to ``dsc sweep`` directly (already checked by click);
+    ``data_kw`` holds data options given to ``dsc sweep`` directly (already checked by the command line);
     they are fixed settings like ``--set`` ones. Raises :class:`ConfigError` (one line) for an
     unknown or reserved key, a key given twice, a value its option refuses, or a combination
     the configs refuse (an even kernel size, a CUDA device where there is none).
@@ -203,21 +182,18 @@ def plan(config: SweepConfig, data_kw: Mapping[str, object] | None = None) -> Pl
                               "keep one")
         grid[key] = [_convert(key, raw, "--grid", options) for raw in raws]
     members = expand(config.seeds, grid)
-    defaults = {k: o.default for k, o in options.items()}
     for member in members:
-        _check_configs({**defaults, **fixed, **member.settings}, member)
+        _check_configs({**fixed, **member.settings}, member)
     return Plan(config, fixed, members)
 
 
 def _check_configs(values: Mapping[str, object], member: Member) -> None:
     """Build the configs a member's training would build, so their rules apply up front."""
     from dsc.nn.train import pick_device
-    from dsc.settings import DataConfig, ModelConfig, TrainConfig
 
     try:
-        for cls in (DataConfig, ModelConfig, TrainConfig):
-            cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
-        pick_device(str(values["device"]))
+        build(TRAIN_CONFIGS, values)
+        pick_device(str(values.get("device", train_options()["device"].default)))
     except (ConfigError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"sweep member {member.label}: {exc}") from None
 
@@ -232,10 +208,10 @@ def _argv(settings: Mapping[str, object]) -> list[str]:
     out: list[str] = []
     for key, value in settings.items():
         opt = options[key]
-        if opt.is_bool_flag and opt.secondary_opts:
-            out.append(opt.opts[0] if value else opt.secondary_opts[0])
+        if opt.kind is bool:
+            out.append(opt.flag if value else f"--no-{opt.name}")
         else:
-            out += [opt.opts[0], _text(value)]
+            out += [opt.flag, _text(value)]
     return out
 
 

@@ -1,5 +1,9 @@
-"""Entry-point jobs: each opens (or attaches to) an MLflow run and does one step of the pipeline."""
+"""Training jobs: a new training run (:func:`train_job`) and a stopped one continued (:func:`resume_job`)."""
 from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 
 import mlflow
 import numpy as np
@@ -8,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from dsc import tracking
 from dsc.data.dataset import load_imageset, prepare
-from dsc.errors import ConfigError, DataError, TrackingError
+from dsc.errors import DataError, DscError, TrackingError
 from dsc.jobs import recorder
 from dsc.nn.checkpoint import set_rng_state
 from dsc.nn.model import build_model, count_parameters
@@ -19,11 +23,8 @@ from dsc.settings import (
     SnapshotConfig,
     TrackConfig,
     TrainConfig,
+    options_of,
 )
-
-
-def _flat_params(**groups: dict) -> dict:
-    return {k: v for group in groups.values() for k, v in group.items()}
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -52,28 +53,41 @@ def provenance_tags(model: torch.nn.Module, data, device: torch.device) -> dict[
             "dsc.data_digest": data.imageset.digest(), "dsc.init_weights": weights_digest(model)}
 
 
-def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
-              snap_kw: dict | None = None) -> str:
+@contextlib.contextmanager
+def failing_run(track: TrackConfig) -> Iterator[None]:
+    """Settings refused inside (a :class:`DscError`) leave a FAILED training run with the error.
+
+    Build the configs of a run in it, so that a bad value ends like a training that failed:
+    a run marked FAILED, its ``error`` tag saying why.
+    """
+    try:
+        yield
+    except DscError:
+        with _training_run(track):
+            raise
+
+
+def _training_run(track: TrackConfig):
+    return tracking.run_context(track.experiment, track.run_name or None, tags={tracking.KIND_TAG: "train"})
+
+
+def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, track: TrackConfig,
+              snap_cfg: SnapshotConfig | None = None) -> str:
     """Train and log everything to a run; returns the run id.
 
-    The keyword dicts hold DataConfig, ModelConfig (less ``num_classes``, which the data
-    decides) and TrainConfig fields. Configs are built inside the run so that a bad value
-    also leaves a FAILED run behind.
+    ``model_cfg.num_classes`` is replaced by the number of classes of the data. Params are
+    logged once, under the names of the ``dsc train`` options (``snapshot_every``).
     """
-    with tracking.run_context(track.experiment, track.run_name or None,
-                              tags={tracking.KIND_TAG: "train"}) as run:
-        data_cfg, train_cfg = DataConfig(**data_kw), TrainConfig(**train_kw)
-        snap_cfg = SnapshotConfig(**(snap_kw or {}))
-        ModelConfig(**model_kw)  # validates before any data is read
-        tracking.log_params_once(_flat_params(data=data_cfg.to_dict(), train=train_cfg.to_dict(),
-                                              model=model_kw, snapshot=_snapshot_params(snap_cfg),
-                                              track={"checkpoint_every": track.checkpoint_every,
-                                                     "register_name": track.register_name}))
+    snap_cfg = snap_cfg or SnapshotConfig()
+    with _training_run(track) as run:
+        tracking.log_params_once({**data_cfg.to_dict(), **train_cfg.to_dict(), **_option_params(model_cfg),
+                                  **_option_params(snap_cfg), "checkpoint_every": track.checkpoint_every,
+                                  "register_name": track.register_name})
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
         data = prepare(load_imageset(data_cfg), data_cfg)
         tracking.log_dataset(data)
-        model_cfg = ModelConfig(num_classes=len(data.classes), **model_kw)
+        model_cfg = dataclasses.replace(model_cfg, num_classes=len(data.classes))
         model = build_model(model_cfg)
         mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
         mlflow.set_tags(provenance_tags(model, data, device))
@@ -84,19 +98,16 @@ def train_job(data_kw: dict, model_kw: dict, train_kw: dict, track: TrackConfig,
         return run.info.run_id
 
 
-_SNAPSHOT_PARAMS = {"every": "snapshot_every", "probe_per_class": "probe_per_class",
-                    "budget_mb": "snapshot_budget_mb"}  # SnapshotConfig field -> run param
-
-
-def _snapshot_params(snap_cfg: SnapshotConfig) -> dict:
-    return {param: getattr(snap_cfg, field) for field, param in _SNAPSHOT_PARAMS.items()}
+def _option_params(cfg) -> dict:
+    """A config's command-line settings under their option names (``snapshot_every``)."""
+    return {opt.param: getattr(cfg, opt.field) for opt in options_of(type(cfg)).values()}
 
 
 def _snapshot_config(params: dict[str, str]) -> SnapshotConfig:
     """The snapshot settings a run was trained with, read back from its params."""
     default = SnapshotConfig(every=0)  # runs without the params took no snapshots
-    return SnapshotConfig(**{field: type(getattr(default, field))(params.get(param, getattr(default, field)))
-                                      for field, param in _SNAPSHOT_PARAMS.items()})
+    return SnapshotConfig(**{o.field: o.kind(params.get(o.param, getattr(default, o.field)))
+                             for o in options_of(SnapshotConfig).values()})
 
 
 def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
@@ -147,7 +158,7 @@ def resume_job(run_id: str, progress: bool = True) -> str:
     params = source.data.params
     with tracking.run_context(run_id=run_id) as run:
         ckpt = tracking.load_checkpoint(run_id, path)
-        data, model, train_cfg = _restore(ckpt)
+        data, model, train_cfg = restore(ckpt)
         digest = data.imageset.digest()
         if digest != source.data.tags.get("dsc.data_digest", digest):
             raise DataError(f"the data of run {run_id} changed since it started (digest "
@@ -212,71 +223,10 @@ def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: reco
     mlflow.log_param("best_epoch", logger.best_epoch)
 
 
-def _restore(ckpt: dict, data_override: dict | None = None):
+def restore(ckpt: dict, data_override: dict | None = None):
     """Data, model and train config of a checkpoint, rebuilt on this machine."""
     data_cfg = DataConfig(**{**ckpt["data_config"], **(data_override or {})})
     data = prepare(load_imageset(data_cfg), data_cfg)
     model = build_model(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     return data, model, TrainConfig(**ckpt["train_config"])
-
-
-def _target_run(source: mlflow.entities.Run, child: bool, overwrite: bool, prefix: str, kind: str) -> tuple[str, bool]:
-    """The run that receives the snapshots (the source or a new child) and whether it is new."""
-    if child:
-        run = MlflowClient().create_run(
-            source.info.experiment_id, tags={"mlflow.parentRunId": source.info.run_id, tracking.KIND_TAG: kind,
-                                              "dsc.source_run": source.info.run_id})
-        return run.info.run_id, True
-    if tracking.has_artifacts(source.info.run_id, prefix) and not overwrite:
-        raise TrackingError(
-            f"run {source.info.run_id} already has {prefix}/; pass --child to write a child run, "
-            f"--prefix NAME for another directory, or --overwrite to replace them")
-    return source.info.run_id, False
-
-
-def snapshot_job(run_id: str, snap_kw: dict, child: bool = False, overwrite: bool = False,
-                 prefix: str = "snapshots", progress: bool = True) -> str:
-    """Recompute snapshots of a training run from its per-epoch checkpoints; returns the target run id."""
-    from tqdm.auto import tqdm
-
-    from dsc.nn.train import evaluate
-
-    source = tracking.require_run(run_id)
-    snap_cfg = SnapshotConfig(**snap_kw)
-    if snap_cfg.every < 1:
-        raise ConfigError("--every must be >= 1 for dsc snapshot")
-    ckpts = {e: p for e, p in tracking.list_checkpoints(run_id).items() if e % snap_cfg.every == 0}
-    if not ckpts:
-        raise TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
-                            "is it a dsc training run?")
-    target, new = _target_run(source, child, overwrite, prefix, "snapshot")
-    try:
-        first = tracking.load_checkpoint(run_id, next(iter(ckpts.values())))
-        data, model, train_cfg = _restore(first)
-        device = pick_device(train_cfg.device)
-        fmt = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
-        # Every checkpoint's epoch is snapshotted: the schedule was applied when listing them.
-        snaps = recorder.SnapshotLogger(model, data, SnapshotConfig(1, snap_cfg.probe_per_class,
-                                                                             snap_cfg.budget_mb),
-                                        device, prefix=prefix, run_id=target)
-        model.to(device=device, memory_format=fmt)
-        for epoch, path in tqdm(ckpts.items(), desc="snapshots", unit="ckpt", disable=not progress):
-            ckpt = first if epoch == first["epoch"] else tracking.load_checkpoint(run_id, path)
-            model.load_state_dict(ckpt["model_state"])
-            with snaps.capture.recording():
-                evaluate(model, data, data.val_idx, device, train_cfg)
-            snaps(_report(epoch, model))
-    except BaseException:
-        if new:
-            MlflowClient().set_terminated(target, "FAILED")
-        raise
-    if new:
-        MlflowClient().set_terminated(target, "FINISHED")
-    return target
-
-
-def _report(epoch: int, model: torch.nn.Module):
-    from dsc.nn.train import EpochReport
-
-    return EpochReport(epoch, {}, model, None)

@@ -10,7 +10,7 @@ import ctypes.util
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,15 +22,17 @@ from dsc.errors import ConfigError, TrainingDiverged
 from dsc.settings import TrainConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class EpochReport:
-    """What one epoch leaves: scalar metrics named as MLflow shows them, and the live objects."""
+    """What one epoch leaves: scalar metrics named as MLflow shows them, and the live objects.
+
+    ``optimizer`` is None where no training step ran (a snapshot recomputed from a checkpoint).
+    """
 
     epoch: int
     metrics: dict[str, float]
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    extra: dict = field(default_factory=dict)
+    optimizer: torch.optim.Optimizer | None
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -1,0 +1,127 @@
+"""Settings of the steps after training: analysing a run, comparing runs, sweeping a grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsc.errors import ConfigError
+from dsc.settings.base import FIELD_STYLE, Settings, setting
+
+MAX_COMPONENTS = 6  # LLD: each extra component adds 3 parameters and ~50% fitting time
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` (or ``"0-4"`` for a range) to a tuple of distinct ints."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.replace(" ", ",").split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(f"--seeds {text!r}: use a comma list of integers such as 0,1,2 "
+                              "or a range such as 0-4") from None
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"--seeds {text!r}: seed {repeated[0]} is listed twice")
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r}: give at least one seed, e.g. 0,1,2")
+    return tuple(seeds)
+
+
+def parse_epochs(text: str) -> tuple[int, ...]:
+    """``"0,25,60"`` to ``(0, 25, 60)``; ``""`` to ``()``."""
+    try:
+        return tuple(int(e) for e in text.replace(" ", "").split(",") if e)
+    except ValueError:
+        raise ConfigError(f"--esd-epochs {text!r}: use a comma list of epochs, e.g. 0,25,60") from None
+
+
+def _named(kind: str, example: str):
+    def check(value: str) -> str | None:
+        return None if value.strip() else f"must be a {kind} name such as {example!r}"
+    return check
+
+
+def _some(seeds: tuple[int, ...]) -> str | None:
+    return None if seeds else "give at least one seed, e.g. 0,1,2"
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig(Settings):
+    """What ``dsc analyze`` computes of one run."""
+
+    layer: str = setting("fc2", help="Layer whose probe activations the PCA, emergence and leading-feature views use.")
+    n_components: int = setting(10, min=2, max=100, cli="components", help=(
+        "Leading PCs tracked over epochs (and the space class emergence is scored in)."))
+    esd_epochs: tuple[int, ...] = setting((), parse=parse_epochs, help=(
+        "Comma list of snapshot epochs for the ESD histograms (default: first, transition, last)."))
+    modes_max_images: int = setting(576, min=1, help="Validation images (a stratified subset) the modes step evaluates.")
+    modes_points: int = setting(10, min=2, max=100, help="Values of k per layer in the modes step.")
+    top_k: int = setting(6, min=1, max=50, help="Most activating probe inputs shown per class.")
+    lld_components: int = setting(3, min=1, max=MAX_COMPONENTS,
+                                  help="Logistic components tried in the learning-curve decomposition, 1..N.")
+    seed: int = setting(0, help="Seeds the random-mode control and the validation subset.")
+    progress: bool = setting(True, help="Progress bar over the steps.")
+
+
+@dataclass(frozen=True)
+class CompareConfig(Settings):
+    """Which runs to compare and how."""
+
+    _style = FIELD_STYLE
+    _say_type = True
+
+    experiments: tuple[str, ...] = setting((), cli="experiment", help=(
+        "Search this experiment (by name); repeatable. Default: every experiment."))
+    filter_string: str = setting("", cli="filter", help=(
+        "MLflow search filter, e.g. \"params.lr = '0.01'\" (back-quote names with '/': "
+        "metrics.`acc/val` > 0.5); ANDed with tags.`dsc.kind` = 'train'."))
+    run_ids: tuple[str, ...] = setting((), cli="run-id", help=(
+        "Compare this run; repeatable. A named run that is not a FINISHED training run with the "
+        "metric is an error (searched ones are skipped with a warning)."))
+    metric: str = setting("acc/val", check=_named("metric", "acc/val"),
+                          help="Metric to decompose (logged with step = epoch).")
+    max_components: int = setting(3, min=1, max=MAX_COMPONENTS,
+                                  help="Fit N = 1..K logistic components; N is chosen by BIC.")
+    jobs: int = setting(0, min=0, help="Fitting processes (0: every CPU this process may use).")
+    color_by: str = setting("lr", check=_named("param", "lr"),
+                            help="Run param that colours the centre/width scatter.")
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "experiments", tuple(e.strip() for e in self.experiments if e.strip()))
+        set_(self, "run_ids", tuple(dict.fromkeys(r.strip() for r in self.run_ids if r.strip())))
+        set_(self, "filter_string", self.filter_string.strip())
+        super().__post_init__()
+
+    def params(self) -> dict[str, object]:
+        """What the comparison run logs as params (the MLproject's names and spellings)."""
+        return {"experiment": ",".join(self.experiments), "filter": self.filter_string,
+                "metric": self.metric, "max_components": self.max_components,
+                "color_by": self.color_by, "n_named_runs": len(self.run_ids)}
+
+
+@dataclass(frozen=True)
+class SweepConfig(Settings):
+    """A sweep as given on the command line; ``dsc.jobs.sweep.plan`` checks and expands it."""
+
+    _say_type = True
+    _title = "Sweep"
+
+    seeds: tuple[int, ...] = setting((0,), parse=parse_seeds, check=_some, help=(
+        "Training seeds, a comma list (0,1,2) or a range (0-4); each grid point runs once per seed."))
+    grid: tuple[str, ...] = setting((), metavar="KEY=V1,V2", help=(
+        "A dsc train option and the values to sweep, e.g. lr=1e-4,3e-4; repeatable (the grid is "
+        "every combination). One --grid may hold several, space-separated."))
+    fixed: tuple[str, ...] = setting((), cli="set", metavar="KEY=VALUE", help=(
+        "A dsc train option every run shares, e.g. epochs=30; repeatable, or several "
+        "space-separated. Data options may also be given directly (--image-size 32)."))
+    parallel: int = setting(2, min=1, help=(
+        "Trainings at a time, each a `python -m dsc train` process with OMP_NUM_THREADS = CPUs / N "
+        "unless set."))
+    experiment: str = setting("", help="MLflow experiment of the runs (default: the current one).")
+    metric: str = setting("acc/val", help="Metric the comparison decomposes.")
+    max_components: int = setting(3, min=1, max=MAX_COMPONENTS,
+                                  help="Logistic components the comparison tries, 1..N.")
+    color_by: str = setting("", help="Run param colouring the comparison (default: the first grid key, else seed).")

@@ -1,0 +1,58 @@
+"""Data settings: which images, at what size, split how."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsc.errors import DataError
+from dsc.settings.base import Settings, setting
+
+KINDS = ("synthetic", "yale", "folder")  # --data kinds
+
+
+def _data_spec(spec: str) -> str | None:
+    kind, _, path = spec.partition(":")
+    if kind not in KINDS or (kind == "synthetic") == bool(path):
+        return "use 'synthetic', 'yale:PATH' or 'folder:PATH'"
+    return None
+
+
+def _subjects(text: str) -> str | None:
+    """A count ("5"), a comma list of subject numbers ("1,3,7") or "" (all): read by dsc.data.yale."""
+    if all(part.strip().isdigit() for part in text.split(",") if part.strip()):
+        return None
+    return "give a count (5), a comma list of subject numbers (1,3,7) or '' for all"
+
+
+@dataclass(frozen=True)
+class DataConfig(Settings):
+    """The dataset, its size and its stratified split."""
+
+    _error = DataError
+    _title = "Data"
+
+    data: str = setting("synthetic", check=_data_spec, help=(
+        "synthetic (faces generated here), yale:PATH (Yale Face Database B, Extended Yale B or "
+        "CroppedYale: a directory or a folder of the original archives) or folder:PATH (an "
+        "ImageFolder tree, one sub-directory per class)."))
+    image_size: int = setting(128, min=16, max=1024, help="Images are resized to SIZE x SIZE.")
+    val_fraction: float = setting(0.2, min=0, max=1, min_open=True, max_open=True,
+                                  help="Stratified validation share.")
+    data_seed: int = setting(0, help=(
+        "Seeds the synthetic faces, the Yale subject draw and the stratified split: runs with "
+        "one data seed share one split."))
+    identities: int = setting(5, min=2, max=100, help="synthetic: number of identities (classes).")
+    subjects: str = setting("5", check=_subjects, help=(
+        "yale: a count drawn at random by --data-seed (the paper: 5), a comma list of subject "
+        "numbers, or '' for all."))
+    cache_dir: str = setting("", help=(
+        "Where generated data and extracted archives are kept (default $DSC_CACHE_DIR or "
+        "~/.cache/dsc)."))
+
+    @property
+    def kind(self) -> str:
+        return self.data.partition(":")[0]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data.partition(":")[2]).expanduser()

@@ -1,0 +1,29 @@
+"""`dsc --help` and every `dsc COMMAND --help` answer without importing torch, mlflow or matplotlib."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dsc.cli import main
+
+HEAVY = ("torch", "mlflow", "matplotlib")
+PROBE = """
+import json, sys
+from click.testing import CliRunner
+from dsc.cli import main
+res = CliRunner().invoke(main, json.loads(sys.argv[1]))
+print(json.dumps({"code": res.exit_code, "out": res.output,
+                  "heavy": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], *([name, "--help"] for name in sorted(main.commands))],
+                         ids=lambda args: " ".join(args))
+def test_help_imports_nothing_heavy(args):
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["code"] == 0 and "Usage:" in got["out"], got["out"]
+    assert got["heavy"] == [], f"dsc {' '.join(args)} imported {got['heavy']}"
