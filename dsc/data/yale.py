@@ -20,6 +20,7 @@ import numpy as np
 from dsc.data import cache
 from dsc.data.base import DataError, ImageSet
 from dsc.data.images import read_images
+from dsc.settings.data import parse_subjects
 
 NAME_RE = re.compile(r"^yaleB(\d+)_P(\d+)A([+-]\d+)E([+-]\d+)\.pgm$", re.IGNORECASE)
 ARCHIVE_RE = re.compile(r"\.(tar\.gz|tgz|tar)$", re.IGNORECASE)
@@ -115,20 +116,6 @@ def scan(root: str | os.PathLike, extract_dir: str | os.PathLike | None = None) 
                 records.append(YaleRecord(path, rec.subject, rec.pose, rec.azimuth, rec.elevation))
     records.sort(key=lambda r: (r.subject, r.pose, r.path.name))
     return records
-
-
-def parse_subjects(subjects: str) -> int | list[int] | None:
-    """``--subjects`` read: ``""`` -> None (all), ``"5"`` -> 5 (a count), ``"1,3,7"`` -> [1, 3, 7]."""
-    subjects = subjects.strip()
-    if not subjects:
-        return None
-    if "," not in subjects and subjects.isdigit():
-        return int(subjects)
-    try:
-        return sorted({int(s) for s in subjects.split(",") if s.strip()})
-    except ValueError:
-        raise DataError(f"--subjects {subjects!r}: give a count (5), a comma list of subject numbers (1,3,7) "
-                        "or '' for all") from None
 
 
 def choose_subjects(available: list[int], subjects: str, seed: int) -> list[int]:

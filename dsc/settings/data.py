@@ -17,11 +17,28 @@ def _data_spec(spec: str) -> str | None:
     return None
 
 
-def _subjects(text: str) -> str | None:
-    """A count ("5"), a comma list of subject numbers ("1,3,7") or "" (all): read by dsc.data.yale."""
-    if all(part.strip().isdigit() for part in text.split(",") if part.strip()):
+_SUBJECTS_HINT = "give a count (5), a comma list of subject numbers (1,3,7) or '' for all"
+
+
+def parse_subjects(subjects: str) -> int | list[int] | None:
+    """``--subjects`` read: ``""`` -> None (all), ``"5"`` -> 5 (a count), ``"1,3,7"`` -> [1, 3, 7]."""
+    text = subjects.strip()
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise DataError(f"--subjects {text!r}: {_SUBJECTS_HINT}")
+    if not parts:
         return None
-    return "give a count (5), a comma list of subject numbers (1,3,7) or '' for all"
+    if "," not in text:
+        return int(text)
+    return sorted({int(part) for part in parts})
+
+
+def _subjects(text: str) -> str | None:
+    try:
+        parse_subjects(text)
+    except DataError:
+        return _SUBJECTS_HINT
+    return None
 
 
 @dataclass(frozen=True)
