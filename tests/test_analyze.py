@@ -1,6 +1,7 @@
 """The analyze command: planted structure found, artifacts complete, bad runs refused in one line."""
-import copy
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import numpy as np
@@ -12,21 +13,11 @@ from mlflow.tracking import MlflowClient
 
 from dsc.cli import main
 from dsc.core import snapshot
+from dsc.core.jsonsafe import jsonable
 from dsc.data.dataset import load_imageset, prepare
-from dsc.errors import ConfigError
-from dsc.jobs.analyze import (
-    Analysis,
-    ModeEvaluator,
-    _step_inputs,
-    cka_by_distance,
-    jsonable,
-    leading_feature,
-    near_layers_summary,
-    pick_esd_epochs,
-    read_source,
-    stratified_subset,
-)
-from dsc.nn.model import DenseVGG, build_model, named_layers
+from dsc.jobs import analyze_images, analyze_steps
+from dsc.jobs.analyze_source import RunImages, load_model, read_source
+from dsc.nn.model import build_model, named_layers
 from dsc.settings import AnalyzeConfig, DataConfig, ModelConfig
 
 LAST = 24  # epochs 0..24
@@ -177,10 +168,15 @@ def test_bad_options_on_a_good_run_are_one_line(shared, planted):
 def test_a_dataset_that_cannot_be_rebuilt_skips_only_its_steps(shared, planted, tmp_path, change, reason):
     src = read_source(MlflowClient().get_run(planted[0]))
     src.checkpoint["data_config"].update(change)
-    a = Analysis(AnalyzeConfig(progress=False), src, tmp_path)
-    _step_inputs(a)
-    assert reason in a.summary["inputs"]["skipped"] and a.sections[-1].note.startswith("skipped: ")
-    assert not a.sections[-1].images
+    images, draw = RunImages(src), analyze_steps.FigureWriter(tmp_path)
+    with ThreadPoolExecutor(1) as pool:
+        sweep = pool.submit(analyze_images.sweep_modes, load_model(src.checkpoint), images, src.checkpoint,
+                            AnalyzeConfig(progress=False), threading.Event())
+    for step in (analyze_images.inputs(images, src.snaps, {}, "fc2", 6, draw),
+                 analyze_images.modes(sweep, len(src.snaps.classes), draw)):
+        assert reason in step.summary()["skipped"] and step.section.note.startswith("skipped: ")
+        assert not step.section.images
+    assert not list(tmp_path.iterdir())
 
 
 def test_bad_runs_are_refused_in_one_line_and_left_as_they_were(shared):
@@ -209,73 +205,9 @@ def test_bad_runs_are_refused_in_one_line_and_left_as_they_were(shared):
     assert "'compare' run" in one_error(invoke("--run-id", new_run("compare")))
 
 
-# --- helpers ---------------------------------------------------------------------------------
-
-def test_leading_feature_picks_the_planted_unit():
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], 30)
-    acts = rng.standard_normal((90, 8))
-    acts[labels == 2, 5] += 3
-    assert leading_feature(acts, labels, 2)[0] == 5
-    assert leading_feature(np.zeros((90, 8)), labels, 2)[0] is None
-
-
-def test_cka_by_distance_and_near_layers():
-    cka = np.array([[1, .9, .6, .3], [.9, 1, .8, .5], [.6, .8, 1, .7], [.3, .5, .7, 1]])
-    d, mean = cka_by_distance(cka)
-    np.testing.assert_allclose(mean, [0.8, 0.55, 0.3])
-    assert d.tolist() == [1, 2, 3]
-    assert near_layers_summary(cka)["near_more_alike"] is True
-    far_alike = 1.3 - cka + np.eye(4) * 0.6  # similarity that grows with distance
-    assert near_layers_summary(far_alike)["near_more_alike"] is False
-
-
 def test_jsonable_maps_nan_to_null():
     out = jsonable({"a": np.array([1.0, np.nan]), 2: np.float32(np.inf), "s": (np.int64(3), np.bool_(True))})
     assert json.dumps(out, allow_nan=False) == '{"a": [1.0, null], "2": null, "s": [3, true]}'
-
-
-def test_pick_esd_epochs():
-    epochs = list(range(0, 61, 2))
-    assert pick_esd_epochs(epochs, (), 23) == [0, 22, 60]  # nearest snapshot, the earlier on a tie
-    assert pick_esd_epochs(epochs, (60, 0, 60), None) == [60, 0]
-    assert pick_esd_epochs(epochs, (), None) == [0, 60]
-    with pytest.raises(ConfigError, match="no snapshot at epoch"):
-        pick_esd_epochs(epochs, (3,), None)
-
-
-def test_stratified_subset_keeps_class_shares():
-    labels = np.repeat([0, 1, 2, 3], 100)
-    idx = stratified_subset(np.arange(400), labels, 40, seed=0)
-    assert len(idx) == 40 and np.bincount(labels[idx]).tolist() == [10, 10, 10, 10]
-    assert len(stratified_subset(np.arange(10), labels, 40, seed=0)) == 10
-
-
-@pytest.mark.parametrize("depth", [1, 3])
-@torch.no_grad()
-def test_mode_evaluator_matches_a_model_with_the_weights_replaced(depth):
-    torch.manual_seed(0)
-    model = DenseVGG(num_classes=3, depth=depth, pool_size=4, hidden=12).eval()
-    x, y = torch.randn(20, 3, 8, 8), torch.randint(0, 3, (20,))
-    ev = ModeEvaluator(model, x, y, batch=7)
-    assert len(ev.stages) == depth + 4  # the staged path, not the whole-model fallback
-    layers = named_layers(model)
-
-    def replaced(weights):
-        ref = copy.deepcopy(model)
-        for n, w in weights.items():
-            named_layers(ref)[n].weight.data = w
-        return ref(x)
-
-    for names in (["conv1"], ["fc2"], ["conv1", "fc1", "out"], list(layers), ["conv1"]):  # the last: memoised
-        weights = {n: 0.5 * layers[n].weight.detach() for n in names}
-        got = ev.logits({n: ((1, "half"), w) for n, w in weights.items()})
-        torch.testing.assert_close(got, replaced(weights), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ev.logits({}), model(x), atol=1e-5, rtol=1e-5)
-    w = layers["fc1"].weight.detach()
-    a, b = w[:, :2].clone(), torch.eye(2, w.shape[1])  # a rank-2 weight given as its factors
-    got = ev.logits({"fc1": ((2, "factors"), (a, b))})
-    torch.testing.assert_close(got, replaced({"fc1": a @ b}), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -15,8 +15,19 @@ from PIL import Image, ImageSequence
 
 from dsc.core.modes import PowerLawFit
 from dsc.core.spectra import PHASES
-from dsc.figures import plots
+from dsc.figures import (
+    animation,
+    curves,
+    inputs,
+    lld,
+    modes,
+    pca,
+    similarity,
+    spectra,
+    style,
+)
 
+FAMILIES = (curves, pca, inputs, similarity, spectra, modes, lld)  # one module per figure family
 E, N, C = 6, 30, 3
 EPOCHS = np.arange(E)
 NAMES = ["face 1", "face 2", "face 3"]
@@ -51,94 +62,86 @@ def vlines_at(ax, x):
 # name -> (figure from typical data, expected number of axes, figure from data with NaN)
 CASES = {
     "learning_curves": (
-        lambda: plots.learning_curves(EPOCHS, {"acc/train": ACC, "acc/val": ACC, "loss/val": 1 - ACC}, 0.2),
-        2, lambda: plots.learning_curves(EPOCHS, {"acc/val": _with_nan(ACC)})),
-    "per_class_accuracy": (
-        lambda: plots.per_class_accuracy(EPOCHS, {n: ACC for n in NAMES}, 0.2),
-        1, lambda: plots.per_class_accuracy(EPOCHS, {n: _with_nan(ACC) for n in NAMES})),
+        lambda: curves.learning_curves(EPOCHS, {"acc/train": ACC, "acc/val": ACC, "loss/val": 1 - ACC}, 0.2),
+        2, lambda: curves.learning_curves(EPOCHS, {"acc/val": _with_nan(ACC)})),
     "change_point": (
-        lambda: plots.change_point(EPOCHS, ACC, 2), 1,
-        lambda: plots.change_point(EPOCHS, _with_nan(ACC), float("nan"))),
+        lambda: curves.change_point(EPOCHS, ACC, 2), 1,
+        lambda: curves.change_point(EPOCHS, _with_nan(ACC), float("nan"))),
     "pca_scatter": (
-        lambda: plots.pca_scatter(PROJ[0], LABELS, NAMES, "t"), 1,
-        lambda: plots.pca_scatter(_with_nan(PROJ[0]), LABELS, NAMES, "t")),
+        lambda: pca.pca_scatter(PROJ[0], LABELS, NAMES, "t"), 1,
+        lambda: pca.pca_scatter(_with_nan(PROJ[0]), LABELS, NAMES, "t")),
     "pca_scatter_grid": (
-        lambda: plots.pca_scatter_grid(PROJ, LABELS, NAMES, EPOCHS, max_panels=4), 4,
-        lambda: plots.pca_scatter_grid(_with_nan(PROJ), LABELS, NAMES, EPOCHS, accuracy=_with_nan(ACC))),
+        lambda: pca.pca_scatter_grid(PROJ, LABELS, NAMES, EPOCHS, max_panels=4), 4,
+        lambda: pca.pca_scatter_grid(_with_nan(PROJ), LABELS, NAMES, EPOCHS, accuracy=_with_nan(ACC))),
     "pca_timeline": (
-        lambda: plots.pca_timeline(EPOCHS, RNG.random((E, 4)), ACC), 2,
-        lambda: plots.pca_timeline(EPOCHS, _with_nan(RNG.random((E, 4))), _with_nan(ACC), ratio=True)),
+        lambda: pca.pca_timeline(EPOCHS, RNG.random((E, 4)), ACC), 2,
+        lambda: pca.pca_timeline(EPOCHS, _with_nan(RNG.random((E, 4))), _with_nan(ACC), ratio=True)),
     "emergence": (
-        lambda: plots.emergence(EPOCHS, RNG.random((E, C)), NAMES, {0: 2, 1: 4, 2: None}, 0.25), 1,
-        lambda: plots.emergence(EPOCHS, _with_nan(RNG.random((E, C))), NAMES, {}, 0.25)),
+        lambda: pca.emergence(EPOCHS, RNG.random((E, C)), NAMES, {0: 2, 1: 4, 2: None}, 0.25), 1,
+        lambda: pca.emergence(EPOCHS, _with_nan(RNG.random((E, C))), NAMES, {}, 0.25)),
     "variance_maps": (
-        lambda: plots.variance_maps(RNG.random((C, 8, 6)), NAMES), C + 1,
-        lambda: plots.variance_maps(_with_nan(RNG.random((C, 8, 6))), NAMES, shared_scale=False)),
+        lambda: inputs.variance_maps(RNG.random((C, 8, 6)), NAMES), C + 1,
+        lambda: inputs.variance_maps(_with_nan(RNG.random((C, 8, 6))), NAMES, shared_scale=False)),
     "top_inputs": (
-        lambda: plots.top_inputs(RNG.random((C, 4, 8, 6)), NAMES), C * 4,
-        lambda: plots.top_inputs(_with_nan(RNG.random((C, 2, 8, 6))), NAMES)),
+        lambda: inputs.top_inputs(RNG.random((C, 4, 8, 6)), NAMES), C * 4,
+        lambda: inputs.top_inputs(_with_nan(RNG.random((C, 2, 8, 6))), NAMES)),
     "layer_similarity": (
-        lambda: plots.layer_similarity(EPOCHS, {"c1-c2": ACC, "c2-c3": ACC / 2}, epoch_cp=3), 1,
-        lambda: plots.layer_similarity(EPOCHS, {"c1-c2": _with_nan(ACC)}, "CKA")),
+        lambda: similarity.layer_similarity(EPOCHS, {"c1-c2": ACC, "c2-c3": ACC / 2}, epoch_cp=3), 1,
+        lambda: similarity.layer_similarity(EPOCHS, {"c1-c2": _with_nan(ACC)}, "CKA")),
     "cka_heatmap": (
-        lambda: plots.cka_heatmap(np.eye(3), ["a", "b", "c"]), 2,
-        lambda: plots.cka_heatmap(_with_nan(np.eye(3)), ["a", "b", "c"])),
+        lambda: similarity.cka_heatmap(np.eye(3), ["a", "b", "c"]), 2,
+        lambda: similarity.cka_heatmap(_with_nan(np.eye(3)), ["a", "b", "c"])),
     "spectra_over_epochs": (
-        lambda: plots.spectra_over_epochs(EPOCHS, {"fc1": ACC * 5, "fc2": ACC * 3}), 1,
-        lambda: plots.spectra_over_epochs(EPOCHS, {"fc1": _with_nan(ACC)})),
+        lambda: spectra.spectra_over_epochs(EPOCHS, {"fc1": ACC * 5, "fc2": ACC * 3}), 1,
+        lambda: spectra.spectra_over_epochs(EPOCHS, {"fc1": _with_nan(ACC)})),
     "phase_heatmap": (
-        lambda: plots.phase_heatmap(EPOCHS, ["conv1", "fc1"], PHASE_GRID, PHASES), 1,
-        lambda: plots.phase_heatmap(EPOCHS, ["conv1", "fc1"], np.where(PHASE_GRID == PHASES[0], None, PHASE_GRID), PHASES)),
-    "esd_histogram": (
-        lambda: plots.esd_histogram(EVALS, MP_X, MP_D, 12.0, "fc1"), 1,
-        lambda: plots.esd_histogram(_with_nan(EVALS), _with_nan(MP_X), MP_D, float("nan"), "fc1", log=False)),
+        lambda: spectra.phase_heatmap(EPOCHS, ["conv1", "fc1"], PHASE_GRID, PHASES), 1,
+        lambda: spectra.phase_heatmap(EPOCHS, ["conv1", "fc1"], np.where(PHASE_GRID == PHASES[0], None, PHASE_GRID), PHASES)),
     "esd_grid": (
-        lambda: plots.esd_grid([("a", EVALS, MP_X, MP_D, 12.0), ("b", EVALS, None, None, None)]), 2,
-        lambda: plots.esd_grid([("a", _with_nan(EVALS), MP_X, _with_nan(MP_D), None), ("b", [np.nan], None, None, None)])),
+        lambda: spectra.esd_grid([("a", EVALS, MP_X, MP_D, 12.0), ("b", EVALS, None, None, None)]), 2,
+        lambda: spectra.esd_grid([("a", _with_nan(EVALS), MP_X, _with_nan(MP_D), None), ("b", [np.nan], None, None, None)])),
     "modes_curves": (
-        lambda: plots.modes_curves(K, {"fc1/leading": 1 / K, "fc1/random": 2 / K, "all/leading": K / 64}), 1,
-        lambda: plots.modes_curves(K, {"fc1/leading": _with_nan(1 / K)}, "loss (nats)", logx=False)),
+        lambda: modes.modes_curves(K, {"fc1/leading": 1 / K, "fc1/random": 2 / K, "all/leading": K / 64}), 1,
+        lambda: modes.modes_curves(K, {"fc1/leading": _with_nan(1 / K)}, "loss (nats)", logx=False)),
     "power_law_fit": (
-        lambda: plots.power_law_fit(K, np.exp(-0.3) * K ** -0.5, FIT), 1,
-        lambda: plots.power_law_fit(_with_nan(K), np.r_[-1.0, K[1:]], dict(FIT, breakpoint=np.nan))),
+        lambda: modes.power_law_fit(K, np.exp(-0.3) * K ** -0.5, FIT), 1,
+        lambda: modes.power_law_fit(_with_nan(K), np.r_[-1.0, K[1:]], dict(FIT, breakpoint=np.nan))),
     "lld_fit": (
-        lambda: plots.lld_fit(EPOCHS, ACC, 0.2 + COMPS.sum(0), COMPS, 0.2, r2=0.99), 1,
-        lambda: plots.lld_fit(EPOCHS, _with_nan(ACC), np.full(E, np.nan), np.zeros((0, E)), np.nan, r2=np.nan)),
+        lambda: lld.lld_fit(EPOCHS, ACC, 0.2 + COMPS.sum(0), COMPS, 0.2, r2=0.99), 1,
+        lambda: lld.lld_fit(EPOCHS, _with_nan(ACC), np.full(E, np.nan), np.zeros((0, E)), np.nan, r2=np.nan)),
     "lld_overlay": (
-        lambda: plots.lld_overlay([dict(label=i, t=EPOCHS, y=ACC, curve=ACC, component_curves=COMPS, constant=0.2)
+        lambda: lld.lld_overlay([dict(label=i, t=EPOCHS, y=ACC, curve=ACC, component_curves=COMPS, constant=0.2)
                                    for i in range(4)], ncols=3), 4,
-        lambda: plots.lld_overlay([dict(label="a", t=EPOCHS, y=_with_nan(ACC), curve=_with_nan(ACC),
+        lambda: lld.lld_overlay([dict(label="a", t=EPOCHS, y=_with_nan(ACC), curve=_with_nan(ACC),
                                         component_curves=COMPS, constant=0.2, r2=None)])),
     "lld_centers_widths": (
-        lambda: plots.lld_centers_widths([10, 20, 30], [1, 2, 3], ["1e-3", "1e-4", "1e-3"], "lr"), 2,
-        lambda: plots.lld_centers_widths([10, np.nan, 30], [1, 2, np.nan], ["adam", "sgd", "adam"], "opt")),
+        lambda: lld.lld_centers_widths([10, 20, 30], [1, 2, 3], ["1e-3", "1e-4", "1e-3"], "lr"), 2,
+        lambda: lld.lld_centers_widths([10, np.nan, 30], [1, 2, np.nan], ["adam", "sgd", "adam"], "opt")),
     "lld_variance_explained": (
-        lambda: plots.lld_variance_explained(["a", "b"], [0.94, 0.93], [0.99, 0.98]), 1,
-        lambda: plots.lld_variance_explained(["a", "b"], [np.nan, 0.93], [np.nan, np.nan])),
+        lambda: lld.lld_variance_explained(["a", "b"], [0.94, 0.93], [0.99, 0.98]), 1,
+        lambda: lld.lld_variance_explained(["a", "b"], [np.nan, 0.93], [np.nan, np.nan])),
 }
 
 EMPTY = {
-    "learning_curves": lambda: plots.learning_curves([], {}),
-    "per_class_accuracy": lambda: plots.per_class_accuracy([], {}),
-    "change_point": lambda: plots.change_point([], [], None),
-    "pca_scatter": lambda: plots.pca_scatter(np.zeros((0, 2)), [], NAMES),
-    "pca_scatter_grid": lambda: plots.pca_scatter_grid(np.zeros((0, 0, 2)), [], NAMES, []),
-    "pca_timeline": lambda: plots.pca_timeline([], [], None),
-    "emergence": lambda: plots.emergence([], [], NAMES, {}, 0.25),
-    "variance_maps": lambda: plots.variance_maps(np.zeros((0, 4, 4)), []),
-    "top_inputs": lambda: plots.top_inputs(np.zeros((0, 0, 4, 4)), []),
-    "layer_similarity": lambda: plots.layer_similarity([], {}),
-    "cka_heatmap": lambda: plots.cka_heatmap(np.zeros((0, 0)), []),
-    "spectra_over_epochs": lambda: plots.spectra_over_epochs([], {}),
-    "phase_heatmap": lambda: plots.phase_heatmap([], [], [], PHASES),
-    "esd_histogram": lambda: plots.esd_histogram([], None, None, None),
-    "esd_grid": lambda: plots.esd_grid([]),
-    "modes_curves": lambda: plots.modes_curves([], {}),
-    "power_law_fit": lambda: plots.power_law_fit([], [], FIT),
-    "lld_fit": lambda: plots.lld_fit([], [], [], np.zeros((0, 0)), 0.0),
-    "lld_overlay": lambda: plots.lld_overlay([]),
-    "lld_centers_widths": lambda: plots.lld_centers_widths([], [], [], "lr"),
-    "lld_variance_explained": lambda: plots.lld_variance_explained([], [], []),
+    "learning_curves": lambda: curves.learning_curves([], {}),
+    "change_point": lambda: curves.change_point([], [], None),
+    "pca_scatter": lambda: pca.pca_scatter(np.zeros((0, 2)), [], NAMES),
+    "pca_scatter_grid": lambda: pca.pca_scatter_grid(np.zeros((0, 0, 2)), [], NAMES, []),
+    "pca_timeline": lambda: pca.pca_timeline([], [], None),
+    "emergence": lambda: pca.emergence([], [], NAMES, {}, 0.25),
+    "variance_maps": lambda: inputs.variance_maps(np.zeros((0, 4, 4)), []),
+    "top_inputs": lambda: inputs.top_inputs(np.zeros((0, 0, 4, 4)), []),
+    "layer_similarity": lambda: similarity.layer_similarity([], {}),
+    "cka_heatmap": lambda: similarity.cka_heatmap(np.zeros((0, 0)), []),
+    "spectra_over_epochs": lambda: spectra.spectra_over_epochs([], {}),
+    "phase_heatmap": lambda: spectra.phase_heatmap([], [], [], PHASES),
+    "esd_grid": lambda: spectra.esd_grid([]),
+    "modes_curves": lambda: modes.modes_curves([], {}),
+    "power_law_fit": lambda: modes.power_law_fit([], [], FIT),
+    "lld_fit": lambda: lld.lld_fit([], [], [], np.zeros((0, 0)), 0.0),
+    "lld_overlay": lambda: lld.lld_overlay([]),
+    "lld_centers_widths": lambda: lld.lld_centers_widths([], [], [], "lr"),
+    "lld_variance_explained": lambda: lld.lld_variance_explained([], [], []),
 }
 
 
@@ -168,8 +171,9 @@ def test_empty_inputs_give_a_no_data_figure(name):
 
 
 def test_every_public_figure_is_covered():
-    public = {n for n in plots.__all__ if callable(getattr(plots, n)) and n[0].islower()}
-    assert public - set(CASES) == {"class_color", "class_marker", "pca_animation", "save", "to_base64_png"}
+    public = {n for m in FAMILIES for n, f in vars(m).items()
+              if callable(f) and getattr(f, "__module__", "") == m.__name__ and not n.startswith("_")}
+    assert public - set(CASES) == {"limits"}
     assert set(EMPTY) == set(CASES)
 
 
@@ -186,7 +190,7 @@ def test_learning_curves_draw_each_series_and_chance():
 
 def test_learning_curves_reject_series_of_the_wrong_length():
     with pytest.raises(ValueError, match="acc/val has 2 values but there are 6; pass one per epoch"):
-        plots.learning_curves(EPOCHS, {"acc/val": [0.1, 0.2]})
+        curves.learning_curves(EPOCHS, {"acc/val": [0.1, 0.2]})
 
 
 def test_pca_scatter_offsets_are_the_points_of_each_class():
@@ -208,59 +212,56 @@ def test_pca_scatter_skips_nan_points():
 def test_class_colour_is_the_same_in_every_figure():
     scatter = CASES["pca_scatter"][0]().axes[0].collections
     emerge = lines(CASES["emergence"][0]().axes[0])
-    per_class = lines(CASES["per_class_accuracy"][0]().axes[0])
     maps = CASES["variance_maps"][0]().axes
     for c in range(C):
-        expected = to_rgba(plots.class_color(c))
+        expected = to_rgba(style.class_color(c))
         assert tuple(scatter[c].get_facecolor()[0][:3]) == pytest.approx(expected[:3])
         assert to_rgba(emerge[c].get_color()) == pytest.approx(expected)
-        assert to_rgba(per_class[c].get_color()) == pytest.approx(expected)
         assert to_rgba(maps[c].title.get_color()) == pytest.approx(expected)
 
 
 def test_many_classes_cycle_colours_and_change_marker():
     labels = np.arange(13)
-    fig = plots.pca_scatter(RNG.normal(size=(13, 2)), labels, [f"c{i}" for i in labels])
+    fig = pca.pca_scatter(RNG.normal(size=(13, 2)), labels, [f"c{i}" for i in labels])
     colls = fig.axes[0].collections
     assert len(colls) == 13
     assert np.allclose(colls[11].get_facecolor()[0][:3], colls[1].get_facecolor()[0][:3])
-    assert plots.class_marker(11) != plots.class_marker(1)
+    assert style.class_marker(11) != style.class_marker(1)
 
 
 def test_pca_scatter_grid_shares_limits_and_keeps_first_and_last_epoch():
-    fig = plots.pca_scatter_grid(PROJ, LABELS, NAMES, EPOCHS * 10, max_panels=3)
+    fig = pca.pca_scatter_grid(PROJ, LABELS, NAMES, EPOCHS * 10, max_panels=3)
     assert [ax.get_title() for ax in fig.axes] == ["epoch 0", "epoch 20", "epoch 50"]
     assert len({ax.get_xlim() for ax in fig.axes}) == 1
     np.testing.assert_array_equal(fig.axes[-1].collections[0].get_offsets(), PROJ[-1][LABELS == 0])
 
 
-def test_pca_animation_writes_one_frame_per_epoch(tmp_path):
+def test_pca_gif_writes_one_frame_per_epoch(tmp_path):
     proj = RNG.normal(size=(4, 12, 2))
-    path = plots.pca_animation(proj, np.repeat([0, 1, 2], 4), NAMES, [0, 5, 10, 15], tmp_path / "a.gif", dpi=30)
+    path = animation.pca_gif(proj, np.repeat([0, 1, 2], 4), NAMES, [0, 5, 10, 15], tmp_path / "a.gif", dpi=30)
     with Image.open(path) as gif:
         assert gif.format == "GIF"
         assert sum(1 for _ in ImageSequence.Iterator(gif)) == 4
 
 
-def test_pca_animation_with_no_epochs_writes_a_single_frame(tmp_path):
-    path = plots.pca_animation(np.zeros((0, 3, 2)), [0, 1, 2], NAMES, [], tmp_path / "a.gif", dpi=30)
-    with Image.open(path) as gif:
-        assert sum(1 for _ in ImageSequence.Iterator(gif)) == 1
+def test_pca_gif_needs_an_epoch(tmp_path):
+    with pytest.raises(ValueError, match="E = 0 >= 1 epochs"):
+        animation.pca_gif(np.zeros((0, 3, 2)), [0, 1, 2], NAMES, [], tmp_path / "a.gif", dpi=30)
 
 
 def test_pca_timeline_lines_and_twin_accuracy():
     var = RNG.random((E, 4))
-    fig = plots.pca_timeline(EPOCHS, var, ACC)
+    fig = pca.pca_timeline(EPOCHS, var, ACC)
     ax, twin = fig.axes
     for i, line in enumerate(lines(ax)):
         np.testing.assert_array_equal(line.get_ydata(), var[:, i])
     np.testing.assert_array_equal(lines(twin)[0].get_ydata(), ACC)
-    assert len(plots.pca_timeline(EPOCHS, var).axes) == 1
+    assert len(pca.pca_timeline(EPOCHS, var).axes) == 1
 
 
 def test_emergence_marks_each_epoch_and_the_order():
     scores = RNG.random((E, C))
-    fig = plots.emergence(EPOCHS, scores, NAMES, {0: 4, 1: 2, 2: None}, 0.25)
+    fig = pca.emergence(EPOCHS, scores, NAMES, {0: 4, 1: 2, 2: None}, 0.25)
     ax = fig.axes[0]
     np.testing.assert_array_equal(lines(ax)[0].get_ydata(), scores[:, 0])
     assert vlines_at(ax, 4) and vlines_at(ax, 2)
@@ -270,7 +271,7 @@ def test_emergence_marks_each_epoch_and_the_order():
 
 @pytest.mark.parametrize("epoch_cp", [2, 3.5])
 def test_change_point_vertical_line_at_the_epoch(epoch_cp):
-    ax = plots.change_point(EPOCHS, ACC, epoch_cp).axes[0]
+    ax = curves.change_point(EPOCHS, ACC, epoch_cp).axes[0]
     (line,) = vlines_at(ax, epoch_cp)
     assert f"{epoch_cp:g}" in line.get_label()
     np.testing.assert_array_equal(lines(ax)[0].get_ydata(), ACC)
@@ -278,16 +279,16 @@ def test_change_point_vertical_line_at_the_epoch(epoch_cp):
 
 def test_variance_maps_show_each_class_map():
     maps = RNG.random((C, 8, 6))
-    fig = plots.variance_maps(maps, NAMES)
+    fig = inputs.variance_maps(maps, NAMES)
     for c in range(C):
         (image,) = fig.axes[c].get_images()
         np.testing.assert_array_equal(image.get_array(), maps[c])
-    assert len(plots.variance_maps(maps, NAMES, shared_scale=False).axes) == 2 * C
+    assert len(inputs.variance_maps(maps, NAMES, shared_scale=False).axes) == 2 * C
 
 
 def test_top_inputs_rows_are_classes():
     images = RNG.random((C, 2, 5, 4))
-    fig = plots.top_inputs(images, NAMES)
+    fig = inputs.top_inputs(images, NAMES)
     np.testing.assert_array_equal(fig.axes[2 * 1 + 1].get_images()[0].get_array(), images[1, 1])
     assert fig.axes[2].get_ylabel() == NAMES[1]
 
@@ -300,7 +301,7 @@ def test_layer_similarity_series_and_change_point():
 
 def test_cka_heatmap_shows_the_matrix():
     m = np.array([[1.0, 0.3], [0.3, 1.0]])
-    fig = plots.cka_heatmap(m, ["a", "b"])
+    fig = similarity.cka_heatmap(m, ["a", "b"])
     np.testing.assert_array_equal(fig.axes[0].get_images()[0].get_array(), m)
     assert "0.30" in _texts(fig)
 
@@ -315,7 +316,7 @@ def test_spectra_over_epochs_shades_the_heavy_tailed_band():
 def test_phase_heatmap_codes_and_unknown_phases():
     grid = PHASE_GRID.copy()
     grid[1, 2] = "not a phase"
-    fig = plots.phase_heatmap(EPOCHS, ["conv1", "fc1"], grid, PHASES)
+    fig = spectra.phase_heatmap(EPOCHS, ["conv1", "fc1"], grid, PHASES)
     (mesh,) = [c for c in fig.axes[0].collections if isinstance(c, QuadMesh)]
     codes = np.ma.asarray(mesh.get_array()).reshape(2, E)
     assert codes[0, 0] == PHASES.index(PHASE_GRID[0, 0])
@@ -324,8 +325,8 @@ def test_phase_heatmap_codes_and_unknown_phases():
 
 
 @pytest.mark.parametrize("log", [True, False])
-def test_esd_histogram_is_a_density_with_mp_curve_and_edge(log):
-    ax = plots.esd_histogram(EVALS, MP_X, MP_D, 12.0, "fc1", log=log).axes[0]
+def test_esd_panel_is_a_density_with_mp_curve_and_edge(log):
+    ax = spectra.esd_grid([("fc1", EVALS, MP_X, MP_D, 12.0)], log=log).axes[0]
     area = sum(p.get_width() * p.get_height() for p in ax.patches)
     assert area == pytest.approx(1.0)
     np.testing.assert_array_equal(lines(ax)[0].get_ydata(), MP_D)
@@ -345,7 +346,7 @@ def test_modes_curves_random_modes_are_dashed_in_their_layer_colour():
 @pytest.mark.parametrize("fit", [FIT, PowerLawFit(**FIT, r2=1.0, single_slope=-1.0, single_r2=0.9,
                                                   n_points=7, n_dropped=0, success=True, message="")])
 def test_power_law_fit_follows_both_segments(fit):
-    ax = plots.power_law_fit(K, np.exp(-0.3) * K ** -0.5, fit).axes[0]
+    ax = modes.power_law_fit(K, np.exp(-0.3) * K ** -0.5, fit).axes[0]
     fitted = [l for l in lines(ax) if l.get_label().startswith("fit")][0]
     k, y = np.asarray(fitted.get_xdata()), np.asarray(fitted.get_ydata())
     assert k[0] == 1.0 and y[0] == pytest.approx(np.exp(-0.3 + -0.5 * np.log(1.0)))
@@ -364,9 +365,9 @@ def test_lld_fit_draws_components_offset_by_the_constant():
 
 
 def test_lld_centers_widths_numeric_gets_colour_bar_strings_a_legend():
-    numeric = plots.lld_centers_widths([10, 20], [1, 2], ["0.1", "0.2"], "lr")
+    numeric = lld.lld_centers_widths([10, 20], [1, 2], ["0.1", "0.2"], "lr")
     np.testing.assert_array_equal(numeric.axes[0].collections[0].get_offsets(), [[10, 1], [20, 2]])
-    labels = plots.lld_centers_widths([10, 20, 30], [1, 2, 3], ["adam", "sgd", "adam"], "opt")
+    labels = lld.lld_centers_widths([10, 20, 30], [1, 2, 3], ["adam", "sgd", "adam"], "opt")
     assert len(labels.axes) == 1
     assert [t.get_text() for t in labels.axes[0].get_legend().get_texts()] == ["adam", "sgd"]
 
@@ -379,7 +380,7 @@ def test_lld_variance_explained_bar_heights():
 
 def test_save_writes_a_png_and_closes_the_figure(tmp_path):
     fig = CASES["change_point"][0]()
-    path = plots.save(fig, tmp_path / "sub" / "cp.png", dpi=40)
+    path = style.save(fig, tmp_path / "sub" / "cp.png", dpi=40)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > 100
     assert fig.axes == []
@@ -389,17 +390,18 @@ def test_save_closes_pyplot_figures_too(tmp_path):
     from matplotlib import pyplot
 
     fig = pyplot.figure()
-    plots.save(fig, tmp_path / "p.png", dpi=20)
+    style.save(fig, tmp_path / "p.png", dpi=20)
     assert not pyplot.fignum_exists(fig.number)
 
 
 def test_to_base64_png_is_a_png():
-    data = base64.b64decode(plots.to_base64_png(CASES["cka_heatmap"][0](), dpi=30))
+    data = base64.b64decode(style.to_base64_png(CASES["cka_heatmap"][0](), dpi=30))
     assert Image.open(io.BytesIO(data)).format == "PNG"
 
 
-def test_module_imports_no_pyplot_torch_mlflow_or_click_and_runs_nothing():
-    tree = ast.parse(Path(plots.__file__).read_text())
+@pytest.mark.parametrize("module", [style, animation, *FAMILIES], ids=lambda m: m.__name__)
+def test_module_imports_no_pyplot_torch_mlflow_or_click_and_runs_nothing(module):
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     imported |= {f"{node.module}.{alias.name}" for node in tree.body
                  if isinstance(node, ast.ImportFrom) for alias in node.names}

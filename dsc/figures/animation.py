@@ -1,11 +1,10 @@
-"""A fast animated GIF of the 2-D PCA plane over epochs (blitting).
+"""An animated GIF of the 2-D PCA plane over epochs, drawn by blitting.
 
-`dsc.figures.plots.pca_animation` re-renders the whole figure for every frame (layout, ticks, legend):
-~0.1-0.4 s a frame, 60 frames a run. Here the figure is `dsc.figures.plots.pca_scatter` (so the GIF
-looks like the still figures), laid out and drawn once without the moving parts; each frame
-restores that background, draws only the points and the title, and pastes the legend back
-on top. The
-frames go to Pillow as palette images. About ten times faster for the same picture.
+Re-rendering the whole figure for every frame (layout, ticks, legend) costs most of a GIF's
+time. Here the figure is `dsc.figures.pca.pca_scatter` (so the GIF looks like the still
+figures), laid out and drawn once without the moving parts; each frame restores that
+background, draws only the points and the title, and pastes the legend back on top. The
+frames go to Pillow as palette images.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from dsc.figures import plots
+from dsc.figures import pca
 
 
 def pca_gif(projections: Any, labels: Any, class_names: Sequence[str], epochs: Any,
@@ -47,14 +46,11 @@ def pca_gif(projections: Any, labels: Any, class_names: Sequence[str], epochs: A
         raise ValueError(f"projections must have shape (E, n, 2) with E = {x.size} >= 1 epochs and "
                          f"n = {lab.size} labels, got {proj.shape}")
     acc = None if accuracy is None else np.asarray(accuracy, dtype=float).ravel()
-    fig = plots.pca_scatter(proj[0], lab, class_names)
+    fig = pca.pca_scatter(proj[0], lab, class_names)
     fig.set_dpi(dpi)
     ax = fig.axes[0]
-    pts = proj.reshape(-1, 2)
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    lo, hi = (pts.min(0), pts.max(0)) if pts.size else (np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
-    pad = np.where(hi > lo, 0.05 * (hi - lo), 1.0)
-    ax.set(xlim=(lo[0] - pad[0], hi[0] + pad[0]), ylim=(lo[1] - pad[1], hi[1] + pad[1]))
+    xlim, ylim = pca.limits(proj)
+    ax.set(xlim=xlim, ylim=ylim)
     scatters = list(ax.collections)  # one per class, in np.unique(labels) order
     classes = np.unique(lab)
     legend = ax.get_legend()

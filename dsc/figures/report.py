@@ -32,14 +32,14 @@ class Image:
     mime: str = "image/png"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Section:
     """A titled part of the report: a paragraph, key-value rows, then figures."""
 
     title: str
     text: str = ""
     rows: Mapping[str, object] = field(default_factory=dict)
-    images: list[Image] = field(default_factory=list)
+    images: Sequence[Image] = ()
     note: str = ""  # shown in red: why a step was skipped
 
 

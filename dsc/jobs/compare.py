@@ -52,7 +52,8 @@ from mlflow.utils.time import get_current_time_millis
 from dsc import tracking
 from dsc.core import lld_batch
 from dsc.errors import TrackingError
-from dsc.figures import plots
+from dsc.figures import lld as lld_figures
+from dsc.figures.style import save
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
@@ -329,13 +330,13 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _draw(name: str, kwargs: dict[str, Any], path: Path) -> None:
-    """Pool task: ``plots.<name>(**kwargs)`` saved as a PNG at ``path``."""
-    plots.save(getattr(plots, name)(**kwargs), path)
+    """Pool task: ``dsc.figures.lld.<name>(**kwargs)`` saved as a PNG at ``path``."""
+    save(getattr(lld_figures, name)(**kwargs), path)
 
 
 def _figures(runs: list[Run], fits: list[dict[str, Any]],
              config: CompareConfig) -> list[tuple[str, dict[str, Any], str]]:
-    """``(plots function, its arguments, file name)`` of each figure."""
+    """``(dsc.figures.lld function, its arguments, file name)`` of each figure."""
     colour = [r.data.params.get(config.color_by, "(unset)") for r in runs]
     labels = [f"{r.info.run_name or r.info.run_id[:8]} ({config.color_by}={c})"
               for r, c in zip(runs, colour)]
