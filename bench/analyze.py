@@ -28,16 +28,13 @@ import numpy as np
 import torch
 
 from dsc.core import snapshot
+from dsc.data import cache
 from dsc.data.dataset import load_imageset, prepare
 from dsc.nn.capture import plan_grids
 from dsc.nn.model import build_model, named_layers
 from dsc.settings import DataConfig, ModelConfig
 
 VERSION = 1  # bump when the fabricated snapshots change
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("DSC_CACHE_DIR") or Path.home() / ".cache" / "dsc")
 
 
 def fabricate(epochs: int, data, model, directory: Path) -> None:
@@ -83,10 +80,10 @@ def build_run(epochs: int) -> str:
     model_cfg = ModelConfig(num_classes=len(data.classes))
     model = build_model(model_cfg)
     key = hashlib.sha256(f"{VERSION}-{epochs}-{ims.digest()}".encode()).hexdigest()[:12]
-    snaps = _cache_root() / f"bench-analyze-{key}"
+    snaps = cache.root() / f"bench-analyze-{key}"
     if not (snaps / "probe.npz").exists() or len(list(snaps.glob("epoch_*.npz"))) != epochs + 1:
         t0 = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(dir=_cache_root(), prefix=".bench-"))
+        tmp = Path(tempfile.mkdtemp(dir=cache.root(), prefix=".bench-"))
         fabricate(epochs, data, model, tmp)
         shutil.rmtree(snaps, ignore_errors=True)
         tmp.rename(snaps)
