@@ -9,8 +9,19 @@ curve over 60 epochs made of 1-3 random logistic components plus Gaussian noise,
 - ``fitting alone``: :func:`dsc.core.lld_batch.fit_curves` over the same curves, same workers;
 - ``fitting, 1 process``: the same, serial (the parallel speed-up is the ratio);
 
-and prints each as runs per second, and how often the chosen N is the planted one.
-Floor: >= 20 runs/s end to end on 2 cores.
+and prints each as runs per second, and how often the chosen N is the planted one; then the
+CPU time per curve of the two stages of each fit (serial, in this process): the fast search
+(`dsc.core.lld_search`, every N) and lmfit's ``Model.fit`` of each N from its optimum
+(`dsc.core.lld_model`). Floor: >= 20 runs/s end to end on 2 cores.
+
+Measured on the 2 shared cores, busy with other work (load average 4-5), where CPU times
+compare and wall times barely do. Before lmfit's ``Model.fit`` made the final fit (lmfit's
+statistics were re-computed by hand at the search optimum): 41-44 ms of CPU per run end to
+end, select(K=3) 13 ms; 22.7 runs/s end to end at load ~2 (8.8 s; fits 3.0 s), 11-21 runs/s
+at load 4-5. With it: 52-68 ms per run, select 27-31 ms (search 11-13 ms, lmfit 14-18 ms:
+2.3, 4.6 and 7.4 ms for N = 1, 2, 3, about half of it lmfit copying its Parameters four
+times and propagating the centres' errors through their expressions); 11-20 runs/s at load
+4-5, the best 19.5 runs/s (10.3 s) at load 4.0.
 
 Wall times swing with whatever else the machine runs, so the CPU seconds of the end-to-end
 call are printed too (this process, and its worker processes once joined) with the wall time
@@ -39,6 +50,7 @@ import numpy as np  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from dsc.core import lld_model, lld_search  # noqa: E402
 from dsc.core.lld_batch import cpu_count, fit_curves  # noqa: E402
 from dsc.jobs.compare import compare_job  # noqa: E402
 from dsc.settings import CompareConfig
@@ -92,6 +104,20 @@ def best_of(repeats: int, fn) -> tuple[float, object, tuple[float, float]]:
     return best, out, cpu
 
 
+def stage_cpu(curves: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[float, float]:
+    """CPU seconds per curve of the search (N = 1..k) and of lmfit's fits from its optima."""
+    search = final = 0.0
+    for t, y in curves:
+        start = time.process_time()
+        frame = lld_search.Frame.build(t, y, "auto")
+        optima = lld_search.search(frame, k)
+        middle = time.process_time()
+        for n, theta in optima.items():
+            lld_model.fit(frame, n, theta)
+        search, final = search + middle - start, final + time.process_time() - middle
+    return search / len(curves), final / len(curves)
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -137,6 +163,9 @@ def main() -> None:
     print(f"end to end CPU: {main_cpu:.2f} s in this process + {kids_cpu:.2f} s in workers "
           f"({1000 * (main_cpu + kids_cpu) / n:.0f} ms per run); on 2 idle cores >= {idle:.2f} s "
           f"wall, {n / idle:.1f} runs/s at most")
+    search, final = stage_cpu(curves, 3)
+    print(f"per curve, 1 process: search {1e3 * search:.1f} ms + lmfit Model.fit of N = 1..3 "
+          f"{1e3 * final:.1f} ms of CPU")
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     verdict = "meets" if n / e2e >= FLOOR else "MISSES"
     print(f"end to end {n / e2e:.1f} runs/s {verdict} the floor of {FLOOR:.0f} runs/s")

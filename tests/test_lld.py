@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from dsc.core import lld
+from dsc.core import lld, lld_model, lld_search
 
 PLANTED = {
     1: (0.2, [(0.7, 25.0, 3.0)], 60),
@@ -256,12 +256,12 @@ def lmfit_reference_cases():
 
 @pytest.mark.parametrize(("t", "y", "n"), lmfit_reference_cases())
 def test_statistics_match_plain_lmfit_fit(t, y, n):
-    """Values, standard errors (centres 2..N through lmfit's expressions), AIC and BIC agree
-    with lmfit's own fit of the composite model: default leastsq, numerical derivatives,
-    started at the search optimum."""
-    frame = lld._Frame.build(t, y, "auto")
-    theta = lld._search(frame, n)[n]
-    plain = lld._model(n).fit(frame.y, lld._params(frame, n, theta), x=frame.t)
+    """Values, standard errors (centres 2..N through lmfit's expressions), AIC, BIC and R^2
+    agree with a plain lmfit fit of the composite model started at the search optimum:
+    default leastsq, numerical derivatives, lmfit's default tolerances and evaluation budget."""
+    frame = lld_search.Frame.build(t, y, "auto")
+    theta = lld_search.search(frame, n)[n]
+    plain = lld_model.model(n).fit(frame.y, lld_model.params(frame, n, theta), x=frame.t)
     assert plain.success and plain.errorbars
     names = ["c_c"] + [
         f"l{i}_{k}" for k in ("amplitude", "center", "sigma") for i in range(1, n + 1)
@@ -279,22 +279,37 @@ def test_statistics_match_plain_lmfit_fit(t, y, n):
     assert np.all(np.abs(values - lm_values) < 1e-2 * lm_stderr)
     assert result.aic == pytest.approx(plain.aic, abs=1e-6)
     assert result.bic == pytest.approx(plain.bic, abs=1e-6)
+    assert result.r2 == pytest.approx(plain.rsquared, abs=1e-9)
 
-    # At lmfit's own optimum, _finish reproduces lmfit's statistics to rounding.
-    lm_theta = np.array([plain.params[name].value for name in lld._names(n)])
-    lm_theta[: n + 1] *= frame.sign
-    at_lmfit = lld._finish(frame, n, lm_theta)
-    np.testing.assert_allclose(at_lmfit.stderr, lm_stderr, rtol=2e-3)
-    assert at_lmfit.aic == pytest.approx(plain.aic, abs=1e-9)
-    assert at_lmfit.bic == pytest.approx(plain.bic, abs=1e-9)
+
+@pytest.mark.parametrize("direction", ["rising", "falling"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_lmfit_jacobian_matches_finite_differences(n, direction):
+    """The Jacobian handed to lmfit is that of lmfit's residual, data - model, one row per
+    free parameter in the order of the Parameters (centres 2..N follow by expression)."""
+    t, y, _ = planted_curve(n)
+    y = y if direction == "rising" else -y
+    frame = lld_search.Frame.build(t, y, direction)
+    params = lld_model.params(frame, n, lld_search.search(frame, n)[n])
+    model = lld_model.model(n)
+    jac = lld_model.jacobian(params, y, None, t)
+    assert jac.shape == (3 * n + 1, t.size)
+    eps, numeric = 1e-6, []
+    for name in lld_model.free_names(n):
+        up, down = params.copy(), params.copy()
+        up[name].value += eps
+        down[name].value -= eps
+        numeric.append((model.eval(down, x=t) - model.eval(up, x=t)) / (2 * eps))
+    numeric = np.array(numeric)
+    np.testing.assert_allclose(jac, numeric, atol=1e-6 * np.abs(numeric).max())
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_search_jacobian_matches_finite_differences(n):
     t, y, _ = planted_curve(n)
-    frame = lld._Frame.build(t, y, "auto")
-    problem = lld._Problem(frame, n)
-    u = problem.internal(lld._search(frame, n)[n]) + 0.05
+    frame = lld_search.Frame.build(t, y, "auto")
+    problem = lld_search.Problem(frame, n)
+    u = problem.internal(lld_search.search(frame, n)[n]) + 0.05
     jac = problem.jacobian(u)
     assert jac.shape == (3 * n + 1, t.size)
     eps = 1e-6

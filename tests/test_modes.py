@@ -1,13 +1,8 @@
-"""Known answers for mode truncation (Eckart-Young) and the two-segment power-law fit."""
+"""Known answers for the mode decomposition (Eckart-Young) and the two-segment power-law fit."""
 import numpy as np
 import pytest
 
-from dsc.core.modes import (
-    ModeDecomposition,
-    fit_two_segment_power_law,
-    k_grid,
-    truncate,
-)
+from dsc.core.modes import ModeDecomposition, fit_two_segment_power_law, k_grid
 
 
 @pytest.fixture
@@ -15,62 +10,69 @@ def weight():
     return np.random.default_rng(0).normal(size=(40, 25)).astype(np.float32)
 
 
-def test_full_rank_truncation_reproduces_weight(weight):
-    out = truncate(weight, 25)
-    assert out.shape == weight.shape and out.dtype == weight.dtype
-    np.testing.assert_allclose(out, weight, atol=1e-5)
-    assert np.all(truncate(weight, 0) == 0)
+def kept(dec, index):
+    """The weight matrix (m, n) made of the decomposition's modes in index."""
+    return (dec.u_[:, index] * dec.s_[index]) @ dec.vt_[index]
 
 
-def test_k_at_rank_of_low_rank_matrix_reproduces_it():
+def test_all_modes_reproduce_weight_and_none_give_zeros(weight):
+    dec = ModeDecomposition(weight)
+    assert dec.n_modes == 25 and dec.u_.shape == (40, 25) and dec.vt_.shape == (25, 25)
+    np.testing.assert_allclose(kept(dec, dec.modes(25)), weight, atol=1e-5)
+    assert dec.modes(0).size == 0 and np.all(kept(dec, dec.modes(0)) == 0)
+
+
+def test_leading_modes_of_low_rank_matrix_reproduce_it():
     rng = np.random.default_rng(1)
     w = rng.normal(size=(30, 3)) @ rng.normal(size=(3, 20))
     dec = ModeDecomposition(w)
-    assert dec.rank == 3 and dec.n_modes == 20
-    np.testing.assert_allclose(dec.truncate(3), w, atol=1e-10)
+    assert dec.n_modes == 20 and np.all(dec.s_[3:] < 1e-10 * dec.s_[0])
+    np.testing.assert_allclose(kept(dec, dec.modes(3)), w, atol=1e-10)
 
 
 @pytest.mark.parametrize("k", [1, 5, 24])
-def test_leading_truncation_error_is_eckart_young(weight, k):
+def test_leading_modes_are_eckart_young(weight, k):
     dec = ModeDecomposition(weight)
     s = np.linalg.svd(weight.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(dec.s_, s, rtol=1e-10)
     expected = np.sqrt(np.sum(s[k:] ** 2))
-    np.testing.assert_allclose(np.linalg.norm(weight - dec.truncate(k)), expected, rtol=1e-5)
-    np.testing.assert_allclose(dec.error(k), expected, rtol=1e-10)
+    error = np.linalg.norm(weight - kept(dec, dec.modes(k, "leading")))
+    np.testing.assert_allclose(error, expected, rtol=1e-5)
 
 
 def test_random_modes_reproducible_and_worse_than_leading(weight):
     dec = ModeDecomposition(weight)
-    a, b = dec.truncate(8, "random", rng=7), dec.truncate(8, "random", rng=7)
+    a, b = dec.modes(8, "random", rng=7), dec.modes(8, "random", rng=7)
     np.testing.assert_array_equal(a, b)
+    assert a.size == 8 and np.unique(a).size == 8 and np.all(np.diff(a) > 0)
     rng = np.random.default_rng(3)
-    errs = [np.linalg.norm(weight - dec.truncate(8, "random", rng)) for _ in range(20)]
-    assert np.mean(errs) > dec.error(8)
+    errs = [np.linalg.norm(weight - kept(dec, dec.modes(8, "random", rng))) for _ in range(20)]
+    s = np.linalg.svd(weight.astype(np.float64), compute_uv=False)
+    assert np.mean(errs) > np.sqrt(np.sum(s[8:] ** 2))
 
 
-def test_conv_kernel_round_trip():
+def test_conv_kernel_is_read_as_out_by_in_times_kernel():
     w = np.random.default_rng(2).normal(size=(16, 3, 3, 3))  # (out, in, kh, kw): matrix 16 x 27
     dec = ModeDecomposition(w)
-    assert dec.n_modes == 16
-    np.testing.assert_allclose(truncate(w, 16), w, atol=1e-10)
+    assert dec.n_modes == 16 and dec.vt_.shape == (16, 27)
     flat = w.reshape(16, 27)
+    np.testing.assert_allclose(kept(dec, dec.modes(16)), flat, atol=1e-10)
     u, s, vt = np.linalg.svd(flat, full_matrices=False)
-    rank4 = ((u[:, :4] * s[:4]) @ vt[:4]).reshape(w.shape)
-    np.testing.assert_allclose(truncate(w, 4), rank4, atol=1e-10)
+    np.testing.assert_allclose(kept(dec, dec.modes(4)), (u[:, :4] * s[:4]) @ vt[:4], atol=1e-10)
 
 
 @pytest.mark.parametrize(
     ("k", "modes", "match"), [(26, "leading", "k must be"), (-1, "leading", "k must be"),
                               (2.5, "leading", "k must be"), (3, "trailing", "unknown modes")]
 )
-def test_truncate_rejects_bad_arguments(weight, k, modes, match):
+def test_modes_rejects_bad_arguments(weight, k, modes, match):
     with pytest.raises(ValueError, match=match):
-        truncate(weight, k, modes)
+        ModeDecomposition(weight).modes(k, modes)
 
 
-def test_truncate_rejects_3d_weight():
+def test_decomposition_rejects_3d_weight():
     with pytest.raises(ValueError, match="2-D"):
-        truncate(np.zeros((2, 3, 4)), 1)
+        ModeDecomposition(np.zeros((2, 3, 4)))
 
 
 @pytest.mark.parametrize("rank", [1, 2, 7, 27, 1024])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from dsc.core import spectra
+from dsc.core import mp, spectra
 
 KEYS = {
     "alpha",
@@ -96,6 +96,31 @@ def test_mp_density_integrates_to_one(ratio):
     total, _ = integrate.quad(spectra.mp_density, lo, hi, args=(ratio, sigma2, n), limit=200)
     assert total == pytest.approx(1.0, abs=1e-3)
     assert spectra.mp_density(np.array([0.5 * lo, 1.01 * hi]), ratio, sigma2, n) == pytest.approx(0)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0, 8.0])
+def test_mp_cdf_is_the_integral_of_the_density(ratio):
+    n, sigma2 = 800, 0.3
+    lo, hi = sigma2 * n * (1 - ratio**-0.5) ** 2, sigma2 * n * (1 + ratio**-0.5) ** 2
+    for x in np.linspace(lo, hi, 7)[1:-1]:
+        part, _ = integrate.quad(mp.mp_density, lo, x, args=(ratio, sigma2, n), limit=200)
+        assert mp.mp_cdf(x, ratio, sigma2, n) == pytest.approx(part, abs=1e-3)
+    assert mp.mp_cdf(np.array([0.5 * lo, 1.01 * hi]), ratio, sigma2, n) == pytest.approx([0, 1])
+
+
+@pytest.mark.parametrize("shape", [(1000, 500), (500, 1000)])
+def test_mp_ks_distance_of_gaussian_bulk(shape):
+    W = np.random.default_rng(7).standard_normal(shape)
+    evals = spectra.esd(W)
+    sigma2, _, _ = spectra.fit_mp(evals, *shape)
+    ks = mp.mp_ks_distance(evals, sigma2, *shape)
+    # The supremum over the sorted sample of the gaps to the fitted CDF, on either side.
+    fitted = mp.mp_cdf(np.sort(evals), max(shape) / min(shape), sigma2, max(shape))
+    k = evals.size
+    direct = max(np.max(np.arange(1, k + 1) / k - fitted), np.max(fitted - np.arange(k) / k))
+    assert ks == pytest.approx(direct, abs=1e-12)
+    assert ks < spectra.MP_KS_MIN
+    assert mp.mp_ks_distance(evals, 4 * sigma2, *shape) > 0.5  # the wrong variance is rejected
 
 
 @pytest.mark.parametrize("power, alpha", [(-0.5, 2.0), (-1.0, 1.5)])

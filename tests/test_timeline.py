@@ -99,12 +99,11 @@ RISES = {
 }
 
 
-@pytest.mark.parametrize("method", ["hinge", "pelt"])
 @pytest.mark.parametrize("shape", list(RISES))
 @pytest.mark.parametrize("noise", [0.0, 0.02])
-def test_change_point_flat_then_rise(method, shape, noise):
+def test_change_point_flat_then_rise(shape, noise):
     y = RISES[shape] + np.random.default_rng(3).normal(0, noise, len(T))
-    cp = change_point(y, method=method)
+    cp = change_point(y)
     assert abs(cp.epoch - 20) <= 2, cp
 
 
@@ -117,9 +116,16 @@ def test_change_point_falling_loss_and_epoch_units():
 @pytest.mark.parametrize("noise", [0.0, 0.02])
 def test_change_point_flat_curve_is_none(noise):
     y = 0.2 + np.random.default_rng(4).normal(0, noise, 60)
-    assert change_point(y).epoch is None and change_point(y, method="pelt").epoch is None
+    assert change_point(y).epoch is None
 
 
-def test_change_point_rejects_unknown_method():
+@pytest.mark.parametrize("method", ["knee", "pelt"])
+def test_change_point_rejects_unknown_method(method):
     with pytest.raises(ValueError, match="unknown method"):
-        change_point(RISES["ramp"], method="knee")
+        change_point(RISES["ramp"], method=method)
+
+
+@pytest.mark.parametrize("sd", [0.01, 0.05])
+def test_change_point_noise_is_the_epoch_noise_sd(sd):
+    y = RISES["jump"] + np.random.default_rng(6).normal(0, sd, len(T))
+    assert change_point(y).noise == pytest.approx(sd, rel=0.3)

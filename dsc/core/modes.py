@@ -20,7 +20,7 @@ MODE_CHOICES = ("leading", "random")
 
 
 class ModeDecomposition:
-    """The SVD of one weight matrix, computed once, truncated for many k.
+    """The SVD of one weight matrix, computed once; `modes` picks the k modes to keep.
 
     Parameters
     ----------
@@ -39,7 +39,7 @@ class ModeDecomposition:
             raise ValueError(
                 f"weight must be 2-D (out, in) or 4-D (out, in, kh, kw), got shape {weight.shape}"
             )
-        self.shape, self.dtype = weight.shape, weight.dtype
+        self.shape = weight.shape
         matrix = weight.reshape(weight.shape[0], -1).astype(np.float64)
         self.u_, self.s_, self.vt_ = np.linalg.svd(matrix, full_matrices=False)
 
@@ -47,13 +47,6 @@ class ModeDecomposition:
     def n_modes(self) -> int:
         """min(m, n): the largest valid k."""
         return len(self.s_)
-
-    @property
-    def rank(self) -> int:
-        """Numerical rank (numpy's matrix_rank tolerance)."""
-        size = max(self.u_.shape[0], self.vt_.shape[1])
-        tol = self.s_.max(initial=0.0) * size * np.finfo(float).eps
-        return int((self.s_ > tol).sum())
 
     def modes(self, k: int, modes: str = "leading", rng=None) -> np.ndarray:
         """Indices (k,) of the modes kept: the k largest, or k drawn without replacement."""
@@ -66,42 +59,6 @@ class ModeDecomposition:
         if modes == "random":
             return np.sort(np.random.default_rng(rng).choice(self.n_modes, size=k, replace=False))
         raise ValueError(f"unknown modes {modes!r}; use one of {MODE_CHOICES}")
-
-    def reconstruct(self, index: np.ndarray) -> np.ndarray:
-        """Sum of the modes in index, in the weight's original shape and dtype."""
-        w = (self.u_[:, index] * self.s_[index]) @ self.vt_[index]  # (m, n)
-        return w.reshape(self.shape).astype(self.dtype, copy=False)
-
-    def truncate(self, k: int, modes: str = "leading", rng=None) -> np.ndarray:
-        """Rank-k weight from k modes; see `truncate`."""
-        return self.reconstruct(self.modes(k, modes, rng))
-
-    def error(self, k: int) -> float:
-        """Frobenius norm of W minus its leading rank-k truncation: sqrt(sum of dropped s^2)."""
-        self.modes(k)  # validates k
-        return float(np.sqrt(np.sum(self.s_[k:] ** 2)))
-
-
-def truncate(weight: np.ndarray, k: int, modes: str = "leading", rng=None) -> np.ndarray:
-    """Keep k singular modes of a weight matrix.
-
-    Parameters
-    ----------
-    weight : array, shape (m, n) or (out, in, kh, kw)
-        Convolution kernels are truncated as the matrix (out, in * kh * kw) and reshaped back.
-    k : int in [0, min(m, n)]
-        Number of modes kept; k >= rank returns the weight up to float error, k = 0 zeros.
-    modes : {"leading", "random"}
-        The k largest singular values (the Eckart-Young best rank-k approximation), or k modes
-        drawn uniformly without replacement (the control).
-    rng : None, int or numpy Generator
-        Seed for ``modes="random"``.
-
-    Returns
-    -------
-    array, same shape and dtype as ``weight``
-    """
-    return ModeDecomposition(weight).truncate(k, modes, rng)
 
 
 def k_grid(rank: int, n: int = 20) -> np.ndarray:

@@ -18,6 +18,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import linalg
 from scipy.linalg import blas
 
+from dsc.core.mp import fit_mp, mp_density, mp_ks_distance
+
+# fit_mp and mp_density live in dsc.core.mp and are part of this module's interface too.
+__all__ = [
+    "PHASES", "esd", "fit_mp", "fit_power_law", "layer_spectrum", "mp_density", "spectrum_of_esd",
+]
+
 PHASES = (
     "random-like",
     "bleeding-out",
@@ -47,8 +54,6 @@ HEAVY_ALPHA_MAX = 6.0  # alpha at or below this (with a good fit) is heavy-taile
 PL_KS_MAX = 0.1  # a power-law fit is good if its KS distance is at most this
 TW_SIGMAS = 4.0  # spikes lie this many Tracy-Widom scales beyond lambda_plus
 
-# Quadrature nodes of the standard MP cumulative distribution.
-_MP_GRID = 4096
 # Upper bound on the elements of one block of the vectorised xmin scan (8 MB per temporary).
 _SCAN_BLOCK = 1 << 20
 # Rows per block of that scan.
@@ -165,76 +170,6 @@ def fit_power_law(evals: np.ndarray, min_tail: int = MIN_TAIL) -> tuple[float, f
         return np.nan, np.nan, np.nan
     best = int(np.argmin(ks))  # ties go to the smallest xmin, as in WeightWatcher
     return float(alphas[best]), float(x[best]), float(ks[best])
-
-
-def mp_density(x: np.ndarray, ratio: float, sigma2: float, n: int) -> np.ndarray:
-    """Marchenko-Pastur density of the eigenvalues of ``W^T W`` (no 1/N factor).
-
-    For W of shape N x M (N >= M) with iid entries of variance sigma2, the M eigenvalues of
-    ``W^T W`` fill ``[lambda_-, lambda_+] = sigma2 * (sqrt(N) -+ sqrt(M))**2`` with density
-    ``sqrt((lambda_+ - x)(x - lambda_-)) / (2 pi sigma2 M x)``, which integrates to 1. To
-    overlay it on a histogram of an ESD with spikes, scale it by the share of eigenvalues in
-    the bulk.
-
-    Parameters
-    ----------
-    x : array, any shape
-        Eigenvalues at which to evaluate.
-    ratio : float
-        Aspect ratio Q = N / M >= 1.
-    sigma2 : float
-        Entry variance (> 0).
-    n : int
-        The larger dimension N.
-
-    Returns
-    -------
-    density : array, shape of ``x``
-        0 outside the bulk.
-    """
-    if not ratio >= 1:
-        raise ValueError(f"ratio must be N / M >= 1, got {ratio}")
-    if not sigma2 > 0 or not n > 0:
-        raise ValueError(f"sigma2 and n must be positive, got sigma2={sigma2}, n={n}")
-    x = np.asarray(x, dtype=np.float64)
-    lo, hi = _mp_edges(ratio, sigma2, n)
-    inside = (x > lo) & (x < hi) & (x > 0)
-    width = np.sqrt(np.clip((hi - x) * (x - lo), 0.0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dens = width / (2.0 * np.pi * sigma2 * (n / ratio) * x)
-    return np.where(inside, dens, 0.0)
-
-
-def fit_mp(evals: np.ndarray, n: int, m: int) -> tuple[float, float, float]:
-    """Fit a Marchenko-Pastur bulk to an ESD by matching its median.
-
-    The median is insensitive to a few spikes and to a heavy upper tail, where the mean (the
-    Frobenius norm) is not: ``sigma2 = median(evals) / (N * u_half)`` with ``u_half`` the median
-    of the standard MP law of ratio M / N.
-
-    Parameters
-    ----------
-    evals : array, shape (k * min(n, m),)
-        Eigenvalues of ``W^T W``, pooled over k slices of shape n x m.
-    n, m : int
-        Shape of one matrix (either order).
-
-    Returns
-    -------
-    sigma2, lambda_minus, lambda_plus : float
-        Fitted entry variance and bulk edges; all 0 when the median eigenvalue is 0.
-    """
-    if n < 1 or m < 1:
-        raise ValueError(f"matrix shape must be positive, got {n} x {m}")
-    evals = np.asarray(evals, dtype=np.float64).ravel()
-    if evals.size == 0:
-        raise ValueError("evals is empty")
-    big, small = max(n, m), min(n, m)
-    grid_u, grid_cdf = _mp_standard_cdf(small / big)
-    u_half = float(np.interp(0.5, grid_cdf, grid_u))
-    sigma2 = max(0.0, float(np.median(evals))) / (big * u_half)  # rounding can dip below 0
-    lo, hi = _mp_edges(big / small, sigma2, big) if sigma2 > 0 else (0.0, 0.0)
-    return sigma2, lo, hi
 
 
 def layer_spectrum(W: np.ndarray) -> dict[str, float | int | str]:
@@ -362,7 +297,7 @@ def _phase(evals, sigma2, n, m, threshold, num_spikes, lam_plus, alpha, ks) -> s
         return "rank-collapse"
     bulk = evals[evals <= threshold]
     mp_like = bulk.size > 0 and sigma2 > 0 and (
-        _mp_ks(bulk, sigma2, n, m) <= max(MP_KS_MIN, 1.36 / np.sqrt(bulk.size))
+        mp_ks_distance(bulk, sigma2, n, m) <= max(MP_KS_MIN, 1.36 / np.sqrt(bulk.size))
     )
     if mp_like and num_spikes == 0:
         return "random-like"
@@ -435,39 +370,6 @@ def _slice_evals(slices: np.ndarray, exp: int = 0) -> np.ndarray:
     if exp:
         evals = np.ldexp(evals, 2 * exp)
     return np.sort(evals)
-
-
-def _mp_edges(ratio: float, sigma2: float, n: int) -> tuple[float, float]:
-    """Bulk edges sigma2 * n * (1 -+ 1/sqrt(ratio))**2 of the MP law of ``W^T W``."""
-    root = 1.0 / np.sqrt(ratio)
-    return sigma2 * n * (1.0 - root) ** 2, sigma2 * n * (1.0 + root) ** 2
-
-
-def _mp_standard_cdf(y: float) -> tuple[np.ndarray, np.ndarray]:
-    """CDF of the MP law with unit variance and ratio y = M / N <= 1, in units lambda / N.
-
-    Returns the grid ``u`` (shape (G + 1,)) and the CDF on it. The substitution
-    ``u = a + (b - a)(1 - cos t) / 2`` removes the square-root edges (and the 1/sqrt(u) pole
-    at y = 1), so a midpoint rule in t converges fast.
-    """
-    a, b = (1.0 - np.sqrt(y)) ** 2, (1.0 + np.sqrt(y)) ** 2
-    t_edges = np.linspace(0.0, np.pi, _MP_GRID + 1)
-    t_mid = 0.5 * (t_edges[1:] + t_edges[:-1])
-    u_mid = a + (b - a) * (1.0 - np.cos(t_mid)) / 2.0
-    mass = ((b - a) ** 2 / 4.0) * np.sin(t_mid) ** 2 / (2.0 * np.pi * y * u_mid)
-    cdf = np.concatenate([[0.0], np.cumsum(mass)])
-    cdf /= cdf[-1]  # the quadrature error, not a missing mass
-    return a + (b - a) * (1.0 - np.cos(t_edges)) / 2.0, cdf
-
-
-def _mp_ks(bulk: np.ndarray, sigma2: float, n: int, m: int) -> float:
-    """Two-sided KS distance between sorted eigenvalues and the fitted MP CDF."""
-    big, small = max(n, m), min(n, m)
-    grid_u, grid_cdf = _mp_standard_cdf(small / big)
-    fitted = np.interp(bulk / (sigma2 * big), grid_u, grid_cdf)  # 0 below, 1 above the bulk
-    k = bulk.size
-    steps = np.arange(1, k + 1) / k
-    return float(max(np.max(steps - fitted), np.max(fitted - (steps - 1.0 / k))))
 
 
 def _tw_margin(sigma2: float, n: int, m: int) -> float:

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import ruptures as rpt
+from scipy.stats import median_abs_deviation
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_samples
 
 Activations = np.ndarray | Sequence[np.ndarray]
 
-CHANGE_POINT_METHODS = ("hinge", "pelt")
+CHANGE_POINT_METHODS = ("hinge",)
 
 
 @dataclass(frozen=True)
@@ -269,8 +269,8 @@ def class_emergence(
 
 def _noise_sd(y: np.ndarray) -> float:
     """Epoch-to-epoch noise sd from the MAD of first differences (robust to a short rise)."""
-    d = np.diff(y)
-    return float(np.median(np.abs(d - np.median(d))) / 0.6745 / np.sqrt(2))
+    # A difference of two independent noisy points has sd sqrt(2) sigma.
+    return float(median_abs_deviation(np.diff(y), scale="normal") / np.sqrt(2))
 
 
 def _hinge_onset(t: np.ndarray, y: np.ndarray, floor: float, top: float) -> float:
@@ -291,18 +291,6 @@ def _hinge_onset(t: np.ndarray, y: np.ndarray, floor: float, top: float) -> floa
     return float(taus[np.argmin(rss)])
 
 
-def _pelt_onset(t: np.ndarray, y: np.ndarray, noise: float, rise: float) -> float:
-    """Last epoch of the first segment of a piecewise-constant (l2) segmentation by PELT.
-
-    The BIC-like penalty 2 sigma^2 log E detects level shifts above the noise; sigma is floored
-    at 1% of the rise so that a noiseless curve is not cut at its first tiny deviation.
-    """
-    sigma = max(noise, 0.01 * abs(rise))
-    pen = 2 * sigma**2 * np.log(len(y))
-    bkps = rpt.Pelt(model="l2", min_size=2, jump=1).fit(y).predict(pen=pen)
-    return float(t[bkps[0] - 1]) if len(bkps) > 1 else float("nan")
-
-
 def change_point(
     y: np.ndarray,
     epochs: Sequence[int] | None = None,
@@ -320,9 +308,6 @@ def change_point(
     the onset: where the extrapolated early rise leaves the floor. It uses every latent-phase
     point to place the floor, so it is stable under noise; for a logistic rise of centre c and
     scale s it gives about c - 2.5 s.
-    ``"pelt"``: ruptures' PELT with an l2 (piecewise-constant) cost and a BIC-like penalty from
-    the noise estimate; the onset is the last epoch of the first segment (None if PELT finds
-    no segment boundary).
 
     A curve whose rise (median of the last tenth minus median of the first tenth, at least 3
     points each) is not above ``min_rise`` is flat: epoch None.
@@ -333,7 +318,7 @@ def change_point(
         Learning curve (accuracy, or loss with ``decreasing=True``); non-finite points dropped.
     epochs : sequence of int, shape (E,), optional
         Epoch number of each point; default 0..E-1.
-    method : {"hinge", "pelt"}
+    method : {"hinge"}
     decreasing : bool
         The curve falls as learning proceeds (a loss); it is negated before the search.
     min_rise : float, optional
@@ -357,5 +342,5 @@ def change_point(
     noise, rise = _noise_sd(y), top - floor
     if not rise > (4 * noise if min_rise is None else min_rise) or rise <= 1e-12 * np.abs(y).max():
         return ChangePoint(None, np.nan, rise, noise, method)
-    onset = _hinge_onset(t, y, floor, top) if method == "hinge" else _pelt_onset(t, y, noise, rise)
+    onset = _hinge_onset(t, y, floor, top)
     return ChangePoint(None if np.isnan(onset) else int(round(onset)), onset, rise, noise, method)
