@@ -1,0 +1,74 @@
+"""dsc: dense-sample deep learning, tracked in MLflow.
+
+The map of the package. Folders name the layers; arrows point down only (a job may use every
+layer; `core` uses none; `data` and `nn` never use `tracking`; `figures` never uses `tracking`
+or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is named here.
+
+`errors`            the one-line errors every layer raises (DscError and its kinds)
+`settings`          every setting declared once, one frozen dataclass per concern:
+  `settings.base`       how a setting is declared (default, type, range, choices, help) and checked
+  `settings.data`       data: which images, at what size, split how
+  `settings.model`      the network's architecture and sizes
+  `settings.train`      optimisation, what each epoch records, where the run goes
+  `settings.analysis`   analysing a run, comparing runs, sweeping a grid
+`core`              science on NumPy/SciPy/scikit-learn/lmfit arrays (no torch, MLflow, matplotlib, click):
+  `core.spectra`        ESDs of weight matrices, power-law tails, Martin & Mahoney phases
+  `core.mp`             the Marchenko-Pastur law: density, CDF, fit, KS distance
+  `core.similarity`     linear CKA and layer correlations
+  `core.timeline`       PCA timeline, class emergence (silhouette), change point
+  `core.features`       small helpers of the run analysis (metric lookups, leading units, picks)
+  `core.modes`          SVD modes of weight matrices, two-segment power law
+  `core.lld`            the logistic learning decomposition: fit and select
+  `core.lld_search`     its fast multi-start search
+  `core.lld_model`      its model of record in lmfit's terms, and the final fit
+  `core.lld_batch`      decompositions of many curves in worker processes
+  `core.snapshot`       the per-epoch snapshot: computed from arrays, one .npz per epoch
+  `core.atomic`         atomic file writes
+  `core.jsonsafe`       plain-JSON conversion of results
+`data`              datasets:
+  `data.base`           the in-memory ImageSet every source produces
+  `data.lights`         Yale B's 64 light directions and 9 poses
+  `data.faces`          synthetic faces: identities, height fields, albedo, Lambertian renderer
+  `data.synthetic`      the synthetic stand-in for Yale B, generated and cached
+  `data.yale`           Yale Face Database B from a local path or its archives
+  `data.folder`         any ImageFolder tree
+  `data.images`         reading image files, errors that name the bad file
+  `data.cache`          where generated data and extracted archives are kept
+  `data.dataset`        a --data spec to normalised tensors with a stratified split
+`nn`                torch:
+  `nn.model`            DenseVGG (the paper's network) and VGG-11
+  `nn.conv3`            numba CPU kernels for the 3->3 channel 3x3 convolution + ReLU
+  `nn.train`            the training loop, reporting each epoch to a callback
+  `nn.capture`          activation hooks riding on the validation pass
+  `nn.checkpoint`       what a checkpoint holds to continue exactly
+  `nn.modes`            the model with layers cut to k singular modes, evaluated
+`figures`           matplotlib, arrays in and a Figure out:
+  `figures.style`       palettes, labels, builders, output
+  `figures.curves`      learning curves and the change point
+  `figures.pca`         PCA scatters, timelines and class emergence
+  `figures.inputs`      variance maps and most activating inputs
+  `figures.similarity`  layer similarity over epochs
+  `figures.spectra`     spectral metrics, phases and ESD histograms
+  `figures.modes`       metrics against modes kept
+  `figures.lld`         one run's decomposition and fits across runs
+  `figures.animation`   the PCA plane over epochs as a GIF
+  `figures.report`      the self-contained HTML report
+`tracking`          the only package that imports MLflow:
+  `tracking.store`      runs: create or attach, params, metrics, histories, lookups
+  `tracking.artifacts`  checkpoints and snapshot directories, and their completion tags
+  `tracking.datasets`   the splits a run trained on, as MLflow dataset inputs
+  `tracking.models`     logged and registered models and their aliases
+  `tracking.heartbeat`  one writer per run: the heartbeat a training process renews
+  `tracking.server`     a loopback mlflow server (and PostgreSQL) for tests and benches
+`jobs`              the entry points, each composing the layers below:
+  `jobs.train`          a training run, and a stopped one resumed
+  `jobs.recorder`       what a training run records each epoch (metrics, checkpoints, snapshots)
+  `jobs.snapshot`       snapshots recomputed from checkpoints
+  `jobs.analyze`        the analysis pipeline of one run, top to bottom
+  `jobs.analyze_source` what analyze reads from a run
+  `jobs.analyze_steps`  its steps on snapshots and curves
+  `jobs.analyze_images` its steps that need the images rebuilt
+  `jobs.compare`        the decomposition across runs, in a comparison run
+  `jobs.sweep`          a grid of parallel training runs, then compare
+`cli`               the click commands, generated from the settings
+"""
