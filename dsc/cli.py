@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import click
 
-from dsc.errors import ConfigError, DscError
+from dsc.errors import ConfigError, DscError, Interrupted
 from dsc.settings import (
     TRAIN_CONFIGS,
     AnalyzeConfig,
@@ -61,13 +61,17 @@ def one_line_errors(fn: Callable) -> Callable:
 
     Project errors, operating-system errors (a full disk, a read-only store) and MLflow's own
     errors (an unreachable server, a refused request). The run is already marked FAILED by
-    then. Anything else is a bug and keeps its traceback.
+    then. Anything else is a bug and keeps its traceback. A training stopped by a signal
+    prints its one line (how to continue) and exits with 128 + the signal (130, 143).
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
         except Exception as exc:
             line = error_line(exc)
             if line is None:
@@ -158,24 +162,30 @@ def main() -> None:
 @click.option("--resume", "resume_id", default="", metavar="RUN_ID",
               help="Continue this stopped training run from its last complete checkpoint, into the "
                    "same run and with its own settings (no other option may be given).")
+@click.option("--takeover", is_flag=True,
+              help="With --resume: continue the run even though its heartbeat says a training process "
+                   "still holds it (for a holder known to be dead, on another host).")
 @click.pass_context
 @one_line_errors
-def train(ctx, resume_id, **values) -> None:
+def train(ctx, resume_id, takeover, **values) -> None:
     """Train the network and log metrics, checkpoints, the dataset and a registered model.
 
     Metrics (step = epoch, epoch 0 before any update): loss/train, loss/val, acc/train,
     acc/val, acc_class/<class>. The final model is registered with alias 'final', the
     best-validation one with alias 'best'. A run that was killed continues with
-    --resume RUN_ID (or `mlflow run . -e resume --run-id RUN_ID`).
+    --resume RUN_ID (or `mlflow run . -e resume --run-id RUN_ID`). SIGTERM or Ctrl-C stops
+    after the current step: the run ends KILLED and can be resumed; a second one stops at once.
     """
     from dsc.jobs.train import failing_run, resume_job, train_job
 
+    if takeover and not resume_id:
+        raise ConfigError("--takeover applies to --resume RUN_ID only")
     if resume_id:
         given = [f"--{name.replace('_', '-')}" for name in given_on_command_line(
             ctx, [n for n in values if n != "progress"])]
         if given:
             raise ConfigError(f"--resume continues run {resume_id} with its own settings; drop {', '.join(given)}")
-        run_id = resume_job(resume_id, progress=values["progress"])
+        run_id = resume_job(resume_id, progress=values["progress"], takeover=takeover)
         click.echo(f"run {run_id} resumed and finished")
         return
 

@@ -20,3 +20,19 @@ class TrainingDiverged(DscError, RuntimeError):
 
 class TrackingError(DscError, RuntimeError):
     """A run, artifact or model that is missing or of the wrong kind."""
+
+
+class Interrupted(DscError):
+    """Training stopped on request (SIGTERM, SIGINT) after finishing its current step.
+
+    ``epoch`` is the epoch that was under way; ``signum`` the signal (0: none known). The
+    command line prints the message and exits with 128 + ``signum``, the shells' convention.
+    """
+
+    def __init__(self, message: str, epoch: int, signum: int = 0) -> None:
+        super().__init__(message)
+        self.epoch, self.signum = epoch, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else 1

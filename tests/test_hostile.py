@@ -7,7 +7,13 @@ holds a finished training run, runs of other kinds and broken ones, and checks t
 - every run that existed keeps its status, every metric point and every artifact;
 - a run the command itself opened is marked FAILED.
 """
+import contextlib
 import errno
+import os
+import socket
+import struct
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +23,13 @@ import torch
 from click.testing import CliRunner
 from conftest import fresh_store
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from dsc import tracking
 from dsc.cli import main
 from dsc.core import snapshot
 from dsc.tracking import load_snapshots
+from dsc.tracking.heartbeat import Holder
 
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
 
@@ -34,6 +42,7 @@ class Case:
     code: int  # exit code: 2 for a usage error found by the parser, 1 for the rest
     says: str  # a fragment of the one error line
     opens_run: bool = False  # the command creates a run, which must end FAILED
+    uri: str = ""  # the tracking store the command is pointed at (default: the fixture's)
 
 
 CASES = [
@@ -54,6 +63,21 @@ CASES = [
          ("train", "--data", "yale:{tmp}", "--subjects", "x,y"), 1, "--subjects", True),
     Case("train-absent-cuda", "`train --device cuda:0` on a machine without CUDA",
          ("train", *TINY, "--device", "cuda:0"), 1, "CUDA is not available", True),
+    Case("train-register-name", "`train --register-name \"a/b c\"`", ("train", *TINY, "--register-name", "a/b c"),
+         1, "Names cannot contain '/'", True),
+    Case("train-vgg11-small", "`train --arch vgg11 --image-size 16`",
+         ("train", "--arch", "vgg11", "--image-size", "16", "--no-progress"), 1, "needs --image-size >= 32", True),
+    Case("train-data-seed", "`train --data-seed 99999999999999999999`",
+         ("train", *TINY, "--data-seed", "99999999999999999999"), 1, "--data-seed", True),
+    Case("train-seed-negative", "`train --seed -1`", ("train", *TINY, "--seed", "-1"), 1, "--seed -1", True),
+    Case("train-decompression-bomb", "`train --data folder:DIR` where DIR holds a decompression-bomb PNG",
+         ("train", *TINY, "--data", "folder:{bomb}"), 1, "decompression bomb", True),
+    Case("train-no-server", "`train` with `MLFLOW_TRACKING_URI=http://127.0.0.1:9` (no server there)",
+         ("train", *TINY), 1, "cannot reach the tracking server", uri="http://127.0.0.1:9"),
+    Case("train-deleted-experiment", "`train --experiment` a deleted experiment",
+         ("train", *TINY, "--experiment", "gone"), 1, "deleted experiment"),
+    Case("train-takeover-alone", "`train --takeover` without --resume", ("train", "--takeover"), 1,
+         "--takeover applies"),
     Case("resume-unknown", "`train --resume` an id that is no run", ("train", "--resume", "0123456789abcdef"), 1,
          "no run with id"),
     Case("resume-finished", "`train --resume` a FINISHED run", ("train", "--resume", "{finished}"), 1,
@@ -66,6 +90,8 @@ CASES = [
          ("train", "--resume", "{fresh}"), 1, "pass its id with --run-id"),
     Case("resume-with-options", "`train --resume RUN --epochs 9`",
          ("train", "--resume", "{nockpt}", "--epochs", "9"), 1, "drop --epochs"),
+    Case("resume-held", "`train --resume` a run whose training process is alive (a fresh heartbeat)",
+         ("train", "--resume", "{held}"), 1, "is being trained by pid"),
     # snapshot
     Case("snapshot-no-run-id", "`snapshot` without --run-id", ("snapshot",), 2, "--run-id"),
     Case("snapshot-unknown", "`snapshot --run-id` an id that is no run", ("snapshot", "--run-id", "nope"), 1,
@@ -122,6 +148,32 @@ CASES = [
 ]
 
 
+def decompression_bomb(path: Path) -> None:
+    """A valid 1x1 PNG whose header claims 30000 x 30000 pixels (Pillow refuses it on opening)."""
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", 30000, 30000)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(data))
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str):
+    """Point MLflow (this process, and the environment) at ``uri`` inside; back after."""
+    if not uri:
+        yield
+        return
+    saved = os.environ["MLFLOW_TRACKING_URI"]
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+        mlflow.set_tracking_uri(saved)
+
+
 def _train(name: str, epochs: int) -> str:
     res = CliRunner().invoke(main, ["train", *TINY, "--epochs", str(epochs), "--run-name", name])
     assert res.exit_code == 0, res.output
@@ -153,7 +205,17 @@ def world(tmp_path_factory, cache_dir, empty_store):
         client.set_terminated(bad, "FAILED")
         runs["badckpt"] = bad
         runs["fresh"] = client.create_run("0", tags={"mlflow.project.entryPoint": "resume"}).info.run_id
+        # a run held by a live process (this one), whose heartbeat stays fresh for an hour
+        holder = Holder(socket.gethostname(), os.getpid(), time.time(), 3600.0, "t")
+        runs["held"] = client.create_run("0", tags={"dsc.kind": "train", tracking.HEARTBEAT_TAG: holder.to_tag()},
+                                         run_name="held").info.run_id
+        for cls in ("a", "b"):
+            (tmp / "bomb" / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp / "bomb" / cls / "ok.png")
+        decompression_bomb(tmp / "bomb" / "b" / "bomb.png")
+        runs["bomb"] = str(tmp / "bomb")
         client.create_experiment("empty")
+        client.delete_experiment(client.create_experiment("gone"))
         yield runs
 
 
@@ -182,7 +244,11 @@ def test_hostile_input(world, case):
     if case.id == "train-absent-cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     before = store_state()
-    res = CliRunner().invoke(main, [a.format(**world) for a in case.args])
+    started = time.monotonic()
+    with tracking_uri(case.uri):
+        res = CliRunner().invoke(main, [a.format(**world) for a in case.args])
+    if case.uri:  # a start-up check answers at once, not after MLflow's minutes of retries
+        assert time.monotonic() - started < 10
     assert res.exit_code == case.code, res.output
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, res.stderr

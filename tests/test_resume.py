@@ -1,5 +1,6 @@
-"""Runs that survive faults: a SIGKILLed run resumed, parallel runs on one store, half-written files."""
+"""Runs that survive faults: a killed or stopped run resumed, parallel runs on one store, half-written files."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import fresh_store
 from mlflow.tracking import MlflowClient
 
 from dsc import tracking
@@ -48,47 +50,105 @@ def final_weights(run_id: str, epoch: int) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model_state"]
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_result(store, tmp_path):
-    epochs, env = 5, env_for(store)
-    common = [*TINY, "--epochs", str(epochs), "--seed", "3", "--register-name", "resumed"]
-    ref = subprocess.run(dsc("train", *common, "--run-name", "reference"), env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+EPOCHS = 5
+COMMON = [*TINY, "--epochs", str(EPOCHS), "--seed", "3", "--register-name", "resumed"]
 
-    victim = subprocess.Popen(dsc("train", *common, "--run-name", "victim"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+@pytest.fixture(scope="module")
+def _reference_store(tmp_path_factory, cache_dir, empty_store):
+    tmp = tmp_path_factory.mktemp("resume")
+    with pytest.MonkeyPatch.context() as mp:
+        store = fresh_store(tmp, mp, cache_dir, empty_store)
+        ref = subprocess.run(dsc("train", *COMMON, "--run-name", "reference"), env=env_for(store),
+                             capture_output=True, text=True, timeout=600)
+        assert ref.returncode == 0, ref.stderr[-2000:]
+        yield store, run_named("reference")
+
+
+@pytest.fixture
+def reference(_reference_store, monkeypatch):
+    """A store holding one uninterrupted training run, made current; (store URI, that run)."""
+    store, run = _reference_store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    return store, run
+
+
+def start_victim(store: str, name: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """A training process (its stderr to ``log``), once its checkpoint of epoch 2 is complete.
+
+    The loop starts epoch 3 right after marking that checkpoint, so a signal sent now arrives
+    mid-epoch, between optimizer steps. Returns the process and its run id.
+    """
+    with open(log, "w") as err:
+        victim = subprocess.Popen(dsc("train", *COMMON, "--run-name", name), env=env_for(store),
+                                  stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 300
     while time.time() < deadline:
-        run = run_named("victim")
+        run = run_named(name)
         if run and int(run.data.tags.get("dsc.complete.checkpoints", -1)) >= 2:
-            break
+            return victim, run.info.run_id
+        assert victim.poll() is None, log.read_text()[-2000:]
         time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    killed = MlflowClient().get_run(run.info.run_id)
-    done = int(killed.data.tags["dsc.complete.checkpoints"])
-    assert killed.info.status == "RUNNING" and 2 <= done < epochs
+    raise TimeoutError(f"{name} wrote no checkpoint of epoch 2 in 300 s")
 
-    # Continue through the MLproject entry point, into the same run.
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", run.info.run_id,
-           "--env-manager", "local"]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
-    reference, resumed = run_named("reference"), MlflowClient().get_run(run.info.run_id)
+def assert_resumed_like(reference_run, run_id: str) -> None:
+    """The resumed run has the reference's every metric point (each step once) and final weights."""
+    resumed = MlflowClient().get_run(run_id)
     assert resumed.info.status == "FINISHED"
-    assert resumed.data.tags["dsc.resumed_from"] == str(done)
-    want, got = histories(reference.info.run_id), histories(resumed.info.run_id)
+    want, got = histories(reference_run.info.run_id), histories(run_id)
     assert sorted(got) == sorted(want) and len(want) > 50  # training, spectra, CKA, ... metrics
     for key in want:  # every value at every step, each step once
         assert got[key] == want[key], key
-    assert [s for s, _ in want["acc/val"]] == list(range(epochs + 1))
-    a, b = final_weights(reference.info.run_id, epochs), final_weights(resumed.info.run_id, epochs)
+    assert [s for s, _ in want["acc/val"]] == list(range(EPOCHS + 1))
+    a, b = final_weights(reference_run.info.run_id, EPOCHS), final_weights(run_id, EPOCHS)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert MlflowClient().get_model_version_by_alias("resumed", "final").run_id == resumed.info.run_id
-    snaps = load_snapshots(resumed.info.run_id)
-    assert snaps.epochs == list(range(epochs + 1))
+    assert MlflowClient().get_model_version_by_alias("resumed", "final").run_id == run_id
+    assert load_snapshots(run_id).epochs == list(range(EPOCHS + 1))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
+    store, ref = reference
+    victim, rid = start_victim(store, "victim", tmp_path / "victim.log")
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    killed = MlflowClient().get_run(rid)
+    done = int(killed.data.tags["dsc.complete.checkpoints"])
+    assert killed.info.status == "RUNNING" and 2 <= done < EPOCHS
+    assert tracking.HEARTBEAT_TAG in killed.data.tags  # left behind, and fresh: its pid is dead here
+
+    # Continue through the MLproject entry point, into the same run.
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", rid,
+           "--env-manager", "local"]
+    proc = subprocess.run(cmd, env=env_for(store), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert MlflowClient().get_run(rid).data.tags["dsc.resumed_from"] == str(done)
+    assert_resumed_like(ref, rid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopped_run_ends_killed_and_resumes_to_the_uninterrupted_result(reference, sig, tmp_path):
+    store, ref = reference
+    victim, rid = start_victim(store, sig.name, tmp_path / "victim.log")
+    victim.send_signal(sig)
+    assert victim.wait(timeout=120) == 128 + sig  # 143, 130: the shells' convention
+    lines = (tmp_path / "victim.log").read_text().strip().splitlines()
+    found = re.fullmatch(rf"interrupted at epoch (\d+) by {sig.name} \(epochs 0-\d+ kept\); "
+                         rf"continue with dsc train --resume {rid}", lines[-1])
+    assert found, lines[-3:]
+    stopped = MlflowClient().get_run(rid)
+    assert stopped.info.status == "KILLED" and sig.name in stopped.data.tags["error"]
+    assert tracking.HEARTBEAT_TAG not in stopped.data.tags  # released: resumable at once
+    assert int(stopped.data.tags["dsc.complete.checkpoints"]) == int(found.group(1)) - 1
+
+    res = subprocess.run(dsc("train", "--resume", rid, "--no-progress"), env=env_for(store),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sig.name in MlflowClient().get_run(rid).data.tags["dsc.previous_error"]
+    assert_resumed_like(ref, rid)
 
 
 @pytest.mark.slow

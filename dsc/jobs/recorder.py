@@ -7,6 +7,7 @@ write through :mod:`dsc.tracking`. Everything the run leaves is laid out as the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +33,9 @@ class EpochLogger:
     ``extra`` (configs, class names, normalisation) goes into every checkpoint. Checkpoints are
     kept every ``checkpoint_every`` epochs, at the last epoch and whenever validation accuracy
     reaches a new best (so a resumed run can still register the best model). ``logged``
-    (from :class:`LoggedSteps`) skips metrics a resumed run already has.
+    (from :class:`LoggedSteps`) skips metrics a resumed run already has. The last epoch that
+    kept no checkpoint is held in memory until the next one, so that a stopped training can
+    still write what resuming needs (:meth:`flush`).
     """
 
     def __init__(self, extra: Mapping[str, object], checkpoint_every: int = 1,
@@ -45,6 +48,7 @@ class EpochLogger:
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_epoch = -1
+        self._pending: dict | None = None  # the last epoch's checkpoint, when it was not kept
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
 
     def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
@@ -60,13 +64,26 @@ class EpochLogger:
         if new_best:
             self.best_acc, self.best_epoch = acc, report.epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in report.model.state_dict().items()}
+        payload = checkpoint_payload(report, self.extra)
         if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch or new_best:
-            path = Path(self._tmp.name) / CHECKPOINT_FMT.format(report.epoch)
-            torch.save(checkpoint_payload(report, self.extra), path)
-            mlflow.log_artifact(str(path), CHECKPOINT_DIR)
-            path.unlink()
-            mark_complete(run_id, CHECKPOINT_DIR, report.epoch)
+            self._save(run_id, payload)
+            self._pending = None
+        else:  # its tensors are the live model's and optimizer's: copied, as training goes on
+            self._pending = copy.deepcopy(payload)
         self.last_epoch = report.epoch
+
+    def _save(self, run_id: str, payload: dict) -> None:
+        path = Path(self._tmp.name) / CHECKPOINT_FMT.format(payload["epoch"])
+        torch.save(payload, path)
+        mlflow.log_artifact(str(path), CHECKPOINT_DIR)
+        path.unlink()
+        mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
+
+    def flush(self) -> None:
+        """Upload the last epoch's checkpoint if it was not kept (training stops here)."""
+        if self._pending is not None:
+            self._save(mlflow.active_run().info.run_id, self._pending)
+            self._pending = None
 
 
 def probe_rows(labels: np.ndarray, per_class: int) -> np.ndarray:

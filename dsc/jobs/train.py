@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
+import threading
 from collections.abc import Iterator
 
 import mlflow
@@ -12,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 from dsc import tracking
 from dsc.data.dataset import load_imageset, prepare
-from dsc.errors import DataError, DscError, TrackingError
+from dsc.errors import ConfigError, DataError, DscError, Interrupted, TrackingError
 from dsc.jobs import recorder
 from dsc.nn.checkpoint import set_rng_state
-from dsc.nn.model import build_model, count_parameters
+from dsc.nn.model import build_model, count_parameters, min_image_size
 from dsc.nn.train import keep_freed_memory, pick_device, train
 from dsc.settings import (
     DataConfig,
@@ -67,6 +70,58 @@ def failing_run(track: TrackConfig) -> Iterator[None]:
             raise
 
 
+class GracefulStop:
+    """SIGTERM and SIGINT ask training to stop after its current step; a second one ends it at once.
+
+    Call the object to ask whether a stop was asked for (the training loop's ``stop``). The
+    handlers are installed on entry (in the main thread only, where Python runs them) and the
+    previous ones restored on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._saved: dict[int, object] = {}
+
+    def __call__(self) -> bool:
+        return bool(self.signum)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum:  # the second signal: the default action, now (the run stays resumable)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(run_id: str, epoch: int, signum: int) -> Interrupted:
+    """The one line of a training stopped by ``signum`` while epoch ``epoch`` was under way."""
+    name = signal.Signals(signum).name if signum else "a stop request"
+    if epoch == 0:
+        return Interrupted(f"interrupted by {name} before epoch 0 was recorded; nothing to resume: "
+                           "start again with dsc train", epoch, signum)
+    return Interrupted(f"interrupted at epoch {epoch} by {name} (epochs 0-{epoch - 1} kept); "
+                       f"continue with dsc train --resume {run_id}", epoch, signum)
+
+
+def _check_fits(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
+    need = min_image_size(model_cfg)
+    if data_cfg.image_size < need:
+        raise ConfigError(f"--arch {model_cfg.arch} needs --image-size >= {need} (its poolings halve the "
+                          f"image down to 1 pixel at {need}), got {data_cfg.image_size}; "
+                          f"use a larger --image-size or --arch dense-vgg")
+
+
 def _training_run(track: TrackConfig):
     return tracking.run_context(track.experiment, track.run_name or None, tags={tracking.KIND_TAG: "train"})
 
@@ -79,13 +134,15 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
     logged once, under the names of the ``dsc train`` options (``snapshot_every``).
     """
     snap_cfg = snap_cfg or SnapshotConfig()
-    with _training_run(track) as run:
+    with _training_run(track) as run, GracefulStop() as stop, tracking.Heartbeat(run.info.run_id):
         tracking.log_params_once({**data_cfg.to_dict(), **train_cfg.to_dict(), **_option_params(model_cfg),
                                   **_option_params(snap_cfg), "checkpoint_every": track.checkpoint_every,
                                   "register_name": track.register_name})
+        _check_fits(model_cfg, data_cfg)
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
         data = prepare(load_imageset(data_cfg), data_cfg)
+        tracking.check_model_name(_model_name(track, data, model_cfg))
         tracking.log_dataset(data)
         model_cfg = dataclasses.replace(model_cfg, num_classes=len(data.classes))
         model = build_model(model_cfg)
@@ -93,7 +150,7 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
         mlflow.set_tags(provenance_tags(model, data, device))
         logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
                                       checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs)
-        _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress)
+        _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
 
@@ -119,8 +176,14 @@ def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: 
 
 def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: recorder.EpochLogger,
                   snap_cfg: SnapshotConfig, progress: bool, start_epoch: int = 0,
-                  optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None) -> None:
-    """Train with the epoch logger and, when due, snapshots taken on the validation pass."""
+                  optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None,
+                  stop: GracefulStop | None = None) -> None:
+    """Train with the epoch logger and, when due, snapshots taken on the validation pass.
+
+    A stop asked for ends training after its current step; the epoch under way is dropped
+    (a resumed run repeats it), the last complete epoch's checkpoint is written if it was not
+    kept, and :class:`Interrupted` carries the line to print.
+    """
     keep_freed_memory()  # a dsc process trains, so it may keep the allocator's freed blocks
     callbacks = [logger]
     val_context = None
@@ -128,18 +191,24 @@ def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, log
         snaps = recorder.SnapshotLogger(model, data, snap_cfg, device, logged=logged)
         callbacks.insert(0, snaps)
         val_context = snaps.context
-    train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks], progress=progress,
-          val_context=val_context, start_epoch=start_epoch, optimizer_state=optimizer_state)
+    try:
+        train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks], progress=progress,
+              val_context=val_context, start_epoch=start_epoch, optimizer_state=optimizer_state, stop=stop)
+    except Interrupted as exc:
+        logger.flush()
+        raise _interrupted(mlflow.active_run().info.run_id, exc.epoch, stop.signum if stop else 0) from None
 
 
-def resume_job(run_id: str, progress: bool = True) -> str:
+def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> str:
     """Continue a training run that stopped (killed, crashed) from its last complete checkpoint.
 
     Metrics, checkpoints and snapshots go into the same run; nothing it already has is logged
     twice. On CPU the result equals an uninterrupted run with the same seed: the checkpoint
     holds the weights, the optimizer state and torch's generators, and the batch order of an
-    epoch depends only on (seed, epoch).
+    epoch depends only on (seed, epoch). A run whose training process is alive (a fresh
+    heartbeat, :mod:`dsc.tracking.heartbeat`) is refused unless ``takeover``.
     """
+    tracking.ensure_store()
     source = tracking.require_run(run_id)
     kind = tracking.run_kind(source)
     if kind is None and source.data.tags.get("mlflow.project.entryPoint") == "resume":
@@ -150,13 +219,15 @@ def resume_job(run_id: str, progress: bool = True) -> str:
                             "only runs of `dsc train` can be resumed")
     if source.info.status == "FINISHED":
         raise TrackingError(f"run {run_id} already FINISHED; there is nothing to resume")
+    tracking.require_free(source, takeover)
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
         raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; "
                             "start a new run with `dsc train`")
     start, path = max(ckpts.items())
     params = source.data.params
-    with tracking.run_context(run_id=run_id) as run:
+    with tracking.Heartbeat(run_id, claim=True), tracking.run_context(run_id=run_id) as run, \
+            GracefulStop() as stop:
         ckpt = tracking.load_checkpoint(run_id, path)
         data, model, train_cfg = restore(ckpt)
         digest = data.imageset.digest()
@@ -181,7 +252,7 @@ def resume_job(run_id: str, progress: bool = True) -> str:
         if "rng_state" in ckpt:  # checkpoints written before generators were saved lack it
             set_rng_state(ckpt["rng_state"])
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, progress, start_epoch=start,
-                      optimizer_state=ckpt["optimizer_state"], logged=logged)
+                      optimizer_state=ckpt["optimizer_state"], logged=logged, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
 
@@ -204,10 +275,14 @@ def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: reco
         logger.restore_best(history[best_epoch], best_epoch, state)
 
 
+def _model_name(track: TrackConfig, data, model_cfg: ModelConfig) -> str:
+    return track.register_name or f"dsc-{data.imageset.name}-{model_cfg.arch}"
+
+
 def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: recorder.EpochLogger,
               track: TrackConfig) -> None:
     """Log the final (and, if different, the best-validation) model; alias both versions."""
-    name = track.register_name or f"dsc-{data.imageset.name}-{model_cfg.arch}"
+    name = _model_name(track, data, model_cfg)
     example = data.batch(data.val_idx[:2], torch.device("cpu"))[0].numpy().astype(np.float32)
     final_version = tracking.log_and_register(model, "model", name, example)
     tracking.set_alias(name, tracking.ALIAS_FINAL, final_version)

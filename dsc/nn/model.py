@@ -119,6 +119,20 @@ def vgg11(num_classes: int, dropout: float = 0.5) -> nn.Module:
     return tv_vgg11(weights=None, num_classes=num_classes, dropout=dropout)
 
 
+def min_image_size(cfg: ModelConfig) -> int:
+    """The smallest image side (pixels) the architecture accepts.
+
+    VGG-11 halves the side at each of its max-poolings (five, read from torchvision's layer
+    list) and needs at least one pixel after the last; DenseVGG keeps the side through its
+    convolutions and pools adaptively, so any size fits.
+    """
+    if cfg.arch == "vgg11":
+        from torchvision.models.vgg import cfgs
+
+        return 2 ** cfgs["A"].count("M")
+    return 1
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "vgg11":
         return vgg11(cfg.num_classes, cfg.dropout)

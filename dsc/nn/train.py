@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dsc.data.dataset import Prepared
-from dsc.errors import ConfigError, TrainingDiverged
+from dsc.errors import ConfigError, Interrupted, TrainingDiverged
 from dsc.settings import TrainConfig
 
 
@@ -176,9 +176,21 @@ def uses_conv3(model: nn.Module, cfg: TrainConfig, device: torch.device,
     return model.uses_conv3(device, dtype, int(np.prod(image_shape[1:])))
 
 
+def _stop_if_asked(stop: Callable[[], bool] | None, epoch: int) -> None:
+    """Raise :class:`Interrupted` (``epoch``: the first epoch left incomplete) when ``stop()`` says so."""
+    if stop is not None and stop():
+        raise Interrupted(f"training stopped before epoch {epoch} was complete", epoch)
+
+
 def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Optimizer,
-                    cfg: TrainConfig, epoch: int, device: torch.device, progress: bool = False) -> None:
-    """One pass over the training split in a batch order fixed by (seed, epoch)."""
+                    cfg: TrainConfig, epoch: int, device: torch.device, progress: bool = False,
+                    stop: Callable[[], bool] | None = None) -> None:
+    """One pass over the training split in a batch order fixed by (seed, epoch).
+
+    ``stop()`` is asked after every optimizer step; when it answers True the pass ends there
+    with :class:`Interrupted` (the epoch's partial updates are then to be discarded: a resumed
+    run repeats the epoch from its checkpoint).
+    """
     model.train()
     n_train = len(data.train_idx)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
@@ -197,6 +209,7 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
             _check_finite(loss, epoch, step, cfg)
             loss.backward()
         optimizer.step()
+        _stop_if_asked(stop, epoch)
 
 
 def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
@@ -204,10 +217,12 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
           optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
           progress: bool = True,
           val_context: Callable[[int], contextlib.AbstractContextManager] | None = None,
-          optimizer_state: dict | None = None) -> nn.Module:
+          optimizer_state: dict | None = None, stop: Callable[[], bool] | None = None) -> nn.Module:
     """Train ``model`` in place for ``cfg.epochs`` epochs, calling ``on_epoch`` at 0, 1, ..., E.
 
-    ``val_context(epoch)``, if given, wraps each epoch's validation pass.
+    ``val_context(epoch)``, if given, wraps each epoch's validation pass. ``stop()``, if given,
+    is asked after every optimizer step and every report: True ends training there with
+    :class:`Interrupted`, whose ``epoch`` is the first one not reported.
     ``start_epoch`` > 0 continues from a checkpoint: the model's weights restored, the
     optimizer's state given as ``optimizer_state`` (loaded once the model is on its device) and
     torch's generators reset by the caller. The batch order of each epoch depends only on
@@ -222,11 +237,13 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
     report = on_epoch or (lambda r: None)
     context = val_context or (lambda epoch: contextlib.nullcontext())
     if start_epoch == 0:
+        _stop_if_asked(stop, 0)
         report(EpochReport(0, epoch_metrics(model, data, device, cfg, context(0)), model, optimizer))
     epochs = tqdm(range(start_epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
                   disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in epochs:
-        train_one_epoch(model, data, optimizer, cfg, epoch, device, progress)
+        _stop_if_asked(stop, epoch)
+        train_one_epoch(model, data, optimizer, cfg, epoch, device, progress, stop)
         metrics = epoch_metrics(model, data, device, cfg, context(epoch))
         if not all(math.isfinite(metrics[k]) for k in ("loss/train", "loss/val")):
             raise TrainingDiverged(

@@ -23,6 +23,12 @@ FIELD_STYLE = "{name} {complaint}, got {value!r}"  # "dropout must be in [0, 1),
 BOOL_STATES = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
                "0": False, "false": False, "f": False, "no": False, "n": False, "off": False,
                "": False}  # click's BOOL states, "" (no value) included
+SEED_MAX = 2**32 - 1  # NumPy's generators and scikit-learn's random_state take 0..2**32-1
+
+
+def seed_range(seed: int) -> str | None:
+    """A seed's complaint (a ``check``): outside 0..2**32-1, which every seeded library takes."""
+    return None if 0 <= seed <= SEED_MAX else f"must be in 0..{SEED_MAX} (the seeds NumPy and scikit-learn take)"
 
 
 @dataclass(frozen=True)

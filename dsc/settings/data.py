@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsc.errors import DataError
-from dsc.settings.base import Settings, setting
+from dsc.settings.base import Settings, seed_range, setting
 
 KINDS = ("synthetic", "yale", "folder")  # --data kinds
 
@@ -55,7 +55,7 @@ class DataConfig(Settings):
     image_size: int = setting(128, min=16, max=1024, help="Images are resized to SIZE x SIZE.")
     val_fraction: float = setting(0.2, min=0, max=1, min_open=True, max_open=True,
                                   help="Stratified validation share.")
-    data_seed: int = setting(0, help=(
+    data_seed: int = setting(0, check=seed_range, help=(
         "Seeds the synthetic faces, the Yale subject draw and the stratified split: runs with "
         "one data seed share one split."))
     identities: int = setting(5, min=2, max=100, help="synthetic: number of identities (classes).")

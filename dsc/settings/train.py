@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsc.settings.base import FIELD_STYLE, Settings, setting
+from dsc.settings.base import FIELD_STYLE, Settings, seed_range, setting
 
 OPTIMIZERS = ("adam", "sgd")
 CONV_KERNELS = ("auto", "dsc", "torch")
@@ -22,7 +22,7 @@ class TrainConfig(Settings):
     lr: float = setting(1e-4, min=0, min_open=True, help="Learning rate.")
     momentum: float = setting(0.9, min=0, max=1, max_open=True, help="SGD momentum (ignored by Adam).")
     weight_decay: float = setting(0.0, min=0, help="L2 penalty.")
-    seed: int = setting(0, help="Seeds weights, dropout and batch order.")
+    seed: int = setting(0, check=seed_range, help="Seeds weights, dropout and batch order.")
     device: str = setting("auto", help="auto (CUDA when present), cpu, cuda, cuda:N.")
     channels_last: bool = setting(True, help=(
         "NHWC memory format (several times faster on CPU for 3 channels): the evaluation passes, "

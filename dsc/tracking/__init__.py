@@ -4,6 +4,7 @@
 - :mod:`dsc.tracking.artifacts`: checkpoints and snapshot directories, and their completion tags;
 - :mod:`dsc.tracking.datasets`: the splits a run trained on, as MLflow dataset inputs;
 - :mod:`dsc.tracking.models`: logged and registered models and their aliases;
+- :mod:`dsc.tracking.heartbeat`: one writer per run (a heartbeat tag renewed while training);
 - :mod:`dsc.tracking.server`: a loopback ``mlflow server`` (and PostgreSQL) for tests and benches.
 
 The names below are the package's interface; jobs import them as ``tracking.NAME``.
@@ -21,9 +22,17 @@ from dsc.tracking.artifacts import (
                                     mark_complete,
 )
 from dsc.tracking.datasets import log_dataset
+from dsc.tracking.heartbeat import (
+                                    HEARTBEAT_TAG,
+                                    Heartbeat,
+                                    busy_reason,
+                                    holder_of,
+                                    require_free,
+)
 from dsc.tracking.models import (
                                     ALIAS_BEST,
                                     ALIAS_FINAL,
+                                    check_model_name,
                                     log_and_register,
                                     pip_requirements,
                                     set_alias,
@@ -42,8 +51,9 @@ from dsc.tracking.store import (
                                     run_kind,
 )
 
-__all__ = ["ALIAS_BEST", "ALIAS_FINAL", "CHECKPOINT_DIR", "CHECKPOINT_FMT", "COMPLETE_TAG", "KIND_TAG",
-           "LoggedSteps", "clash_retried", "complete_through", "download_snapshots", "ensure_store",
+__all__ = ["ALIAS_BEST", "ALIAS_FINAL", "CHECKPOINT_DIR", "CHECKPOINT_FMT", "COMPLETE_TAG", "HEARTBEAT_TAG",
+           "KIND_TAG", "Heartbeat", "LoggedSteps", "busy_reason", "check_model_name", "clash_retried",
+           "complete_through", "holder_of", "require_free", "download_snapshots", "ensure_store",
            "has_artifacts", "is_finished_training_run", "list_checkpoints", "load_checkpoint",
            "load_snapshots", "log_and_register", "log_dataset", "log_metrics_to", "log_params_once",
            "metric_history", "mark_complete", "pip_requirements", "require_run", "run_context", "run_kind",

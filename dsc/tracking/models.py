@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
+from dsc.errors import ConfigError
 from dsc.tracking.store import clash_retried
 
 ALIAS_FINAL = "final"
@@ -24,6 +25,17 @@ def pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}",
             f"torchvision=={torchvision.__version__.split('+')[0]}",
             f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
+
+
+def check_model_name(name: str) -> None:
+    """Refuse, before anything trains, a registered-model name that MLflow's own rules refuse."""
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"registered-model name {name!r}: {exc.message.splitlines()[0]} "
+                          "(MLflow's rule); choose another with --register-name") from None
 
 
 def log_and_register(model: torch.nn.Module, name: str, registered_name: str,

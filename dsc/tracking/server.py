@@ -45,14 +45,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1,
-                  timeout: float = 180.0) -> Iterator[str]:
-    """Run ``mlflow server`` on a free loopback port; yield its ``http://`` tracking URI.
+                  timeout: float = 180.0, port: int | None = None) -> Iterator[str]:
+    """Run ``mlflow server`` on a loopback port; yield its ``http://`` tracking URI.
 
     Artifacts are served (clients read and write ``mlflow-artifacts:`` through the server) and
     stored under ``artifacts``; the server's output goes to ``log``. The server (its process
-    group) is stopped on exit.
+    group) is stopped on exit. ``port`` (default: a free one) lets a server be restarted
+    where its clients expect it.
     """
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
            "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
            "--workers", str(workers)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -15,18 +16,54 @@ import numpy as np
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
-from dsc.errors import ConfigError, TrackingError
+from dsc.errors import ConfigError, Interrupted, TrackingError
 
 KIND_TAG = "dsc.kind"  # what wrote a run: train, compare, snapshot, analyze
+# MLflow retries an HTTP request for about four minutes (7 retries, backoff factor 2): right
+# once a run is under way, where a server restart must cost nothing, too slow to learn at
+# start-up that no server answers. The start-up probe uses these instead (about 10 s at most).
+PROBE_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+
+
+@contextlib.contextmanager
+def _probe_http() -> Iterator[None]:
+    """MLflow's HTTP retry settings of :data:`PROBE_HTTP` inside, the caller's again after."""
+    saved = {k: os.environ.get(k) for k in PROBE_HTTP}
+    os.environ.update(PROBE_HTTP)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _probe_server(uri: str) -> None:
+    """One quick request to an HTTP tracking server; a TrackingError saying what to do if it fails."""
+    try:
+        with _probe_http():
+            MlflowClient().search_experiments(max_results=1)
+    except mlflow.exceptions.MlflowException as exc:
+        errno_text = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc.message))
+        cause = errno_text.group(0).strip() if errno_text else str(exc.message).splitlines()[0][:200]
+        raise TrackingError(f"cannot reach the tracking server {uri} ({cause}); start it, correct "
+                            "MLFLOW_TRACKING_URI, or unset it to use sqlite:///mlflow.db here") from None
 
 
 def ensure_store() -> None:
-    """Create the tracking store's tables once, even when several runs start at once.
+    """Check the tracking store answers, and create its tables once, even when several runs start at once.
 
-    MLflow creates a SQLite store's schema on first use, and two processes doing it together
-    collide ("table already exists"); a file lock beside the database serialises that step.
+    A server is probed with few retries (:data:`PROBE_HTTP`). MLflow creates a SQLite store's
+    schema on first use, and two processes doing it together collide ("table already
+    exists"); a file lock beside the database serialises that step.
     """
     uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _probe_server(uri)
+        return
     if not uri.startswith("sqlite:///"):
         MlflowClient().search_experiments(max_results=1)
         return
@@ -48,7 +85,8 @@ def run_context(experiment: str = "", run_name: str | None = None,
     """Start a run, or attach to the one ``mlflow run`` created (``MLFLOW_RUN_ID``) or to ``run_id``.
 
     Any exception marks the run FAILED (with the error as the ``error`` tag) and propagates;
-    metrics and artifacts logged before it stay.
+    metrics and artifacts logged before it stay. A stop asked for (:class:`Interrupted`, or
+    Ctrl-C outside training) marks it KILLED, with the reason in the same tag.
     """
     ensure_store()
     attached = run_id or os.environ.get("MLFLOW_RUN_ID")
@@ -63,7 +101,7 @@ def run_context(experiment: str = "", run_name: str | None = None,
     except BaseException as exc:
         with contextlib.suppress(Exception):
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:4000])
-        mlflow.end_run(status="FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
+        mlflow.end_run(status="KILLED" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "FAILED")
         raise
     mlflow.end_run(status="FINISHED")
 
