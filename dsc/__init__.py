@@ -56,6 +56,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
 `tracking`          the only package that imports MLflow:
   `tracking.store`      runs: create or attach, params, metrics, histories, lookups
   `tracking.artifacts`  checkpoints and snapshot directories, and their completion tags
+  `tracking.snapshot`   a run's snapshots downloaded and read back as arrays (`snapshot.load`)
   `tracking.datasets`   the splits a run trained on, as MLflow dataset inputs
   `tracking.models`     logged and registered models and their aliases
   `tracking.heartbeat`  one writer per run: the heartbeat a training process renews

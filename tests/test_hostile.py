@@ -28,8 +28,8 @@ from PIL import Image
 from dsc import tracking
 from dsc.cli import main
 from dsc.core import snapshot
-from dsc.tracking import load_snapshots
 from dsc.tracking.heartbeat import Holder
+from dsc.tracking.snapshot import load as load_snapshots
 
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
 

@@ -71,7 +71,7 @@ def layer(name: str) -> str:
 def test_modules_are_read():
     # the walk finds the layout itself: a guard against a test that checks nothing
     assert {"dsc.core.lld", "dsc.nn.model", "dsc.tracking.store", "dsc.cli", "dsc.settings"} <= set(MODULES)
-    assert "dsc.core.snapshot" in imports_of("dsc.tracking.artifacts")
+    assert "dsc.core.snapshot" in imports_of("dsc.tracking.snapshot")
 
 
 def test_core_loads_no_heavy_library():

@@ -85,4 +85,4 @@ def test_a_server_restarted_mid_run_loses_nothing(tmp_path, cache_dir, monkeypat
             assert logged == list(range(epochs + 1)), key  # every point, exactly once
         assert len(client.get_metric_history(rid, "best/acc_val")) == 1
         assert sorted(tracking.list_checkpoints(rid)) == list(range(epochs + 1))
-        assert tracking.load_snapshots(rid).epochs == list(range(epochs + 1))
+        assert tracking.snapshot.load(rid).epochs == list(range(epochs + 1))

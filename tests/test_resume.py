@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from dsc import tracking
 from dsc.core import snapshot
 from dsc.errors import TrackingError
-from dsc.tracking import load_snapshots
+from dsc.tracking.snapshot import load as load_snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]

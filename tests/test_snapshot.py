@@ -13,7 +13,7 @@ from dsc.core.spectra import PHASES
 from dsc.jobs.recorder import probe_rows
 from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
 from dsc.nn.model import DenseVGG
-from dsc.tracking import load_snapshots
+from dsc.tracking.snapshot import load as load_snapshots
 
 
 def test_plan_grids_fits_the_budget_and_keeps_linears_whole():

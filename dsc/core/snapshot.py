@@ -1,7 +1,7 @@
 """Per-epoch snapshots: probe activations, weight spectra and layer similarity.
 
 A snapshot is computed from plain arrays (activations by layer, weights by layer) and stored
-as one ``.npz`` per epoch; :func:`read_dir` reads them back by epoch (``dsc.tracking.load_snapshots`` for a tracked run). File layout
+as one ``.npz`` per epoch; :func:`read_dir` reads them back by epoch (``dsc.tracking.snapshot.load`` for a tracked run). File layout
 (under the run's ``snapshots/`` artifact directory, see the README):
 
 - ``probe.npz``: ``labels`` (n,), ``indices`` (n,) into the dataset, ``classes``, ``layers``,

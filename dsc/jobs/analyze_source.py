@@ -104,7 +104,7 @@ def read_source(run: Run) -> Source:
     """Download what analysis reads; TrackingError (one line) for what is missing."""
     client = MlflowClient()
     run_id = run.info.run_id
-    snaps = tracking.load_snapshots(run_id)
+    snaps = tracking.snapshot.load(run_id)
     if not snaps.epochs:
         raise TrackingError(f"run {run_id} has snapshots/probe.npz but no epoch snapshots")
     history = {k: tracking.metric_history(run_id, k, client) for k in CURVES}

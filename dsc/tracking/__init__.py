@@ -2,6 +2,7 @@
 
 - :mod:`dsc.tracking.store`: create or attach to runs, params, metrics, histories, lookups;
 - :mod:`dsc.tracking.artifacts`: checkpoints and snapshot directories, and their completion tags;
+- :mod:`dsc.tracking.snapshot`: a run's snapshots downloaded and read back (``snapshot.load``);
 - :mod:`dsc.tracking.datasets`: the splits a run trained on, as MLflow dataset inputs;
 - :mod:`dsc.tracking.models`: logged and registered models and their aliases;
 - :mod:`dsc.tracking.heartbeat`: one writer per run (a heartbeat tag renewed while training);
@@ -9,52 +10,79 @@
 
 The names below are the package's interface; jobs import them as ``tracking.NAME``.
 """
+
+from dsc.tracking import snapshot
 from dsc.tracking.artifacts import (
-                                    CHECKPOINT_DIR,
-                                    CHECKPOINT_FMT,
-                                    COMPLETE_TAG,
-                                    complete_through,
-                                    download_snapshots,
-                                    has_artifacts,
-                                    list_checkpoints,
-                                    load_checkpoint,
-                                    load_snapshots,
-                                    mark_complete,
+    CHECKPOINT_DIR,
+    CHECKPOINT_FMT,
+    COMPLETE_TAG,
+    complete_through,
+    has_artifacts,
+    list_checkpoints,
+    load_checkpoint,
+    mark_complete,
 )
 from dsc.tracking.datasets import log_dataset
 from dsc.tracking.heartbeat import (
-                                    HEARTBEAT_TAG,
-                                    Heartbeat,
-                                    busy_reason,
-                                    holder_of,
-                                    require_free,
+    HEARTBEAT_TAG,
+    Heartbeat,
+    busy_reason,
+    holder_of,
+    require_free,
 )
 from dsc.tracking.models import (
-                                    ALIAS_BEST,
-                                    ALIAS_FINAL,
-                                    check_model_name,
-                                    log_and_register,
-                                    pip_requirements,
-                                    set_alias,
+    ALIAS_BEST,
+    ALIAS_FINAL,
+    check_model_name,
+    log_and_register,
+    pip_requirements,
+    set_alias,
 )
 from dsc.tracking.store import (
-                                    KIND_TAG,
-                                    LoggedSteps,
-                                    clash_retried,
-                                    ensure_store,
-                                    is_finished_training_run,
-                                    log_metrics_to,
-                                    log_params_once,
-                                    metric_history,
-                                    require_run,
-                                    run_context,
-                                    run_kind,
+    KIND_TAG,
+    LoggedSteps,
+    clash_retried,
+    ensure_store,
+    is_finished_training_run,
+    log_metrics_to,
+    log_params_once,
+    metric_history,
+    require_run,
+    run_context,
+    run_kind,
 )
 
-__all__ = ["ALIAS_BEST", "ALIAS_FINAL", "CHECKPOINT_DIR", "CHECKPOINT_FMT", "COMPLETE_TAG", "HEARTBEAT_TAG",
-           "KIND_TAG", "Heartbeat", "LoggedSteps", "busy_reason", "check_model_name", "clash_retried",
-           "complete_through", "holder_of", "require_free", "download_snapshots", "ensure_store",
-           "has_artifacts", "is_finished_training_run", "list_checkpoints", "load_checkpoint",
-           "load_snapshots", "log_and_register", "log_dataset", "log_metrics_to", "log_params_once",
-           "metric_history", "mark_complete", "pip_requirements", "require_run", "run_context", "run_kind",
-           "set_alias"]
+__all__ = [
+    "snapshot",
+    "ALIAS_BEST",
+    "ALIAS_FINAL",
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_FMT",
+    "COMPLETE_TAG",
+    "HEARTBEAT_TAG",
+    "KIND_TAG",
+    "Heartbeat",
+    "LoggedSteps",
+    "busy_reason",
+    "check_model_name",
+    "clash_retried",
+    "complete_through",
+    "holder_of",
+    "require_free",
+    "ensure_store",
+    "has_artifacts",
+    "is_finished_training_run",
+    "list_checkpoints",
+    "load_checkpoint",
+    "log_and_register",
+    "log_dataset",
+    "log_metrics_to",
+    "log_params_once",
+    "metric_history",
+    "mark_complete",
+    "pip_requirements",
+    "require_run",
+    "run_context",
+    "run_kind",
+    "set_alias",
+]

@@ -11,7 +11,6 @@ import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 
-from dsc.core import snapshot
 from dsc.errors import TrackingError
 from dsc.tracking.store import require_run
 
@@ -63,22 +62,3 @@ def load_checkpoint(run_id: str, path: str) -> dict:
 
 def has_artifacts(run_id: str, prefix: str) -> bool:
     return bool(MlflowClient().list_artifacts(run_id, prefix))
-
-
-def download_snapshots(run_id: str, prefix: str = "snapshots") -> tuple[Path, int | None]:
-    """Download a run's snapshot directory; a clear error when the run has none.
-
-    Returns the local directory and the last epoch known complete (None: no record).
-    """
-    run = require_run(run_id)
-    names = [f.path for f in MlflowClient().list_artifacts(run_id, prefix)]
-    if not any(n.endswith("probe.npz") for n in names):
-        raise TrackingError(f"run {run_id} has no {prefix}/ (no snapshots); train with --snapshot-every 1 "
-                            f"or run `dsc snapshot --run-id {run_id}`")
-    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=prefix))
-    return local, complete_through(run, prefix)
-
-
-def load_snapshots(run_id: str, prefix: str = "snapshots") -> snapshot.Snapshots:
-    """A tracked run's complete snapshots (downloaded through MLflow's artifact API)."""
-    return snapshot.read_dir(*download_snapshots(run_id, prefix))
