@@ -15,7 +15,9 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.spectra`        ESDs of weight matrices, power-law tails, Martin & Mahoney phases
   `core.mp`             the Marchenko-Pastur law: density, CDF, fit, KS distance
   `core.similarity`     linear CKA and layer correlations
-  `core.timeline`       PCA timeline, class emergence (silhouette), change point
+  `core.timeline`       PCA timeline, class emergence (silhouette view), change point
+  `core.emergence`      when each class is learned, by behaviour and by linear probes of each layer
+  `core.attribution`   per-class decompositions, and which classes make each process
   `core.features`       small helpers of the run analysis (metric lookups, leading units, picks)
   `core.modes`          SVD modes of weight matrices, two-segment power law
   `core.lld`            the logistic learning decomposition: fit and select
@@ -51,6 +53,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `figures.spectra`     spectral metrics, phases and ESD histograms
   `figures.modes`       metrics against modes kept
   `figures.lld`         one run's decomposition and fits across runs
+  `figures.emergence`   recall levels and the layer x class emergence grid
+  `figures.attribution` overall components with per-class fits coloured by attribution
   `figures.animation`   the PCA plane over epochs as a GIF
   `figures.report`      the self-contained HTML report
 `tracking`          the only package that imports MLflow:
@@ -69,6 +73,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze_source` what analyze reads from a run
   `jobs.analyze_steps`  its steps on snapshots and curves
   `jobs.analyze_images` its steps that need the images rebuilt
+  `jobs.analyze_classes` its steps on classes: emergence and the per-class decomposition
   `jobs.compare`        the decomposition across runs, in a comparison run
   `jobs.sweep`          a grid of parallel training runs, then compare
 `cli`               the click commands, generated from the settings

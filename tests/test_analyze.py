@@ -45,6 +45,12 @@ def planted_fc2(labels, epoch, rng):
     return acts.astype(np.float16)
 
 
+def planted_recall(c, t, rng):
+    """Validation recall of class c: at chance (1/3) until it separates in fc2, then 0.97."""
+    start = SEPARATES.get(c, max(SEPARATES.values()))  # the third class is left alone with the second
+    return np.where(t >= start, 0.97, 1 / 3) + rng.normal(0, 0.01, t.size)
+
+
 def make_run(tmp_path):
     """A FINISHED run laid out as `dsc train` leaves it, with a planted emergence and transition.
 
@@ -68,7 +74,8 @@ def make_run(tmp_path):
     snapshot.write_probe(snap_dir, labels, probe, ims.classes, list(w0), grids)
     with mlflow.start_run(tags={"dsc.kind": "train"}) as run:
         mlflow.log_params({"data_digest": ims.digest(), "epochs": LAST})
-        curves = {"acc/val": acc, "acc/train": acc, "loss/val": 1.1 - acc, "loss/train": 1.1 - acc}
+        curves = {"acc/val": acc, "acc/train": acc, "loss/val": 1.1 - acc, "loss/train": 1.1 - acc,
+                  **{f"acc_class/{name}": planted_recall(c, t, rng) for c, name in enumerate(ims.classes)}}
         MlflowClient().log_batch(run.info.run_id, [Metric(k, float(v[e]), 0, int(e)) for e in t
                                                    for k, v in curves.items()])
         for e in t:

@@ -188,9 +188,9 @@ def test_nan_values_too_few_points_and_flat_curves(db):
     flat = make_run("sweep", np.full(EPOCHS, 0.2), lr="0.03")
     lines = []
     cid = compare_job(CompareConfig(run_ids=(with_nan, short, flat), jobs=1), warn=lines.append)
-    assert lines == [f"no logistic fit for 1 run(s), see lld/table.csv: {flat} (flat curve: "
-                     "y has zero variance, there is nothing to decompose)"]
-    assert "lld/n_components" not in MlflowClient().get_run(flat).data.metrics
+    assert lines == []  # a constant curve has no learning process: an answer, not a failed fit
+    flat_metrics = MlflowClient().get_run(flat).data.metrics
+    assert flat_metrics["lld/n_components"] == 0 and flat_metrics["lld/constant"] == pytest.approx(0.2)
     rows = {(r["run_id"], r["n_components"]): r for r in table(cid)}
     assert rows[with_nan, 2]["chosen"] and rows[with_nan, 2]["n_points"] == EPOCHS - 3
     assert rows[with_nan, 2]["r2"] > 0.99
@@ -199,6 +199,25 @@ def test_nan_values_too_few_points_and_flat_curves(db):
     assert rows[short, 3]["r2"] is None  # NaN in the JSON table
     source = MlflowClient().get_run(short).data.metrics
     assert source["lld/n_components"] == 1 and "lld/r2_2" not in source
+
+
+def test_a_curve_without_a_learning_process_is_reported_as_such(db):
+    at_chance = np.random.default_rng(0).binomial(576, 0.2, EPOCHS) / 576
+    flat, rising = make_run("sweep", at_chance), make_run("sweep", curve(PLANTED["0.01"])[1], lr="0.02")
+    lines = []
+    cid = compare_job(CompareConfig(run_ids=(flat, rising), jobs=1), warn=lines.append)
+    assert lines == []  # no process is an answer, not a failed fit
+    rows = [r for r in table(cid) if r["run_id"] == flat]
+    assert len(rows) == 3 and not any(r["chosen"] for r in rows)
+    assert all(r["no_process"] and r["chosen_n"] == 0 for r in rows)
+    assert "no learning process" in rows[0]["selection"]
+    assert not any(r["no_process"] for r in table(cid) if r["run_id"] == rising)
+    source = MlflowClient().get_run(flat).data.metrics
+    assert source["lld/n_components"] == 0 and source["lld/constant"] == pytest.approx(at_chance.mean())
+    assert "lld/center_1" not in source
+    summary = MlflowClient().get_run(cid).data.metrics
+    assert summary["lld/n_no_process"] == 1 and summary["lld/n_fitted"] == 2
+    assert summary["lld/mean_n_components"] == 1.0  # (0 + 2) / 2
 
 
 def test_parallel_and_serial_tables_are_identical(db):

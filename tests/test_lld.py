@@ -136,7 +136,41 @@ def test_flat_curve_fails_softly(value):
     t = np.arange(30.0)
     assert_failed(lld.fit(t, np.full(30, value), 2), "flat")
     selection = lld.select(t, np.full(30, value), max_components=3)
-    assert selection.n == 1 and not selection.best.success
+    assert selection.n == 0 and selection.no_process and selection.best.components == []
+    assert selection.best.success and selection.best.constant == value and selection.best.r2 == 1.0
+    assert not selection.fits[1].success and "constant" in selection.reason
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flat_noisy_curve_selects_no_process(seed):
+    """Accuracy at chance with the binomial noise of 576 validation images: N = 0 wins by BIC."""
+    t = np.arange(61.0)
+    y = np.random.default_rng(seed).binomial(576, 0.2, t.size) / 576
+    selection = lld.select(t, y, max_components=3)
+    assert selection.n == 0 and selection.no_process, selection.reason
+    assert selection.best is selection.baseline and selection.best.components == []
+    assert selection.best.success and selection.best.n_components == 0
+    assert selection.best.constant == pytest.approx(y.mean(), abs=1e-9)
+    assert selection.best.component_curves.shape == (0, t.size)
+    np.testing.assert_allclose(selection.best.evaluate([0.0, 100.0]), y.mean())
+    assert sorted(selection.fits) == [1, 2, 3] and "no learning process" in selection.reason
+    assert json.loads(json.dumps(selection.to_dict(), allow_nan=False))["baseline"]["n_components"] == 0
+
+
+def test_one_clear_rise_in_the_same_noise_still_selects_one():
+    t = np.arange(61.0)
+    noise = np.random.default_rng(0).binomial(576, 0.2, t.size) / 576 - 0.2
+    selection = lld.select(t, logistic_sum(t, 0.2, [(0.7, 25.0, 3.0)]) + noise, max_components=3)
+    assert selection.n == 1 and not selection.no_process
+    assert selection.baseline.bic > selection.best.bic
+
+
+def test_baseline_bic_is_lmfits_constant_model():
+    t, y, _ = planted_curve(1)
+    base = lld.select(t, y, 1).baseline
+    n = t.size
+    chi2 = float(np.sum((y - y.mean()) ** 2))
+    assert base.bic == pytest.approx(n * np.log(chi2 / n) + np.log(n), rel=1e-9)
 
 
 @pytest.mark.parametrize(("n_points", "n"), [(0, 1), (4, 1), (7, 2), (10, 3)])

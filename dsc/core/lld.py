@@ -21,7 +21,11 @@ lmfit's ``Model.fit`` (``leastsq`` with the model's analytic Jacobian) then fits
 model from the best of them, and its ``ModelResult`` gives the values, standard errors (those
 of centres 2..N propagated through the expressions), AIC, BIC and R^2.
 
-Public API: :func:`fit` (one N), :func:`select` (N = 1..K, chosen by BIC), :class:`LLDResult`,
+:func:`select` also weighs N = 0, the constant alone (lmfit's ``ConstantModel``, one free
+parameter), by the same BIC: a curve without a learning process (flat at chance, noise only)
+selects ``n == 0`` and a ``best`` without components.
+
+Public API: :func:`fit` (one N), :func:`select` (N = 0..K, chosen by BIC), :class:`LLDResult`,
 :class:`Selection`.
 """
 
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from lmfit.lineshapes import step
+from lmfit.models import ConstantModel
 
 from dsc.core import lld_model
 from dsc.core.jsonsafe import jsonable
@@ -49,7 +54,8 @@ class LLDResult:
     Attributes
     ----------
     n_components : int
-        Number N of logistic components asked for.
+        Number N of logistic components asked for; 0 for the constant alone (`select`'s
+        baseline).
     direction : str
         ``"rising"`` (amplitudes >= 0) or ``"falling"`` (amplitudes <= 0), resolved from
         ``"auto"``.
@@ -109,7 +115,7 @@ class LLDResult:
             ``c + sum_i A_i / (1 + exp(-(t - t_i)/w_i))``; all NaN when no fit was made.
         """
         x = np.asarray(t_new, dtype=float)
-        if not self.components:
+        if not self.success:
             return np.full(x.shape, np.nan)
         return self.constant + _component_curves(x, self.components).sum(axis=0)
 
@@ -122,31 +128,41 @@ class LLDResult:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Selection:
-    """Fits with N = 1..K components and the N chosen by BIC.
+    """Fits with N = 0..K components and the N chosen by BIC.
 
     Attributes
     ----------
     n : int
-        The chosen number of components.
+        The chosen number of components; 0 when the constant alone wins (no learning process).
     best : LLDResult
-        ``fits[n]``.
+        ``fits[n]``, or ``baseline`` when ``n == 0`` (its ``components`` are ``[]``).
     fits : dict of int to LLDResult
-        Every fit, keyed by N.
+        Every logistic fit, keyed by N = 1..K.
     reason : str
         Why ``n`` was chosen, in words.
+    baseline : LLDResult or None
+        The N = 0 fit, the constant alone (``success=False`` for a curve of zero variance or
+        under two points).
     """
 
     n: int
     best: LLDResult
     fits: dict[int, LLDResult]
     reason: str
+    baseline: LLDResult | None = None
+
+    @property
+    def no_process(self) -> bool:
+        """True when the constant alone was chosen: the curve has no learning process."""
+        return self.n == 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary: ``n``, ``reason``, ``best`` and every fit (keys as str)."""
+        """JSON-friendly summary: ``n``, ``reason``, ``best``, the baseline and every fit (keys as str)."""
         return {
             "n": self.n,
             "reason": self.reason,
             "best": self.best.to_dict(),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "fits": {str(k): v.to_dict() for k, v in self.fits.items()},
         }
 
@@ -192,12 +208,16 @@ def fit(t: Any, y: Any, n_components: int, direction: str = "auto") -> LLDResult
 
 
 def select(t: Any, y: Any, max_components: int = 4, direction: str = "auto") -> Selection:
-    """Fit N = 1..max_components components and choose N by BIC.
+    """Fit N = 0..max_components components and choose N by BIC.
 
     A fit competes only if it succeeded and none of its components is degenerate (amplitude
     below 2% of the curve's range, width at a bound, centre outside the data): an extra
     component that explains noise never beats the smaller fit. Among those, the lowest BIC
     wins. If none qualifies, the smallest successful N is chosen (or N = 1 if none succeeded).
+    The constant alone (N = 0) then replaces that choice when its BIC is no higher: the
+    logistics do not pay for their three parameters each, and the curve has no learning
+    process. A constant curve (zero variance) is N = 0 outright. Otherwise N = 0 is weighed
+    only against a successful fit, so a curve too short for any logistic keeps the failed N = 1.
 
     Parameters
     ----------
@@ -221,8 +241,9 @@ def select(t: Any, y: Any, max_components: int = 4, direction: str = "auto") -> 
     frame = Frame.build(t, y, direction)
     thetas = search(frame, max_components)
     fits = {n: _result(frame, n, thetas.get(n)) for n in range(1, max_components + 1)}
-    n, reason = _choose(fits)
-    return Selection(n=n, best=fits[n], fits=fits, reason=reason)
+    baseline = _constant_only(frame)
+    n, reason = _choose(fits, baseline)
+    return Selection(n=n, best=baseline if n == 0 else fits[n], fits=fits, reason=reason, baseline=baseline)
 
 
 # --------------------------------------------------------------------------- validation
@@ -289,6 +310,30 @@ def _result(frame: Frame, n: int, theta: np.ndarray | None) -> LLDResult:
     )
 
 
+def _constant_only(frame: Frame) -> LLDResult:
+    """The N = 0 fit: lmfit's ``ConstantModel`` (one free parameter) on the finite points."""
+    problem = frame.problem(0)
+    failed = _failed(frame, 0, problem or "")
+    if problem is not None:
+        return failed
+    if frame.flat:  # exact: lmfit's R² would be 0/0 and its BIC log(0)
+        c = float(np.mean(frame.y))
+        return dataclasses.replace(
+            failed, success=True, message="no learning process: the curve is constant",
+            r2=1.0, aic=-math.inf, bic=-math.inf, constant=c, constant_stderr=0.0,
+            curve=_frozen(np.full(frame.t.shape, c)),
+        )
+    model = ConstantModel(prefix="c_")
+    fitted = model.fit(frame.y, model.make_params(c=float(np.mean(frame.y))), x=frame.t)
+    c = fitted.params["c_c"]
+    return dataclasses.replace(
+        failed, success=True, message="no learning process: the constant alone",
+        r2=float(fitted.rsquared), aic=float(fitted.aic), bic=float(fitted.bic),
+        constant=float(c.value), constant_stderr=math.nan if c.stderr is None else float(c.stderr),
+        curve=_frozen(np.full(frame.t.shape, c.value)),
+    )
+
+
 def _failed(frame: Frame, n: int, message: str) -> LLDResult:
     return LLDResult(
         n_components=n,
@@ -319,18 +364,26 @@ def _component_curves(t: np.ndarray, components: list[dict[str, float]]) -> np.n
     return np.array(rows, dtype=float).reshape(len(components), t.size)
 
 
-def _choose(fits: dict[int, LLDResult]) -> tuple[int, str]:
+def _choose(fits: dict[int, LLDResult], baseline: LLDResult | None = None) -> tuple[int, str]:
+    """(N, why) by the rules of `select`; ``baseline`` is the N = 0 fit, if made."""
     ok = {n: r for n, r in fits.items() if r.success}
     clean = {n: r for n, r in ok.items() if not r.degenerate}
     if clean:
         n = min(clean, key=lambda k: (clean[k].bic, k))
         skipped = sorted(set(ok) - set(clean))
         note = f"; skipped N = {skipped} (degenerate components)" if skipped else ""
-        return n, f"lowest BIC ({clean[n].bic:.2f}) among non-degenerate fits{note}"
-    if ok:
+        reason = f"lowest BIC ({clean[n].bic:.2f}) among non-degenerate fits{note}"
+    elif ok:
         n = min(ok)
-        return n, f"every fit has a degenerate component: the smallest, N = {n}"
-    return 1, f"no fit succeeded: {fits[1].message}"
+        reason = f"every fit has a degenerate component: the smallest, N = {n}"
+    elif baseline is not None and baseline.success and baseline.bic == -math.inf:
+        return 0, "no learning process: the curve is constant"
+    else:
+        return 1, f"no fit succeeded: {fits[1].message}"
+    if baseline is not None and baseline.success and baseline.bic <= ok[n].bic:
+        return 0, (f"no learning process: the constant alone has the lowest BIC ({baseline.bic:.2f}, "
+                   f"against {ok[n].bic:.2f} for N = {n})")
+    return n, reason
 
 
 # --------------------------------------------------------------------------- small helpers

@@ -96,15 +96,21 @@ class Frame:
     def problem(self, n: int) -> str | None:
         """Why no N-component fit can be made, or None."""
         if self.t.size < 3 * n + 2:
+            what = f"{n} component(s)" if n else "the constant alone"
             return (
                 f"too few finite points: {self.t.size}, need at least {3 * n + 2} for "
-                f"{n} component(s) (3N + 1 parameters and one residual degree of freedom)"
+                f"{what} (3N + 1 parameters and one residual degree of freedom)"
             )
         if self.span <= 0:
             return "t spans no time: every finite point has the same t"
-        if self.yrange <= 1e-12 * max(1.0, float(np.max(np.abs(self.y)))):
+        if n > 0 and self.flat:
             return "flat curve: y has zero variance, there is nothing to decompose"
         return None
+
+    @property
+    def flat(self) -> bool:
+        """Whether y has zero variance (to rounding): the constant alone reproduces it."""
+        return self.yrange <= 1e-12 * max(1.0, float(np.max(np.abs(self.y))))
 
     def degenerate(self, components: list[dict[str, float]]) -> list[str]:
         """Reasons, one per degenerate component (1-based, in the order given).

@@ -6,14 +6,18 @@ onto the same run (its status is left as it is):
 - ``analysis/figures/*.png`` and ``analysis/figures/pca.gif``: the figures;
 - ``analysis/summary.json``: every number behind them (NaN and inf as null);
 - ``analysis/report.html``: one self-contained page with every figure inline;
-- metrics ``emergence/class_<name>`` (the epoch a class emerges) and ``transition_epoch`` (the
-  end of the latent phase of ``acc/val``), logged at step 0: they describe the whole run, and
-  at one step a rerun's value replaces the last (MLflow shows the value of the highest step).
+- metrics ``emergence/class_<name>`` (the epoch a class's validation recall emerges),
+  ``emergence_repr/<layer>/class_<name>`` (the epoch a linear probe of the layer finds it),
+  ``lld_class/<name>/n_components``, ``.../center_<k>``, ``.../width_<k>`` (its recall's
+  decomposition) and ``transition_epoch`` (the end of the latent phase of ``acc/val``), logged
+  at step 0: they describe the whole run, and at one step a rerun's value replaces the last
+  (MLflow shows the value of the highest step).
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
-emergence (Fig 14), the change point, pixel variance maps and each class's most activating
+emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point, pixel variance maps and each class's most activating
 inputs (Figs 15, 16), layer similarity (Fig 17), weight spectra over epochs, hierarchical modes
-of the final weights (Li & Huang), and the logistic learning decomposition (Figs 11, 12).
+of the final weights (Li & Huang), the logistic learning decomposition (Figs 11, 12), and the
+per-class decomposition that says which classes make each of its processes.
 Steps 4 and 7 rebuild the dataset from the checkpoint's data config; when it cannot be
 rebuilt (a moved folder, a changed generator) they are skipped with the reason written into
 the summary and the report, and the rest still runs.
@@ -44,7 +48,7 @@ from dsc.core.features import pick_esd_epochs, series_at
 from dsc.core.jsonsafe import jsonable
 from dsc.errors import ConfigError
 from dsc.figures import report
-from dsc.jobs import analyze_images, analyze_steps
+from dsc.jobs import analyze_classes, analyze_images, analyze_steps
 from dsc.jobs.analyze_source import (
     RunImages,
     Source,
@@ -58,7 +62,7 @@ from dsc.settings import AnalyzeConfig
 ARTIFACT_DIR = "analysis"
 SWITCH_INTERVAL_S = 2e-4  # GIL switch interval while the modes thread runs beside the plots
 STEP_NAMES = ("model", "curves", "pca", "emergence", "change_point", "inputs", "similarity", "spectra",
-              "modes", "lld")
+              "modes", "lld", "class_lld")
 
 __all__ = ["ARTIFACT_DIR", "Analysis", "Source", "analyze_job", "find_run", "read_source", "run_analysis"]
 
@@ -143,6 +147,9 @@ def _torch_beside_numpy(stop: threading.Event) -> Iterator[ThreadPoolExecutor]:
 
 def _validate(src: Source, cfg: AnalyzeConfig) -> None:
     """Option checks against the run, before any work starts."""
+    if len(src.snaps.classes) < 2:
+        raise ConfigError(f"run {src.run_id} has one class ({', '.join(src.snaps.classes)}): analyze compares "
+                          "classes (emergence, per-class decomposition) and needs at least 2")
     if cfg.layer not in src.snaps.layers:
         raise ConfigError(f"--layer {cfg.layer!r}: not in the snapshots; choose one of {src.snaps.layers}")
     pick_esd_epochs(src.snaps.epochs, cfg.esd_epochs, None)
@@ -183,15 +190,15 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         # --- 1. PCA timeline of one layer (Figs 9, 10, 13)
         with clock("pca"):
             pca = analyze_steps.pca(snaps, cfg.layer, cfg.n_components, accuracy, draw)
-        # --- 2. class emergence in that PCA space (Fig 14)
+        # --- 2. class emergence: behaviour, each layer's probe, the silhouette in that PCA space (Fig 14)
         with clock("emergence"):
-            emergence = analyze_steps.emergence(pca.timeline, snaps, cfg.n_components, draw)
+            emergence = analyze_classes.class_emergence(src.recall, snaps, pca.timeline, cfg, draw)
         # --- 3. change point: the end of the latent phase of acc/val
         with clock("change_point"):
             change = analyze_steps.change_point(acc_steps, acc_val, len(classes), draw)
-        # --- 4. variance maps, and each class's leading unit at its emergence (Figs 15, 16)
+        # --- 4. variance maps, and each class's leading unit where the layer's probe finds it (Figs 15, 16)
         with clock("inputs"):
-            inputs = analyze_images.inputs(images, snaps, emergence.emergence.epochs, cfg.layer, cfg.top_k, draw)
+            inputs = analyze_images.inputs(images, snaps, emergence.epochs_in(cfg.layer), cfg.layer, cfg.top_k, draw)
         # --- 5. layer similarity, the change point marked (Fig 17)
         with clock("similarity"):
             similarity = analyze_steps.similarity(snaps, change.epoch, draw)
@@ -204,11 +211,15 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         # --- 8. logistic learning decomposition of acc/val (Figs 11, 12)
         with clock("lld"):
             lld = analyze_steps.lld(acc_steps, acc_val, cfg.lld_components, draw)
+        # --- 9. which classes make each of its processes: each class's recall decomposed
+        with clock("class_lld"):
+            class_lld = analyze_classes.class_lld(src.recall, classes, snaps.labels, lld.selection,
+                                                  cfg.lld_components, draw)
 
     # --- summary.json and report.html
     steps = {"curves": curves, "pca": pca, "emergence": emergence, "change_point": change, "inputs": inputs,
-             "similarity": similarity, "spectra": spectra, "modes": modes, "lld": lld}
-    logged = emergence.metrics | change.metrics
+             "similarity": similarity, "spectra": spectra, "modes": modes, "lld": lld, "class_lld": class_lld}
+    logged = emergence.metrics | change.metrics | class_lld.metrics
     run, params, final = _header(src)
     final |= logged
     summary = {"run_id": src.run_id, "config": asdict(cfg), "layer": cfg.layer, "epochs": snaps.epochs,

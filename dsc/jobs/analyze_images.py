@@ -37,7 +37,7 @@ INPUTS_TITLE = "4. Variance maps and each class's leading feature (Figs 15, 16)"
 class LeadingFeature:
     """The unit of the analysed layer most correlated with one class, and the inputs it likes best."""
 
-    epoch: int  # the class's emergence epoch (the last snapshot when it never emerged)
+    epoch: int  # the epoch the layer's probe finds the class (the last snapshot when it never does)
     emerged: bool
     unit: int | None  # None when every unit is constant
     correlation: float
@@ -65,8 +65,9 @@ def inputs(images: RunImages, snaps: snapshot.Snapshots, emergence_epochs: dict[
            layer: str, top_k: int, draw: FigureWriter) -> InputsResult | Skipped:
     """Variance maps of each class, and the ``top_k`` probe inputs of each class's leading unit.
 
-    The leading unit of class c is read at its emergence epoch (``emergence_epochs[c]``), or at
-    the last snapshot when it never emerged.
+    The leading unit of class c is read at its emergence epoch in ``layer`` (``emergence_epochs[c]``,
+    a snapshot epoch: where the layer's linear probe finds the class), or at the last snapshot when
+    it never emerges there.
     """
     try:
         _, ims = images.get()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from mlflow.entities import Run
@@ -22,6 +22,7 @@ from dsc.nn.model import build_model, named_layers
 from dsc.settings import DataConfig, ModelConfig
 
 CURVES = ("acc/train", "acc/val", "loss/train", "loss/val")
+RECALL = "acc_class/{}"  # each class's validation recall, step = epoch
 
 
 def find_run(run_id: str = "", experiment: str = "") -> Run:
@@ -74,12 +75,15 @@ class Source:
     snaps : its snapshots, epochs ascending
     history : dict of metric name (`CURVES`) to (steps (n,), values (n,))
     checkpoint : the last checkpoint (model state and config, data config, classes, normalisation)
+    recall : class name to its validation recall (`RECALL`) as (steps (n,), values (n,)); only
+        the classes the run logged it for
     """
 
     run: Run
     snaps: snapshot.Snapshots
     history: dict[str, tuple[np.ndarray, np.ndarray]]
     checkpoint: dict
+    recall: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -110,7 +114,10 @@ def read_source(run: Run) -> Source:
     history = {k: tracking.metric_history(run_id, k, client) for k in CURVES}
     if not history["acc/val"][0].size:
         raise TrackingError(f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train`")
-    return Source(run, snaps, history, _last_checkpoint(run_id))
+    logged = run.data.metrics
+    recall = {name: tracking.metric_history(run_id, RECALL.format(name), client)
+              for name in snaps.classes if RECALL.format(name) in logged}
+    return Source(run, snaps, history, _last_checkpoint(run_id), recall)
 
 
 def load_model(checkpoint: dict) -> nn.Module:

@@ -53,6 +53,11 @@ class Skipped:
     reason: str
     section: report.Section
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Nothing to log: the step did not run."""
+        return {}
+
     def summary(self) -> dict[str, Any]:
         return {"skipped": self.reason}
 
@@ -130,42 +135,6 @@ def pca(snaps: snapshot.Snapshots, layer: str, n_components: int, accuracy: np.n
                              f"PCA of the {len(snaps.labels)} probe images' {layer} activations, fitted at "
                              "each epoch.", images=tuple(images))
     return PCAResult(layer, epochs, tl, section)
-
-
-# --- 2. class emergence ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EmergenceResult:
-    """When each class separates in the PCA space; ``metrics`` are logged onto the run."""
-
-    emergence: timeline.Emergence
-    names: dict[int, str]  # class label -> name
-    metrics: dict[str, float]
-    section: report.Section
-
-    def summary(self) -> dict[str, Any]:
-        em, names = self.emergence, self.names
-        return {"criterion": "mean silhouette in PC space", "threshold": em.threshold, "patience": em.patience,
-                "epochs": {names[c]: e for c, e in em.epochs.items()}, "order": [names[c] for c in em.order],
-                "scores": em.scores}
-
-
-def emergence(tl: timeline.PCATimeline, snaps: snapshot.Snapshots, n_components: int,
-              draw: FigureWriter) -> EmergenceResult:
-    """Class emergence from the PCA timeline (Fig 14); metric ``emergence/class_<name>`` per class."""
-    classes = list(snaps.classes)
-    em = timeline.class_emergence(tl, snaps.labels, snaps.epochs, n_components=n_components)
-    names = {int(c): classes[int(c)] for c in em.classes}
-    image = draw("emergence", pca_figures.emergence(snaps.epochs, em.scores, classes, em.epochs, em.threshold,
-                                                    em.classes),
-                 "separation score of each class over epochs, emergence epochs dotted")
-    section = report.Section("2. Class emergence (Fig 14)",
-                             f"A class emerges at the first snapshot from which the mean silhouette of its "
-                             f"probe points in the {n_components}-PC space stays >= {em.threshold:g} for "
-                             f"{em.patience} snapshots (dsc.core.timeline.class_emergence).",
-                             rows={names[c]: em.epochs[c] for c in em.order}, images=(image,))
-    metrics = {f"emergence/class_{names[c]}": float(e) for c, e in em.epochs.items() if e is not None}
-    return EmergenceResult(em, names, metrics, section)
 
 
 # --- 3. change point ---------------------------------------------------------------------------
@@ -325,14 +294,15 @@ def spectra(snaps: snapshot.Snapshots, shapes: dict[str, tuple[int, int]], esd_e
 
 @dataclass(frozen=True)
 class LLDResult:
-    """acc/val decomposed into a constant plus N logistics, N chosen by BIC."""
+    """acc/val decomposed into a constant plus N logistics, N chosen by BIC (0: no learning process)."""
 
     selection: Selection
     section: report.Section
 
     def summary(self) -> dict[str, Any]:
         sel = self.selection
-        return {"metric": "acc/val", "r2": {str(n): f.r2 for n, f in sel.fits.items()}, **sel.to_dict()}
+        return {"metric": "acc/val", "r2": {str(n): f.r2 for n, f in sel.fits.items()},
+                "no_process": sel.no_process, **sel.to_dict()}
 
 
 def lld(steps: np.ndarray, acc: np.ndarray, max_components: int, draw: FigureWriter) -> LLDResult:
@@ -347,9 +317,10 @@ def lld(steps: np.ndarray, acc: np.ndarray, max_components: int, draw: FigureWri
               draw("lld_best", lld_figures.lld_fit(b.t, b.y, b.curve, b.component_curves, b.constant,
                                                    title=f"Logistic learning decomposition, N = {sel.n}", r2=b.r2),
                    "the chosen decomposition and its components (Figs 11, 12)"))
+    chosen = f"{sel.n} (no learning process)" if sel.no_process else sel.n
     section = report.Section("8. Logistic learning decomposition (Figs 11, 12)",
-                             f"acc/val fitted by a constant plus N logistic components, N = 1..{max_components}; "
+                             f"acc/val fitted by a constant plus N logistic components, N = 0..{max_components}; "
                              f"N chosen by BIC: {sel.reason}",
-                             rows={f"N = {n}: R²": f.r2 for n, f in sel.fits.items()} | {"chosen N": sel.n},
+                             rows={f"N = {n}: R²": f.r2 for n, f in sel.fits.items()} | {"chosen N": chosen},
                              images=images)
     return LLDResult(sel, section)

@@ -7,7 +7,8 @@ every curve in worker processes (:mod:`dsc.core.lld_batch`, N chosen by BIC), an
 comparison run (tag ``dsc.kind = compare``) gets
 
 - ``lld/table.csv``, ``lld/table.json``: one row per run and N: R², AIC, BIC, the chosen
-  flag, each component's amplitude/center/width with standard errors, the fit's message (why
+  flag, the run's chosen N (``chosen_n``; 0 and ``no_process`` true when the constant alone
+  wins by BIC: the curve has no learning process, and no row is chosen), each component's amplitude/center/width with standard errors, the fit's message (why
   no fit was made: too few points, a flat curve), why N was chosen, the run's params
   (``param.<name>``);
 - ``lld/overlay.png`` (curves and fitted components), ``lld/centers_widths.png`` (the chosen
@@ -15,9 +16,9 @@ comparison run (tag ``dsc.kind = compare``) gets
   one and of two logistics);
 - ``lld/runs.json``: the compared run ids and the skipped ones with the reason;
 - metrics ``lld/n_runs``, ``lld/n_fitted``, ``lld/mean_r2_<N>``, ``lld/mean_n_components``,
-  ``lld/n_chose_<N>``.
+  ``lld/n_chose_<N>`` and ``lld/n_no_process`` (runs whose curve has no learning process).
 
-Each source run gets ``lld/n_components``, ``lld/r2_<N>`` and, for the chosen N,
+Each source run gets ``lld/n_components`` (0: no learning process), ``lld/r2_<N>`` and, for the chosen N,
 ``lld/constant``, ``lld/amplitude_<i>``, ``lld/center_<i>``, ``lld/width_<i>`` (step 0), so
 that MLflow's run comparison shows them side by side. They describe the metric of the latest
 comparison that took the run (its ``metric`` param): a later one with another metric, or
@@ -210,7 +211,7 @@ def _skipped_line(skipped: dict[str, str], shown: int = 10) -> str:
 def _warn_unfitted(runs: list[Run], fits: list[dict[str, Any]],
                    warn: Callable[[str], None]) -> None:
     unfitted = {r.info.run_id: f["fits"][0]["message"] for r, f in zip(runs, fits)
-                if not f["fits"][f["n"] - 1]["success"]}
+                if f["n"] and not f["fits"][f["n"] - 1]["success"]}
     if unfitted:
         warn(f"no logistic fit for {len(unfitted)} run(s), see lld/table.csv: "
              + ", ".join(f"{rid} ({why})" for rid, why in list(unfitted.items())[:10]))
@@ -247,13 +248,21 @@ def _fit_and_write_back(client: MlflowClient, runs: list[Run], config: CompareCo
 def _source_metrics(fit: dict[str, Any], stamp: int) -> list[Metric]:
     """``lld/*`` metrics for a source run: R² of every N; the chosen fit's components."""
     values = {f"lld/r2_{f['n_components']}": f["r2"] for f in fit["fits"]}
-    best = fit["fits"][fit["n"] - 1]
-    if best["success"]:
+    best = _chosen(fit)
+    if best is None:  # no learning process: the constant alone
+        values["lld/n_components"] = 0
+        values["lld/constant"] = fit["curve"]["constant"]
+    elif best["success"]:
         values["lld/n_components"] = fit["n"]
         values["lld/constant"] = best["constant"]
         for k, comp in enumerate(best["components"], start=1):
             values.update({f"lld/{name}_{k}": comp[name] for name in _FIELDS})
     return [Metric(key, float(v), stamp, 0) for key, v in values.items() if math.isfinite(v)]
+
+
+def _chosen(fit: dict[str, Any]) -> dict[str, Any] | None:
+    """The chosen fit's summary; None when N = 0 (the constant alone) was chosen."""
+    return fit["fits"][fit["n"] - 1] if fit["n"] else None
 
 
 # --------------------------------------------------------------------------- the comparison run
@@ -278,6 +287,8 @@ def _fit_columns(f: dict[str, Any], chosen: int, max_components: int) -> dict[st
     cols = {key: f[key] for key in ("n_components", "success", "n_points", "r2", "aic", "bic",
                                     "constant", "constant_stderr")}
     cols["chosen"] = f["n_components"] == chosen
+    cols["chosen_n"] = chosen
+    cols["no_process"] = chosen == 0
     for k in range(1, max_components + 1):
         comp = f["components"][k - 1] if k <= len(f["components"]) else {}
         for name in _FIELDS:
@@ -310,8 +321,9 @@ def _log_comparison(runs: list[Run], fits: list[dict[str, Any]], skipped: dict[s
 
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
-    chosen = [f["n"] for f in fits if f["fits"][f["n"] - 1]["success"]]
-    out = {"lld/n_runs": float(len(fits)), "lld/n_fitted": float(len(chosen))}
+    chosen = [f["n"] for f in fits if _chosen(f) is None or _chosen(f)["success"]]
+    out = {"lld/n_runs": float(len(fits)), "lld/n_fitted": float(len(chosen)),
+           "lld/n_no_process": float(chosen.count(0))}
     if chosen:
         out["lld/mean_n_components"] = float(np.mean(chosen))
     for n in range(1, max_components + 1):
@@ -364,8 +376,8 @@ def _components(fits: list[dict[str, Any]], colour: list[str]) -> tuple[list, li
     """Centre, width and colour value of every component of every successful chosen fit."""
     centers, widths, values = [], [], []
     for fit, value in zip(fits, colour):
-        best = fit["fits"][fit["n"] - 1]
-        for comp in best["components"] if best["success"] else []:
+        best = _chosen(fit)
+        for comp in best["components"] if best is not None and best["success"] else []:
             centers.append(comp["center"])
             widths.append(comp["width"])
             values.append(value)

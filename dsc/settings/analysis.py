@@ -43,6 +43,10 @@ def _named(kind: str, example: str):
     return check
 
 
+def _finite(value: float) -> str | None:
+    return None if value == value else "must be a number in (0, 1], e.g. 0.5"
+
+
 def _some(seeds: tuple[int, ...]) -> str | None:
     return None if seeds else "give at least one seed, e.g. 0,1,2"
 
@@ -61,7 +65,15 @@ class AnalyzeConfig(Settings):
     top_k: int = setting(6, min=1, max=50, help="Most activating probe inputs shown per class.")
     lld_components: int = setting(3, min=1, max=MAX_COMPONENTS,
                                   help="Logistic components tried in the learning-curve decomposition, 1..N.")
-    seed: int = setting(0, help="Seeds the random-mode control and the validation subset.")
+    patience: int = setting(3, min=1, max=100, help=(
+        "Epochs a class's recall (snapshots: its probe score, its silhouette) must stay above its "
+        "level for the class to count as emerged."))
+    probe_gain: float = setting(0.5, min=0, max=1, min_open=True, check=_finite, help=(
+        "A class emerges in a layer once its probe score has closed this fraction of its epoch-0 "
+        "gap to a perfect 1."))
+    probe_components: int = setting(32, min=2, max=256, help=(
+        "Whitened PCA components of each layer's activations the linear probes read."))
+    seed: int = setting(0, help="Seeds the random-mode control, the validation subset and the probes' PCA.")
     progress: bool = setting(True, help="Progress bar over the steps.")
 
 
