@@ -4,7 +4,8 @@ The run is fabricated with the real shapes of a 60-epoch default run: the defaul
 task (5 identities x 576 images, 128 x 128), its 576-image validation split as the probe set,
 the paper's DenseVGG (2,284,969 parameters), a snapshot at every epoch 0..60 written by
 `dsc.core.snapshot.compute` / `write` with the activations pooled to the default 4 MB budget, the
-four learning curves and each class's validation recall, and a last checkpoint. Activations are
+four learning curves and each class's validation recall, and a checkpoint at every epoch (the
+weights only; the last one complete, as `dsc train` leaves it). Activations are
 synthetic (classes that separate one after another around epoch 25) and the weights drift from their initialisation towards a
 few spikes, so every step has real work to do; the model is untrained, so the modes curves
 sit at chance, which costs the same time as a trained one. Snapshots are cached (under
@@ -102,11 +103,14 @@ def build_run(epochs: int) -> str:
             mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
         mlflow.log_artifacts(str(snaps), "snapshots")
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"epoch_{epochs:04d}.pt"
+            # analyze reads the classifier's weights from the checkpoints of several epochs
+            for e in range(epochs):
+                torch.save({"epoch": e, "model_state": model.state_dict()}, Path(tmp) / f"epoch_{e:04d}.pt")
             torch.save({"epoch": epochs, "model_state": model.state_dict(), "optimizer_state": {}, "metrics": {},
                         "model_config": model_cfg.to_dict(), "train_config": {}, "data_config": cfg.to_dict(),
-                        "classes": list(data.classes), "norm_mean": data.mean, "norm_std": data.std}, path)
-            mlflow.log_artifact(str(path), "checkpoints")
+                        "classes": list(data.classes), "norm_mean": data.mean, "norm_std": data.std},
+                       Path(tmp) / f"epoch_{epochs:04d}.pt")
+            mlflow.log_artifacts(tmp, "checkpoints")
     return run.info.run_id
 
 

@@ -18,12 +18,16 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.timeline`       PCA timeline, class emergence (silhouette view), change point
   `core.emergence`      when each class is learned, by behaviour and by linear probes of each layer
   `core.attribution`   per-class decompositions, and which classes make each process
+  `core.saxe`          the data's input-output modes and the class order they predict
+  `core.collapse`      neural collapse of a layer's features (NC1 to NC4)
+  `core.events`        the event timeline: the epoch each signal changes
   `core.features`       small helpers of the run analysis (metric lookups, leading units, picks)
   `core.modes`          SVD modes of weight matrices, two-segment power law
   `core.lld`            the logistic learning decomposition: fit and select
   `core.lld_search`     its fast multi-start search
   `core.lld_model`      its model of record in lmfit's terms, and the final fit
   `core.lld_batch`      decompositions of many curves in worker processes
+  `core.groups`         runs grouped by a param: means, t intervals, mean curves, Spearman trends
   `core.snapshot`       the per-epoch snapshot: computed from arrays, one .npz per epoch
   `core.atomic`         atomic file writes
   `core.jsonsafe`       plain-JSON conversion of results
@@ -53,8 +57,12 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `figures.spectra`     spectral metrics, phases and ESD histograms
   `figures.modes`       metrics against modes kept
   `figures.lld`         one run's decomposition and fits across runs
+  `figures.groups`      grouped runs: mean curves with bands, quantities against the param
   `figures.emergence`   recall levels and the layer x class emergence grid
   `figures.attribution` overall components with per-class fits coloured by attribution
+  `figures.order`      predicted against observed class order, the network's mode strengths
+  `figures.collapse`   neural collapse over epochs, the classifier's spikes against C - 1
+  `figures.events`     every signal's change on one epoch axis
   `figures.animation`   the PCA plane over epochs as a GIF
   `figures.report`      the self-contained HTML report
 `tracking`          the only package that imports MLflow:
@@ -74,7 +82,11 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze_steps`  its steps on snapshots and curves
   `jobs.analyze_images` its steps that need the images rebuilt
   `jobs.analyze_classes` its steps on classes: emergence and the per-class decomposition
+  `jobs.analyze_order`  its step on what predicted the order of the classes
+  `jobs.analyze_collapse` its step on neural collapse per epoch
+  `jobs.analyze_events` its event timeline, the report's first section
   `jobs.compare`        the decomposition across runs, in a comparison run
+  `jobs.compare_groups` the compared runs grouped by params, seeds as replicates
   `jobs.sweep`          a grid of parallel training runs, then compare
 `cli`               the click commands, generated from the settings
 """

@@ -161,6 +161,22 @@ def test_summary_and_report_are_complete(shared, planted):
     assert html.count("<img ") == len(figures)
 
 
+def test_order_collapse_and_the_timeline_first(shared, planted):
+    run_id, out = planted
+    client = MlflowClient()
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["order"]["mode_strengths"]) == 2  # three classes: at most C - 1 modes
+    assert set(summary["order"]["spearman"]) == {"spearman_saxe", "spearman_separability", "spearman_mode_time"}
+    assert [h.step for h in client.get_metric_history(run_id, "nc/fc2/nc1")] == list(range(LAST + 1))
+    assert [h.step for h in client.get_metric_history(run_id, "nc/fc2/nc4")] == [LAST]  # the one checkpoint
+    assert not client.get_metric_history(run_id, "nc/fc1/nc3")  # fc1 does not feed the classifier
+    assert summary["collapse"]["c_minus_1"] == 2
+    rows = {ev["row"] for ev in summary["events"]["events"]}
+    assert {"change point", "emergence (behaviour)"} <= rows
+    html = (out / "report.html").read_text()
+    assert html.index("<h2>Event timeline</h2>") < html.index("<h2>Learning curves</h2>")
+
+
 def test_bad_options_on_a_good_run_are_one_line(shared, planted):
     run_id, _ = planted
     line = one_error(invoke("--run-id", run_id, "--layer", "fc9"))

@@ -9,16 +9,21 @@ onto the same run (its status is left as it is):
 - metrics ``emergence/class_<name>`` (the epoch a class's validation recall emerges),
   ``emergence_repr/<layer>/class_<name>`` (the epoch a linear probe of the layer finds it),
   ``lld_class/<name>/n_components``, ``.../center_<k>``, ``.../width_<k>`` (its recall's
-  decomposition) and ``transition_epoch`` (the end of the latent phase of ``acc/val``), logged
-  at step 0: they describe the whole run, and at one step a rerun's value replaces the last
-  (MLflow shows the value of the highest step).
+  decomposition), ``order/spearman_saxe``, ``order/spearman_separability`` and
+  ``order/spearman_mode_time`` (how well the data's modes predicted the order) and
+  ``transition_epoch`` (the end of the latent phase of ``acc/val``), logged at step 0: they
+  describe the whole run, and at one step a rerun's value replaces the last (MLflow shows the
+  value of the highest step);
+- metrics ``nc/<layer>/nc1`` ... ``nc4`` (neural collapse), logged with step = epoch.
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
 emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point, pixel variance maps and each class's most activating
 inputs (Figs 15, 16), layer similarity (Fig 17), weight spectra over epochs, hierarchical modes
-of the final weights (Li & Huang), the logistic learning decomposition (Figs 11, 12), and the
-per-class decomposition that says which classes make each of its processes.
-Steps 4 and 7 rebuild the dataset from the checkpoint's data config; when it cannot be
+of the final weights (Li & Huang), the logistic learning decomposition (Figs 11, 12), the
+per-class decomposition that says which classes make each of its processes, the order the
+data's input-output modes predict (Saxe et al.), neural collapse per epoch (Papyan et al.), and
+the event timeline that lines every step's changes up on one axis (the report's first section).
+Steps 4, 7 and 10 rebuild the dataset from the checkpoint's data config; when it cannot be
 rebuilt (a moved folder, a changed generator) they are skipped with the reason written into
 the summary and the report, and the rest still runs.
 """
@@ -34,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,14 @@ from dsc.core.features import pick_esd_epochs, series_at
 from dsc.core.jsonsafe import jsonable
 from dsc.errors import ConfigError
 from dsc.figures import report
-from dsc.jobs import analyze_classes, analyze_images, analyze_steps
+from dsc.jobs import (
+    analyze_classes,
+    analyze_collapse,
+    analyze_events,
+    analyze_images,
+    analyze_order,
+    analyze_steps,
+)
 from dsc.jobs.analyze_source import (
     RunImages,
     Source,
@@ -62,7 +74,7 @@ from dsc.settings import AnalyzeConfig
 ARTIFACT_DIR = "analysis"
 SWITCH_INTERVAL_S = 2e-4  # GIL switch interval while the modes thread runs beside the plots
 STEP_NAMES = ("model", "curves", "pca", "emergence", "change_point", "inputs", "similarity", "spectra",
-              "modes", "lld", "class_lld")
+              "modes", "lld", "class_lld", "order", "collapse", "events")
 
 __all__ = ["ARTIFACT_DIR", "Analysis", "Source", "analyze_job", "find_run", "read_source", "run_analysis"]
 
@@ -80,6 +92,7 @@ class Analysis:
     metrics : logged onto the run at step 0
     timings : seconds per step (``modes_background``: the sweep beside the steps)
     wall_s : seconds from reading the run to the last artifact logged (`analyze_job` only)
+    epoch_metrics : epoch -> metrics logged onto the run with that step (``nc/<layer>/<key>``)
     """
 
     cfg: AnalyzeConfig
@@ -90,6 +103,7 @@ class Analysis:
     metrics: dict[str, float]
     timings: dict[str, float]
     wall_s: float = float("nan")
+    epoch_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class _Clock(contextlib.AbstractContextManager):
@@ -215,11 +229,23 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         with clock("class_lld"):
             class_lld = analyze_classes.class_lld(src.recall, classes, snaps.labels, lld.selection,
                                                   cfg.lld_components, draw)
+        # --- 10. what predicted the order: the training split's input-output modes, pixel separability
+        with clock("order"):
+            order = analyze_order.order(images, snaps, emergence.behaviour, cfg.seed, draw)
+        # --- 11. neural collapse per epoch, the classifier's weights read from each epoch's checkpoint
+        with clock("collapse"):
+            weights = analyze_collapse.classifier_weights(src.run_id, snaps.epochs)
+            nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw)
+        # --- the event timeline: every step's changes on one epoch axis (the report's first section)
+        with clock("events"):
+            timeline = analyze_events.timeline(acc_steps, acc_val, cfg.layer, change, lld, class_lld, emergence,
+                                               pca, nc, spectra, similarity, draw)
 
     # --- summary.json and report.html
-    steps = {"curves": curves, "pca": pca, "emergence": emergence, "change_point": change, "inputs": inputs,
-             "similarity": similarity, "spectra": spectra, "modes": modes, "lld": lld, "class_lld": class_lld}
-    logged = emergence.metrics | change.metrics | class_lld.metrics
+    steps = {"events": timeline, "curves": curves, "pca": pca, "emergence": emergence, "change_point": change,
+             "inputs": inputs, "similarity": similarity, "spectra": spectra, "modes": modes, "lld": lld,
+             "class_lld": class_lld, "order": order, "collapse": nc}
+    logged = emergence.metrics | change.metrics | class_lld.metrics | order.metrics
     run, params, final = _header(src)
     final |= logged
     summary = {"run_id": src.run_id, "config": asdict(cfg), "layer": cfg.layer, "epochs": snaps.epochs,
@@ -231,7 +257,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
     sections = tuple(step.section for step in steps.values())
     title = f"Analysis of run {src.run.info.run_name or src.run_id}"
     (out / "report.html").write_text(report.render(title, run, params, final, sections), encoding="utf-8")
-    return Analysis(cfg, src, out, sections, summary, logged, clock.timings)
+    return Analysis(cfg, src, out, sections, summary, logged, clock.timings, epoch_metrics=nc.epoch_metrics())
 
 
 def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | None = None) -> Analysis:
@@ -250,6 +276,8 @@ def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | Non
         t1 = time.perf_counter()
         client.log_artifacts(src.run_id, tmp, ARTIFACT_DIR)
         tracking.log_metrics_to(src.run_id, a.metrics, step=0)
+        for epoch, metrics in a.epoch_metrics.items():
+            tracking.log_metrics_to(src.run_id, metrics, step=epoch)
         done = time.perf_counter()
         a = dataclasses.replace(a, timings={"read": read_s, **a.timings, "log": done - t1}, wall_s=done - t0)
     wrapper = os.environ.get("MLFLOW_RUN_ID")
