@@ -55,11 +55,12 @@ def curve(components, seed=0, noise=0.005, epochs=EPOCHS):
     return t, y + np.random.default_rng(seed).normal(0.0, noise, t.size)
 
 
-def make_run(experiment, values, lr="0.01", status="FINISHED", kind="train", metric="acc/val"):
+def make_run(experiment, values, lr="0.01", status="FINISHED", kind="train", metric="acc/val",
+             params=None):
     """A run with ``values`` logged as ``metric`` at step = epoch; returns its id."""
     mlflow.set_experiment(experiment)
     with mlflow.start_run(tags={"dsc.kind": kind}) as run:
-        mlflow.log_param("lr", lr)
+        mlflow.log_params({"lr": lr, **(params or {})})
         stamp = int(time.time() * 1000)
         MlflowClient().log_batch(run.info.run_id, metrics=[
             Metric(metric, float(v), stamp, step) for step, v in enumerate(values)])
@@ -242,6 +243,74 @@ def test_fit_curves_keeps_input_order():
 def test_config_checks(kw, words):
     with pytest.raises(ConfigError, match=words):
         CompareConfig(**kw)
+
+
+def group_artifact(run_id, name):
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/groups/{name}")
+
+
+def grouped_runs():
+    """identities 2, 3, 5 x seeds 0-2 (one run for 5): the later processes planted later."""
+    ids = {}
+    for k, centre in (("2", 10.0), ("3", 16.0), ("5", 24.0)):
+        for seed in range(1 if k == "5" else 3):
+            comps = [(0.6, centre + seed, 1.5)]
+            ids[k, seed] = make_run("sweep", curve(comps, seed=seed)[1],
+                                    params={"identities": k, "seed": str(seed), "optimizer": "adam"})
+    return ids
+
+
+def test_group_by_summarises_seeds_and_tests_the_trend(db):
+    ids = grouped_runs()
+    lines = []
+    cid = compare_job(CompareConfig(experiments=("sweep",), max_components=2, jobs=1,
+                                    group_by=("identities",)), warn=lines.append)
+    rows = {r["run_id"]: r for r in table(cid) if r["chosen"]}
+    groups = {(r["group"], r["quantity"]): r for r in group_artifact(cid, "table.json")}
+    for k in ("2", "3"):
+        centres = np.array([rows[ids[k, s]]["center_1"] for s in range(3)])
+        row = groups[f"identities={k}", "center_1"]
+        half = 4.302653 * centres.std(ddof=1) / np.sqrt(3)  # t(0.975, 2) = 4.302653
+        assert row["n"] == 3 and row["mean"] == pytest.approx(centres.mean())
+        assert row["sd"] == pytest.approx(centres.std(ddof=1))
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((centres.mean() - half, centres.mean() + half))
+        assert row["interval"] == "t-based 95%"
+        assert groups[f"identities={k}", "n_components"]["mean"] == 1.0
+    single = groups["identities=5", "center_1"]
+    assert single["n"] == 1 and single["ci_low"] is None and single["interval"] == "one run: no interval"
+    assert any("identities=5 has one run" in line for line in lines)
+    metrics = MlflowClient().get_run(cid).data.metrics
+    assert metrics["trend/center_1/rho"] > 0.9 and metrics["trend/center_1/p"] < 0.05
+    assert "trend/n_components/rho" not in metrics  # N is 1 everywhere: nothing to test
+    names = {a.path for a in MlflowClient().list_artifacts(cid, "groups")}
+    assert names == {f"groups/{n}" for n in ("table.csv", "table.json", "trend.csv", "trend.json",
+                                             "first_class.json", "curves.png", "n_components.png",
+                                             "center_latent.png")}
+    assert MlflowClient().get_run(cid).data.params["group_by"] == "identities"
+
+
+def test_group_by_a_text_param_logs_the_table_without_a_trend(db):
+    grouped_runs()
+    lines = []
+    cid = compare_job(CompareConfig(experiments=("sweep",), max_components=1, jobs=1,
+                                    group_by=("optimizer",)), warn=lines.append)
+    trends = group_artifact(cid, "trend.json")
+    assert all(t["rho"] is None and "not numeric ('adam')" in t["note"] for t in trends)
+    assert any("not numeric ('adam'): no trend test; the group table" in line for line in lines)
+    assert group_artifact(cid, "table.json")[0]["n_runs"] == 7
+    assert not [m for m in MlflowClient().get_run(cid).data.metrics if m.startswith("trend/")]
+
+
+def test_group_by_a_param_no_run_has_is_an_error(db):
+    grouped_runs()
+    with pytest.raises(TrackingError, match="--group-by 'dropout': no compared run has this param"):
+        compare(experiments=("sweep",), group_by=("dropout",))
+
+
+@pytest.mark.parametrize("given, normalised", [(("identities", " seed "), ("identities", "seed")),
+                                               (("identities,seed", ""), ("identities", "seed"))])
+def test_group_by_is_normalised(given, normalised):
+    assert CompareConfig(group_by=given).group_by == normalised
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from PIL import Image
 
 from dsc.data import cache, folder
 from dsc.data.base import ImageSet
-from dsc.data.dataset import load_imageset, prepare, split_indices
+from dsc.data.dataset import load_imageset, per_class_subset, prepare, split_indices
 from dsc.errors import DataError
 from dsc.settings import DataConfig
 
@@ -82,6 +82,51 @@ def test_prepare_normalises_with_training_statistics():
     xb, yb = data.batch(data.val_idx[:3], device=__import__("torch").device("cpu"), channels_last=True)
     assert xb.shape == (3, 3, 8, 8) and xb.is_contiguous(memory_format=__import__("torch").channels_last)
     assert (xb[:, 0] == xb[:, 2]).all()
+
+
+def test_density_subsets_are_nested_and_leave_validation_unchanged():
+    labels = np.repeat(np.arange(4), 60)
+    ims = ImageSet(np.random.default_rng(0).integers(0, 256, (240, 1, 8, 8), dtype=np.uint8), labels,
+                   ("a", "b", "c", "d"))
+    full = prepare(ims, DataConfig())
+    by_k = {k: prepare(ims, DataConfig(exemplars_per_class=k)) for k in (5, 10, 48)}
+    for k, data in by_k.items():
+        assert np.array_equal(data.val_idx, full.val_idx)
+        assert np.bincount(labels[data.train_idx]).tolist() == [k] * 4
+        assert set(data.train_idx) <= set(full.train_idx)
+    assert set(by_k[5].train_idx) <= set(by_k[10].train_idx) <= set(by_k[48].train_idx)
+    assert np.array_equal(by_k[5].train_idx, prepare(ims, DataConfig(exemplars_per_class=5)).train_idx)
+    other_seed = per_class_subset(labels, full.train_idx, 5, seed=1)
+    assert not np.array_equal(other_seed, by_k[5].train_idx)
+    assert np.array_equal(prepare(ims, DataConfig(exemplars_per_class=0)).train_idx, full.train_idx)
+
+
+def test_density_larger_than_a_class_names_the_class():
+    labels = np.array([0] * 30 + [1] * 10)
+    train, _ = split_indices(labels, 0.25, 0)
+    with pytest.raises(DataError, match=r"^--exemplars-per-class 9: class 'b' has 8 training images$"):
+        per_class_subset(labels, train, 9, 0, ("a", "b"))
+
+
+def test_folder_classes_by_count_and_by_name(tmp_path):
+    root = make_folder(tmp_path / "f", classes=("ant", "bee", "cat", "dog"), n=3)
+    drawn = folder.load(root, size=8, classes=2, seed=1)
+    assert len(drawn.classes) == 2 and set(drawn.classes) <= {"ant", "bee", "cat", "dog"}
+    assert drawn.classes == folder.load(root, size=8, classes=2, seed=1).classes
+    named = load_imageset(DataConfig(data=f"folder:{root}", image_size=16, pick_classes="dog,bee"))
+    assert named.classes == ("bee", "dog") and named.labels.tolist() == [0] * 3 + [1] * 3
+    assert named.images[3:, 0, 0, 0].tolist() == [120, 121, 122]  # dog's pixels, relabelled 1
+    with pytest.raises(DataError, match="no class 'eel' in folder dataset .*it has: ant, bee, cat, dog"):
+        folder.load(root, size=8, classes=["ant", "eel"])
+    with pytest.raises(DataError, match="--pick-classes 5: folder dataset .* has 4 classes"):
+        folder.load(root, size=8, classes=5)
+
+
+@pytest.mark.parametrize("text, match", [("cat", "name at least 2 classes"), ("1", "at least 2 classes"),
+                                         ("3,", "name at least 2")])
+def test_bad_pick_classes(text, match):
+    with pytest.raises(DataError, match=match):
+        DataConfig(pick_classes=text)
 
 
 @pytest.mark.parametrize("kw, match", [({"data": "imagenet"}, "use 'synthetic'"), ({"data": "yale:"}, "use 'synthetic'"),

@@ -62,8 +62,10 @@ def test_plan_converts_values_with_the_train_options_types():
     assert p.argv(p.members[0]) == ["--image-size", "32", "--epochs", "3", "--optimizer", "sgd", "--lr", "0.001",
                                     "--no-channels-last", "--seed", "0", "--no-progress"]
     assert p.argv(p.members[-1])[-5:] == ["0.003", "--channels-last", "--seed", "1", "--no-progress"]
-    assert p.color_by == "lr"
-    assert plan(SweepConfig()).color_by == "seed"
+    assert p.color_by == "lr" and p.grid_keys == ("lr", "channels_last")
+    assert plan(SweepConfig(grid=("exemplars-per-class=25,50",))).members[1].settings == \
+        {"exemplars_per_class": 50, "seed": 0}
+    assert plan(SweepConfig()).color_by == "seed" and plan(SweepConfig()).grid_keys == ()
     assert plan(SweepConfig(color_by="batch_size")).color_by == "batch_size"
 
 
@@ -129,6 +131,9 @@ def test_sweep_trains_every_member_then_compares_exactly_them(store, tmp_path):
     comp = client.get_run(comparison)
     assert comp.data.tags["dsc.kind"] == "compare" and comp.data.tags[SWEEP_TAG] == sweep_id
     assert comp.data.params["color_by"] == "lr" and comp.data.metrics["lld/n_runs"] == 4
+    assert comp.data.params["group_by"] == "lr"  # the seeds are each lr's replicates
+    groups = mlflow.artifacts.load_dict(f"runs:/{comparison}/groups/table.json")
+    assert {(g["group"], g["n_runs"]) for g in groups} == {("lr=0.001", 2), ("lr=0.002", 2)}
     assert mlflow.get_experiment(comp.info.experiment_id).name == "sw"
     runs_json = json.loads(open(mlflow.artifacts.download_artifacts(
         run_id=comparison, artifact_path="lld/runs.json", dst_path=str(tmp_path))).read())

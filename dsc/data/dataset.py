@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 from dsc.data import cache
 from dsc.data.base import DataError, ImageSet
 from dsc.settings import DataConfig
+from dsc.settings.data import parse_classes
 
 
 def load_imageset(cfg: DataConfig) -> ImageSet:
@@ -29,7 +30,8 @@ def load_imageset(cfg: DataConfig) -> ImageSet:
                          seed=cfg.data_seed, extract_dir=cache_dir / "yale")
     from dsc.data import folder
 
-    return folder.load(cfg.path, size=cfg.image_size)
+    return folder.load(cfg.path, size=cfg.image_size, classes=parse_classes(cfg.pick_classes),
+                       seed=cfg.data_seed)
 
 
 def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +46,38 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[n
     idx = np.arange(len(labels))
     train, val = train_test_split(idx, test_size=n_val, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(val)
+
+
+def per_class_subset(labels: np.ndarray, train_idx: np.ndarray, k: int, seed: int,
+                     classes: tuple[str, ...] = ()) -> np.ndarray:
+    """``k`` training indices per class drawn by ``seed``, sorted; ``k = 0`` keeps them all.
+
+    Each class's training indices are put in one seeded order and the first ``k`` kept, so
+    the subset of a smaller ``k`` lies inside that of a larger one (nested densities).
+
+    Parameters
+    ----------
+    labels : int array, shape (N,), the labels of every image.
+    train_idx : int array, shape (M,), the training split's indices into ``labels``.
+    k : exemplars per class (0: all).
+    seed : the data seed.
+    classes : class names (index = label), to name a class that has too few images.
+
+    Returns
+    -------
+    int array, shape (k * n_classes,) (or (M,) for ``k = 0``), sorted indices into ``labels``.
+    """
+    if k == 0:
+        return train_idx
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in np.unique(labels[train_idx]):
+        own = train_idx[labels[train_idx] == label]
+        if k > own.size:
+            name = classes[label] if label < len(classes) else str(label)
+            raise DataError(f"--exemplars-per-class {k}: class {name!r} has {own.size} training images")
+        kept.append(own[rng.permutation(own.size)[:k]])
+    return np.sort(np.concatenate(kept))
 
 
 @dataclass
@@ -80,6 +114,8 @@ class Prepared:
 def prepare(imageset: ImageSet, cfg: DataConfig) -> Prepared:
     """Split ``imageset`` and normalise its pixels with the training split's mean and std."""
     train_idx, val_idx = split_indices(imageset.labels, cfg.val_fraction, cfg.data_seed)
+    train_idx = per_class_subset(imageset.labels, train_idx, cfg.exemplars_per_class, cfg.data_seed,
+                                 imageset.classes)
     pixels = torch.from_numpy(imageset.images).float().div_(255.0)  # (N, C, H, W) in [0, 1]
     mean = float(pixels[train_idx].mean())
     std = float(pixels[train_idx].std())

@@ -16,7 +16,8 @@ comparison run (tag ``dsc.kind = compare``) gets
   one and of two logistics);
 - ``lld/runs.json``: the compared run ids and the skipped ones with the reason;
 - metrics ``lld/n_runs``, ``lld/n_fitted``, ``lld/mean_r2_<N>``, ``lld/mean_n_components``,
-  ``lld/n_chose_<N>`` and ``lld/n_no_process`` (runs whose curve has no learning process).
+  ``lld/n_chose_<N>`` and ``lld/n_no_process`` (runs whose curve has no learning process);
+- with ``--group-by``: the runs grouped by params, seeds as replicates (:mod:`dsc.jobs.compare_groups`).
 
 Each source run gets ``lld/n_components`` (0: no learning process), ``lld/r2_<N>`` and, for the chosen N,
 ``lld/constant``, ``lld/amplitude_<i>``, ``lld/center_<i>``, ``lld/width_<i>`` (step 0), so
@@ -55,6 +56,7 @@ from dsc.core import lld_batch
 from dsc.errors import TrackingError
 from dsc.figures import lld as lld_figures
 from dsc.figures.style import save
+from dsc.jobs import compare_groups
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
@@ -87,6 +89,7 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
     runs, skipped = select_runs(client, config)
     if skipped:
         warn(_skipped_line(skipped))
+    compare_groups.check_params(runs, config.group_by)
     if not any(config.color_by in r.data.params for r in runs):
         warn(f"no compared run has the param {config.color_by!r}: the centre/width scatter is "
              "not coloured; choose another with --color-by")
@@ -97,6 +100,9 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
         with lld_batch.workers(config.jobs, len(runs)) as pool:
             fits = _fit_and_write_back(client, runs, config, pool)
             _log_comparison(runs, fits, skipped, config, pool)
+        if config.group_by:
+            mlflow.log_metrics(compare_groups.log_groups(runs, fits, config.group_by, config.metric,
+                                                         config.max_components, warn), step=0)
         _warn_unfitted(runs, fits, warn)
         return run.info.run_id
 

@@ -5,7 +5,8 @@ the grid (here 2 learning rates x 3 seeds = 6 runs), ``--parallel N`` at a time,
 own ``python -m dsc train`` process logging to the same tracking store (MLFLOW_TRACKING_URI:
 a file, a database or a shared server). Every member run is tagged ``dsc.sweep = <sweep id>``
 and named after its settings; when all have finished, :func:`dsc.jobs.compare.compare_job`
-decomposes the learning curves of exactly those runs.
+decomposes the learning curves of exactly those runs, grouped by the grid's keys (the seeds
+are the replicates of each group).
 
 Keys are ``dsc train`` option names (``image-size`` or ``image_size``) and every value is
 checked up front with the setting's declared type, range and choices (:mod:`dsc.settings`)
@@ -81,11 +82,15 @@ class Plan:
         return [*_argv({**self.fixed, **member.settings}), "--no-progress"]
 
     @property
+    def grid_keys(self) -> tuple[str, ...]:
+        """The swept options but the seed: what the comparison groups the runs by."""
+        return tuple(k for k in self.members[0].settings if k != "seed")
+
+    @property
     def color_by(self) -> str:
         if self.config.color_by:
             return self.config.color_by
-        grid_keys = [k for k in self.members[0].settings if k != "seed"]
-        return grid_keys[0] if grid_keys else "seed"
+        return self.grid_keys[0] if self.grid_keys else "seed"
 
 
 @dataclass(frozen=True)
@@ -260,10 +265,19 @@ def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, 
         raise TrackingError(_failure_line(sweep_id, failed, len(done)))
     comparison = compare_job(CompareConfig(run_ids=tuple(run_ids), metric=config.metric,
                                            max_components=config.max_components,
-                                           color_by=the_plan.color_by),
+                                           color_by=the_plan.color_by,
+                                           group_by=_logged(the_plan.grid_keys, run_ids[0])),
                              warn=lambda line: echo(f"warning: {line}"))
     mlflow.MlflowClient().set_tag(comparison, SWEEP_TAG, sweep_id)
     return SweepResult(sweep_id, run_ids, comparison)
+
+
+def _logged(keys: Sequence[str], run_id: str) -> tuple[str, ...]:
+    """The grid keys a member logged as params under the same name: those the runs group by."""
+    import mlflow
+
+    params = mlflow.MlflowClient().get_run(run_id).data.params
+    return tuple(k for k in keys if k in params)
 
 
 def _train_all(the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, bar,

@@ -99,9 +99,15 @@ class CompareConfig(Settings):
     jobs: int = setting(0, min=0, help="Fitting processes (0: every CPU this process may use).")
     color_by: str = setting("lr", check=_named("param", "lr"),
                             help="Run param that colours the centre/width scatter.")
+    group_by: tuple[str, ...] = setting((), help=(
+        "Group the runs by this param (repeatable, or a comma list): the other runs of a group "
+        "are its replicates (seeds); per group n, mean, sd and t-based 95% intervals, mean "
+        "curves with bands, and Spearman trend tests against the param."))
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "group_by", tuple(dict.fromkeys(
+            name.strip() for item in self.group_by for name in item.split(",") if name.strip())))
         set_(self, "experiments", tuple(e.strip() for e in self.experiments if e.strip()))
         set_(self, "run_ids", tuple(dict.fromkeys(r.strip() for r in self.run_ids if r.strip())))
         set_(self, "filter_string", self.filter_string.strip())
@@ -111,7 +117,8 @@ class CompareConfig(Settings):
         """What the comparison run logs as params (the MLproject's names and spellings)."""
         return {"experiment": ",".join(self.experiments), "filter": self.filter_string,
                 "metric": self.metric, "max_components": self.max_components,
-                "color_by": self.color_by, "n_named_runs": len(self.run_ids)}
+                "color_by": self.color_by, "n_named_runs": len(self.run_ids),
+                "group_by": ",".join(self.group_by)}
 
 
 @dataclass(frozen=True)

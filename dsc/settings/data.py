@@ -41,6 +41,32 @@ def _subjects(text: str) -> str | None:
     return None
 
 
+_CLASSES_HINT = "give a count (5), a comma list of class names (cat,dog) or '' for all"
+
+
+def parse_classes(classes: str) -> int | list[str] | None:
+    """``--pick-classes`` read: ``""`` -> None (all), ``"5"`` -> 5 (a count), ``"cat,dog"`` -> the names."""
+    text = classes.strip()
+    parts = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not parts:
+        return None
+    if "," not in text and text.isdigit():
+        if int(text) < 2:
+            raise DataError(f"--pick-classes {text!r}: a classification task needs at least 2 classes; {_CLASSES_HINT}")
+        return int(text)
+    if len(parts) < 2:
+        raise DataError(f"--pick-classes {text!r}: name at least 2 classes; {_CLASSES_HINT}")
+    return parts
+
+
+def _classes(text: str) -> str | None:
+    try:
+        parse_classes(text)
+    except DataError as exc:
+        return str(exc).partition(": ")[2]
+    return None
+
+
 @dataclass(frozen=True)
 class DataConfig(Settings):
     """The dataset, its size and its stratified split."""
@@ -62,6 +88,13 @@ class DataConfig(Settings):
     subjects: str = setting("5", check=_subjects, help=(
         "yale: a count drawn at random by --data-seed (the paper: 5), a comma list of subject "
         "numbers, or '' for all."))
+    pick_classes: str = setting("", check=_classes, help=(
+        "folder: a count of classes drawn at random by --data-seed, a comma list of class "
+        "(sub-directory) names, or '' for all (the run's param classes lists those kept)."))
+    exemplars_per_class: int = setting(0, min=0, help=(
+        "Training images per class, drawn by --data-seed from the training split (0: all); "
+        "the validation split is unchanged, and a smaller count's images are among a larger "
+        "one's."))
     cache_dir: str = setting("", help=(
         "Where generated data and extracted archives are kept (default $DSC_CACHE_DIR or "
         "~/.cache/dsc)."))
