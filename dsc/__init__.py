@@ -64,6 +64,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `figures.collapse`   neural collapse over epochs, the classifier's spikes against C - 1
   `figures.events`     every signal's change on one epoch axis
   `figures.animation`   the PCA plane over epochs as a GIF
+  `figures.epoch_images` the per-epoch pictures of the MLflow UI's image grid (PCA, ESD, CKA)
   `figures.report`      the self-contained HTML report
 `tracking`          the only package that imports MLflow:
   `tracking.store`      runs: create or attach, params, metrics, histories, lookups
@@ -77,6 +78,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.train`          a training run, and a stopped one resumed
   `jobs.recorder`       what a training run records each epoch (metrics, checkpoints, snapshots)
   `jobs.snapshot`       snapshots recomputed from checkpoints
+  `jobs.register`       any epoch's checkpoint registered as a model version
   `jobs.analyze`        the analysis pipeline of one run, top to bottom
   `jobs.analyze_source` what analyze reads from a run
   `jobs.analyze_steps`  its steps on snapshots and curves

@@ -160,8 +160,9 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @options(*TRAIN_CONFIGS)
 @click.option("--resume", "resume_id", default="", metavar="RUN_ID",
-              help="Continue this stopped training run from its last complete checkpoint, into the "
-                   "same run and with its own settings (no other option may be given).")
+              help="Continue this stopped training run from its latest full checkpoint (replaying the "
+                   "epochs kept after it), into the same run and with its own settings (no other option "
+                   "may be given).")
 @click.option("--takeover", is_flag=True,
               help="With --resume: continue the run even though its heartbeat says a training process "
                    "still holds it (for a holder known to be dead, on another host).")
@@ -217,6 +218,25 @@ def snapshot(run_id, prefix, child, overwrite, progress, **values) -> None:
     (snap_cfg,) = build([SnapshotConfig], values, by_field=True)
     target = snapshot_job(run_id, snap_cfg, child=child, overwrite=overwrite, prefix=prefix, progress=progress)
     click.echo(f"snapshots written to run {target} under {prefix}/")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--run-id", required=True, help="Training run whose checkpoint is registered.")
+@click.option("--epoch", required=True, type=click.IntRange(min=0), help="Epoch of the checkpoint.")
+@click.option("--name", default="", help="Registered model name (default: the run's registered model).")
+@click.option("--alias", default="", help="Alias to point at the new version (none by default).")
+@one_line_errors
+def register(run_id, epoch, name, alias) -> None:
+    """Register one epoch's checkpoint of a training run as a model version.
+
+    The version loads like the final model (`mlflow.pytorch.load_model("models:/NAME@ALIAS")`)
+    and carries the tags dsc.run_id and dsc.epoch.
+    """
+    from dsc.jobs.register import register_job
+
+    name, version = register_job(run_id, epoch, name=name, alias=alias)
+    click.echo(f"epoch {epoch} of run {run_id} registered as {name} version {version}"
+               + (f" (alias {alias})" if alias else ""))
 
 
 @main.command(context_settings=CONTEXT)

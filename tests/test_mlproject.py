@@ -40,6 +40,7 @@ ENTRY_SETTINGS = {
     "main": (TRAIN_CONFIGS, False, set()),
     "train": (TRAIN_CONFIGS, False, set()),
     "resume": ((), False, set()),
+    "register": ((), False, {"run_id", "epoch", "name", "alias"}),
     "snapshot": ((SnapshotConfig,), True, {"run_id", "prefix"}),
     "compare": ((CompareConfig,), False, set()),
     "analyze": ((AnalyzeConfig,), False, {"run_id", "experiment"}),

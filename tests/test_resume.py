@@ -40,9 +40,10 @@ def run_named(name: str):
 
 
 def histories(run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric's history but MLflow's system monitor's (samples of the machine, not of training)."""
     client = MlflowClient()
     return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
-            for k in client.get_run(run_id).data.metrics}
+            for k in client.get_run(run_id).data.metrics if not k.startswith("system/")}
 
 
 def final_weights(run_id: str, epoch: int) -> dict[str, torch.Tensor]:

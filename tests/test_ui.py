@@ -1,8 +1,8 @@
-"""The MLflow UI as a user sees it: two compared runs on the run-comparison page, in Chromium.
+"""The MLflow UI as a user sees it, in Chromium: compared runs, and a run's pictures epoch by epoch.
 
-Runs `mlflow server` on loopback, trains two tiny runs and compares them through the CLI,
-then drives the system's Chromium headless with Playwright (no browser is downloaded). With
-DSC_SAVE_UI_FIGURE=1 the screenshot also replaces docs/figures/mlflow_compare_ui.png.
+Runs `mlflow server` on loopback, trains tiny runs (and compares two through the CLI), then
+drives the system's Chromium headless with Playwright (no browser is downloaded). With
+DSC_SAVE_UI_FIGURE=1 the comparison's screenshot also replaces docs/figures/mlflow_compare_ui.png.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LLD = ["lld/center_1", "lld/width_1", "lld/r2_1"]
 FIGURE = ROOT / "docs" / "figures" / "mlflow_compare_ui.png"
+KEY = "pca_fc2%2Bstep%2B"  # a per-epoch picture's artifact name, as the image grid's URLs quote it
 # Plotly's parallel-coordinates axes: each title with the top and bottom of its range.
 _AXES_JS = """() => {
   const texts = cls => [...document.querySelectorAll(`.pcp-plot text.${cls}`)].map(t => t.textContent);
@@ -63,6 +64,40 @@ def test_compare_page_shows_the_curves_and_the_decomposition(sync_playwright, tm
                 browser.close()
     if os.environ.get("DSC_SAVE_UI_FIGURE") == "1":
         shutil.copyfile(tmp_path / "compare.png", FIGURE)
+
+
+@pytest.mark.slow
+def test_run_page_image_grid_steps_through_the_epochs(sync_playwright, tmp_path, cache_dir):
+    """The run's Model metrics tab shows the per-epoch pictures; its step slider changes the image."""
+    with mlflow_server(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts",
+                       tmp_path / "server.log") as uri:
+        rid = run_id(dsc("train", *TINY, "--run-name", "pictures", env=dsc_env(uri, cache_dir), cwd=tmp_path))
+        experiment = MlflowClient(uri).get_run(rid).info.experiment_id
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1500})
+                page.goto(f"{uri}/#/experiments/{experiment}/runs/{rid}/model-metrics")
+                page.get_by_role("searchbox").first.fill("pca_fc2")  # the picture's chart, not the metrics'
+                image = page.locator(f"img.rc-image-img[src*='{KEY}']").first
+                try:
+                    image.wait_for(timeout=60_000)
+                except Exception:
+                    page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
+                    raise
+                before = image.get_attribute("src")
+                slider = page.get_by_role("slider").last
+                assert slider.get_attribute("aria-valuemax") == str(EPOCHS)
+                step = int(slider.get_attribute("aria-valuenow"))
+                slider.focus()
+                page.keyboard.press("ArrowLeft" if step == EPOCHS else "ArrowRight")
+                page.wait_for_function("([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
+                                       arg=[f"img.rc-image-img[src*='{KEY}']", before], timeout=30_000)
+                after = page.locator(f"img.rc-image-img[src*='{KEY}']").first.get_attribute("src")
+                moved = step - 1 if step == EPOCHS else step + 1
+                assert f"{KEY}{step}%2B" in before and f"{KEY}{moved}%2B" in after, (before, after)
+            finally:
+                browser.close()
 
 
 def _check_compare_page(page, url: str, metrics: list[dict], screenshot: Path) -> None:

@@ -16,14 +16,23 @@ import mlflow
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
+from sklearn.decomposition import PCA
 
 from dsc.core import snapshot
+from dsc.core.spectra import fit_mp, mp_density
 from dsc.data.dataset import Prepared
+from dsc.figures.epoch_images import EpochImages
 from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
-from dsc.nn.checkpoint import checkpoint_payload
+from dsc.nn.checkpoint import is_full, resume_state, weights_payload
 from dsc.nn.train import EpochReport
 from dsc.settings import SnapshotConfig
-from dsc.tracking.artifacts import CHECKPOINT_DIR, CHECKPOINT_FMT, mark_complete
+from dsc.tracking.artifacts import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FMT,
+    deflate,
+    mark_complete,
+    mark_full,
+)
 from dsc.tracking.store import LoggedSteps, log_metrics_to
 
 
@@ -32,27 +41,36 @@ class EpochLogger:
 
     ``extra`` (configs, class names, normalisation) goes into every checkpoint. Checkpoints are
     kept every ``checkpoint_every`` epochs, at the last epoch and whenever validation accuracy
-    reaches a new best (so a resumed run can still register the best model). ``logged``
-    (from :class:`LoggedSteps`) skips metrics a resumed run already has. The last epoch that
-    kept no checkpoint is held in memory until the next one, so that a stopped training can
-    still write what resuming needs (:meth:`flush`).
+    reaches a new best (so a resumed run can still register the best model). Each holds the
+    weights; the optimizer and generator state (what resuming needs, twice the weights' bytes
+    under Adam) only at epoch 0, every ``state_every`` epochs and the last: a killed run
+    replays from the latest of those (:func:`dsc.jobs.train.resume_job`). ``logged`` (from
+    :class:`LoggedSteps`) skips metrics a resumed run already has. The last epoch's state is
+    held in memory until the next one, so that a stopped training can still write a full
+    checkpoint of it (:meth:`flush`).
     """
 
     def __init__(self, extra: Mapping[str, object], checkpoint_every: int = 1,
-                 last_epoch: int | None = None, logged: LoggedSteps | None = None) -> None:
+                 last_epoch: int | None = None, logged: LoggedSteps | None = None,
+                 state_every: int = 1) -> None:
         self.extra = dict(extra)
         self.checkpoint_every = checkpoint_every
+        self.state_every = state_every
         self.final_epoch = last_epoch
         self.logged = logged or LoggedSteps()
         self.best_acc = -1.0
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_epoch = -1
-        self._pending: dict | None = None  # the last epoch's checkpoint, when it was not kept
+        self._pending: dict | None = None  # the last epoch's full checkpoint, when it was not kept
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
 
     def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
         self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
+
+    def full_due(self, epoch: int) -> bool:
+        """Whether the checkpoint of ``epoch`` carries the optimizer and generator state."""
+        return epoch % self.state_every == 0 or epoch == self.final_epoch
 
     def __call__(self, report: EpochReport) -> None:
         run_id = mlflow.active_run().info.run_id
@@ -64,23 +82,25 @@ class EpochLogger:
         if new_best:
             self.best_acc, self.best_epoch = acc, report.epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in report.model.state_dict().items()}
-        payload = checkpoint_payload(report, self.extra)
-        if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch or new_best:
-            self._save(run_id, payload)
-            self._pending = None
-        else:  # its tensors are the live model's and optimizer's: copied, as training goes on
-            self._pending = copy.deepcopy(payload)
+        weights = weights_payload(report, self.extra)
+        full = self.full_due(report.epoch)
+        if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch or new_best or full:
+            self._save(run_id, {**weights, **resume_state(report.optimizer)} if full else weights)
+        # Its tensors are the live model's and optimizer's: copied, as training goes on.
+        self._pending = None if full else copy.deepcopy({**weights, **resume_state(report.optimizer)})
         self.last_epoch = report.epoch
 
     def _save(self, run_id: str, payload: dict) -> None:
         path = Path(self._tmp.name) / CHECKPOINT_FMT.format(payload["epoch"])
         torch.save(payload, path)
-        mlflow.log_artifact(str(path), CHECKPOINT_DIR)
+        mlflow.log_artifact(str(deflate(path)), CHECKPOINT_DIR)
         path.unlink()
         mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
+        if is_full(payload):
+            mark_full(run_id, payload["epoch"])
 
     def flush(self) -> None:
-        """Upload the last epoch's checkpoint if it was not kept (training stops here)."""
+        """Upload the last epoch's full checkpoint if it was not kept (training stops here)."""
         if self._pending is not None:
             self._save(mlflow.active_run().info.run_id, self._pending)
             self._pending = None
@@ -104,13 +124,13 @@ class SnapshotLogger:
     def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
                  device: torch.device, prefix: str = "snapshots", run_id: str | None = None,
                  logged: LoggedSteps | None = None) -> None:
-
-
         self.cfg, self.prefix = cfg, prefix
         self.logged = logged or LoggedSteps()
         self.run_id = run_id or mlflow.active_run().info.run_id
         self.client = MlflowClient()
         self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
+        self.labels, self.classes = data.y[data.val_idx].numpy()[self.rows], list(data.classes)
+        self.pictures = EpochImages() if cfg.images else None
         sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
         # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
         grids = plan_grids(model.cpu(), sample, len(self.rows), 0.95 * cfg.budget_mb * 1e6)
@@ -122,7 +142,7 @@ class SnapshotLogger:
         self._upload(probe)
 
     def _upload(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path), self.prefix)
+        self.client.log_artifact(self.run_id, str(deflate(path)), self.prefix)
         path.unlink()
 
     def due(self, epoch: int) -> bool:
@@ -136,7 +156,44 @@ class SnapshotLogger:
             return
 
 
-        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), layer_weights(report.model))
+        weights = layer_weights(report.model)
+        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), weights)
         self._upload(snapshot.write(snap, Path(self._tmp.name)))
         log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
+        if self.pictures is not None:
+            for key, image in epoch_pictures(self.pictures, snap, self.labels, self.classes,
+                                             {n: w.shape[:2] for n, w in weights.items()}).items():
+                self.client.log_image(self.run_id, image, key=key, step=report.epoch)
         mark_complete(self.run_id, self.prefix, report.epoch)
+
+
+PICTURE_LAYERS = ("fc1", "fc2")  # the ESDs shown; the PCA is of the last of them
+
+
+def epoch_pictures(canvas: EpochImages, snap: snapshot.Snapshot, labels: np.ndarray, classes: list[str],
+                   shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """The pictures of one snapshot, by image key: probe PCA at fc2, ESDs of fc1 and fc2, CKA.
+
+    ``labels`` (n,) the probe's classes; ``shapes`` each layer's (N, M) weight shape, for the
+    Marchenko-Pastur fit. Each picture is an (H, W, 3) uint8 array.
+    """
+    out = {}
+    layer = next((n for n in reversed(PICTURE_LAYERS) if n in snap.activations), snap.layers[-1])
+    acts = snap.activations[layer].reshape(len(labels), -1).astype(np.float32)
+    if min(acts.shape) >= 2:
+        coords = PCA(n_components=2, svd_solver="randomized", random_state=0).fit_transform(acts)
+        out[f"pca_{layer}"] = canvas.pca(coords, labels, classes, f"{layer} probe PCA, epoch {snap.epoch}")
+    panels = []
+    for name in (n for n in PICTURE_LAYERS if n in snap.eigenvalues):
+        ev = np.asarray(snap.eigenvalues[name], dtype=np.float64)
+        n, m = shapes[name]
+        sigma2, lo, hi = fit_mp(ev, n, m) if ev.size else (0.0, 0.0, 0.0)
+        mx = md = None
+        if sigma2 > 0 and hi > lo:
+            mx = np.linspace(max(lo, hi * 1e-4), hi, 120)
+            md = float((ev <= hi).mean()) * mp_density(mx, max(n, m) / min(n, m), sigma2, max(n, m))
+        panels.append((name, ev, mx, md))
+    if panels:
+        out["esd"] = canvas.esd(panels, f"ESD and Marchenko-Pastur fit, epoch {snap.epoch}")
+    out["cka"] = canvas.cka(snap.cka, snap.layers, f"linear CKA, epoch {snap.epoch}")
+    return out

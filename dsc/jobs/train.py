@@ -17,7 +17,7 @@ from dsc import tracking
 from dsc.data.dataset import load_imageset, prepare
 from dsc.errors import ConfigError, DataError, DscError, Interrupted, TrackingError
 from dsc.jobs import recorder
-from dsc.nn.checkpoint import set_rng_state
+from dsc.nn.checkpoint import is_full, set_rng_state
 from dsc.nn.model import build_model, count_parameters, min_image_size
 from dsc.nn.train import keep_freed_memory, pick_device, train
 from dsc.settings import (
@@ -123,7 +123,8 @@ def _check_fits(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
 
 
 def _training_run(track: TrackConfig):
-    return tracking.run_context(track.experiment, track.run_name or None, tags={tracking.KIND_TAG: "train"})
+    return tracking.run_context(track.experiment, track.run_name or None, tags={tracking.KIND_TAG: "train"},
+                                system_metrics=True)
 
 
 def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, track: TrackConfig,
@@ -137,7 +138,7 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
     with _training_run(track) as run, GracefulStop() as stop, tracking.Heartbeat(run.info.run_id):
         tracking.log_params_once({**data_cfg.to_dict(), **train_cfg.to_dict(), **_option_params(model_cfg),
                                   **_option_params(snap_cfg), "checkpoint_every": track.checkpoint_every,
-                                  "register_name": track.register_name})
+                                  "state_every": track.state_every, "register_name": track.register_name})
         _check_fits(model_cfg, data_cfg)
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
@@ -149,7 +150,8 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
         mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
         mlflow.set_tags(provenance_tags(model, data, device))
         logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                                      checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs)
+                                      checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
+                                      state_every=track.state_every)
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
@@ -163,8 +165,13 @@ def _option_params(cfg) -> dict:
 def _snapshot_config(params: dict[str, str]) -> SnapshotConfig:
     """The snapshot settings a run was trained with, read back from its params."""
     default = SnapshotConfig(every=0)  # runs without the params took no snapshots
-    return SnapshotConfig(**{o.field: o.kind(params.get(o.param, getattr(default, o.field)))
+    return SnapshotConfig(**{o.field: _param_value(o.kind, params.get(o.param, getattr(default, o.field)))
                              for o in options_of(SnapshotConfig).values()})
+
+
+def _param_value(kind: type, value: object) -> object:
+    """A param read back as its setting's type (MLflow stores ``True`` as the text "True")."""
+    return value == "True" if kind is bool and isinstance(value, str) else kind(value)
 
 
 def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
@@ -203,10 +210,12 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
     """Continue a training run that stopped (killed, crashed) from its last complete checkpoint.
 
     Metrics, checkpoints and snapshots go into the same run; nothing it already has is logged
-    twice. On CPU the result equals an uninterrupted run with the same seed: the checkpoint
-    holds the weights, the optimizer state and torch's generators, and the batch order of an
-    epoch depends only on (seed, epoch). A run whose training process is alive (a fresh
-    heartbeat, :mod:`dsc.tracking.heartbeat`) is refused unless ``takeover``.
+    twice. Training restarts from the latest readable *full* checkpoint (weights, optimizer
+    state and torch's generators; see :class:`recorder.EpochLogger`) and replays the epochs
+    after it that were already kept, rewriting their files with the same contents. On CPU the
+    result equals an uninterrupted run with the same seed: the batch order of an epoch depends
+    only on (seed, epoch). A run whose training process is alive (a fresh heartbeat,
+    :mod:`dsc.tracking.heartbeat`) is refused unless ``takeover``.
     """
     tracking.ensure_store()
     source = tracking.require_run(run_id)
@@ -224,11 +233,10 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
     if not ckpts:
         raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; "
                             "start a new run with `dsc train`")
-    start, path = max(ckpts.items())
     params = source.data.params
-    with tracking.Heartbeat(run_id, claim=True), tracking.run_context(run_id=run_id) as run, \
+    with tracking.Heartbeat(run_id, claim=True), tracking.run_context(run_id=run_id, system_metrics=True) as run, \
             GracefulStop() as stop:
-        ckpt = tracking.load_checkpoint(run_id, path)
+        start, ckpt = _latest_full(source, ckpts)
         data, model, train_cfg = restore(ckpt)
         digest = data.imageset.digest()
         if digest != source.data.tags.get("dsc.data_digest", digest):
@@ -238,14 +246,15 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
         model_cfg, data_cfg = ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"])
         snap_cfg = _snapshot_config(params)
         track = TrackConfig(register_name=params.get("register_name", ""),
-                            checkpoint_every=int(params.get("checkpoint_every", 1)), progress=progress)
+                            checkpoint_every=int(params.get("checkpoint_every", 1)),
+                            state_every=int(params.get("state_every", 1)), progress=progress)
         device = pick_device(train_cfg.device)
         logged = tracking.LoggedSteps(run_id)
         logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
                                       checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
-                                      logged=logged)
+                                      logged=logged, state_every=track.state_every)
         _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
-        mlflow.set_tag("dsc.resumed_from", str(start))
+        mlflow.set_tags({"dsc.resumed_from": str(max(ckpts)), "dsc.replayed_from": str(start)})
         if "error" in source.data.tags:  # the failure that stopped it, kept under another name
             mlflow.set_tag("dsc.previous_error", source.data.tags["error"])
             MlflowClient().delete_tag(run_id, "error")
@@ -255,6 +264,30 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
                       optimizer_state=ckpt["optimizer_state"], logged=logged, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
+
+
+def _latest_full(source: mlflow.entities.Run, ckpts: dict[int, str]) -> tuple[int, dict]:
+    """The epoch and contents of the latest complete checkpoint that resuming can start from.
+
+    A full checkpoint that is missing, unreadable or lacks the optimizer state is passed over
+    for the one before it; none left is a one-line error.
+    """
+    run_id = source.info.run_id
+    full = tracking.full_epochs(source)
+    candidates = sorted((e for e in ckpts if full is None or e in full), reverse=True)
+    passed = []
+    for epoch in candidates:
+        try:
+            ckpt = tracking.load_checkpoint(run_id, ckpts[epoch])
+        except (TrackingError, OSError) as exc:
+            passed.append(f"{epoch} ({str(exc).split(' (')[0].split(';')[0]})")
+            continue
+        if is_full(ckpt):
+            return epoch, ckpt
+        passed.append(f"{epoch} (no optimizer state)")
+    tried = "; ".join(passed) or "none is recorded as full"
+    raise TrackingError(f"run {run_id} has no readable checkpoint with the optimizer state to resume from "
+                        f"(tried: {tried}); start a new run with `dsc train`")
 
 
 def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: recorder.EpochLogger,

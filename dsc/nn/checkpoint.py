@@ -1,4 +1,9 @@
-"""What a checkpoint holds to continue training exactly: weights, optimizer and generators."""
+"""What a checkpoint holds: weights always; to continue training exactly, optimizer and generators too.
+
+A *full* checkpoint (:func:`checkpoint_payload`) carries everything resuming needs; a
+*weights* checkpoint (:func:`weights_payload`) only what analysis, ``dsc snapshot`` and the
+registry read. Both are dicts that ``torch.load(weights_only=True)`` reads.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,16 +28,32 @@ def set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def checkpoint_payload(report: EpochReport, extra: Mapping[str, object]) -> dict:
-    """A checkpoint that ``torch.load(weights_only=True)`` reads: tensors, numbers, strings.
-
-    It holds what continuing needs: weights, optimizer state and the generators' state.
-    """
+def weights_payload(report: EpochReport, extra: Mapping[str, object]) -> dict:
+    """A weights checkpoint: the epoch, its weights (CPU, contiguous), metrics and ``extra``."""
     return {
         "epoch": report.epoch,
         "model_state": {k: v.detach().cpu().contiguous() for k, v in report.model.state_dict().items()},
-        "optimizer_state": report.optimizer.state_dict(),
-        "rng_state": rng_state(),
         "metrics": dict(report.metrics),
         **extra,
     }
+
+
+def resume_state(optimizer: torch.optim.Optimizer) -> dict:
+    """What a weights checkpoint lacks to continue training: the optimizer's and generators' state.
+
+    The tensors are the live optimizer's: copy them to keep them while training goes on.
+    """
+    return {"optimizer_state": optimizer.state_dict(), "rng_state": rng_state()}
+
+
+def checkpoint_payload(report: EpochReport, extra: Mapping[str, object]) -> dict:
+    """A full checkpoint that ``torch.load(weights_only=True)`` reads: tensors, numbers, strings.
+
+    It holds what continuing needs: weights, optimizer state and the generators' state.
+    """
+    return {**weights_payload(report, extra), **resume_state(report.optimizer)}
+
+
+def is_full(ckpt: Mapping[str, object]) -> bool:
+    """Whether a loaded checkpoint can be resumed from (it carries the optimizer's state)."""
+    return "optimizer_state" in ckpt

@@ -54,6 +54,9 @@ class SnapshotConfig(Settings):
         "Cap on probe images per class, taken from the validation split (0: all of it)."))
     budget_mb: float = setting(4.0, min=0, min_open=True, cli="snapshot-budget-mb", help=(
         "Snapshot megabytes (10^6 bytes) per epoch; conv maps are average-pooled to fit."))
+    images: bool = setting(True, cli="snapshot-images", help=(
+        "With each snapshot, log pictures to the run's image grid (step = epoch): the probe's "
+        "PCA at fc2, the ESDs of fc1 and fc2 with their Marchenko-Pastur fit, the CKA matrix."))
 
 
 @dataclass(frozen=True)
@@ -67,4 +70,8 @@ class TrackConfig(Settings):
     register_name: str = setting("", help="Registered model name (default dsc-<data>-<arch>).")
     checkpoint_every: int = setting(1, min=1, help=(
         "Keep a checkpoint every N epochs (epoch 0, the last and each new best always)."))
+    state_every: int = setting(20, min=1, help=(
+        "Also keep the optimizer and generator state (what resuming needs) every N epochs "
+        "(epoch 0, the last and a stopped run's last epoch always); a killed run replays the "
+        "epochs since the latest one."))
     progress: bool = setting(True, help="Progress bars.")

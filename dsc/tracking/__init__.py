@@ -16,11 +16,15 @@ from dsc.tracking.artifacts import (
     CHECKPOINT_DIR,
     CHECKPOINT_FMT,
     COMPLETE_TAG,
+    FULL_TAG,
     complete_through,
+    deflate,
+    full_epochs,
     has_artifacts,
     list_checkpoints,
     load_checkpoint,
     mark_complete,
+    mark_full,
 )
 from dsc.tracking.datasets import log_dataset
 from dsc.tracking.heartbeat import (
@@ -37,6 +41,7 @@ from dsc.tracking.models import (
     log_and_register,
     pip_requirements,
     set_alias,
+    tag_version,
 )
 from dsc.tracking.store import (
     KIND_TAG,
@@ -59,6 +64,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_FMT",
     "COMPLETE_TAG",
+    "FULL_TAG",
     "HEARTBEAT_TAG",
     "KIND_TAG",
     "Heartbeat",
@@ -67,6 +73,8 @@ __all__ = [
     "check_model_name",
     "clash_retried",
     "complete_through",
+    "deflate",
+    "full_epochs",
     "holder_of",
     "require_free",
     "ensure_store",
@@ -80,9 +88,11 @@ __all__ = [
     "log_params_once",
     "metric_history",
     "mark_complete",
+    "mark_full",
     "pip_requirements",
     "require_run",
     "run_context",
     "run_kind",
     "set_alias",
+    "tag_version",
 ]

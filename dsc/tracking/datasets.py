@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,8 +19,11 @@ def log_dataset(data: Prepared) -> None:
     digest = ims.digest()
     for context, idx in (("training", data.train_idx), ("validation", data.val_idx)):
         counts = np.bincount(ims.labels[idx], minlength=ims.num_classes)
+        # The split's own indices key its digest: splits of one image set (another seed, another
+        # --exemplars-per-class) are different datasets to MLflow.
+        split = hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:8]
         ds = mlflow.data.from_numpy(ims.images[idx], targets=ims.labels[idx], source=_dataset_source(ims),
-                                    name=ims.name, digest=f"{digest}-{context[:5]}")
+                                    name=ims.name, digest=f"{digest}-{context[:5]}-{split}")
         tags = {"split_size": str(len(idx)),
                 "class_counts": json.dumps({c: int(n) for c, n in zip(ims.classes, counts)})}
         clash_retried(functools.partial(mlflow.log_input, ds, context=context, tags=tags))

@@ -58,3 +58,9 @@ def log_and_register(model: torch.nn.Module, name: str, registered_name: str,
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
     clash_retried(functools.partial(MlflowClient().set_registered_model_alias, registered_name, alias, version))
+
+
+def tag_version(registered_name: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, value)

@@ -81,8 +81,12 @@ def ensure_store() -> None:
 
 @contextlib.contextmanager
 def run_context(experiment: str = "", run_name: str | None = None,
-                tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+                tags: Mapping[str, str] | None = None, run_id: str | None = None,
+                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """Start a run, or attach to the one ``mlflow run`` created (``MLFLOW_RUN_ID``) or to ``run_id``.
+
+    ``system_metrics``: MLflow's monitor logs CPU, memory, disk (and GPU, with pynvml) as
+    ``system/*`` metrics while the run is active (its System metrics tab).
 
     Any exception marks the run FAILED (with the error as the ``error`` tag) and propagates;
     metrics and artifacts logged before it stay. A stop asked for (:class:`Interrupted`, or
@@ -95,7 +99,8 @@ def run_context(experiment: str = "", run_name: str | None = None,
                           f"use `mlflow run . -e resume --run-id {run_id}` or unset MLFLOW_RUN_ID")
     if experiment and not attached:
         mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_id=run_id, run_name=run_name if not run_id else None, tags=dict(tags or {}))
+    run = mlflow.start_run(run_id=run_id, run_name=run_name if not run_id else None, tags=dict(tags or {}),
+                           log_system_metrics=system_metrics or None)
     try:
         yield run
     except BaseException as exc:

@@ -1,0 +1,129 @@
+"""Whole epochs, as a user waits for them: dsc's epoch against a plain PyTorch loop's, one process.
+
+dsc's arm is one epoch of ``dsc train`` with the project defaults, part by part as the
+training loop and its callbacks run them: the training passes (``train_one_epoch``), the
+evaluation of the training and validation splits (``epoch_metrics``, the activation capture
+riding on the validation pass), the snapshot (spectra, CKA, the ``.npz``, its metrics and
+pictures) and the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a
+temporary SQLite store. The plain arm does the same passes the way a first script would:
+torch's stock layers (``StockVGG``, same weights), NCHW float32, a DataLoader, train-mode
+steps of 32 with torch's default Adam, then eval-mode passes over both splits in batches of
+256; it records nothing. The arms alternate epoch by epoch and the medians are compared,
+which cancels the slow drift of a shared machine. Prints seconds per epoch of each arm, their
+ratio, and each part's share of dsc's epoch.
+
+    uv run python bench/epoch_throughput.py [--rounds 5] [--train-images 0]
+
+``--train-images N`` keeps the first N training images (0: all), for a quicker look.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+
+import mlflow
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from train_throughput import StockVGG, plain_epoch
+
+from dsc.data.dataset import load_imageset, prepare
+from dsc.jobs.recorder import EpochLogger, SnapshotLogger
+from dsc.nn.model import DenseVGG
+from dsc.nn.train import (
+    EpochReport,
+    epoch_metrics,
+    keep_freed_memory,
+    make_optimizer,
+    pick_device,
+    train_one_epoch,
+)
+from dsc.settings import DataConfig, SnapshotConfig, TrainConfig
+
+PARTS = ("training passes", "evaluations", "snapshot", "checkpoint, upload, metrics")
+
+
+@torch.no_grad()
+def plain_evaluate(model: nn.Module, loader: DataLoader) -> float:
+    """Eval-mode loss over a split, as a plain script computes it."""
+    model.eval()
+    total = 0.0
+    for xb, yb in loader:
+        total += float(nn.functional.cross_entropy(model(xb), yb, reduction="sum"))
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="alternating epochs of each arm (medians compared)")
+    ap.add_argument("--train-images", type=int, default=0, help="keep the first N training images (0: all)")
+    args = ap.parse_args()
+    keep_freed_memory()  # as dsc train does at start-up; process-wide, so both arms run under it
+    tmp = tempfile.mkdtemp(prefix="dsc-bench-")
+    mlflow.set_tracking_uri(f"sqlite:///{os.path.join(tmp, 'mlflow.db')}")
+    data = prepare(load_imageset(DataConfig()), DataConfig())
+    if args.train_images:
+        data.train_idx = data.train_idx[: args.train_images]
+    cfg = TrainConfig()
+    device = pick_device(cfg.device)
+    torch.manual_seed(0)
+    base = DenseVGG(num_classes=len(data.classes))
+
+    def split(idx, shuffle: bool, batch: int) -> DataLoader:
+        x3 = data.x[idx].expand(-1, 3, -1, -1).contiguous()  # 3 channels materialised, NCHW
+        return DataLoader(TensorDataset(x3, data.y[idx]), batch_size=batch, shuffle=shuffle)
+
+    train_loader, evals = split(data.train_idx, True, 32), [split(i, False, 256) for i in (data.train_idx, data.val_idx)]
+    plain = StockVGG(base).to(device)
+    plain_opt = torch.optim.Adam(plain.parameters(), lr=cfg.lr)
+    ours = copy.deepcopy(base).to(device, memory_format=torch.channels_last)
+    opt = make_optimizer(ours, cfg)
+
+    def plain_arm() -> float:
+        t0 = time.perf_counter()
+        plain_epoch(plain, train_loader, plain_opt)
+        for loader in evals:
+            plain_evaluate(plain, loader)
+        return time.perf_counter() - t0
+
+    with mlflow.start_run():
+        snaps = SnapshotLogger(ours, data, SnapshotConfig(), device)
+        logger = EpochLogger({}, last_epoch=10 ** 6)
+
+        def ours_arm(epoch: int) -> list[float]:
+            marks = [time.perf_counter()]
+            train_one_epoch(ours, data, opt, cfg, epoch, device)
+            marks.append(time.perf_counter())
+            report = EpochReport(epoch, epoch_metrics(ours, data, device, cfg, snaps.context(epoch)), ours, opt)
+            marks.append(time.perf_counter())
+            snaps(report)
+            marks.append(time.perf_counter())
+            logger(report)
+            marks.append(time.perf_counter())
+            return [b - a for a, b in zip(marks, marks[1:])]
+
+        plain_arm(), ours_arm(1)  # warm-up: allocator, thread pools, kernels, the store
+        t_plain, t_ours = [], []
+        for r in range(args.rounds):
+            t_plain.append(plain_arm())
+            t_ours.append(ours_arm(r + 2))
+    total = [sum(p) for p in t_ours]
+    ref, fast = statistics.median(t_plain), statistics.median(total)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} epochs "
+          f"per arm of {len(data.train_idx)} train + {len(data.val_idx)} val images of 3x{data.x.shape[-2]}x"
+          f"{data.x.shape[-1]}")
+    print(f"plain loop (stock layers, NCHW, train + eval of both splits): {ref:7.2f} s per epoch (median)")
+    print(f"dsc epoch (train, eval, snapshot, checkpoint, metrics):         {fast:7.2f} s per epoch (median)")
+    print(f"ratio: {ref / fast:.2f}x   (per-epoch ratios {min(p / o for p, o in zip(t_plain, total)):.2f}"
+          f"..{max(p / o for p, o in zip(t_plain, total)):.2f})")
+    for i, name in enumerate(PARTS):
+        part = statistics.median(p[i] for p in t_ours)
+        print(f"  {name:28s} {part:6.2f} s  {100 * part / fast:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
