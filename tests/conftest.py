@@ -60,6 +60,13 @@ def fresh_store(tmp_path, monkeypatch, cache_dir, empty_store) -> str:
     return uri
 
 
+def made_current(store: str, run, monkeypatch):
+    """Point MLflow (and the subprocesses a test starts) at a store built once for a module."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    return store, run
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch, cache_dir, empty_store):
     """A fresh SQLite tracking store in a temporary working directory; returns its URI."""

@@ -5,7 +5,7 @@ import mlflow
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import fresh_store
+from conftest import fresh_store, made_current
 from mlflow.tracking import MlflowClient
 
 from dsc import tracking
@@ -29,10 +29,7 @@ def _trained(tmp_path_factory, cache_dir, empty_store):
 @pytest.fixture
 def trained(_trained, monkeypatch):
     """A store with one finished tiny training run, made current; (store URI, that run)."""
-    store, run = _trained
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    mlflow.set_tracking_uri(store)
-    return store, run
+    return made_current(*_trained, monkeypatch)
 
 
 def register(*args):

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import fresh_store
+from conftest import fresh_store, made_current
 from mlflow.tracking import MlflowClient
 
 from dsc import tracking
@@ -69,10 +69,7 @@ def _reference_store(tmp_path_factory, cache_dir, empty_store):
 @pytest.fixture
 def reference(_reference_store, monkeypatch):
     """A store holding one uninterrupted training run, made current; (store URI, that run)."""
-    store, run = _reference_store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    mlflow.set_tracking_uri(store)
-    return store, run
+    return made_current(*_reference_store, monkeypatch)
 
 
 def start_victim(store: str, name: str, log: Path) -> tuple[subprocess.Popen, str]:
