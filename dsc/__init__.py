@@ -89,6 +89,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze_events` its event timeline, the report's first section
   `jobs.compare`        the decomposition across runs, in a comparison run
   `jobs.compare_groups` the compared runs grouped by params, seeds as replicates
-  `jobs.sweep`          a grid of parallel training runs, then compare
+  `jobs.sweep`          a grid of parallel training runs, then compare (local engine)
+  `jobs.sweep_members`  a sweep's grid checked and expanded, each member's run
+  `jobs.sweep_ray`      the ray engine: members as Ray tasks, lost ones resumed
 `cli`               the click commands, generated from the settings
 """

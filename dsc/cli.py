@@ -306,8 +306,10 @@ README_INTRO = {
     "train": ("As `dsc train --help` prints them; `mlflow run . -e train -P name=value` takes the "
               "names with `_` for `-`."),
     "sweep": ("As `dsc sweep --help` prints them; the `sweep` entry point's parameters are `seeds`, "
-              "`grid`, `set`, `parallel`, `experiment`, `metric`, `max_components` and `color_by` "
-              "(`-P grid=\"lr=1e-4,3e-4 batch-size=16,32\" -P set=\"epochs=30 image-size=32\"`)."),
+              "`grid`, `set`, `parallel`, `engine`, `ray_address`, `cpus_per_run`, `gpus_per_run`, "
+              "`max_retries`, `experiment`, `metric`, `max_components` and `color_by` "
+              "(`-P grid=\"lr=1e-4,3e-4 batch-size=16,32\" -P set=\"epochs=30 image-size=32\"`); "
+              "`--shared-store` is the command line's only."),
 }
 
 

@@ -137,8 +137,24 @@ class SweepConfig(Settings):
         "A dsc train option every run shares, e.g. epochs=30; repeatable, or several "
         "space-separated. Data options may also be given directly (--image-size 32)."))
     parallel: int = setting(2, min=1, help=(
-        "Trainings at a time, each a `python -m dsc train` process with OMP_NUM_THREADS = CPUs / N "
-        "unless set."))
+        "Local engine: trainings at a time, each a `python -m dsc train` process with "
+        "OMP_NUM_THREADS = CPUs / N unless set (the ray engine schedules by --cpus-per-run)."))
+    engine: str = setting("local", choices=("local", "ray"), help=(
+        "Where the members train: local processes on this machine, or Ray tasks on a cluster "
+        "(needs `uv sync --group ray`)."))
+    ray_address: str = setting("", help=(
+        "ray engine: the cluster to join; empty starts a local Ray instance, `auto` joins the "
+        "one `ray start` made here, `ray://HOST:10001` a remote one."))
+    cpus_per_run: float = setting(1.0, min=0, min_open=True, help=(
+        "ray engine: CPUs each member reserves (and its OMP_NUM_THREADS)."))
+    gpus_per_run: float = setting(0.0, min=0, help=(
+        "ray engine: GPUs each member reserves (fractions share one); members given GPUs train on CUDA."))
+    max_retries: int = setting(3, min=0, help=(
+        "ray engine: attempts after the first for a member whose node or process dies; each "
+        "continues its run from its last full checkpoint. A member failing by itself is not retried."))
+    shared_store: bool = setting(False, help=(
+        "ray engine: the sqlite or file tracking store lies on a filesystem every node mounts at "
+        "the same path (else a cluster of several nodes needs a tracking server)."))
     experiment: str = setting("", help="MLflow experiment of the runs (default: the current one).")
     metric: str = setting("acc/val", help="Metric the comparison decomposes.")
     max_components: int = setting(3, min=1, max=MAX_COMPONENTS,
