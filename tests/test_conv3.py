@@ -115,7 +115,14 @@ def _backward_nodes(t: torch.Tensor) -> set[str]:
     return names
 
 
-def test_densevgg_trains_through_the_kernel_and_evaluates_through_torch():
+def test_forward_only_path_equals_the_differentiable_one_bit_for_bit():
+    x, w, b = _inputs((3, 3, 20, 17), torch.float32, seed=5, channels_last=True)
+    fast = conv3.conv3x3_relu_forward(x, w, b)
+    assert fast.grad_fn is None and fast.is_contiguous()
+    assert torch.equal(fast, conv3.conv3x3_relu(x, w, b))
+
+
+def test_densevgg_trains_through_the_kernel_and_hooked_convs_run_torchs_layers():
     torch.manual_seed(0)
     model = DenseVGG(num_classes=3, hidden=32, dropout=0.0)
     model.conv_kernel = "dsc"  # at any size ("auto" leaves maps under 64x64 to torch)
@@ -130,7 +137,7 @@ def test_densevgg_trains_through_the_kernel_and_evaluates_through_torch():
     model.conv_kernel = "dsc"
     with torch.no_grad():
         assert model.eval()(x).grad_fn is None
-    seen = []  # eval mode, and training with hooks on the layers, run torch's layers
+    seen = []  # eval mode with gradients, and training with hooks on the layers, run torch's layers
     model.features.conv1.register_forward_hook(lambda m, i, o: seen.append(m.training))
     model.eval()(x)
     model.train()(x)
@@ -147,3 +154,85 @@ def test_auto_picks_the_kernel_by_map_size():
     model.conv_kernel = "torch"
     assert not model.uses_conv3(cpu, torch.float32, 128 * 128)
     assert not DenseVGG().uses_conv3(torch.device("cuda"), torch.float32, 128 * 128)
+
+
+@pytest.mark.parametrize("shape,dtype", [((3, 3, 9, 7), torch.float32), ((2, 3, 5, 1), torch.float64),
+                                         ((2, 3, 128, 128), torch.float32)])
+def test_the_layer_stack_equals_one_call_per_layer_bit_for_bit(shape, dtype):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(*shape, dtype=dtype, generator=g)
+    weights = [torch.randn(3, 3, 3, 3, dtype=dtype, generator=g) / 2 for _ in range(4)]
+    biases = [torch.randn(3, dtype=dtype, generator=g) / 3 for _ in range(4)]
+    y = x
+    for w, b in zip(weights, biases):
+        y = conv3.conv3x3_relu_forward(y, w, b)
+    stacked = conv3.conv3x3_relu_stack(x, weights, biases)
+    assert stacked.is_contiguous() and stacked.shape == x.shape
+    assert torch.equal(stacked, y)
+    assert torch.equal(conv3.conv3x3_relu_stack(x, weights[:1], biases[:1]),
+                       conv3.conv3x3_relu_forward(x, weights[0], biases[0]))
+
+
+def _counting(monkeypatch, name: str) -> list[int]:
+    """Counts the calls to ``conv3.<name>`` (which DenseVGG looks up at each pass)."""
+    calls = []
+    kernel = getattr(conv3, name)
+    monkeypatch.setattr(conv3, name, lambda *a: calls.append(1) or kernel(*a))
+    return calls
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_evaluation_runs_the_kernel_and_agrees_with_torchs_layers(monkeypatch, channels_last):
+    torch.manual_seed(0)
+    model = DenseVGG(num_classes=4, hidden=32).eval()
+    x = torch.randn(5, 3, 24, 24)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    calls = _counting(monkeypatch, "conv3x3_relu_stack")
+    with torch.no_grad():
+        model.conv_kernel = "torch"
+        ref = model(x)
+        assert calls == []
+        model.conv_kernel = "dsc"
+        ours = model(x)
+    assert len(calls) == 1  # the whole conv stack in one call
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours.argmax(1), ref.argmax(1))
+    loss = [float(nn.functional.cross_entropy(y, torch.arange(5) % 4)) for y in (ours, ref)]
+    assert loss[0] == pytest.approx(loss[1], rel=1e-6)
+
+
+def test_hooks_on_the_relus_see_the_kernels_rectified_maps(monkeypatch):
+    torch.manual_seed(1)
+    model = DenseVGG(num_classes=3, hidden=16).eval()
+    model.conv_kernel = "dsc"
+    x = torch.randn(2, 3, 12, 12)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, out):
+            seen[name] = (inputs[0].clone(), out.clone())
+        return hook
+
+    for name in ("relu1", "relu4"):
+        getattr(model.features, name).register_forward_hook(record(name))
+    calls = _counting(monkeypatch, "conv3x3_relu_forward")
+    with torch.no_grad():
+        model(x)
+        c1 = torch.relu(model.features.conv1(x))
+        c4 = model.features[:8](x)
+    assert len(calls) == 5  # hooked ReLUs need each layer's map: one call per layer
+    for name, ref in (("relu1", c1), ("relu4", c4)):
+        inp, out = seen[name]
+        assert torch.equal(inp, out) and out.min() >= 0  # in place, as torch's ReLU: input is output
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_traced_model_keeps_torchs_layers():
+    torch.manual_seed(2)
+    model = DenseVGG(num_classes=3, hidden=16).eval()
+    model.conv_kernel = "dsc"
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        program = torch.export.export(model, (x,))
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-6)

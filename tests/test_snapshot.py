@@ -28,9 +28,11 @@ def test_plan_grids_fits_the_budget_and_keeps_linears_whole():
     assert plan_grids(model, x, n_probe=10, budget_bytes=1e9)["conv1"] is None
 
 
-def test_capture_records_post_relu_pooled_activations():
+@pytest.mark.parametrize("conv_kernel", ["torch", "dsc"])  # torch's layers, or dsc.nn.conv3
+def test_capture_records_post_relu_pooled_activations(conv_kernel):
     torch.manual_seed(0)
     model = DenseVGG(num_classes=3, hidden=16).eval()
+    model.conv_kernel = conv_kernel
     x = torch.randn(6, 3, 32, 32)
     cap = ActivationCapture(model, {"conv1": 8, "conv2": None, "fc1": None, "out": None})
     with cap.recording(), torch.no_grad():

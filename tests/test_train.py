@@ -184,3 +184,27 @@ def test_evaluation_batches_split_by_the_same_rule():
     cfg = TrainConfig()  # eval_batch_size 256: 48 MB of 128x128 maps -> 12 passes of at most 22
     assert micro_batch_size(cfg, (1, 128, 128), torch.device("cpu"), batch=cfg.eval_batch_size) == 22
     assert micro_batch_size(cfg, (1, 128, 128), torch.device("cuda"), batch=cfg.eval_batch_size) == 256
+
+
+def test_evaluation_through_the_kernel_matches_torchs_layers(tiny):
+    from dsc.nn.train import evaluate
+
+    torch.manual_seed(0)
+    model = DenseVGG(num_classes=3, hidden=64)
+    results = [evaluate(model, tiny, tiny.val_idx, torch.device("cpu"),
+                        TrainConfig(conv_kernel=kernel, device="cpu")) for kernel in ("dsc", "torch")]
+    (loss, acc, pred), (ref_loss, ref_acc, ref_pred) = results
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert acc == ref_acc and np.array_equal(pred, ref_pred)
+    assert model.training  # the train flag is restored
+
+
+@pytest.mark.parametrize("shape,batch,expected", [
+    ((1, 128, 128), 256, 128),  # 48 MB of maps: two passes of 128 (24 MB each)
+    ((3, 128, 128), 32, 32),  # fits: one pass
+    ((1, 256, 256), 256, 43),  # 192 MB: six parts
+])
+def test_kernel_evaluation_passes_fit_the_blocks_glibc_keeps(shape, batch, expected):
+    from dsc.nn.train import KEPT_BLOCK_BYTES, _pass_size
+
+    assert _pass_size(batch, shape, KEPT_BLOCK_BYTES) == expected

@@ -154,8 +154,6 @@ class SnapshotLogger:
     def __call__(self, report: EpochReport) -> None:
         if not self.due(report.epoch):
             return
-
-
         weights = layer_weights(report.model)
         snap = snapshot.compute(report.epoch, self.capture.take(self.rows), weights)
         self._upload(snapshot.write(snap, Path(self._tmp.name)))

@@ -9,12 +9,16 @@ use (cached on disk) and run over the batch on as many threads as torch uses.
 
 :func:`conv3x3_relu` is differentiable (a ``torch.autograd.Function``) and matches
 ``torch.relu(nn.functional.conv2d(x, w, b, padding=1))`` in values and gradients, for float32
-and float64 on CPU; :func:`supports` says when it applies. DenseVGG uses it in training mode.
+and float64 on CPU; :func:`supports` says when it applies. DenseVGG uses it in training mode,
+and :func:`conv3x3_relu_forward` (the same values, no autograd graph) or
+:func:`conv3x3_relu_stack` (all layers per image in one call) in passes without gradients:
+evaluation and activation capture.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,67 +40,94 @@ def _kernels() -> SimpleNamespace:
     import numba
 
     globals()["prange"] = numba.prange  # the kernels' loops over images become parallel loops
-    jit = numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True, boundscheck=False)
-    return SimpleNamespace(numba=numba, conv_rows=jit(_conv_rows), weight_grad=jit(_weight_grad))
+    options = {"fastmath": _FAST, "cache": True, "nogil": True, "boundscheck": False}
+    # The loops over images compile against the module's _conv_image: its compiled form.
+    globals()["_conv_image"] = numba.njit(**options)(_conv_image)
+    jit = numba.njit(parallel=True, **options)
+    return SimpleNamespace(numba=numba, conv_rows=jit(_conv_rows), conv_stack=jit(_conv_stack),
+                           weight_grad=jit(_weight_grad))
 
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see _kernels)
 
 
+def _conv_image(x, w, b, out, relu):  # pragma: no cover - compiled
+    """out = (relu)(conv2d(x, w, b, padding=1)) of one image: x, out (3, H, W) of 3 channels."""
+    _, h, wd = x.shape
+    a0 = np.empty(wd, x.dtype)
+    a1 = np.empty(wd, x.dtype)
+    a2 = np.empty(wd, x.dtype)
+    blank = np.zeros(wd, x.dtype)  # the zero padding above the first and below the last row
+    for y in range(h):
+        a0[:] = b[0]
+        a1[:] = b[1]
+        a2[:] = b[2]
+        for ci in range(3):
+            # The three rows under the kernel and the 27 weights that read them (k: out
+            # channel, dy, dx); each pass over the row does 27 multiply-adds per column.
+            p = x[ci, y - 1] if y > 0 else blank
+            q = x[ci, y]
+            r = x[ci, y + 1] if y + 1 < h else blank
+            k000, k001, k002 = w[0, ci, 0, 0], w[0, ci, 0, 1], w[0, ci, 0, 2]
+            k010, k011, k012 = w[0, ci, 1, 0], w[0, ci, 1, 1], w[0, ci, 1, 2]
+            k020, k021, k022 = w[0, ci, 2, 0], w[0, ci, 2, 1], w[0, ci, 2, 2]
+            k100, k101, k102 = w[1, ci, 0, 0], w[1, ci, 0, 1], w[1, ci, 0, 2]
+            k110, k111, k112 = w[1, ci, 1, 0], w[1, ci, 1, 1], w[1, ci, 1, 2]
+            k120, k121, k122 = w[1, ci, 2, 0], w[1, ci, 2, 1], w[1, ci, 2, 2]
+            k200, k201, k202 = w[2, ci, 0, 0], w[2, ci, 0, 1], w[2, ci, 0, 2]
+            k210, k211, k212 = w[2, ci, 1, 0], w[2, ci, 1, 1], w[2, ci, 1, 2]
+            k220, k221, k222 = w[2, ci, 2, 0], w[2, ci, 2, 1], w[2, ci, 2, 2]
+            for i in range(1, wd - 1):  # interior columns: all three taps
+                p0, p1, p2 = p[i - 1], p[i], p[i + 1]
+                q0, q1, q2 = q[i - 1], q[i], q[i + 1]
+                r0, r1, r2 = r[i - 1], r[i], r[i + 1]
+                a0[i] += (k000 * p0 + k001 * p1 + k002 * p2 + k010 * q0 + k011 * q1 + k012 * q2
+                          + k020 * r0 + k021 * r1 + k022 * r2)
+                a1[i] += (k100 * p0 + k101 * p1 + k102 * p2 + k110 * q0 + k111 * q1 + k112 * q2
+                          + k120 * r0 + k121 * r1 + k122 * r2)
+                a2[i] += (k200 * p0 + k201 * p1 + k202 * p2 + k210 * q0 + k211 * q1 + k212 * q2
+                          + k220 * r0 + k221 * r1 + k222 * r2)
+            for i in range(0, wd, max(wd - 1, 1)):  # border columns 0 and wd - 1: taps inside
+                for dx in range(3):
+                    j = i + dx - 1
+                    if 0 <= j < wd:
+                        a0[i] += w[0, ci, 0, dx] * p[j] + w[0, ci, 1, dx] * q[j] + w[0, ci, 2, dx] * r[j]
+                        a1[i] += w[1, ci, 0, dx] * p[j] + w[1, ci, 1, dx] * q[j] + w[1, ci, 2, dx] * r[j]
+                        a2[i] += w[2, ci, 0, dx] * p[j] + w[2, ci, 1, dx] * q[j] + w[2, ci, 2, dx] * r[j]
+        o0, o1, o2 = out[0, y], out[1, y], out[2, y]
+        if relu:
+            for i in range(wd):  # "v < 0" (not "v <= 0", not max): NaN passes as in torch
+                o0[i] = 0 if a0[i] < 0 else a0[i]
+                o1[i] = 0 if a1[i] < 0 else a1[i]
+                o2[i] = 0 if a2[i] < 0 else a2[i]
+        else:
+            o0[:] = a0
+            o1[:] = a1
+            o2[:] = a2
+
+
 def _conv_rows(x, w, b, out, relu):  # pragma: no cover - compiled
     """out[n] = (relu)(conv2d(x[n], w, b, padding=1)) for 3 input and 3 output channels."""
+    for n in prange(x.shape[0]):
+        _conv_image(x[n], w, b, out[n], relu)
+
+
+def _conv_stack(x, w, b, out):  # pragma: no cover - compiled
+    """out[n] = x[n] through L layers relu(conv2d(., w[l], b[l], padding=1)); w (L, 3, 3, 3, 3), b (L, 3).
+
+    One image goes through every layer before the next starts: its inner maps (two of
+    3 x H x W, reused) stay in the core's cache instead of making a round trip through memory
+    per layer, as a call per layer over the batch makes them.
+    """
     n_img, _, h, wd = x.shape
+    depth = w.shape[0]
     for n in prange(n_img):
-        a0 = np.empty(wd, x.dtype)
-        a1 = np.empty(wd, x.dtype)
-        a2 = np.empty(wd, x.dtype)
-        blank = np.zeros(wd, x.dtype)  # the zero padding above the first and below the last row
-        for y in range(h):
-            a0[:] = b[0]
-            a1[:] = b[1]
-            a2[:] = b[2]
-            for ci in range(3):
-                # The three rows under the kernel and the 27 weights that read them (k: out
-                # channel, dy, dx); each pass over the row does 27 multiply-adds per column.
-                p = x[n, ci, y - 1] if y > 0 else blank
-                q = x[n, ci, y]
-                r = x[n, ci, y + 1] if y + 1 < h else blank
-                k000, k001, k002 = w[0, ci, 0, 0], w[0, ci, 0, 1], w[0, ci, 0, 2]
-                k010, k011, k012 = w[0, ci, 1, 0], w[0, ci, 1, 1], w[0, ci, 1, 2]
-                k020, k021, k022 = w[0, ci, 2, 0], w[0, ci, 2, 1], w[0, ci, 2, 2]
-                k100, k101, k102 = w[1, ci, 0, 0], w[1, ci, 0, 1], w[1, ci, 0, 2]
-                k110, k111, k112 = w[1, ci, 1, 0], w[1, ci, 1, 1], w[1, ci, 1, 2]
-                k120, k121, k122 = w[1, ci, 2, 0], w[1, ci, 2, 1], w[1, ci, 2, 2]
-                k200, k201, k202 = w[2, ci, 0, 0], w[2, ci, 0, 1], w[2, ci, 0, 2]
-                k210, k211, k212 = w[2, ci, 1, 0], w[2, ci, 1, 1], w[2, ci, 1, 2]
-                k220, k221, k222 = w[2, ci, 2, 0], w[2, ci, 2, 1], w[2, ci, 2, 2]
-                for i in range(1, wd - 1):  # interior columns: all three taps
-                    p0, p1, p2 = p[i - 1], p[i], p[i + 1]
-                    q0, q1, q2 = q[i - 1], q[i], q[i + 1]
-                    r0, r1, r2 = r[i - 1], r[i], r[i + 1]
-                    a0[i] += (k000 * p0 + k001 * p1 + k002 * p2 + k010 * q0 + k011 * q1 + k012 * q2
-                              + k020 * r0 + k021 * r1 + k022 * r2)
-                    a1[i] += (k100 * p0 + k101 * p1 + k102 * p2 + k110 * q0 + k111 * q1 + k112 * q2
-                              + k120 * r0 + k121 * r1 + k122 * r2)
-                    a2[i] += (k200 * p0 + k201 * p1 + k202 * p2 + k210 * q0 + k211 * q1 + k212 * q2
-                              + k220 * r0 + k221 * r1 + k222 * r2)
-                for i in range(0, wd, max(wd - 1, 1)):  # border columns 0 and wd - 1: taps inside
-                    for dx in range(3):
-                        j = i + dx - 1
-                        if 0 <= j < wd:
-                            a0[i] += w[0, ci, 0, dx] * p[j] + w[0, ci, 1, dx] * q[j] + w[0, ci, 2, dx] * r[j]
-                            a1[i] += w[1, ci, 0, dx] * p[j] + w[1, ci, 1, dx] * q[j] + w[1, ci, 2, dx] * r[j]
-                            a2[i] += w[2, ci, 0, dx] * p[j] + w[2, ci, 1, dx] * q[j] + w[2, ci, 2, dx] * r[j]
-            o0, o1, o2 = out[n, 0, y], out[n, 1, y], out[n, 2, y]
-            if relu:
-                for i in range(wd):  # "v < 0" (not "v <= 0", not max): NaN passes as in torch
-                    o0[i] = 0 if a0[i] < 0 else a0[i]
-                    o1[i] = 0 if a1[i] < 0 else a1[i]
-                    o2[i] = 0 if a2[i] < 0 else a2[i]
-            else:
-                o0[:] = a0
-                o1[:] = a1
-                o2[:] = a2
+        maps = np.empty((2, 3, h, wd), x.dtype)
+        src = x[n]
+        for layer in range(depth):
+            dst = out[n] if layer == depth - 1 else maps[layer % 2]
+            _conv_image(src, w[layer], b[layer], dst, True)
+            src = dst
 
 
 def _weight_grad(g, x, part):  # pragma: no cover - compiled
@@ -181,14 +212,19 @@ def _threads() -> SimpleNamespace:
     return k
 
 
+def _forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(conv2d(x, w, bias, padding=1)) of NCHW-contiguous x (N, 3, H, W) and w (3, 3, 3, 3)."""
+    y = torch.empty_like(x)
+    _threads().conv_rows(_np(x), _np(w), _np(bias), _np(y), True)
+    return y
+
+
 class _Conv3x3ReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        k = _threads()
         x = x.contiguous()
         w = weight.detach().contiguous()
-        y = torch.empty_like(x)
-        k.conv_rows(_np(x), _np(w), _np(bias), _np(y), True)
+        y = _forward(x, w, bias)
         ctx.save_for_backward(x, w, y)
         return y
 
@@ -219,3 +255,30 @@ def conv3x3_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     CPU, float32 or float64; the result is NCHW-contiguous whatever x's memory format.
     """
     return _Conv3x3ReLU.apply(x, weight, bias)
+
+
+def conv3x3_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The values of :func:`conv3x3_relu` without an autograd graph, for passes under ``no_grad``.
+
+    x (N, 3, H, W), weight (3, 3, 3, 3), bias (3,); returns (N, 3, H, W), NCHW-contiguous. The
+    same arithmetic as :func:`conv3x3_relu`'s forward, bit for bit; nothing is kept for a
+    backward pass.
+    """
+    return _forward(x.detach().contiguous(), weight.detach().contiguous(), bias.detach())
+
+
+def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                       biases: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:func:`conv3x3_relu_forward` through L layers in turn, each image through all of them at once.
+
+    x (N, 3, H, W); ``weights`` L tensors (3, 3, 3, 3) and ``biases`` L tensors (3,), in layer
+    order; returns (N, 3, H, W), NCHW-contiguous, equal bit for bit to L calls of
+    :func:`conv3x3_relu_forward`. No autograd graph, and no inner map leaves the kernel: for
+    passes under ``no_grad`` that need only the last layer's output.
+    """
+    x = x.detach().contiguous()
+    w = torch.stack([t.detach() for t in weights])  # (L, 3, 3, 3, 3)
+    b = torch.stack([t.detach() for t in biases])  # (L, 3)
+    y = torch.empty_like(x)
+    _threads().conv_stack(_np(x), _np(w), _np(b), _np(y))
+    return y

@@ -33,13 +33,16 @@ class GridAvgPool2d(nn.AdaptiveAvgPool2d):
 
     The same windows and the same result (up to float rounding). Torch's own kernel is written
     for many channels; on the 3-channel channels_last maps of DenseVGG its forward plus
-    backward takes about 3.5x as long as the two batched matmuls, which keep the NHWC layout
-    (measured on CPU: 6.8 vs 1.9 ms for a batch of 32 maps of 3x128x128).
+    backward takes several times as long as the two batched matmuls, which keep the NHWC
+    layout. Without gradients, NCHW maps (those of :mod:`dsc.nn.conv3`) go to torch's kernel,
+    which is the faster there.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # unbatched (C, H, W), as nn.AdaptiveAvgPool2d accepts
             return self.forward(x.unsqueeze(0)).squeeze(0)
+        if not torch.is_grad_enabled() and x.is_contiguous():
+            return super().forward(x)  # forward alone on NCHW maps: torch's kernel is the faster
         n, c, h, w = x.shape
         oh, ow = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
         oh, ow = oh or h, ow or w  # None keeps that side
@@ -77,17 +80,18 @@ class DenseVGG(nn.Module):
         self.fc2 = nn.Linear(hidden, hidden)
         self.drop2 = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, num_classes)
-        self.conv_kernel = "auto"  # or "dsc", "torch": who runs the convs in training (uses_conv3)
+        self.conv_kernel = "auto"  # or "dsc", "torch": who runs the convs (uses_conv3)
 
     def uses_conv3(self, device: torch.device, dtype: torch.dtype = torch.float32,
                    pixels: int = 128 * 128) -> bool:
-        """Whether training-mode passes over maps of ``pixels`` pixels run the convs through
-        :mod:`dsc.nn.conv3`.
+        """Whether passes over maps of ``pixels`` pixels run the convs through :mod:`dsc.nn.conv3`.
 
         Needs CPU, float32 or float64 and the paper's 3 -> 3 channel 3x3 layers, and then
         ``conv_kernel``: "dsc" always, "auto" from ``conv3.MIN_PIXELS`` (64x64) up, "torch"
-        never. Eval mode (metrics, activation capture, the exported model) always runs torch's
-        layers, as does a forward pass with hooks on the conv stack.
+        never. Where it holds, training-mode passes and passes without gradients (evaluation,
+        activation capture) run the kernel; an eval-mode pass that records gradients, a traced
+        pass and a pass with hooks on a conv (or, in training, on any layer of the conv stack)
+        run torch's layers.
         """
         if self.conv_kernel == "torch" or (self.conv_kernel == "auto" and pixels < conv3.MIN_PIXELS):
             return False
@@ -96,13 +100,37 @@ class DenseVGG(nn.Module):
     def _convs(self) -> list[nn.Conv2d]:
         return [m for m in self.features if isinstance(m, nn.Conv2d)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training and x.dim() == 4 and self.uses_conv3(x.device, x.dtype, x.shape[-2] * x.shape[-1])
-                and not any(m._forward_hooks or m._forward_pre_hooks for m in self.features)):
+    def _runs_conv3(self, x: torch.Tensor) -> bool:
+        """Whether this forward pass over ``x`` (B, C, H, W) runs the conv stack through the kernel."""
+        if x.dim() != 4 or not self.uses_conv3(x.device, x.dtype, x.shape[-2] * x.shape[-1]):
+            return False
+        if torch.is_grad_enabled():
+            return self.training and not any(m._forward_hooks or m._forward_pre_hooks for m in self.features)
+        # A traced pass (torch.export, torch.compile) keeps torch's layers: the kernel runs on
+        # NumPy views, which a tracer's fake tensors do not have.
+        return not torch.compiler.is_compiling() and not any(
+            m._forward_hooks or m._forward_pre_hooks for m in self._convs())
+
+    def _conv3_stack(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stack through :mod:`dsc.nn.conv3`: (B, 3, H, W) in, (B, 3, H, W) NCHW out."""
+        if torch.is_grad_enabled():
             for conv in self._convs():
                 x = conv3.conv3x3_relu(x, conv.weight, conv.bias)
-        else:
-            x = self.features(x)
+            return x
+        layers = list(self.features)
+        if not any(m._forward_hooks or m._forward_pre_hooks for m in layers):
+            return conv3.conv3x3_relu_stack(x, [c.weight for c in layers[::2]], [c.bias for c in layers[::2]])
+        for conv, relu in zip(layers[::2], layers[1::2]):
+            x = conv3.conv3x3_relu_forward(x, conv.weight, conv.bias)
+            if relu._forward_hooks or relu._forward_pre_hooks:
+                # The kernel applied the ReLU; the module still runs where it is hooked (activation
+                # capture), so that its hooks see what torch's layers give them: in place, its
+                # input is its output, and on a map that is already rectified it changes nothing.
+                x = relu(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._conv3_stack(x) if self._runs_conv3(x) else self.features(x)
         x = self.flatten(self.pool(x))  # (B, filters * pool^2)
         x = self.drop1(torch.relu(self.fc1(x)))  # (B, hidden)
         x = self.drop2(torch.relu(self.fc2(x)))  # (B, hidden)

@@ -61,16 +61,32 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay, fused=fused)
 
 
+KEPT_BLOCK_BYTES = 32 << 20  # freed blocks up to this size are reused (keep_freed_memory)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
              cfg: TrainConfig) -> tuple[float, float, np.ndarray]:
-    """Mean loss, accuracy and predictions (len(idx),) in eval mode; restores the train flag."""
+    """Mean loss, accuracy and predictions (len(idx),) in eval mode; restores the train flag.
+
+    Where :func:`uses_conv3` holds, the passes run dsc's kernel on NCHW batches of up to
+    ``cfg.eval_batch_size`` images, split so that one layer's maps stay within
+    ``KEPT_BLOCK_BYTES``; otherwise they are sized by :func:`micro_batch_size`.
+    """
     was_training = model.training
     model.eval()
     loss_sum, preds = 0.0, []
-    step = micro_batch_size(cfg, tuple(data.x.shape[1:]), device, batch=cfg.eval_batch_size)
+    shape = tuple(data.x.shape[1:])
+    fused = uses_conv3(model, cfg, device, shape, data.x.dtype)
+    if fused and not cfg.micro_batch:
+        # The kernel favours long passes, up to maps larger than the blocks glibc keeps for
+        # reuse (keep_freed_memory), whose pages every pass would fault in anew.
+        step = _pass_size(cfg.eval_batch_size, shape, KEPT_BLOCK_BYTES)
+    else:
+        step = micro_batch_size(cfg, shape, device, batch=cfg.eval_batch_size)
+    channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
     for start in range(0, len(idx), step):
-        xb, yb = data.batch(idx[start:start + step], device, cfg.channels_last)
+        xb, yb = data.batch(idx[start:start + step], device, channels_last)
         logits = model(xb)
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         preds.append(logits.argmax(1).cpu())
@@ -119,7 +135,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return bool(mallopt(m_mmap_threshold, KEPT_BLOCK_BYTES)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> None:
@@ -145,8 +161,8 @@ def micro_batch_size(cfg: TrainConfig, image_shape: tuple[int, ...], device: tor
     on 2 cores). On CUDA, auto keeps the whole batch.
 
     ``batch`` (default ``cfg.batch_size``) sizes other passes by the same rule: evaluation
-    splits its ``eval_batch_size`` batches of 256 into passes of 22 at 128x128 (1466 against
-    906 images/s on 2 cores).
+    with torch's convolutions splits its ``eval_batch_size`` batches of 256 into passes of 22
+    at 128x128.
 
     ``conv3``: the passes' convolutions run through :mod:`dsc.nn.conv3` (DenseVGG training on
     CPU), whose fixed cost per call favours one pass: auto keeps the whole batch (on 2 cores,
@@ -157,9 +173,15 @@ def micro_batch_size(cfg: TrainConfig, image_shape: tuple[int, ...], device: tor
         return min(cfg.micro_batch, batch)
     if device.type != "cpu" or conv3:
         return batch
+    return _pass_size(batch, image_shape, MICRO_BATCH_BYTES)
+
+
+def _pass_size(batch: int, image_shape: tuple[int, ...], limit_bytes: int) -> int:
+    """Images per pass of ``batch`` split into the fewest equal parts whose input maps
+    (3 x H x W float32 per image, for ``image_shape`` (C, H, W)) fit in ``limit_bytes``."""
     channels = 3 if image_shape[0] == 1 else image_shape[0]  # grey is replicated to 3
     per_image = channels * int(np.prod(image_shape[1:])) * 4
-    parts = max(1, math.ceil(batch * per_image / MICRO_BATCH_BYTES))
+    parts = max(1, math.ceil(batch * per_image / limit_bytes))
     return math.ceil(batch / parts)
 
 
