@@ -25,8 +25,8 @@ class TrainConfig(Settings):
     seed: int = setting(0, check=seed_range, help="Seeds weights, dropout and batch order.")
     device: str = setting("auto", help="auto (CUDA when present), cpu, cuda, cuda:N.")
     channels_last: bool = setting(True, help=(
-        "NHWC memory format (several times faster on CPU for 3 channels): the evaluation passes, "
-        "and training when torch runs the convolutions."))
+        "NHWC memory format (several times faster on CPU for 3 channels) where torch runs the "
+        "convolutions, in training and evaluation."))
     eval_batch_size: int = setting(256, min=1, cli=None,
                                    help="Images per evaluation batch (split into passes like a step's batch).")
     micro_batch: int = setting(0, min=0, max=65536, help=(
@@ -35,10 +35,10 @@ class TrainConfig(Settings):
         "with torch's convolutions on CPU, as the fewest equal passes whose input maps fit in "
         "4 MB)."))
     conv_kernel: str = setting("auto", choices=CONV_KERNELS, help=(
-        "Who runs DenseVGG's 3->3 channel 3x3 convolutions in training on CPU. dsc: dsc's kernel "
-        "(dsc/nn/conv3.py, vectorised over the image width; see Benchmarks); torch: torch's "
-        "layers; auto: dsc's from 64x64 images up. Evaluation, activation capture and the "
-        "registered model always use torch's."))
+        "Who runs DenseVGG's 3->3 channel 3x3 convolutions on CPU, in training, evaluation and "
+        "activation capture. dsc: dsc's kernel (dsc/nn/conv3.py, vectorised over the image width; "
+        "see Benchmarks); torch: torch's layers; auto: dsc's from 64x64 images up. A traced or "
+        "exported model runs torch's."))
 
 
 @dataclass(frozen=True)
