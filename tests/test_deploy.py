@@ -47,3 +47,37 @@ def test_dockerfile_copies_what_exists():
     lines = (DEPLOY / "Dockerfile").read_text().splitlines()
     copied = [w for ln in lines if ln.startswith("COPY ") for w in ln.split()[1:-1]]
     assert copied and all((ROOT / path).exists() for path in copied), copied
+
+
+def test_rayjob_runs_a_checked_ray_sweep_on_the_deploy_image(kube_config):
+    """deploy/rayjob.yaml: a KubeRay RayJob whose driver is a `dsc sweep --engine ray` that plans, on the image."""
+    import shlex
+    import tomllib
+
+    from dsc.cli import main
+    from dsc.jobs.sweep import plan
+    from dsc.settings import SweepConfig, build
+
+    job = yaml.safe_load((DEPLOY / "rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob") and job["spec"]["shutdownAfterJobFinishes"]
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:4] == ["python", "-m", "dsc", "sweep"]
+    ctx = main.commands["sweep"].make_context("sweep", words[4:])
+    (config,) = build([SweepConfig], ctx.params)
+    assert config.engine == "ray" and config.ray_address == "auto"
+    assert len(plan(config).members) == 6  # seeds 0-2 x two learning rates, every value checked
+
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    template_env = {e["name"]: e["value"] for e in
+                    kube_config["kube-job-template"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == template_env["MLFLOW_TRACKING_URI"]  # the server as pods reach it
+
+    cluster = job["spec"]["rayClusterSpec"]
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert cluster["rayVersion"] == next(p["version"] for p in lock["package"] if p["name"] == "ray")
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    pods = [head["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    base = load_project(str(DEPLOY)).docker_env["image"]  # the image deploy/Dockerfile builds
+    assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {base}
+    assert "--group ray" in (DEPLOY / "Dockerfile").read_text()

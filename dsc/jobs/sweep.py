@@ -39,6 +39,7 @@ from dsc.jobs.sweep_members import (
     MEMBER_TAG,
     RESERVED,
     SWEEP_TAG,
+    THREAD_VARS,
     Member,
     Plan,
     expand,
@@ -158,8 +159,10 @@ def _launch(the_plan: Plan, member: Member, sweep_id: str, experiment_id: str, l
 
     run_id = member_run(the_plan, member, sweep_id, experiment_id)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": run_id}
-    # Members share the CPUs: one BLAS/OpenMP pool each, sized to its share, unless set.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // the_plan.config.parallel)))
+    # Members share the CPUs: one BLAS/OpenMP/numba pool each, sized to its share, unless set.
+    share = str(max(1, (os.cpu_count() or 1) // the_plan.config.parallel))
+    for var in THREAD_VARS:
+        env.setdefault(var, env.get("OMP_NUM_THREADS", share))
     log = logs / f"{member.index:04d}.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "dsc", "train", *the_plan.argv(member)],

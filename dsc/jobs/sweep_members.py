@@ -38,6 +38,8 @@ RESERVED = {
     "resume": "resume a failed member with `dsc train --resume RUN_ID`",
 }
 # Sweep settings that only the ray engine reads.
+# A member's thread pools (torch's OpenMP, BLAS, numba's kernel threads), sized to its CPU share.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 RAY_ONLY = ("ray_address", "cpus_per_run", "gpus_per_run", "max_retries", "shared_store")
 _POLL_S = 0.2
 
@@ -248,5 +250,5 @@ def member_outcome(run_id: str, returncode: int, log_text: str) -> str:
     return lines[-1] if lines else f"exit status {returncode}, run {status}"
 
 
-__all__ = ["SWEEP_TAG", "MEMBER_TAG", "ENGINE_TAG", "RESERVED", "RAY_ONLY", "Member", "Plan", "plan", "expand",
-           "parse_assignments", "train_options", "member_run", "member_outcome"]
+__all__ = ["THREAD_VARS", "SWEEP_TAG", "MEMBER_TAG", "ENGINE_TAG", "RESERVED", "RAY_ONLY", "Member", "Plan",
+           "plan", "expand", "parse_assignments", "train_options", "member_run", "member_outcome"]

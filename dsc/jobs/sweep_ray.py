@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from dsc.errors import ConfigError, TrackingError
-from dsc.jobs.sweep_members import Member, Plan, member_outcome, member_run
+from dsc.jobs.sweep_members import THREAD_VARS, Member, Plan, member_outcome, member_run
 from dsc.settings import SweepConfig
 
 RAY_HINT = ("--engine ray needs Ray, an optional dependency: install it with `uv sync --group ray` "
@@ -187,7 +187,7 @@ def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, th
     resumed = bool(tracking.list_checkpoints(run_id))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
                                                             "MLFLOW_EXPERIMENT_NAME")}
-    env.update(MLFLOW_TRACKING_URI=tracking_uri, OMP_NUM_THREADS=str(threads))
+    env.update({var: str(threads) for var in THREAD_VARS}, MLFLOW_TRACKING_URI=tracking_uri)
     if not use_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""  # none reserved: leave the node's GPUs to members that are
     if resumed:
@@ -257,8 +257,10 @@ def _result(ray, ref, run_id: str, max_retries: int) -> tuple[str, str]:
         cause = exc.cause if exc.cause is not None else exc
         why = f"{cause} and was not retried further (--max-retries {max_retries})" \
             if isinstance(cause, MemberLost) else str(cause).strip().splitlines()[-1]
+    except ray.exceptions.RuntimeEnvSetupError as exc:
+        why = f"its Ray worker could not start ({_first_line(exc)})"
     except ray.exceptions.RayError as exc:  # the worker or node died once more than the retries allow
-        why = f"lost with its Ray worker or node {max_retries + 1} times ({type(exc).__name__})"
+        why = f"lost with its Ray worker or node {max_retries + 1} times ({type(exc).__name__}: {_first_line(exc)})"
     else:
         attempts = int(out["attempt"])
         return str(out["why"]), f" (attempt {attempts}, resumed from its last checkpoint)" if out["resumed"] else ""
@@ -266,6 +268,11 @@ def _result(ray, ref, run_id: str, max_retries: int) -> tuple[str, str]:
     if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
         client.set_terminated(run_id, "FAILED")
     return why, ""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _cancel(ray, pending: dict) -> None:
