@@ -1,7 +1,10 @@
-"""End to end against `mlflow server` with served artifacts, on SQLite and on PostgreSQL.
+"""End to end against `mlflow server` with served artifacts, backed by PostgreSQL (SQLite where none).
 
 Every step runs as users run it: `python -m dsc ...` subprocesses with MLFLOW_TRACKING_URI set
-to the server. Artifacts must land in the server's --artifacts-destination, nowhere else.
+to the server. Artifacts must land in the server's --artifacts-destination, nowhere else. The
+pipeline runs on one backend: PostgreSQL, as a shared server would be, or SQLite on a machine
+without it. SQLite-backed servers carry the Ray sweeps (tests/test_sweep_ray.py) and the
+server restart (tests/test_reliability.py).
 """
 from __future__ import annotations
 
@@ -25,16 +28,13 @@ def _sqlite(tmp_path: Path):
     return nullcontext(f"sqlite:///{tmp_path / 'server.db'}")
 
 
-def _postgres(tmp_path: Path):
-    reason = postgres_missing()
-    if reason:
-        pytest.skip(reason)
-    return postgres_cluster()
+def backend(tmp_path: Path):
+    """A PostgreSQL cluster where this machine has one, else a SQLite file; yields its URI."""
+    return _sqlite(tmp_path) if postgres_missing() else postgres_cluster()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", [_sqlite, _postgres], ids=["sqlite", "postgresql"])
-def test_pipeline_through_a_tracking_server(backend, tmp_path, cache_dir):
+def test_pipeline_through_a_tracking_server(tmp_path, cache_dir):
     artifacts, client_dir = tmp_path / "served-artifacts", tmp_path / "client"
     client_dir.mkdir()
     with backend(tmp_path) as backend_uri, \

@@ -102,7 +102,7 @@ def test_nothing_imports_ray_unless_the_engine_is_asked_for(store):
 
 # --------------------------------------------------------------------------- a real cluster
 
-EPOCHS = 6
+EPOCHS = 5
 SETTINGS = ["--identities", "3", "--image-size", "16", "--set", f"hidden=32 epochs={EPOCHS}"]
 
 
@@ -117,7 +117,7 @@ def final_weights(run_id: str) -> dict[str, torch.Tensor]:
     return ckpt["model_state"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster(cache_dir):
     """A head that runs no task and two worker nodes of one CPU each; each node's workers share the data cache."""
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is not installed: uv sync --group ray")
@@ -132,16 +132,15 @@ def cluster(cache_dir):
         c.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray-server")
     with mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "artifacts", tmp / "server.log") as uri:
         yield uri
 
 
-@pytest.mark.slow
-def test_a_local_sqlite_store_on_two_nodes_is_refused_before_anything_trains(cluster, store, cache_dir):
-    c, _ = cluster
+def refuses_a_local_sqlite_store(c, store: str, cache_dir) -> None:
+    """A local SQLite store on a cluster of several nodes is refused in one line before any run exists."""
     res = subprocess.run([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
                           *SETTINGS, "--no-progress"], env=dsc_env(store, cache_dir),
                          capture_output=True, text=True, timeout=300)
@@ -166,14 +165,12 @@ def _wait_for_checkpoint(client: MlflowClient, sweep_id_of, proc: subprocess.Pop
     raise TimeoutError(f"no member wrote checkpoint {epoch} in {timeout} s")
 
 
-@pytest.mark.slow
-def test_a_sweep_survives_a_killed_node_with_one_run_per_member(cluster, server, cache_dir):
+def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     """Four members on two one-CPU nodes; one node is SIGKILLed under a training member.
 
     Every member ends as exactly one FINISHED run with its whole history and registered model;
     the interrupted one was retried into its own run and equals an uninterrupted training.
     """
-    c, node_args = cluster
     env = dsc_env(server, cache_dir)
     mlflow.set_tracking_uri(server)
     client = MlflowClient()
@@ -232,9 +229,7 @@ def test_a_sweep_survives_a_killed_node_with_one_run_per_member(cluster, server,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
-def test_a_member_failing_by_itself_is_not_retried(cluster, server, cache_dir):
-    c, _ = cluster
+def does_not_retry_a_member_failing_by_itself(c, server: str, cache_dir) -> None:
     res = subprocess.run([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
                           "--identities", "3", "--image-size", "16", "--grid", "lr=1e8",
                           "--set", "epochs=1 hidden=32 snapshot-every=0", "--experiment", "diverge",
@@ -247,3 +242,13 @@ def test_a_member_failing_by_itself_is_not_retried(cluster, server, cache_dir):
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("diverge").experiment_id])
     assert run.info.status == "FAILED" and run.data.tags[ATTEMPTS_TAG] == "1"
+
+
+@pytest.mark.slow
+def test_the_ray_engine_on_a_local_two_node_cluster(cluster, server, store, cache_dir):
+    """One cluster for the three checks (each start costs a raylet per node): the store refused,
+    a failing member not retried, then a node killed under a training member."""
+    c, node_args = cluster
+    refuses_a_local_sqlite_store(c, store, cache_dir)
+    does_not_retry_a_member_failing_by_itself(c, server, cache_dir)
+    survives_a_killed_node(c, node_args, server, cache_dir)
