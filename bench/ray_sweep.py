@@ -28,13 +28,12 @@ from pathlib import Path  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from server_throughput import DEFAULT_EPOCHS, epoch_seconds  # noqa: E402
 
 from dsc.data.dataset import load_imageset  # noqa: E402
 from dsc.jobs.sweep import sweep_job  # noqa: E402
 from dsc.settings import DataConfig, SweepConfig  # noqa: E402
 from dsc.tracking.server import mlflow_server  # noqa: E402
-
-DEFAULT_EPOCHS = 60  # the default run the rates are extrapolated to
 
 
 def arm(uri: str, nodes: int, args: argparse.Namespace) -> dict[str, float]:
@@ -58,12 +57,8 @@ def arm(uri: str, nodes: int, args: argparse.Namespace) -> dict[str, float]:
     client = MlflowClient(uri)
     runs = [client.get_run(r) for r in result.run_ids]
     window = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
-    per_epoch, fixed = [], []
-    for run in runs:
-        stamps = sorted((m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, "acc/val"))
-        epoch_s = (stamps[-1][1] - stamps[0][1]) / 1000 / (stamps[-1][0] - stamps[0][0])
-        per_epoch.append(epoch_s)
-        fixed.append((run.info.end_time - run.info.start_time) / 1000 - args.epochs * epoch_s)
+    per_epoch = [epoch_seconds(client, run.info.run_id) for run in runs]
+    fixed = [(run.info.end_time - run.info.start_time) / 1000 - args.epochs * e for run, e in zip(runs, per_epoch)]
     epoch_s, fixed_s = float(np.mean(per_epoch)), float(np.mean(fixed))
     return {"nodes": nodes, "members": members, "wall_s": wall, "window_s": window, "epoch_s": epoch_s,
             "fixed_s": fixed_s,

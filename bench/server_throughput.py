@@ -29,6 +29,12 @@ from dsc.tracking.server import mlflow_server
 DEFAULT_EPOCHS = 60  # the default run the rates are extrapolated to
 
 
+def epoch_seconds(client: MlflowClient, run_id: str) -> float:
+    """A run's seconds per epoch, from the timestamps of its first and last ``acc/val`` points."""
+    stamps = sorted((m.step, m.timestamp) for m in client.get_metric_history(run_id, "acc/val"))
+    return (stamps[-1][1] - stamps[0][1]) / 1000 / (stamps[-1][0] - stamps[0][0])
+
+
 def run_batch(uri: str, n: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     """N trainings at once; their wall time and, from the metric timestamps, the epoch cost."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
@@ -47,11 +53,7 @@ def run_batch(uri: str, n: int, args: argparse.Namespace, workdir: Path) -> dict
             sys.exit(f"error: a training failed ({p.returncode}): {err.strip().splitlines()[-1]}")
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(f"bench-n{n}").experiment_id])
-    per_epoch = []
-    for run in runs:
-        stamps = sorted((m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, "acc/val"))
-        per_epoch.append((stamps[-1][1] - stamps[0][1]) / 1000 / (stamps[-1][0] - stamps[0][0]))
-    epoch_s = float(np.mean(per_epoch))
+    epoch_s = float(np.mean([epoch_seconds(client, run.info.run_id) for run in runs]))
     fixed_s = max(0.0, wall - args.epochs * epoch_s)  # the batch's start-up, data, snapshots of epoch 0, models
     return {"n": n, "wall_s": wall, "epoch_s": epoch_s, "fixed_s": fixed_s,
             "epochs_per_hour": n * 3600 / epoch_s,

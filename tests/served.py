@@ -47,3 +47,13 @@ def run_id(stdout: str) -> str:
     ids = _RUN_ID.findall(stdout)
     assert ids, f"no run id in {stdout!r}"
     return ids[-1]
+
+
+def histories(run_id: str, skip: tuple[str, ...] = ("system/",)) -> dict[str, list[tuple[int, float]]]:
+    """Every metric's (step, value) points but those under ``skip``: by default MLflow's system
+    monitor's, samples of the machine rather than of training."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
+            for k in client.get_run(run_id).data.metrics if not k.startswith(skip)}

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import fresh_store, made_current
 from mlflow.tracking import MlflowClient
+from served import histories
 
 from dsc import tracking
 from dsc.core import snapshot
@@ -37,13 +38,6 @@ def dsc(*args: str) -> list[str]:
 def run_named(name: str):
     runs = MlflowClient().search_runs(["0"], f"attributes.run_name = '{name}'")
     return runs[0] if runs else None
-
-
-def histories(run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """Every metric's history but MLflow's system monitor's (samples of the machine, not of training)."""
-    client = MlflowClient()
-    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
-            for k in client.get_run(run_id).data.metrics if not k.startswith("system/")}
 
 
 def final_weights(run_id: str, epoch: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from served import dsc_env
+from served import dsc_env, histories
 
 from dsc import tracking
 from dsc.cli import main
@@ -104,12 +104,6 @@ def test_nothing_imports_ray_unless_the_engine_is_asked_for(store):
 
 EPOCHS = 5
 SETTINGS = ["--identities", "3", "--image-size", "16", "--set", f"hidden=32 epochs={EPOCHS}"]
-
-
-def histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """Every metric's history but the machine's samples (system/*) and the comparison's write-back (lld/*)."""
-    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
-            for k in client.get_run(run_id).data.metrics if not k.startswith(("system/", "lld/"))}
 
 
 def final_weights(run_id: str) -> dict[str, torch.Tensor]:
@@ -221,7 +215,8 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
                          capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
     (reference,) = client.search_runs(["0"], "attributes.run_name = 'reference'")
-    want, got = histories(client, reference.info.run_id), histories(client, victim.info.run_id)
+    skip = ("system/", "lld/")  # the machine's samples, and what the comparison wrote back
+    want, got = histories(reference.info.run_id, skip), histories(victim.info.run_id, skip)
     assert sorted(got) == sorted(want) and len(want) > 50
     for key in want:  # every value at every step, each step once
         assert got[key] == want[key], key

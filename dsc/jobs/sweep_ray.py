@@ -155,15 +155,16 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _wait_free(run_id: str, wait_s: float = FREE_WAIT_S) -> None:
-    """Block while a previous attempt's process may still write the run (its heartbeat is fresh)."""
+def _wait_free(run_id: str, wait_s: float = FREE_WAIT_S):
+    """The run, once no previous attempt's process may still write it (its heartbeat is stale)."""
     from dsc import tracking
 
     deadline = time.monotonic() + wait_s
-    while (reason := tracking.busy_reason(tracking.require_run(run_id))) is not None:
+    while (reason := tracking.busy_reason(run := tracking.require_run(run_id))) is not None:
         if time.monotonic() > deadline:
             raise TrackingError(f"not retried: {reason}")
         time.sleep(1.0)
+    return run
 
 
 def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, threads: int,
@@ -180,8 +181,7 @@ def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, th
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    _wait_free(run_id)
-    attempt = int(tracking.require_run(run_id).data.tags.get(ATTEMPTS_TAG, "0")) + 1
+    attempt = int(_wait_free(run_id).data.tags.get(ATTEMPTS_TAG, "0")) + 1
     client.set_tag(run_id, ATTEMPTS_TAG, str(attempt))
     client.set_tag(run_id, NODE_TAG, _ray().get_runtime_context().get_node_id())
     resumed = bool(tracking.list_checkpoints(run_id))
