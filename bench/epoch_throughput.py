@@ -4,15 +4,18 @@ dsc's arm is one epoch of ``dsc train`` with the project defaults, part by part 
 training loop and its callbacks run them: the training passes (``train_one_epoch``), the
 evaluation of the training and validation splits (``epoch_metrics``, the activation capture
 riding on the validation pass), the snapshot (spectra, CKA, the ``.npz``, its metrics and
-pictures) and the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a
+pictures; taken on the validation pass, then finished on the snapshot worker beside the next
+epoch) and the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a
 temporary SQLite store. The plain arm does the same passes the way a first script would:
 torch's stock layers (``StockVGG``, same weights), NCHW float32, a DataLoader, train-mode
 steps of 32 with torch's default Adam, then eval-mode passes over both splits in batches of
-256; it records nothing. The arms alternate epoch by epoch and the medians are compared,
-which cancels the slow drift of a shared machine. Prints seconds per epoch of each arm, their
+256; it records nothing. The arms alternate, ``--epochs-per-arm`` epochs at a time (2: the first
+snapshot's worker runs beside dsc's second epoch, the last one's is waited for at the end of
+the arm and counted, so no dsc work spills into the plain arm), and the medians of seconds
+per epoch are compared, which cancels the slow drift of a shared machine. Prints seconds per epoch of each arm, their
 ratio, and each part's share of dsc's epoch.
 
-    uv run python bench/epoch_throughput.py [--rounds 5] [--train-images 0]
+    uv run python bench/epoch_throughput.py [--rounds 5] [--epochs-per-arm 2] [--train-images 0]
 
 ``--train-images N`` keeps the first N training images (0: all), for a quicker look.
 """
@@ -42,7 +45,7 @@ from dsc.nn.train import (
     pick_device,
     train_one_epoch,
 )
-from dsc.settings import DataConfig, SnapshotConfig, TrainConfig
+from dsc.settings import DataConfig, SnapshotConfig, TrackConfig, TrainConfig
 
 PARTS = ("training passes", "evaluations", "snapshot", "checkpoint, upload, metrics")
 
@@ -60,6 +63,7 @@ def plain_evaluate(model: nn.Module, loader: DataLoader) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="alternating epochs of each arm (medians compared)")
+    ap.add_argument("--epochs-per-arm", type=int, default=2, help="consecutive epochs of one arm per turn")
     ap.add_argument("--train-images", type=int, default=0, help="keep the first N training images (0: all)")
     args = ap.parse_args()
     keep_freed_memory()  # as dsc train does at start-up; process-wide, so both arms run under it
@@ -83,37 +87,50 @@ def main() -> None:
     ours = copy.deepcopy(base).to(device, memory_format=torch.channels_last)
     opt = make_optimizer(ours, cfg)
 
+    k = args.epochs_per_arm
+
     def plain_arm() -> float:
         t0 = time.perf_counter()
-        plain_epoch(plain, train_loader, plain_opt)
-        for loader in evals:
-            plain_evaluate(plain, loader)
-        return time.perf_counter() - t0
+        for _ in range(k):
+            plain_epoch(plain, train_loader, plain_opt)
+            for loader in evals:
+                plain_evaluate(plain, loader)
+        return (time.perf_counter() - t0) / k
 
     with mlflow.start_run():
         snaps = SnapshotLogger(ours, data, SnapshotConfig(), device)
-        logger = EpochLogger({}, last_epoch=10 ** 6)
+        # as `dsc train` records: the optimizer state every --state-every epochs, a full checkpoint
+        # waiting for the snapshot under way
+        logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
+        logger.before_full = snaps.wait
 
-        def ours_arm(epoch: int) -> list[float]:
-            marks = [time.perf_counter()]
-            train_one_epoch(ours, data, opt, cfg, epoch, device)
-            marks.append(time.perf_counter())
-            report = EpochReport(epoch, epoch_metrics(ours, data, device, cfg, snaps.context(epoch)), ours, opt)
-            marks.append(time.perf_counter())
-            snaps(report)
-            marks.append(time.perf_counter())
-            logger(report)
-            marks.append(time.perf_counter())
-            return [b - a for a, b in zip(marks, marks[1:])]
+        def ours_arm(first: int) -> list[float]:
+            """Seconds per epoch of each part, over ``k`` consecutive epochs from ``first``."""
+            parts = [0.0] * len(PARTS)
+            for epoch in range(first, first + k):
+                marks = [time.perf_counter()]
+                train_one_epoch(ours, data, opt, cfg, epoch, device)
+                marks.append(time.perf_counter())
+                report = EpochReport(epoch, epoch_metrics(ours, data, device, cfg, snaps.context(epoch)), ours, opt)
+                marks.append(time.perf_counter())
+                snaps(report)
+                if epoch == first + k - 1:
+                    snaps.wait()  # the last snapshot's worker: counted here, not left to the plain arm
+                marks.append(time.perf_counter())
+                logger(report)
+                marks.append(time.perf_counter())
+                parts = [p + (b - a) / k for p, a, b in zip(parts, marks, marks[1:])]
+            return parts
 
         plain_arm(), ours_arm(1)  # warm-up: allocator, thread pools, kernels, the store
         t_plain, t_ours = [], []
         for r in range(args.rounds):
             t_plain.append(plain_arm())
-            t_ours.append(ours_arm(r + 2))
+            t_ours.append(ours_arm(1 + k * (r + 1)))
+        snaps.close()
     total = [sum(p) for p in t_ours]
     ref, fast = statistics.median(t_plain), statistics.median(total)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} epochs "
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} x {k} epochs "
           f"per arm of {len(data.train_idx)} train + {len(data.val_idx)} val images of 3x{data.x.shape[-2]}x"
           f"{data.x.shape[-1]}")
     print(f"plain loop (stock layers, NCHW, train + eval of both splits): {ref:7.2f} s per epoch (median)")

@@ -3,7 +3,7 @@
 Trains the default task (5 synthetic identities x 576 images, 128x128, DenseVGG) for one
 epoch into a temporary SQLite store with the recorder ``dsc train`` uses, then reads the sizes
 of what it left: a weights checkpoint, a full one (weights, Adam's moments, generators), a
-snapshot and the epoch's pictures. A default run keeps a checkpoint and a snapshot for each
+snapshot and the epoch's pictures (which `dsc analyze` logs in a default run). A default run keeps a checkpoint and a snapshot for each
 of its 61 epochs (0-60), full ones at epochs 0, 20, 40 and 60 (``--state-every 20``; epoch 0's
 optimizer state is empty), so its bytes are estimated as 61 x (weights + snapshot + pictures)
 + 3 x (full - weights) + the probe file; the registered models are not counted. Prints each
@@ -41,7 +41,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = DenseVGG(num_classes=len(data.classes))
     with mlflow.start_run() as run:
-        snaps = SnapshotLogger(model, data, SnapshotConfig(), pick_device(cfg.device))
+        # images=True: the same pictures `dsc analyze` logs for each snapshot of a default run
+        snaps = SnapshotLogger(model, data, SnapshotConfig(images=True), pick_device(cfg.device))
         # last_epoch beyond 1: epoch 1 keeps a weights checkpoint, as most epochs of a default run
         logger = EpochLogger({}, last_epoch=EPOCHS, state_every=TrackConfig().state_every)
         full = {}
@@ -52,6 +53,7 @@ def main() -> None:
             full.update(copy.deepcopy(checkpoint_payload(report, {})))
 
         train(model, data, cfg, on_epoch=on_epoch, val_context=snaps.context, progress=False)
+        snaps.close()  # the last snapshot is finished on its worker
         artifacts = Path(mlflow.get_artifact_uri().removeprefix("file://"))
     full_path = Path(tmp) / "full.pt"
     torch.save(full, full_path)

@@ -78,6 +78,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.train`          a training run, and a stopped one resumed
   `jobs.recorder`       what a training run records each epoch (metrics, checkpoints, snapshots)
   `jobs.snapshot`       snapshots recomputed from checkpoints
+  `jobs.pictures`       each snapshot's pictures in the MLflow image grid, step = epoch
   `jobs.register`       any epoch's checkpoint registered as a model version
   `jobs.analyze`        the analysis pipeline of one run, top to bottom
   `jobs.analyze_source` what analyze reads from a run

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from dsc import tracking
 from dsc.cli import main
 from dsc.core import snapshot
 from dsc.core.jsonsafe import jsonable
@@ -175,6 +176,15 @@ def test_order_collapse_and_the_timeline_first(shared, planted):
     assert {"change point", "emergence (behaviour)"} <= rows
     html = (out / "report.html").read_text()
     assert html.index("<h2>Event timeline</h2>") < html.index("<h2>Learning curves</h2>")
+
+
+def test_every_snapshot_gets_its_pictures_once(shared, planted):
+    run_id, out = planted
+    names = [f.path for f in MlflowClient().list_artifacts(run_id, tracking.IMAGE_DIR) if f.path.endswith(".png")]
+    assert tracking.image_steps(run_id) == {key: set(range(LAST + 1)) for key in ("pca_fc2", "esd", "cka")}
+    assert len(names) == 3 * (LAST + 1)  # one file per key and epoch, whichever analysis ran first
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epoch_images"]["drawn_epochs"] == list(range(LAST + 1))
 
 
 def test_bad_options_on_a_good_run_are_one_line(shared, planted):

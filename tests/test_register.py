@@ -20,7 +20,8 @@ def _trained(tmp_path_factory, cache_dir, empty_store):
     with pytest.MonkeyPatch.context() as mp:
         store = fresh_store(tmp_path_factory.mktemp("register"), mp, cache_dir, empty_store)
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # a tiny run lasts seconds
-        res = CliRunner().invoke(main, ["train", *TINY, "--epochs", str(EPOCHS), "--register-name", "reg"],
+        res = CliRunner().invoke(main, ["train", *TINY, "--epochs", str(EPOCHS), "--register-name", "reg",
+                                        "--snapshot-images"],
                                  catch_exceptions=False)
         assert res.exit_code == 0, res.output
         yield store, mlflow.search_runs(output_format="list")[0]
@@ -87,7 +88,7 @@ def test_training_run_has_system_metrics(trained):
 
 
 @pytest.mark.slow
-def test_every_snapshot_logs_its_pictures_with_a_step(trained):
+def test_snapshot_images_logs_each_snapshots_pictures_during_training(trained):
     _, run = trained
     images = [f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")]
     for key in ("pca_fc2", "esd", "cka"):

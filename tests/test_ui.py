@@ -71,7 +71,7 @@ def test_run_page_image_grid_steps_through_the_epochs(sync_playwright, tmp_path,
     """The run's Model metrics tab shows the per-epoch pictures; its step slider changes the image."""
     with mlflow_server(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts",
                        tmp_path / "server.log") as uri:
-        rid = run_id(dsc("train", *TINY, "--run-name", "pictures", env=dsc_env(uri, cache_dir), cwd=tmp_path))
+        rid = run_id(dsc("train", *TINY, "--run-name", "pictures", "--snapshot-images", env=dsc_env(uri, cache_dir), cwd=tmp_path))
         experiment = MlflowClient(uri).get_run(rid).info.experiment_id
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -14,7 +14,9 @@ onto the same run (its status is left as it is):
   ``transition_epoch`` (the end of the latent phase of ``acc/val``), logged at step 0: they
   describe the whole run, and at one step a rerun's value replaces the last (MLflow shows the
   value of the highest step);
-- metrics ``nc/<layer>/nc1`` ... ``nc4`` (neural collapse), logged with step = epoch.
+- metrics ``nc/<layer>/nc1`` ... ``nc4`` (neural collapse), logged with step = epoch;
+- each snapshot's pictures in the image grid (``images/``, step = epoch: :mod:`dsc.jobs.pictures`),
+  for the epochs that lack them.
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
 emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point, pixel variance maps and each class's most activating
@@ -61,6 +63,7 @@ from dsc.jobs import (
     analyze_order,
     analyze_steps,
 )
+from dsc.jobs import pictures as epoch_pictures
 from dsc.jobs.analyze_source import (
     RunImages,
     Source,
@@ -74,7 +77,7 @@ from dsc.settings import AnalyzeConfig
 ARTIFACT_DIR = "analysis"
 SWITCH_INTERVAL_S = 2e-4  # GIL switch interval while the modes thread runs beside the plots
 STEP_NAMES = ("model", "curves", "pca", "emergence", "change_point", "inputs", "similarity", "spectra",
-              "modes", "lld", "class_lld", "order", "collapse", "events")
+              "modes", "lld", "class_lld", "order", "collapse", "events", "pictures")
 
 __all__ = ["ARTIFACT_DIR", "Analysis", "Source", "analyze_job", "find_run", "read_source", "run_analysis"]
 
@@ -93,6 +96,7 @@ class Analysis:
     timings : seconds per step (``modes_background``: the sweep beside the steps)
     wall_s : seconds from reading the run to the last artifact logged (`analyze_job` only)
     epoch_metrics : epoch -> metrics logged onto the run with that step (``nc/<layer>/<key>``)
+    epoch_images : epoch -> pictures logged onto the run with that step (image key -> (H, W, 3))
     """
 
     cfg: AnalyzeConfig
@@ -104,6 +108,7 @@ class Analysis:
     timings: dict[str, float]
     wall_s: float = float("nan")
     epoch_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    epoch_images: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Clock(contextlib.AbstractContextManager):
@@ -240,6 +245,10 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         with clock("events"):
             timeline = analyze_events.timeline(acc_steps, acc_val, cfg.layer, change, lld, class_lld, emergence,
                                                pca, nc, spectra, similarity, draw)
+        # --- each snapshot's pictures for the image grid, where the run lacks them
+        with clock("pictures"):
+            pictures = (epoch_pictures.missing_pictures(snaps, weight_shapes(model), src.pictures)
+                        if cfg.epoch_images else {})
 
     # --- summary.json and report.html
     steps = {"events": timeline, "curves": curves, "pca": pca, "emergence": emergence, "change_point": change,
@@ -252,12 +261,14 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
                "classes": classes, "params": params, "final_metrics": final,
                **{name: step.summary() for name, step in steps.items()},
                "logged_metrics": logged, "figures": sorted(p.name for p in draw.directory.iterdir()),
+               "epoch_images": {"drawn_epochs": sorted(pictures), "logged_before": {k: len(v) for k, v in src.pictures.items()}},
                "timings": clock.timings}
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False))
     sections = tuple(step.section for step in steps.values())
     title = f"Analysis of run {src.run.info.run_name or src.run_id}"
     (out / "report.html").write_text(report.render(title, run, params, final, sections), encoding="utf-8")
-    return Analysis(cfg, src, out, sections, summary, logged, clock.timings, epoch_metrics=nc.epoch_metrics())
+    return Analysis(cfg, src, out, sections, summary, logged, clock.timings, epoch_metrics=nc.epoch_metrics(),
+                    epoch_images=pictures)
 
 
 def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | None = None) -> Analysis:
@@ -278,6 +289,8 @@ def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | Non
         tracking.log_metrics_to(src.run_id, a.metrics, step=0)
         for epoch, metrics in a.epoch_metrics.items():
             tracking.log_metrics_to(src.run_id, metrics, step=epoch)
+        for epoch, pictures in a.epoch_images.items():
+            epoch_pictures.log_pictures(client, src.run_id, pictures, epoch)
         done = time.perf_counter()
         a = dataclasses.replace(a, timings={"read": read_s, **a.timings, "log": done - t1}, wall_s=done - t0)
     wrapper = os.environ.get("MLFLOW_RUN_ID")

@@ -77,6 +77,7 @@ class Source:
     checkpoint : the last checkpoint (model state and config, data config, classes, normalisation)
     recall : class name to its validation recall (`RECALL`) as (steps (n,), values (n,)); only
         the classes the run logged it for
+    pictures : image key to the steps the run already has pictures of (`tracking.image_steps`)
     """
 
     run: Run
@@ -84,6 +85,7 @@ class Source:
     history: dict[str, tuple[np.ndarray, np.ndarray]]
     checkpoint: dict
     recall: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    pictures: dict[str, set[int]] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -117,7 +119,7 @@ def read_source(run: Run) -> Source:
     logged = run.data.metrics
     recall = {name: tracking.metric_history(run_id, RECALL.format(name), client)
               for name in snaps.classes if RECALL.format(name) in logged}
-    return Source(run, snaps, history, _last_checkpoint(run_id), recall)
+    return Source(run, snaps, history, _last_checkpoint(run_id), recall, tracking.image_steps(run_id, client))
 
 
 def load_model(checkpoint: dict) -> nn.Module:

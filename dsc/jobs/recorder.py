@@ -9,19 +9,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
-from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from dsc.core import snapshot
-from dsc.core.spectra import fit_mp, mp_density
 from dsc.data.dataset import Prepared
 from dsc.figures.epoch_images import EpochImages
+from dsc.jobs.pictures import epoch_pictures, log_pictures
 from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
 from dsc.nn.checkpoint import is_full, resume_state, weights_payload
 from dsc.nn.train import EpochReport
@@ -64,6 +65,9 @@ class EpochLogger:
         self.last_epoch = -1
         self._pending: dict | None = None  # the last epoch's full checkpoint, when it was not kept
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
+        # Called before a full checkpoint is marked complete: what a resumed run must find done
+        # by then (the snapshot under way, :meth:`SnapshotLogger.wait`).
+        self.before_full: Callable[[], None] | None = None
 
     def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
         self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
@@ -95,6 +99,8 @@ class EpochLogger:
         torch.save(payload, path)
         mlflow.log_artifact(str(deflate(path)), CHECKPOINT_DIR)
         path.unlink()
+        if is_full(payload) and self.before_full is not None:
+            self.before_full()
         mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
         if is_full(payload):
             mark_full(run_id, payload["epoch"])
@@ -117,8 +123,15 @@ class SnapshotLogger:
     """Snapshots epoch 0 and every ``cfg.every`` epochs into run ``run_id`` (default: active run).
 
     During training, activations are captured on the validation pass training already makes
-    (:meth:`context`), so a snapshot costs no extra forward pass. ``dsc snapshot`` uses the
-    same object on checkpoints, so both paths write identical files.
+    (:meth:`context`), so a snapshot costs no extra forward pass. The callback only copies
+    the activations and weights; spectra, CKA, the file and its metrics are computed on one
+    worker thread while the next epoch trains (LAPACK, BLAS and zlib release the GIL), one
+    snapshot at a time and in epoch order. :meth:`wait` blocks until the one under way is
+    complete (a full checkpoint waits for it, so a resumed run never starts past a missing
+    snapshot) and raises its error; :meth:`close` ends the worker. ``dsc snapshot`` uses the
+    same object on checkpoints, so both paths write identical files. With ``cfg.images`` each
+    snapshot's pictures are logged too (:mod:`dsc.jobs.pictures`); otherwise `dsc analyze`
+    renders them.
     """
 
     def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
@@ -140,6 +153,8 @@ class SnapshotLogger:
         probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
                                      data.val_idx[self.rows], data.classes, list(grids), grids)
         self._upload(probe)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="dsc-snapshot")
+        self._pending: Future | None = None
 
     def _upload(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(deflate(path)), self.prefix)
@@ -152,46 +167,36 @@ class SnapshotLogger:
         return self.capture.recording() if self.due(epoch) else contextlib.nullcontext()
 
     def __call__(self, report: EpochReport) -> None:
+        """Take the epoch's activations and weights now; the rest runs beside the next epoch."""
         if not self.due(report.epoch):
             return
-        weights = layer_weights(report.model)
-        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), weights)
+        self.wait()  # the previous snapshot's error, if any, ends training here
+        # Copies: the model trains on while the worker reads them.
+        weights = {n: w.copy() for n, w in layer_weights(report.model).items()}
+        self._pending = self._worker.submit(self._finish, report.epoch, self.capture.take(self.rows), weights)
+
+    def _finish(self, epoch: int, activations: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> None:
+        """Spectra, CKA, the file, its metrics (and pictures), then the completion tag."""
+        # One BLAS thread: training keeps the cores it had (its torch pools are not NumPy's BLAS).
+        with threadpool_limits(limits=1, user_api="blas"):
+            snap = snapshot.compute(epoch, activations, weights)
         self._upload(snapshot.write(snap, Path(self._tmp.name)))
-        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
+        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), epoch), epoch)
         if self.pictures is not None:
-            for key, image in epoch_pictures(self.pictures, snap, self.labels, self.classes,
-                                             {n: w.shape[:2] for n, w in weights.items()}).items():
-                self.client.log_image(self.run_id, image, key=key, step=report.epoch)
-        mark_complete(self.run_id, self.prefix, report.epoch)
+            pictures = epoch_pictures(self.pictures, snap, self.labels, self.classes,
+                                      {n: w.shape[:2] for n, w in weights.items()})
+            log_pictures(self.client, self.run_id, pictures, epoch)
+        mark_complete(self.run_id, self.prefix, epoch)
 
+    def wait(self) -> None:
+        """Block until the snapshot under way is logged and marked complete; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
-PICTURE_LAYERS = ("fc1", "fc2")  # the ESDs shown; the PCA is of the last of them
-
-
-def epoch_pictures(canvas: EpochImages, snap: snapshot.Snapshot, labels: np.ndarray, classes: list[str],
-                   shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
-    """The pictures of one snapshot, by image key: probe PCA at fc2, ESDs of fc1 and fc2, CKA.
-
-    ``labels`` (n,) the probe's classes; ``shapes`` each layer's (N, M) weight shape, for the
-    Marchenko-Pastur fit. Each picture is an (H, W, 3) uint8 array.
-    """
-    out = {}
-    layer = next((n for n in reversed(PICTURE_LAYERS) if n in snap.activations), snap.layers[-1])
-    acts = snap.activations[layer].reshape(len(labels), -1).astype(np.float32)
-    if min(acts.shape) >= 2:
-        coords = PCA(n_components=2, svd_solver="randomized", random_state=0).fit_transform(acts)
-        out[f"pca_{layer}"] = canvas.pca(coords, labels, classes, f"{layer} probe PCA, epoch {snap.epoch}")
-    panels = []
-    for name in (n for n in PICTURE_LAYERS if n in snap.eigenvalues):
-        ev = np.asarray(snap.eigenvalues[name], dtype=np.float64)
-        n, m = shapes[name]
-        sigma2, lo, hi = fit_mp(ev, n, m) if ev.size else (0.0, 0.0, 0.0)
-        mx = md = None
-        if sigma2 > 0 and hi > lo:
-            mx = np.linspace(max(lo, hi * 1e-4), hi, 120)
-            md = float((ev <= hi).mean()) * mp_density(mx, max(n, m) / min(n, m), sigma2, max(n, m))
-        panels.append((name, ev, mx, md))
-    if panels:
-        out["esd"] = canvas.esd(panels, f"ESD and Marchenko-Pastur fit, epoch {snap.epoch}")
-    out["cka"] = canvas.cka(snap.cka, snap.layers, f"linear CKA, epoch {snap.epoch}")
-    return out
+    def close(self) -> None:
+        """Finish the snapshot under way (raising its error) and stop the worker."""
+        try:
+            self.wait()
+        finally:
+            self._worker.shutdown()

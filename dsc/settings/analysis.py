@@ -74,6 +74,9 @@ class AnalyzeConfig(Settings):
     probe_components: int = setting(32, min=2, max=256, help=(
         "Whitened PCA components of each layer's activations the linear probes read."))
     seed: int = setting(0, help="Seeds the random-mode control, the validation subset and the probes' PCA.")
+    epoch_images: bool = setting(True, help=(
+        "Log each snapshot's pictures (probe PCA at fc2, ESDs of fc1 and fc2, CKA) to the run's "
+        "image grid with step = epoch, for every snapshot that lacks them."))
     progress: bool = setting(True, help="Progress bar over the steps.")
 
 

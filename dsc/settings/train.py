@@ -54,9 +54,9 @@ class SnapshotConfig(Settings):
         "Cap on probe images per class, taken from the validation split (0: all of it)."))
     budget_mb: float = setting(4.0, min=0, min_open=True, cli="snapshot-budget-mb", help=(
         "Snapshot megabytes (10^6 bytes) per epoch; conv maps are average-pooled to fit."))
-    images: bool = setting(True, cli="snapshot-images", help=(
-        "With each snapshot, log pictures to the run's image grid (step = epoch): the probe's "
-        "PCA at fc2, the ESDs of fc1 and fc2 with their Marchenko-Pastur fit, the CKA matrix."))
+    images: bool = setting(False, cli="snapshot-images", help=(
+        "Also log each snapshot's pictures to the run's image grid during training (about 0.2 s "
+        "a snapshot); without it `dsc analyze` logs them, for every snapshot that lacks them."))
 
 
 @dataclass(frozen=True)

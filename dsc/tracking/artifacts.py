@@ -1,7 +1,8 @@
 """A run's artifacts: checkpoints, snapshot directories, and the tags that mark them complete.
 
 Layout under a run's artifacts (see the README): ``checkpoints/epoch_EEEE.pt`` and
-``snapshots/`` (``probe.npz``, ``epoch_EEEE.npz``; the format is :mod:`dsc.core.snapshot`).
+``snapshots/`` (``probe.npz``, ``epoch_EEEE.npz``; the format is :mod:`dsc.core.snapshot`),
+and ``images/`` (MLflow's stepped pictures, read back by :func:`image_steps`).
 """
 from __future__ import annotations
 
@@ -104,6 +105,30 @@ def load_checkpoint(run_id: str, path: str) -> dict:
         raise TrackingError(f"checkpoint {path} of run {run_id} is unreadable ({type(exc).__name__}: {reason}); "
                             "it is truncated or not written by dsc: re-run training, or resume from an "
                             "earlier checkpoint") from None
+
+
+IMAGE_DIR = "images"  # where ``log_image(key=..., step=...)`` puts a run's stepped pictures
+
+
+def image_steps(run_id: str, client: MlflowClient | None = None) -> dict[str, set[int]]:
+    """``{key: steps}`` of the pictures a run logged with ``log_image(key=..., step=...)``.
+
+    Read from the file names MLflow gives them, ``images/<key>+step+<S>+timestamp+<T>+<uuid>.png``
+    (``%`` instead of ``+`` before MLflow 3.5, ``~`` for a ``/`` in the key); the ``+compressed``
+    thumbnails beside them are not counted.
+    """
+    out: dict[str, set[int]] = {}
+    for f in (client or MlflowClient()).list_artifacts(run_id, IMAGE_DIR):
+        name = Path(f.path).name
+        if not name.endswith(".png"):
+            continue
+        for sep in "+%":
+            key, marker, rest = name[:-4].partition(f"{sep}step{sep}")
+            step = rest.split(sep, 1)[0]
+            if marker and step.lstrip("-").isdigit():
+                out.setdefault(key.replace("~", "/"), set()).add(int(step))
+                break
+    return out
 
 
 def has_artifacts(run_id: str, prefix: str) -> bool:
