@@ -160,7 +160,7 @@ def _wait_for_checkpoint(client: MlflowClient, sweep_id_of, proc: subprocess.Pop
 
 
 def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
-    """Four members on two one-CPU nodes; one node is SIGKILLed under a training member.
+    """Two members on two one-CPU nodes; one node is SIGKILLed under a training member.
 
     Every member ends as exactly one FINISHED run with its whole history and registered model;
     the interrupted one was retried into its own run and equals an uninterrupted training.
@@ -169,7 +169,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     mlflow.set_tracking_uri(server)
     client = MlflowClient()
     proc = subprocess.Popen([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
-                             *SETTINGS, "--seeds", "0,1", "--grid", "lr=1e-3,2e-3", "--experiment", "ray",
+                             *SETTINGS[:-1], f"{SETTINGS[-1]} lr=1e-3", "--seeds", "0,1", "--experiment", "ray",
                              "--no-progress"], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         def members():
@@ -194,8 +194,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
 
     runs = client.search_runs([client.get_experiment_by_name("ray").experiment_id],
                               f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`dsc.kind` = 'train'")
-    assert sorted(r.data.tags["dsc.sweep_member"] for r in runs) == \
-        ["lr=0.001 seed=0", "lr=0.001 seed=1", "lr=0.002 seed=0", "lr=0.002 seed=1"]  # one run each
+    assert sorted(r.data.tags["dsc.sweep_member"] for r in runs) == ["seed=0", "seed=1"]  # one run each
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["dsc.sweep_engine"] == "ray"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "acc/val")] == list(range(EPOCHS + 1))
@@ -205,12 +204,12 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     assert attempts[victim.info.run_id] == "2" and "dsc.resumed_from" in client.get_run(victim.info.run_id).data.tags
     assert f"run {victim.info.run_id} ({victim.data.tags['dsc.sweep_member']}) finished (attempt 2, resumed" in err
     comp = client.get_run(comparison)
-    assert comp.data.tags[SWEEP_TAG] == sweep_id and comp.data.metrics["lld/n_runs"] == 4
+    assert comp.data.tags[SWEEP_TAG] == sweep_id and comp.data.metrics["lld/n_runs"] == 2
 
     # The same member trained without interruption, one thread as Ray gave each member.
-    lr, seed = (w.split("=")[1] for w in victim.data.tags["dsc.sweep_member"].split())
+    seed = victim.data.tags["dsc.sweep_member"].split("=")[1]
     ref = subprocess.run([sys.executable, "-m", "dsc", "train", "--identities", "3", "--image-size", "16",
-                          "--hidden", "32", "--epochs", str(EPOCHS), "--lr", lr, "--seed", seed,
+                          "--hidden", "32", "--epochs", str(EPOCHS), "--lr", "1e-3", "--seed", seed,
                           "--run-name", "reference", "--no-progress"], env={**env, "CUDA_VISIBLE_DEVICES": ""},
                          capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]

@@ -41,11 +41,16 @@ def sync_playwright():
 
 
 @pytest.mark.slow
-def test_compare_page_shows_the_curves_and_the_decomposition(sync_playwright, tmp_path, cache_dir):
+def test_compare_page_and_a_runs_image_grid(sync_playwright, tmp_path, cache_dir):
+    """Two runs compared: the compare page's curves and decomposition; then one run's Model metrics
+    tab, whose per-epoch pictures step through the epochs with the slider. One server, two
+    trainings and one browser serve both pages (each costs tens of seconds)."""
     with mlflow_server(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts",
                        tmp_path / "server.log") as uri:
         env = dsc_env(uri, cache_dir)
-        trainings = [start("train", *TINY, "--seed", str(s), "--run-name", f"seed-{s}", "--snapshot-every", "0",
+        # seed 0 draws its pictures while it trains; seed 1 keeps no snapshots
+        trainings = [start("train", *TINY, "--seed", str(s), "--run-name", f"seed-{s}",
+                           *(["--snapshot-images"] if s == 0 else ["--snapshot-every", "0"]),
                            env=env, cwd=tmp_path) for s in (0, 1)]
         runs = [run_id(finish(p)) for p in trainings]
         dsc("compare", "--run-id", runs[0], "--run-id", runs[1], "--color-by", "seed", env=env, cwd=tmp_path)
@@ -60,44 +65,35 @@ def test_compare_page_shows_the_curves_and_the_decomposition(sync_playwright, tm
                 page = browser.new_page(viewport={"width": 1400, "height": 1500})
                 _check_compare_page(page, url, metrics, tmp_path / "compare.png")
                 _check_acc_val_chart(page, metrics)
+                page = browser.new_page(viewport={"width": 1400, "height": 1500})
+                _check_image_grid(page, f"{uri}/#/experiments/{experiment}/runs/{runs[0]}/model-metrics", tmp_path)
             finally:
                 browser.close()
     if os.environ.get("DSC_SAVE_UI_FIGURE") == "1":
         shutil.copyfile(tmp_path / "compare.png", FIGURE)
 
 
-@pytest.mark.slow
-def test_run_page_image_grid_steps_through_the_epochs(sync_playwright, tmp_path, cache_dir):
-    """The run's Model metrics tab shows the per-epoch pictures; its step slider changes the image."""
-    with mlflow_server(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts",
-                       tmp_path / "server.log") as uri:
-        rid = run_id(dsc("train", *TINY, "--run-name", "pictures", "--snapshot-images", env=dsc_env(uri, cache_dir), cwd=tmp_path))
-        experiment = MlflowClient(uri).get_run(rid).info.experiment_id
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1500})
-                page.goto(f"{uri}/#/experiments/{experiment}/runs/{rid}/model-metrics")
-                page.get_by_role("searchbox").first.fill("pca_fc2")  # the picture's chart, not the metrics'
-                image = page.locator(f"img.rc-image-img[src*='{KEY}']").first
-                try:
-                    image.wait_for(timeout=60_000)
-                except Exception:
-                    page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
-                    raise
-                before = image.get_attribute("src")
-                slider = page.get_by_role("slider").last
-                assert slider.get_attribute("aria-valuemax") == str(EPOCHS)
-                step = int(slider.get_attribute("aria-valuenow"))
-                slider.focus()
-                page.keyboard.press("ArrowLeft" if step == EPOCHS else "ArrowRight")
-                page.wait_for_function("([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
-                                       arg=[f"img.rc-image-img[src*='{KEY}']", before], timeout=30_000)
-                after = page.locator(f"img.rc-image-img[src*='{KEY}']").first.get_attribute("src")
-                moved = step - 1 if step == EPOCHS else step + 1
-                assert f"{KEY}{step}%2B" in before and f"{KEY}{moved}%2B" in after, (before, after)
-            finally:
-                browser.close()
+def _check_image_grid(page, url: str, tmp_path: Path) -> None:
+    """The run's pictures are in its Model metrics tab; the step slider changes the image."""
+    page.goto(url)
+    page.get_by_role("searchbox").first.fill("pca_fc2")  # the picture's chart, not the metrics'
+    image = page.locator(f"img.rc-image-img[src*='{KEY}']").first
+    try:
+        image.wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
+        raise
+    before = image.get_attribute("src")
+    slider = page.get_by_role("slider").last
+    assert slider.get_attribute("aria-valuemax") == str(EPOCHS)
+    step = int(slider.get_attribute("aria-valuenow"))
+    slider.focus()
+    page.keyboard.press("ArrowLeft" if step == EPOCHS else "ArrowRight")
+    page.wait_for_function("([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
+                           arg=[f"img.rc-image-img[src*='{KEY}']", before], timeout=30_000)
+    after = page.locator(f"img.rc-image-img[src*='{KEY}']").first.get_attribute("src")
+    moved = step - 1 if step == EPOCHS else step + 1
+    assert f"{KEY}{step}%2B" in before and f"{KEY}{moved}%2B" in after, (before, after)
 
 
 def _check_compare_page(page, url: str, metrics: list[dict], screenshot: Path) -> None:
