@@ -9,35 +9,6 @@ import mlflow
 import pytest
 
 
-def _seconds(item) -> float:
-    marker = item.get_closest_marker("slow")
-    return marker.kwargs.get("seconds", 0) if marker else 0
-
-
-def pytest_collection_modifyitems(items):
-    """The longest tests (``@pytest.mark.slow(seconds=N)``, a rough idle duration) spread over the
-    xdist workers and started first. ``--dist worksteal`` first hands each worker a contiguous
-    share of this order, of len(items) // workers tests, and an idle worker later steals from the
-    end of another's queue; so each share starts with its long tests, given greedily to the
-    share with the fewest long seconds, and the rest follow in file order. Started last, a
-    three-minute test would keep one worker busy long after the other ran out of tests."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    long = sorted((it for it in items if _seconds(it)), key=_seconds, reverse=True)
-    rest = [it for it in items if not _seconds(it)]
-    shares, load = [[] for _ in range(workers)], [0.0] * workers
-    for item in long:
-        k = load.index(min(load))
-        shares[k].append(item)
-        load[k] += _seconds(item)
-    size = len(items) // workers
-    for share in shares[:-1]:
-        take = max(size - len(share), 0)
-        share.extend(rest[:take])
-        rest = rest[take:]
-    shares[-1].extend(rest)
-    items[:] = [item for share in shares for item in share]
-
-
 @pytest.fixture(autouse=True)
 def _restore_mlflow_environment():
     """MLflow's fluent API writes some of these (set_experiment sets MLFLOW_EXPERIMENT_ID):

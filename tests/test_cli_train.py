@@ -160,7 +160,7 @@ def test_mlflow_run_entry_point(store, tmp_path):
     assert MlflowClient().get_model_version_by_alias("mlp", "final").run_id == run.info.run_id
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow
 def test_main_entry_point_trains_then_analyzes(store, tmp_path):
     """`mlflow run .` (the main entry) leaves one run with training metrics and analysis/."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}

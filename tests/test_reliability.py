@@ -65,7 +65,7 @@ def test_a_second_writer_is_refused_and_a_second_signal_stops_at_once(store, tmp
         assert steps == list(range(len(steps))), key  # one writer: each epoch once
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow
 def test_a_server_restarted_mid_run_loses_nothing(tmp_path, cache_dir, monkeypatch):
     backend, artifacts, log = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log"
     port, epochs = free_port(), 4

@@ -100,7 +100,7 @@ def assert_resumed_like(reference_run, run_id: str) -> None:
     assert load_snapshots(run_id).epochs == list(range(EPOCHS + 1))
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     store, ref = reference
     victim, rid = start_victim(store, "victim", tmp_path / "victim.log")
@@ -120,7 +120,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     assert_resumed_like(ref, rid)
 
 
-@pytest.mark.slow(seconds=35)
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stopped_run_ends_killed_and_resumes_to_the_uninterrupted_result(reference, sig, tmp_path):
     store, ref = reference
@@ -143,7 +143,7 @@ def test_stopped_run_ends_killed_and_resumes_to_the_uninterrupted_result(referen
     assert_resumed_like(ref, rid)
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow
 def test_four_runs_at_once_on_a_new_sqlite_store(tmp_path, cache_dir):
     """Four processes create one SQLite store together, train and register into one model name."""
     store = f"sqlite:///{tmp_path / 'shared.db'}"  # does not exist yet: all four race to create it

@@ -33,7 +33,7 @@ def backend(tmp_path: Path):
     return _sqlite(tmp_path) if postgres_missing() else postgres_cluster()
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow
 def test_pipeline_through_a_tracking_server(tmp_path, cache_dir):
     artifacts, client_dir = tmp_path / "served-artifacts", tmp_path / "client"
     client_dir.mkdir()

@@ -238,7 +238,7 @@ def does_not_retry_a_member_failing_by_itself(c, server: str, cache_dir) -> None
     assert run.info.status == "FAILED" and run.data.tags[ATTEMPTS_TAG] == "1"
 
 
-@pytest.mark.slow(seconds=175)
+@pytest.mark.slow
 def test_the_ray_engine_on_a_local_two_node_cluster(cluster, server, store, cache_dir):
     """One cluster for the three checks (each start costs a raylet per node): the store refused,
     a failing member not retried, then a node killed under a training member."""

@@ -40,7 +40,7 @@ def sync_playwright():
     return pytest.importorskip("playwright.sync_api").sync_playwright
 
 
-@pytest.mark.slow(seconds=80)
+@pytest.mark.slow
 def test_compare_page_and_a_runs_image_grid(sync_playwright, tmp_path, cache_dir):
     """Two runs compared: the compare page's curves and decomposition; then one run's Model metrics
     tab, whose per-epoch pictures step through the epochs with the slider. One server, two
