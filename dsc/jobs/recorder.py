@@ -21,8 +21,6 @@ from threadpoolctl import threadpool_limits
 
 from dsc.core import snapshot
 from dsc.data.dataset import Prepared
-from dsc.figures.epoch_images import EpochImages
-from dsc.jobs.pictures import epoch_pictures, log_pictures
 from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
 from dsc.nn.checkpoint import is_full, resume_state, weights_payload
 from dsc.nn.train import EpochReport
@@ -143,7 +141,11 @@ class SnapshotLogger:
         self.client = MlflowClient()
         self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
         self.labels, self.classes = data.y[data.val_idx].numpy()[self.rows], list(data.classes)
-        self.pictures = EpochImages() if cfg.images else None
+        self.pictures = None
+        if cfg.images:  # matplotlib and scikit-learn, imported only by runs that draw here
+            from dsc.figures.epoch_images import EpochImages
+
+            self.pictures = EpochImages()
         sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
         # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
         grids = plan_grids(model.cpu(), sample, len(self.rows), 0.95 * cfg.budget_mb * 1e6)
@@ -183,6 +185,8 @@ class SnapshotLogger:
         self._upload(snapshot.write(snap, Path(self._tmp.name)))
         log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), epoch), epoch)
         if self.pictures is not None:
+            from dsc.jobs.pictures import epoch_pictures, log_pictures
+
             pictures = epoch_pictures(self.pictures, snap, self.labels, self.classes,
                                       {n: w.shape[:2] for n, w in weights.items()})
             log_pictures(self.client, self.run_id, pictures, epoch)
