@@ -12,7 +12,9 @@ steps of 32 with torch's default Adam, then eval-mode passes over both splits in
 256; it records nothing. The arms alternate, ``--epochs-per-arm`` epochs at a time (2: the first
 snapshot's worker runs beside dsc's second epoch, the last one's is waited for at the end of
 the arm and counted, so no dsc work spills into the plain arm), and the medians of seconds
-per epoch are compared, which cancels the slow drift of a shared machine. Prints seconds per epoch of each arm, their
+per epoch are compared, which cancels the slow drift of a shared machine. A third arm, dsc's
+epoch without snapshots (``--snapshot-every 0``; its own copy of the model), alternates with
+them too: against it, the snapshot overhead of the default run (a snapshot every epoch). Prints seconds per epoch of each arm, their
 ratio, and each part's share of dsc's epoch.
 
     uv run python bench/epoch_throughput.py [--rounds 5] [--epochs-per-arm 2] [--train-images 0]
@@ -48,6 +50,7 @@ from dsc.nn.train import (
 from dsc.settings import DataConfig, SnapshotConfig, TrackConfig, TrainConfig
 
 PARTS = ("training passes", "evaluations", "snapshot", "checkpoint, upload, metrics")
+BARE = 100_000  # the first epoch the arm without snapshots logs (a multiple of --state-every)
 
 
 @torch.no_grad()
@@ -101,36 +104,45 @@ def main() -> None:
             train_s, eval_s = train_s + (t1 - t0) / k, eval_s + (time.perf_counter() - t1) / k
         return [train_s, eval_s]
 
+    bare = copy.deepcopy(base).to(device, memory_format=torch.channels_last)  # dsc without snapshots
+    bare_opt = make_optimizer(bare, cfg)
+
     with mlflow.start_run():
         snaps = SnapshotLogger(ours, data, SnapshotConfig(), device)
         # as `dsc train` records: the optimizer state every --state-every epochs, a full checkpoint
         # waiting for the snapshot under way
         logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
         logger.before_full = snaps.wait
+        # the arm without snapshots logs epochs from BARE on, so that the two never share a step
+        bare_logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
 
-        def ours_arm(first: int) -> list[float]:
+        def ours_arm(first: int, model, optimizer, epoch_logger, snapshots) -> list[float]:
             """Seconds per epoch of each part, over ``k`` consecutive epochs from ``first``."""
             parts = [0.0] * len(PARTS)
             for epoch in range(first, first + k):
                 marks = [time.perf_counter()]
-                train_one_epoch(ours, data, opt, cfg, epoch, device)
+                train_one_epoch(model, data, optimizer, cfg, epoch % BARE, device)
                 marks.append(time.perf_counter())
-                report = EpochReport(epoch, epoch_metrics(ours, data, device, cfg, snaps.context(epoch)), ours, opt)
+                context = snapshots.context(epoch) if snapshots else None
+                report = EpochReport(epoch, epoch_metrics(model, data, device, cfg, context), model, optimizer)
                 marks.append(time.perf_counter())
-                snaps(report)
-                if epoch == first + k - 1:
-                    snaps.wait()  # the last snapshot's worker: counted here, not left to the plain arm
+                if snapshots:
+                    snapshots(report)
+                    if epoch == first + k - 1:
+                        snapshots.wait()  # the last snapshot's worker: counted here, not left to the next arm
                 marks.append(time.perf_counter())
-                logger(report)
+                epoch_logger(report)
                 marks.append(time.perf_counter())
                 parts = [p + (b - a) / k for p, a, b in zip(parts, marks, marks[1:])]
             return parts
 
-        plain_arm(), ours_arm(1)  # warm-up: allocator, thread pools, kernels, the store
-        t_plain, t_ours = [], []
+        # warm-up: allocator, thread pools, kernels, the store
+        plain_arm(), ours_arm(1, ours, opt, logger, snaps), ours_arm(BARE + 1, bare, bare_opt, bare_logger, None)
+        t_plain, t_ours, t_bare = [], [], []
         for r in range(args.rounds):
             t_plain.append(plain_arm())
-            t_ours.append(ours_arm(1 + k * (r + 1)))
+            t_ours.append(ours_arm(1 + k * (r + 1), ours, opt, logger, snaps))
+            t_bare.append(ours_arm(BARE + 1 + k * (r + 1), bare, bare_opt, bare_logger, None))
         snaps.close()
     total, plain_total = [sum(p) for p in t_ours], [sum(p) for p in t_plain]
     ref, fast = statistics.median(plain_total), statistics.median(total)
@@ -148,6 +160,10 @@ def main() -> None:
     for i, name in enumerate(PARTS):
         part = statistics.median(p[i] for p in t_ours)
         print(f"  {name:28s} {part:6.2f} s  {100 * part / fast:5.1f}%")
+    bare_total = [sum(p) for p in t_bare]
+    over = [(a - b) / b for a, b in zip(total, bare_total)]
+    print(f"dsc epoch without snapshots (--snapshot-every 0): {statistics.median(bare_total):.2f} s per epoch (median); "
+          f"snapshot overhead {100 * statistics.median(over):.1f}% (per-round {100 * min(over):.1f}..{100 * max(over):.1f}%)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -155,7 +157,7 @@ class SnapshotLogger:
         probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
                                      data.val_idx[self.rows], data.classes, list(grids), grids)
         self._upload(probe)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="dsc-snapshot")
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="dsc-snapshot", initializer=_background_priority)
         self._pending: Future | None = None
 
     def _upload(self, path: Path) -> None:
@@ -204,3 +206,16 @@ class SnapshotLogger:
             self.wait()
         finally:
             self._worker.shutdown()
+
+
+def _background_priority() -> None:
+    """Give the calling thread the lowest scheduling priority (nice 19), where the OS allows it.
+
+    The snapshot worker then runs on what training leaves idle (its single-threaded stretches,
+    the evaluation's bookkeeping, logging) instead of taking a core from its thread pools.
+    Linux schedules each thread on its own, so this leaves the training threads as they were.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the worker keeps its priority
+        pass
