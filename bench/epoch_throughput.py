@@ -4,15 +4,12 @@ dsc's arm is one epoch of ``dsc train`` with the project defaults, part by part 
 training loop and its callbacks run them: the training passes (``train_one_epoch``), the
 evaluation of the training and validation splits (``epoch_metrics``, the activation capture
 riding on the validation pass), the snapshot (spectra, CKA, the ``.npz``, its metrics and
-pictures; taken on the validation pass, then finished on the snapshot worker beside the next
-epoch) and the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a
+pictures; taken on the validation pass) and the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a
 temporary SQLite store. The plain arm does the same passes the way a first script would:
 torch's stock layers (``StockVGG``, same weights), NCHW float32, a DataLoader, train-mode
 steps of 32 with torch's default Adam, then eval-mode passes over both splits in batches of
-256; it records nothing. The arms alternate, ``--epochs-per-arm`` epochs at a time (2: the first
-snapshot's worker runs beside dsc's second epoch, the last one's is waited for at the end of
-the arm and counted, so no dsc work spills into the plain arm), and the medians of seconds
-per epoch are compared, which cancels the slow drift of a shared machine. A third arm, dsc's
+256; it records nothing. The arms alternate, ``--epochs-per-arm`` epochs at a time, and the medians
+of seconds per epoch are compared, which cancels the slow drift of a shared machine. A third arm, dsc's
 epoch without snapshots (``--snapshot-every 0``; its own copy of the model), alternates with
 them too: against it, the snapshot overhead of the default run (a snapshot every epoch). Prints seconds per epoch of each arm, their
 ratio, and each part's share of dsc's epoch.
@@ -109,10 +106,8 @@ def main() -> None:
 
     with mlflow.start_run():
         snaps = SnapshotLogger(ours, data, SnapshotConfig(), device)
-        # as `dsc train` records: the optimizer state every --state-every epochs, a full checkpoint
-        # waiting for the snapshot under way
+        # as `dsc train` records: the optimizer state every --state-every epochs
         logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
-        logger.before_full = snaps.wait
         # the arm without snapshots logs epochs from BARE on, so that the two never share a step
         bare_logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
 
@@ -128,8 +123,6 @@ def main() -> None:
                 marks.append(time.perf_counter())
                 if snapshots:
                     snapshots(report)
-                    if epoch == first + k - 1:
-                        snapshots.wait()  # the last snapshot's worker: counted here, not left to the next arm
                 marks.append(time.perf_counter())
                 epoch_logger(report)
                 marks.append(time.perf_counter())
@@ -143,7 +136,6 @@ def main() -> None:
             t_plain.append(plain_arm())
             t_ours.append(ours_arm(1 + k * (r + 1), ours, opt, logger, snaps))
             t_bare.append(ours_arm(BARE + 1 + k * (r + 1), bare, bare_opt, bare_logger, None))
-        snaps.close()
     total, plain_total = [sum(p) for p in t_ours], [sum(p) for p in t_plain]
     ref, fast = statistics.median(plain_total), statistics.median(total)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} x {k} epochs "

@@ -53,7 +53,6 @@ def main() -> None:
             full.update(copy.deepcopy(checkpoint_payload(report, {})))
 
         train(model, data, cfg, on_epoch=on_epoch, val_context=snaps.context, progress=False)
-        snaps.close()  # the last snapshot is finished on its worker
         artifacts = Path(mlflow.get_artifact_uri().removeprefix("file://"))
     full_path = Path(tmp) / "full.pt"
     torch.save(full, full_path)

@@ -3,13 +3,14 @@
 One training run of the default task (5 synthetic identities x 576 images, 128x128, the whole
 validation split as probe) snapshots every third epoch, as ``dsc train --snapshot-every 3``
 would: activations captured on the validation pass, then spectra, CKA, the ``.npz`` and its
-metrics, computed on the snapshot worker while the next epoch trains, into a temporary SQLite
-tracking store. An epoch e = 0 (mod 3) takes the snapshot, epoch e + 1 trains beside its
-worker, and epoch e + 2 is clean: the overhead of one snapshot is t(e) + t(e + 1) - 2 t(e + 2),
+metrics, into a temporary SQLite tracking store. An epoch e = 0 (mod 3) takes the snapshot;
+e + 1 and e + 2 do not (a snapshot done on a worker thread would spill into e + 1): the
+overhead of one snapshot is t(e) + t(e + 1) - 2 t(e + 2),
 as a share of t(e + 2): from the medians of the three kinds of epoch, and the median over
 the triples. Interleaving cancels the slow drift of a shared machine; a VM's epochs still
-vary by +-10%, so use 30 epochs or more for a figure. The worker's own seconds and the callback's (what the training thread waits
-for) are printed too, with the snapshot size.
+vary by +-10%, so use 30 epochs or more for a figure. The snapshot's own cost, timed directly
+(its callback, and the validation pass with the capture hooks against one without), and the
+snapshot size are printed too.
 
     uv run python bench/snapshot_overhead.py [--epochs 31]
 """
@@ -46,18 +47,9 @@ def main() -> None:
     model = DenseVGG(num_classes=len(data.classes))
     ends: dict[int, float] = {}
     callback: list[float] = []
-    worker: list[float] = []
 
     with mlflow.start_run() as run:
         snaps = SnapshotLogger(model, data, SnapshotConfig(every=3), device)
-        finish = snaps._finish
-
-        def timed_finish(*args) -> None:
-            t0 = time.perf_counter()
-            finish(*args)
-            worker.append(time.perf_counter() - t0)
-
-        snaps._finish = timed_finish
 
         def on_epoch(report) -> None:
             t0 = time.perf_counter()
@@ -67,7 +59,6 @@ def main() -> None:
                 callback.append(ends[report.epoch] - t0)
 
         train(model, data, cfg, on_epoch=on_epoch, val_context=snaps.context, progress=False)
-        snaps.close()
         hooks = _hook_cost(model, data, device, cfg, snaps)
     # epoch e's time: its training, its evaluation and (e = 0 mod 3) its capture; epoch 1 warms up
     took = {e: ends[e] - ends[e - 1] for e in range(2, args.epochs + 1)}
@@ -81,14 +72,13 @@ def main() -> None:
           f"{len(data.train_idx)} train / {len(data.val_idx)} probe images, epochs 2..{args.epochs}")
     marks = {0: "*", 1: "+", 2: ""}  # by e mod 3
     print("epoch seconds: " + " ".join(f"{e}:{t:.2f}{marks[e % 3]}" for e, t in took.items())
-          + "   (* with a snapshot, + beside its worker)")
-    print(f"epochs (medians): with a snapshot {snapped:.2f} s, beside its worker {beside:.2f} s, clean {clean:.2f} s")
+          + "   (* with a snapshot)")
+    print(f"epochs (medians): with a snapshot {snapped:.2f} s, the next {beside:.2f} s, clean {clean:.2f} s")
     print(f"overhead per snapshot: {100 * by_kind:.1f}% of a clean epoch (medians by kind), "
           f"{100 * by_triple:.1f}% (median over {len(triples)} triples)   snapshot size: {size / 1e6:.2f} MB")
-    thread = hooks + statistics.median(callback)
-    print(f"direct costs: capture hooks {hooks:.2f} s + callback {statistics.median(callback):.2f} s on the "
-          f"training thread ({100 * thread / clean:.1f}% of an epoch); worker {statistics.median(worker[1:]):.2f} s "
-          "beside the next epoch")
+    direct = hooks + statistics.median(callback)
+    print(f"direct costs: capture hooks {hooks:.2f} s + spectra, CKA, file and logging "
+          f"{statistics.median(callback):.2f} s = {direct:.2f} s per snapshot, {100 * direct / clean:.1f}% of a clean epoch")
 
 
 def _hook_cost(model, data, device, cfg, snaps, repeats: int = 5) -> float:

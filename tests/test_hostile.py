@@ -279,7 +279,7 @@ def test_readme_lists_every_case():
 
 @pytest.mark.slow
 def test_disk_full_while_writing_a_snapshot_then_resume(store, monkeypatch):
-    """ENOSPC at epoch 2's snapshot: one line, a FAILED run with what was complete intact; resume finishes it."""
+    """ENOSPC at epoch 2's snapshot: one line, a FAILED run with epochs 0-1 intact; resume finishes it."""
     real = snapshot._atomic_savez
 
     def full_disk(path, arrays):
@@ -295,13 +295,10 @@ def test_disk_full_while_writing_a_snapshot_then_resume(store, monkeypatch):
     run = mlflow.search_runs(["0"], output_format="list")[0]
     rid = run.info.run_id
     assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
-    # Epoch 2's snapshot failed on the snapshot worker, beside epoch 3's training: epoch 2's
-    # metrics and checkpoint are kept, and the error ends training when epoch 3's snapshot is due.
     steps = [m.step for m in MlflowClient().get_metric_history(rid, "acc/val")]
-    assert steps == [0, 1, 2]
-    assert sorted(tracking.list_checkpoints(rid)) == [0, 1, 2]
+    assert steps == [0, 1]
+    assert sorted(tracking.list_checkpoints(rid)) == [0, 1]
     assert load_snapshots(rid).epochs == [0, 1]
-    assert run.data.tags["dsc.complete.snapshots"] == "1"
 
     monkeypatch.setattr(snapshot, "_atomic_savez", real)  # space freed
     res = CliRunner().invoke(main, ["train", "--resume", rid, "--no-progress"])

@@ -1,6 +1,4 @@
 import math
-import os
-import threading
 
 import mlflow
 import numpy as np
@@ -168,18 +166,3 @@ def test_default_snapshot_fits_four_megabytes(tmp_path):
     path = snapshot.write(snapshot.compute(0, acts, layer_weights(model)), tmp_path)
     assert path.stat().st_size <= 4e6
     assert math.isfinite(path.stat().st_size)
-
-
-def test_the_snapshot_worker_yields_the_cores_to_training():
-    """The worker thread runs at nice 19; the thread that trains keeps its priority."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dsc.jobs.recorder import _background_priority
-
-    def own_priority():
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    before = own_priority()
-    with ThreadPoolExecutor(1, initializer=_background_priority) as worker:
-        assert worker.submit(own_priority).result() == 19
-    assert own_priority() == before

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import tempfile
-import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
-from threadpoolctl import threadpool_limits
 
 from dsc.core import snapshot
 from dsc.data.dataset import Prepared
@@ -65,9 +61,6 @@ class EpochLogger:
         self.last_epoch = -1
         self._pending: dict | None = None  # the last epoch's full checkpoint, when it was not kept
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
-        # Called before a full checkpoint is marked complete: what a resumed run must find done
-        # by then (the snapshot under way, :meth:`SnapshotLogger.wait`).
-        self.before_full: Callable[[], None] | None = None
 
     def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
         self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
@@ -99,8 +92,6 @@ class EpochLogger:
         torch.save(payload, path)
         mlflow.log_artifact(str(deflate(path)), CHECKPOINT_DIR)
         path.unlink()
-        if is_full(payload) and self.before_full is not None:
-            self.before_full()
         mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
         if is_full(payload):
             mark_full(run_id, payload["epoch"])
@@ -123,12 +114,7 @@ class SnapshotLogger:
     """Snapshots epoch 0 and every ``cfg.every`` epochs into run ``run_id`` (default: active run).
 
     During training, activations are captured on the validation pass training already makes
-    (:meth:`context`), so a snapshot costs no extra forward pass. The callback only copies
-    the activations and weights; spectra, CKA, the file and its metrics are computed on one
-    worker thread while the next epoch trains (LAPACK, BLAS and zlib release the GIL), one
-    snapshot at a time and in epoch order. :meth:`wait` blocks until the one under way is
-    complete (a full checkpoint waits for it, so a resumed run never starts past a missing
-    snapshot) and raises its error; :meth:`close` ends the worker. ``dsc snapshot`` uses the
+    (:meth:`context`), so a snapshot costs no extra forward pass. ``dsc snapshot`` uses the
     same object on checkpoints, so both paths write identical files. With ``cfg.images`` each
     snapshot's pictures are logged too (:mod:`dsc.jobs.pictures`); otherwise `dsc analyze`
     renders them.
@@ -157,8 +143,6 @@ class SnapshotLogger:
         probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
                                      data.val_idx[self.rows], data.classes, list(grids), grids)
         self._upload(probe)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="dsc-snapshot", initializer=_background_priority)
-        self._pending: Future | None = None
 
     def _upload(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(deflate(path)), self.prefix)
@@ -171,51 +155,16 @@ class SnapshotLogger:
         return self.capture.recording() if self.due(epoch) else contextlib.nullcontext()
 
     def __call__(self, report: EpochReport) -> None:
-        """Take the epoch's activations and weights now; the rest runs beside the next epoch."""
         if not self.due(report.epoch):
             return
-        self.wait()  # the previous snapshot's error, if any, ends training here
-        # Copies: the model trains on while the worker reads them.
-        weights = {n: w.copy() for n, w in layer_weights(report.model).items()}
-        self._pending = self._worker.submit(self._finish, report.epoch, self.capture.take(self.rows), weights)
-
-    def _finish(self, epoch: int, activations: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> None:
-        """Spectra, CKA, the file, its metrics (and pictures), then the completion tag."""
-        # One BLAS thread: training keeps the cores it had (its torch pools are not NumPy's BLAS).
-        with threadpool_limits(limits=1, user_api="blas"):
-            snap = snapshot.compute(epoch, activations, weights)
+        weights = layer_weights(report.model)
+        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), weights)
         self._upload(snapshot.write(snap, Path(self._tmp.name)))
-        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), epoch), epoch)
+        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
         if self.pictures is not None:
             from dsc.jobs.pictures import epoch_pictures, log_pictures
 
             pictures = epoch_pictures(self.pictures, snap, self.labels, self.classes,
                                       {n: w.shape[:2] for n, w in weights.items()})
-            log_pictures(self.client, self.run_id, pictures, epoch)
-        mark_complete(self.run_id, self.prefix, epoch)
-
-    def wait(self) -> None:
-        """Block until the snapshot under way is logged and marked complete; raise its error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        """Finish the snapshot under way (raising its error) and stop the worker."""
-        try:
-            self.wait()
-        finally:
-            self._worker.shutdown()
-
-
-def _background_priority() -> None:
-    """Give the calling thread the lowest scheduling priority (nice 19), where the OS allows it.
-
-    The snapshot worker then runs on what training leaves idle (its single-threaded stretches,
-    the evaluation's bookkeeping, logging) instead of taking a core from its thread pools.
-    Linux schedules each thread on its own, so this leaves the training threads as they were.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux, or not allowed: the worker keeps its priority
-        pass
+            log_pictures(self.client, self.run_id, pictures, report.epoch)
+        mark_complete(self.run_id, self.prefix, report.epoch)

@@ -1,7 +1,6 @@
 """Snapshots recomputed from a training run's per-epoch checkpoints (``dsc snapshot``)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import mlflow
@@ -42,7 +41,6 @@ def snapshot_job(run_id: str, snap_cfg: SnapshotConfig, child: bool = False, ove
         raise TrackingError(f"run {run_id} has no checkpoints at epochs divisible by {snap_cfg.every}; "
                             "is it a dsc training run?")
     target, new = _target_run(source, child, overwrite, prefix, "snapshot")
-    snaps = None
     try:
         first = tracking.load_checkpoint(run_id, next(iter(ckpts.values())))
         data, model, train_cfg = restore(first)
@@ -58,11 +56,7 @@ def snapshot_job(run_id: str, snap_cfg: SnapshotConfig, child: bool = False, ove
             with snaps.capture.recording():
                 evaluate(model, data, data.val_idx, device, train_cfg)
             snaps(_report(epoch, model))
-        snaps.close()  # the last snapshot is computed beside the loop: complete before the run ends
     except BaseException:
-        if snaps is not None:
-            with contextlib.suppress(Exception):  # what was computed is kept; the first error is raised
-                snaps.close()
         if new:
             MlflowClient().set_terminated(target, "FAILED")
         raise

@@ -5,7 +5,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -195,36 +194,16 @@ def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, log
     keep_freed_memory()  # a dsc process trains, so it may keep the allocator's freed blocks
     callbacks = [logger]
     val_context = None
-    snaps = None
     if snap_cfg.every > 0:
         snaps = recorder.SnapshotLogger(model, data, snap_cfg, device, logged=logged)
         callbacks.insert(0, snaps)
         val_context = snaps.context
-        logger.before_full = snaps.wait
-    failed = True
     try:
         train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks], progress=progress,
               val_context=val_context, start_epoch=start_epoch, optimizer_state=optimizer_state, stop=stop)
-        failed = False
     except Interrupted as exc:
-        if snaps is not None:
-            snaps.wait()  # the last snapshot is complete before the run is marked KILLED
         logger.flush()
         raise _interrupted(mlflow.active_run().info.run_id, exc.epoch, stop.signum if stop else 0) from None
-    finally:
-        if snaps is not None:
-            _finish_snapshots(snaps, failed)
-
-
-def _finish_snapshots(snaps: recorder.SnapshotLogger, failed: bool) -> None:
-    """Let the snapshot under way complete. Its error is raised when training succeeded, and
-    only reported when training failed already, so that the first error stays the one shown."""
-    try:
-        snaps.close()
-    except Exception as exc:
-        if not failed:
-            raise
-        print(f"warning: the snapshot under way failed too ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> str:
