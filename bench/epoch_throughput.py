@@ -3,16 +3,17 @@
 dsc's arm is one epoch of ``dsc train`` with the project defaults, part by part as the
 training loop and its callbacks run them: the training passes (``train_one_epoch``), the
 evaluation of the training and validation splits (``epoch_metrics``, the activation capture
-riding on the validation pass), the snapshot (spectra, CKA, the ``.npz``, its metrics and
-pictures; taken on the validation pass) and the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a
-temporary SQLite store. The plain arm does the same passes the way a first script would:
-torch's stock layers (``StockVGG``, same weights), NCHW float32, a DataLoader, train-mode
-steps of 32 with torch's default Adam, then eval-mode passes over both splits in batches of
-256; it records nothing. The arms alternate, ``--epochs-per-arm`` epochs at a time, and the medians
-of seconds per epoch are compared, which cancels the slow drift of a shared machine. A third arm, dsc's
+riding on the validation pass), the snapshot (spectra, CKA, the ``.npz`` and its metrics) and
+the checkpoint with its upload and the epoch's metrics (``EpochLogger``), into a temporary
+SQLite store. The plain arm does the same passes the way a first script would: torch's stock
+layers (``StockVGG``, same weights), NCHW float32, a DataLoader, train-mode steps of 32 with
+torch's default Adam, then eval-mode passes over both splits in batches of 256; it records
+nothing. The arms alternate, ``--epochs-per-arm`` epochs at a time, and the medians of seconds
+per epoch are compared, which cancels the slow drift of a shared machine. A third arm, dsc's
 epoch without snapshots (``--snapshot-every 0``; its own copy of the model), alternates with
-them too: against it, the snapshot overhead of the default run (a snapshot every epoch). Prints seconds per epoch of each arm, their
-ratio, and each part's share of dsc's epoch.
+them too: against it, the snapshot overhead of the default run (a snapshot every epoch).
+Prints seconds per epoch of each arm, their ratio, each part's share of dsc's epoch, and the
+bound that dsc's training passes alone set on the ratio.
 
     uv run python bench/epoch_throughput.py [--rounds 5] [--epochs-per-arm 2] [--train-images 0]
 
