@@ -43,7 +43,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `data.dataset`        a --data spec to normalised tensors with a stratified split
 `nn`                torch:
   `nn.model`            DenseVGG (the paper's network) and VGG-11
-  `nn.conv3`            numba CPU kernels for the 3->3 channel 3x3 convolution + ReLU
+  `nn.conv3`            DenseVGG's 3->3 channel 3x3 convolutions + ReLU (+ pooling) on CPU, for torch
+  `nn.conv3_kernels`    their numba kernels: padded maps, image by image, forward and backward
   `nn.train`            the training loop, reporting each epoch to a callback
   `nn.capture`          activation hooks riding on the validation pass
   `nn.checkpoint`       what a checkpoint holds to continue exactly

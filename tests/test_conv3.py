@@ -72,18 +72,23 @@ def test_nan_and_inf_propagate_as_in_torch():
     assert torch.equal(ours.isinf(), ref.isinf())
 
 
-def test_results_do_not_depend_on_the_thread_count():
-    x, w, b = _inputs((6, 3, 32, 32), torch.float32, seed=4)
-    gy = torch.randn(6, 3, 32, 32)
+def _on_one_and_two_threads(run):
+    """run() on one thread, then on two: both results."""
     before = torch.get_num_threads()
     try:
         runs = []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            runs.append(_grads(conv3.conv3x3_relu, x, w, b, gy))
+            runs.append(run())
     finally:
         torch.set_num_threads(before)
-    for a, r in zip(*runs):
+    return runs
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x, w, b = _inputs((6, 3, 32, 32), torch.float32, seed=4)
+    gy = torch.randn(6, 3, 32, 32)
+    for a, r in zip(*_on_one_and_two_threads(lambda: _grads(conv3.conv3x3_relu, x, w, b, gy))):
         assert torch.equal(a, r)
 
 
@@ -128,7 +133,7 @@ def test_densevgg_trains_through_the_kernel_and_hooked_convs_run_torchs_layers()
     model.conv_kernel = "dsc"  # at any size ("auto" leaves maps under 64x64 to torch)
     x = torch.randn(4, 3, 24, 24)
     fast = model.train()(x)
-    assert "_Conv3x3ReLUBackward" in _backward_nodes(fast)
+    assert "_Conv3x3ReLUStackBackward" in _backward_nodes(fast)  # all five layers in one node
     assert "ConvolutionBackward0" not in _backward_nodes(fast)
     model.conv_kernel = "torch"
     slow = model(x)
@@ -173,11 +178,118 @@ def test_the_layer_stack_equals_one_call_per_layer_bit_for_bit(shape, dtype):
                        conv3.conv3x3_relu_forward(x, weights[0], biases[0]))
 
 
+def _stack_reference(x, weights, biases):
+    for w, b in zip(weights, biases):
+        x = _reference(x, w, b)
+    return x
+
+
+def _stack_inputs(shape, dtype, depth=4, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, dtype=dtype, generator=g).requires_grad_()
+    weights = [(torch.randn(3, 3, 3, 3, dtype=dtype, generator=g) / 2).requires_grad_() for _ in range(depth)]
+    biases = [(torch.randn(3, dtype=dtype, generator=g) / 3).requires_grad_() for _ in range(depth)]
+    return x, weights, biases
+
+
+def _stack_grads(fn, x, weights, biases, gy):
+    y = fn(x, weights, biases)
+    return (y, *torch.autograd.grad(y, (x, *weights, *biases), gy))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 3, 1, 1), (2, 3, 1, 4), (3, 3, 6, 1), (2, 3, 5, 2),
+                                   (2, 3, 128, 128)])
+def test_the_differentiable_stack_matches_torchs_layers_in_float64(shape):
+    x, weights, biases = _stack_inputs(shape, torch.float64)
+    gy = torch.randn(shape, dtype=torch.float64)
+    ours = _stack_grads(conv3.conv3x3_relu_stack, x, weights, biases, gy)
+    ref = _stack_grads(_stack_reference, x, weights, biases, gy)
+    assert ours[0].grad_fn is not None and ours[0].is_contiguous()
+    for i, (a, r) in enumerate(zip(ours, ref)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=f"output {i}")
+    with torch.no_grad():  # its values are the forward-only stack's, bit for bit
+        assert torch.equal(ours[0], conv3.conv3x3_relu_stack(x, weights, biases))
+
+
+def test_the_differentiable_stack_passes_gradcheck_and_skips_an_input_without_grad():
+    x, weights, biases = _stack_inputs((2, 3, 5, 6), torch.float64, depth=3, seed=8)
+    assert torch.autograd.gradcheck(lambda x, *p: conv3.conv3x3_relu_stack(x, p[:3], p[3:]),
+                                    (x, *weights, *biases))
+    y = conv3.conv3x3_relu_stack(x.detach(), weights, biases)  # an input image: no gradient wanted
+    grads = torch.autograd.grad(y.sum(), weights + biases)
+    ref = torch.autograd.grad(_stack_reference(x.detach(), weights, biases).sum(), weights + biases)
+    for a, r in zip(grads, ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+def test_the_differentiable_stack_in_float32_is_deterministic_across_thread_counts():
+    x, weights, biases = _stack_inputs((6, 3, 40, 33), torch.float32, depth=5, seed=9)
+    gy = torch.randn(6, 3, 40, 33)
+    runs = _on_one_and_two_threads(lambda: _stack_grads(conv3.conv3x3_relu_stack, x, weights, biases, gy))
+    for a, r in zip(*runs):
+        assert torch.equal(a, r)
+    for a, r in zip(runs[0], _stack_grads(_stack_reference, x, weights, biases, gy)):
+        a, r = a.detach(), r.detach()  # five layers of float32 rounding, summed differently
+        assert float((a - r).abs().max()) <= 1e-4 * float(r.abs().max())
+
+
+@pytest.mark.parametrize("shape,pool", [((2, 3, 128, 128), (20, 20)), ((2, 3, 13, 7), (4, 3)),
+                                        ((1, 3, 5, 6), (7, 9)), ((2, 3, 9, 9), (1, 1)), ((1, 3, 6, 4), (6, 4))])
+def test_the_pooled_stack_matches_torchs_adaptive_pooling_in_float64(shape, pool):
+    x, weights, biases = _stack_inputs(shape, torch.float64, depth=3, seed=10)
+    gp = torch.randn(shape[0], 3, *pool, dtype=torch.float64)
+
+    def reference(x, weights, biases):
+        return nn.functional.adaptive_avg_pool2d(_stack_reference(x, weights, biases), pool)
+
+    ours = _stack_grads(lambda *a: conv3.conv3x3_relu_stack(*a, pool=pool), x, weights, biases, gp)
+    ref = _stack_grads(reference, x, weights, biases, gp)
+    assert ours[0].shape == (shape[0], 3, *pool)
+    for i, (a, r) in enumerate(zip(ours, ref)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=f"output {i}")
+    with torch.no_grad():
+        torch.testing.assert_close(conv3.conv3x3_relu_stack(x, weights, biases, pool=pool), ref[0],
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("taps", [(4, 4), (9, 7), (2, 5)])
+def test_the_stack_taps_every_layers_map_pooled(taps):
+    x, weights, biases = _stack_inputs((3, 3, 9, 7), torch.float64, depth=3, seed=11)
+    with torch.no_grad():
+        out, tapped = conv3.conv3x3_relu_stack(x, weights, biases, pool=(3, 2), taps=taps)
+        assert tapped.shape == (3, 3, 3, *taps)
+        h = x
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            h = _reference(h, w, b)
+            torch.testing.assert_close(tapped[:, i], nn.functional.adaptive_avg_pool2d(h, taps), rtol=1e-12, atol=1e-12)
+        assert torch.equal(out, conv3.conv3x3_relu_stack(x, weights, biases, pool=(3, 2)))
+        whole = conv3.conv3x3_relu_stack(x, weights, biases, taps=(9, 7))[1]  # taps as wide as the maps: the maps
+        assert torch.equal(whole[:, -1], conv3.conv3x3_relu_stack(x, weights, biases))
+    with pytest.raises(ValueError, match="without gradients"):
+        conv3.conv3x3_relu_stack(x, weights, biases, taps=taps)
+
+
+def test_pool_windows_are_adaptive_poolings():
+    for size, out in [(128, 20), (7, 3), (5, 9), (1, 1), (10, 10)]:
+        start, end, first, last = conv3.pool_windows(size, out)
+        x = torch.zeros(1, 1, 1, size, dtype=torch.float64)
+        for i in range(out):  # a window's pixels are exactly those the pooled cell averages
+            probe = x.clone()
+            probe[..., start[i]:end[i]] = 1.0
+            assert float(nn.functional.adaptive_avg_pool2d(probe, (1, out))[0, 0, 0, i]) == 1.0
+            outside = x.clone()
+            outside[..., :start[i]] = 1.0
+            outside[..., end[i]:] = 1.0
+            assert float(nn.functional.adaptive_avg_pool2d(outside, (1, out))[0, 0, 0, i]) == 0.0
+        for p in range(size):
+            assert [i for i in range(out) if start[i] <= p < end[i]] == list(range(first[p], last[p]))
+
+
 def _counting(monkeypatch, name: str) -> list[int]:
     """Counts the calls to ``conv3.<name>`` (which DenseVGG looks up at each pass)."""
     calls = []
     kernel = getattr(conv3, name)
-    monkeypatch.setattr(conv3, name, lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(conv3, name, lambda *a, **k: calls.append(1) or kernel(*a, **k))
     return calls
 
 

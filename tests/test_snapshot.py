@@ -52,6 +52,34 @@ def test_capture_records_post_relu_pooled_activations(conv_kernel):
     assert cap.take() == {}
 
 
+@pytest.mark.parametrize("conv_kernel,grid", [("dsc", 8), ("torch", 8), ("dsc", None), ("dsc", 40)])
+def test_capture_at_one_grid_taps_the_conv_maps_as_hooks_would(conv_kernel, grid):
+    """Every conv at one grid: DenseVGG pools its own maps (inside the kernel under dsc)."""
+    torch.manual_seed(1)
+    model = DenseVGG(num_classes=3, hidden=16).eval()
+    model.conv_kernel = conv_kernel
+    x = torch.randn(5, 3, 30, 30)
+    grids = {f"conv{i}": grid for i in range(1, 6)} | {"fc1": None, "fc2": None, "out": None}
+    cap = ActivationCapture(model, grids)
+    assert cap.tapped
+    with cap.recording(), torch.no_grad():
+        model(x[:3])
+        logits = model(x[3:])
+    acts = cap.take()
+    with torch.no_grad():
+        model.conv_kernel = "torch"
+        torch.testing.assert_close(torch.from_numpy(acts["out"][3:]).float(), logits, rtol=1e-2, atol=1e-3)
+        h = x
+        for i in range(1, 6):
+            h = torch.relu(getattr(model.features, f"conv{i}")(h))
+            expect = h if grid is None or grid >= 30 else torch.nn.functional.adaptive_avg_pool2d(h, grid)
+            assert acts[f"conv{i}"].dtype == np.float16 and acts[f"conv{i}"].shape == (5, *expect.shape[1:])
+            np.testing.assert_allclose(acts[f"conv{i}"], expect.numpy(), rtol=1e-2, atol=1e-3)
+    assert set(acts) == set(grids) and cap.take() == {}
+    model(x)  # outside recording nothing is tapped
+    assert cap.take() == {} and model._tap is None
+
+
 def test_probe_rows_caps_per_class():
     labels = np.array([0, 1, 0, 2, 1, 0, 2, 2])
     assert probe_rows(labels, 0).tolist() == list(range(8))

@@ -86,6 +86,16 @@ class ActivationCapture:
         self.layers = list(self.sites)
         self.grids = grids
         self._buf: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+        self.model = model
+        # A model that taps its own conv maps (DenseVGG: pooled inside dsc.nn.conv3's kernel, with
+        # no map leaving the cache) records them, where every conv is captured at one grid.
+        convs = [n for n in named_layers(model) if n.startswith("conv")]
+        self.tapped = (hasattr(model, "tapping") and convs and all(n in grids for n in convs)
+                       and len({grids[n] for n in convs}) == 1)
+        self.tap_grid = grids[convs[0]] if self.tapped else None
+
+    def _keep(self, name: str, out: torch.Tensor) -> None:
+        self._buf[name].append(out.to("cpu", torch.float16).contiguous())
 
     def _hook(self, name: str):
         grid = self.grids[name]
@@ -97,15 +107,17 @@ class ActivationCapture:
                 out = torch.relu(out)
             if out.ndim == 4 and grid is not None and grid < out.shape[-1]:
                 out = nn.functional.adaptive_avg_pool2d(out, grid)  # (B, C, g, g)
-            self._buf[name].append(out.to("cpu", torch.float16).contiguous())
+            self._keep(name, out)
 
         return hook
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
-        handles = [m.register_forward_hook(self._hook(n)) for n, (m, _) in self.sites.items()]
+        hooked = {n: site for n, site in self.sites.items() if not (self.tapped and n.startswith("conv"))}
+        handles = [m.register_forward_hook(self._hook(n)) for n, (m, _) in hooked.items()]
         try:
-            yield
+            with self.model.tapping(self.tap_grid, self._keep) if self.tapped else contextlib.nullcontext():
+                yield
         finally:
             for h in handles:
                 h.remove()

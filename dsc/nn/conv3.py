@@ -1,22 +1,21 @@
-"""A CPU kernel for the paper's layer: a 3->3 channel 3x3 convolution (padding 1) and its ReLU.
+"""The paper's layer on CPU for torch: 3->3 channel 3x3 convolutions (padding 1) with their ReLU.
 
-oneDNN, which torch calls for CPU convolutions, vectorises over channels; with 3 channels its
-vector lanes are mostly idle, and these five layers took 65% of a DenseVGG training step. The
-kernels here vectorise over the image width instead (a row of 128 pixels fills AVX-512 lanes)
-and compute the three output channels from one read of each input row; the ReLU is fused
-into the forward pass and into the backward pass's mask. They are compiled by numba on first
-use (cached on disk) and run over the batch on as many threads as torch uses.
+oneDNN, which torch calls for CPU convolutions, vectorises over channels, and with 3 its
+vector lanes idle; :mod:`dsc.nn.conv3_kernels` vectorises over the image width instead, on
+zero-padded maps, image by image. This module wraps those kernels for torch:
 
-:func:`conv3x3_relu` is differentiable (a ``torch.autograd.Function``) and matches
-``torch.relu(nn.functional.conv2d(x, w, b, padding=1))`` in values and gradients, for float32
-and float64 on CPU; :func:`supports` says when it applies. DenseVGG uses it in training mode,
-and :func:`conv3x3_relu_forward` (the same values, no autograd graph) or
-:func:`conv3x3_relu_stack` (all layers per image in one call) in passes without gradients:
-evaluation and activation capture.
+- :func:`conv3x3_relu`, one layer, differentiable (a ``torch.autograd.Function``), matching
+  ``torch.relu(nn.functional.conv2d(x, w, b, padding=1))`` in values and gradients for
+  float32 and float64; :func:`conv3x3_relu_forward`, its values without a graph;
+- :func:`conv3x3_relu_stack`, L layers in one call, each image through all of them (and
+  through the adaptive average pooling after them) while its maps are in cache:
+  differentiable (DenseVGG's training passes, forward and backward), or without a graph
+  (evaluation), where it can also tap every layer's pooled map (activation capture).
+
+:func:`supports` says when they apply.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -25,164 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsc.nn import conv3_kernels as kernels
+
 # numba is a dependency, imported on first use (a second per process); without it (an odd
 # install) DenseVGG keeps torch's convolution.
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
-
-# Reassociation and contraction let LLVM vectorise the row sums and use FMA; no "nnan"/"ninf",
-# so a NaN or infinity (a diverging run) propagates exactly as through torch's kernels.
-_FAST = {"reassoc", "contract", "nsz", "arcp"}
-
-
-@functools.cache
-def _kernels() -> SimpleNamespace:
-    """The compiled kernels (numba, on first use; cached on disk beside this file)."""
-    import numba
-
-    globals()["prange"] = numba.prange  # the kernels' loops over images become parallel loops
-    options = {"fastmath": _FAST, "cache": True, "nogil": True, "boundscheck": False}
-    # The loops over images compile against the module's _conv_image: its compiled form.
-    globals()["_conv_image"] = numba.njit(**options)(_conv_image)
-    jit = numba.njit(parallel=True, **options)
-    return SimpleNamespace(numba=numba, conv_rows=jit(_conv_rows), conv_stack=jit(_conv_stack),
-                           weight_grad=jit(_weight_grad))
-
-
-prange = range  # replaced by numba.prange when the kernels are compiled (see _kernels)
-
-
-def _conv_image(x, w, b, out, relu):  # pragma: no cover - compiled
-    """out = (relu)(conv2d(x, w, b, padding=1)) of one image: x, out (3, H, W) of 3 channels."""
-    _, h, wd = x.shape
-    a0 = np.empty(wd, x.dtype)
-    a1 = np.empty(wd, x.dtype)
-    a2 = np.empty(wd, x.dtype)
-    blank = np.zeros(wd, x.dtype)  # the zero padding above the first and below the last row
-    for y in range(h):
-        a0[:] = b[0]
-        a1[:] = b[1]
-        a2[:] = b[2]
-        for ci in range(3):
-            # The three rows under the kernel and the 27 weights that read them (k: out
-            # channel, dy, dx); each pass over the row does 27 multiply-adds per column.
-            p = x[ci, y - 1] if y > 0 else blank
-            q = x[ci, y]
-            r = x[ci, y + 1] if y + 1 < h else blank
-            k000, k001, k002 = w[0, ci, 0, 0], w[0, ci, 0, 1], w[0, ci, 0, 2]
-            k010, k011, k012 = w[0, ci, 1, 0], w[0, ci, 1, 1], w[0, ci, 1, 2]
-            k020, k021, k022 = w[0, ci, 2, 0], w[0, ci, 2, 1], w[0, ci, 2, 2]
-            k100, k101, k102 = w[1, ci, 0, 0], w[1, ci, 0, 1], w[1, ci, 0, 2]
-            k110, k111, k112 = w[1, ci, 1, 0], w[1, ci, 1, 1], w[1, ci, 1, 2]
-            k120, k121, k122 = w[1, ci, 2, 0], w[1, ci, 2, 1], w[1, ci, 2, 2]
-            k200, k201, k202 = w[2, ci, 0, 0], w[2, ci, 0, 1], w[2, ci, 0, 2]
-            k210, k211, k212 = w[2, ci, 1, 0], w[2, ci, 1, 1], w[2, ci, 1, 2]
-            k220, k221, k222 = w[2, ci, 2, 0], w[2, ci, 2, 1], w[2, ci, 2, 2]
-            for i in range(1, wd - 1):  # interior columns: all three taps
-                p0, p1, p2 = p[i - 1], p[i], p[i + 1]
-                q0, q1, q2 = q[i - 1], q[i], q[i + 1]
-                r0, r1, r2 = r[i - 1], r[i], r[i + 1]
-                a0[i] += (k000 * p0 + k001 * p1 + k002 * p2 + k010 * q0 + k011 * q1 + k012 * q2
-                          + k020 * r0 + k021 * r1 + k022 * r2)
-                a1[i] += (k100 * p0 + k101 * p1 + k102 * p2 + k110 * q0 + k111 * q1 + k112 * q2
-                          + k120 * r0 + k121 * r1 + k122 * r2)
-                a2[i] += (k200 * p0 + k201 * p1 + k202 * p2 + k210 * q0 + k211 * q1 + k212 * q2
-                          + k220 * r0 + k221 * r1 + k222 * r2)
-            for i in range(0, wd, max(wd - 1, 1)):  # border columns 0 and wd - 1: taps inside
-                for dx in range(3):
-                    j = i + dx - 1
-                    if 0 <= j < wd:
-                        a0[i] += w[0, ci, 0, dx] * p[j] + w[0, ci, 1, dx] * q[j] + w[0, ci, 2, dx] * r[j]
-                        a1[i] += w[1, ci, 0, dx] * p[j] + w[1, ci, 1, dx] * q[j] + w[1, ci, 2, dx] * r[j]
-                        a2[i] += w[2, ci, 0, dx] * p[j] + w[2, ci, 1, dx] * q[j] + w[2, ci, 2, dx] * r[j]
-        o0, o1, o2 = out[0, y], out[1, y], out[2, y]
-        if relu:
-            for i in range(wd):  # "v < 0" (not "v <= 0", not max): NaN passes as in torch
-                o0[i] = 0 if a0[i] < 0 else a0[i]
-                o1[i] = 0 if a1[i] < 0 else a1[i]
-                o2[i] = 0 if a2[i] < 0 else a2[i]
-        else:
-            o0[:] = a0
-            o1[:] = a1
-            o2[:] = a2
-
-
-def _conv_rows(x, w, b, out, relu):  # pragma: no cover - compiled
-    """out[n] = (relu)(conv2d(x[n], w, b, padding=1)) for 3 input and 3 output channels."""
-    for n in prange(x.shape[0]):
-        _conv_image(x[n], w, b, out[n], relu)
-
-
-def _conv_stack(x, w, b, out):  # pragma: no cover - compiled
-    """out[n] = x[n] through L layers relu(conv2d(., w[l], b[l], padding=1)); w (L, 3, 3, 3, 3), b (L, 3).
-
-    One image goes through every layer before the next starts: its inner maps (two of
-    3 x H x W, reused) stay in the core's cache instead of making a round trip through memory
-    per layer, as a call per layer over the batch makes them.
-    """
-    n_img, _, h, wd = x.shape
-    depth = w.shape[0]
-    for n in prange(n_img):
-        maps = np.empty((2, 3, h, wd), x.dtype)
-        src = x[n]
-        for layer in range(depth):
-            dst = out[n] if layer == depth - 1 else maps[layer % 2]
-            _conv_image(src, w[layer], b[layer], dst, True)
-            src = dst
-
-
-def _weight_grad(g, x, part):  # pragma: no cover - compiled
-    """part[n, co, ci, dy, dx] = sum_{y, i} g[n, co, y, i] * x[n, ci, y + dy - 1, i + dx - 1]."""
-    n_img, _, h, wd = x.shape
-    for n in prange(n_img):
-        acc = np.zeros((3, 3, 3, 3), part.dtype)
-        zero = acc[0, 0, 0, 0]  # a zero of the array's type (a literal 0.0 would be float64)
-        for y in range(h):
-            g0, g1, g2 = g[n, 0, y], g[n, 1, y], g[n, 2, y]
-            for ci in range(3):
-                for dy in range(3):
-                    yy = y + dy - 1
-                    if yy < 0 or yy >= h:
-                        continue
-                    row = x[n, ci, yy]
-                    # Nine sums (output channel x horizontal tap) from one pass over the row.
-                    t00 = t01 = t02 = t10 = t11 = t12 = t20 = t21 = t22 = zero
-                    for i in range(1, wd - 1):
-                        r0, r1, r2 = row[i - 1], row[i], row[i + 1]
-                        a, b, c = g0[i], g1[i], g2[i]
-                        t00 += a * r0
-                        t01 += a * r1
-                        t02 += a * r2
-                        t10 += b * r0
-                        t11 += b * r1
-                        t12 += b * r2
-                        t20 += c * r0
-                        t21 += c * r1
-                        t22 += c * r2
-                    t01 += g0[0] * row[0]  # column 0 has no left neighbour
-                    t11 += g1[0] * row[0]
-                    t21 += g2[0] * row[0]
-                    if wd > 1:
-                        t02 += g0[0] * row[1]
-                        t12 += g1[0] * row[1]
-                        t22 += g2[0] * row[1]
-                        e = wd - 1  # the last column has no right neighbour
-                        t00 += g0[e] * row[e - 1]
-                        t01 += g0[e] * row[e]
-                        t10 += g1[e] * row[e - 1]
-                        t11 += g1[e] * row[e]
-                        t20 += g2[e] * row[e - 1]
-                        t21 += g2[e] * row[e]
-                    acc[0, ci, dy, 0] += t00
-                    acc[0, ci, dy, 1] += t01
-                    acc[0, ci, dy, 2] += t02
-                    acc[1, ci, dy, 0] += t10
-                    acc[1, ci, dy, 1] += t11
-                    acc[1, ci, dy, 2] += t12
-                    acc[2, ci, dy, 0] += t20
-                    acc[2, ci, dy, 1] += t21
-                    acc[2, ci, dy, 2] += t22
-        part[n] = acc
-
 
 # Below this many pixels per map the fully connected layers dominate a DenseVGG step and torch's
 # convolutions are as fast (training images/s against torch's, 2 cores: 1.02x at 16x16, 0.98x
@@ -207,7 +53,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _threads() -> SimpleNamespace:
     """The kernels, set to run on as many threads as torch uses here."""
-    k = _kernels()
+    k = kernels.compiled()
     k.numba.set_num_threads(max(1, min(torch.get_num_threads(), k.numba.config.NUMBA_NUM_THREADS)))
     return k
 
@@ -219,34 +65,107 @@ def _forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tens
     return y
 
 
+def _sum_parts(part: np.ndarray) -> torch.Tensor:
+    """The batch's gradient from the per-image sums: a fixed order over images, so deterministic."""
+    return torch.from_numpy(part.sum(0))
+
+
 class _Conv3x3ReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         x = x.contiguous()
         w = weight.detach().contiguous()
-        y = _forward(x, w, bias)
+        y = _forward(x, w, bias.detach())
         ctx.save_for_backward(x, w, y)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         x, w, y = ctx.saved_tensors
-        k = _threads()
-        g = torch.ops.aten.threshold_backward(gy, y, 0).contiguous()  # the ReLU's mask, as torch's
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            # The data gradient is the same convolution of g with the kernel flipped in space and
-            # with input and output channels swapped (and no bias).
-            wt = w.transpose(0, 1).flip(2, 3).contiguous()
-            gx = torch.empty_like(x)
-            k.conv_rows(_np(g), _np(wt), np.zeros(3, _np(wt).dtype), _np(gx), False)
-        if ctx.needs_input_grad[1]:
-            part = np.empty((x.shape[0], 3, 3, 3, 3), _np(x).dtype)
-            k.weight_grad(_np(g), _np(x), part)
-            gw = torch.from_numpy(part.sum(0))  # a fixed order over images: deterministic
-        if ctx.needs_input_grad[2]:
-            gb = g.sum((0, 2, 3))
-        return gx, gw, gb
+        n, dtype = x.shape[0], _np(x).dtype
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        gw, gb = np.empty((n, 3, 3, 3, 3), dtype), np.empty((n, 3), dtype)
+        _threads().layer_backward(_np(gy.contiguous()), _np(y), _np(x), _np(w),
+                                  _np(gx if gx is not None else x), gx is not None, gw, gb)
+        return gx, _sum_parts(gw), _sum_parts(gb)
+
+
+def pool_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Adaptive average pooling's windows along one axis of ``size`` pixels into ``out`` cells.
+
+    Returns (start, end, first, last): cell i averages pixels start[i] .. end[i] - 1 (floor(i
+    size / out) .. ceil((i + 1) size / out) - 1, as ``nn.AdaptiveAvgPool2d``), and pixel p lies
+    in cells first[p] .. last[p] - 1. int64 arrays.
+    """
+    i = np.arange(out, dtype=np.int64)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    p = np.arange(size, dtype=np.int64)
+    return start, end, np.searchsorted(end, p, side="right"), np.searchsorted(start, p, side="right")
+
+
+def _windows(shape: tuple[int, int], pool: tuple[int, int] | None) -> tuple[np.ndarray, ...]:
+    """The kernels' pooling argument for maps of ``shape`` (H, W): eight index arrays, empty for none."""
+    if pool is None:
+        return tuple(np.empty(0, np.int64) for _ in range(8))
+    ys, ye, ilo, ihi = pool_windows(shape[0], pool[0])
+    xs, xe, jlo, jhi = pool_windows(shape[1], pool[1])
+    return ys, ye, xs, xe, ilo, ihi, jlo, jhi
+
+
+class _Lease:
+    """A workspace tensor lent to one autograd graph, back in the free list when the graph is freed.
+
+    The maps a training pass keeps for its backward pass (six of 3 x 130 x 130 float32 per
+    image, 39 MB for a batch of 32) are larger than the blocks glibc's malloc recycles (at
+    most 32 MB, ``dsc.nn.train.keep_freed_memory``): allocated anew, their pages would be
+    faulted in, zero-filled, at every step (10 ms of a 25 ms step). The free list keeps two
+    per shape: the graph of step k is still alive while step k + 1 runs its forward pass.
+    Returned only when the graph lets go of it (so ``retain_graph`` stays safe).
+    """
+
+    KEEP = 2
+    _free: dict[tuple, list[torch.Tensor]] = {}
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.key = (tuple(shape), dtype)
+        free = self._free.get(self.key)
+        self.tensor = free.pop() if free else torch.empty(shape, dtype=dtype)
+
+    def __del__(self) -> None:
+        free = self._free.setdefault(self.key, [])
+        if len(free) < self.KEEP:
+            free.append(self.tensor)
+
+
+class _Conv3x3ReLUStack(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weights, biases, pool):
+        x = x.contiguous()
+        n, _, h, wd = x.shape
+        w, b = weights.detach().contiguous(), biases.detach().contiguous()
+        win = _windows((h, wd), pool)
+        # Each layer's padded input, and when pooling the last layer's padded output after them.
+        ctx.maps = _Lease((n, w.shape[0] + (pool is not None), 3, h + 2, wd + 2), x.dtype)
+        y = x.new_empty((n, 3, *pool) if pool is not None else x.shape)
+        _threads().conv_stack(_np(x), _np(w), _np(b), _np(y), _np(ctx.maps.tensor), True, win,
+                              *_no_taps(x.dtype))
+        ctx.win = win
+        ctx.save_for_backward(w, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        w, y = ctx.saved_tensors
+        maps = ctx.maps.tensor
+        n, depth, dtype = y.shape[0], w.shape[0], _np(y).dtype
+        h, wd = maps.shape[-2] - 2, maps.shape[-1] - 2
+        gx = y.new_empty((n, 3, h, wd)) if ctx.needs_input_grad[0] else None
+        gw, gb = np.empty((n, depth, 3, 3, 3, 3), dtype), np.empty((n, depth, 3), dtype)
+        unused = np.empty((1, 3, 1, 1), dtype)
+        _threads().stack_backward(_np(gy.contiguous()), _np(maps), _np(y), _np(w),
+                                  _np(gx) if gx is not None else unused, gx is not None, gw, gb, ctx.win)
+        return gx, _sum_parts(gw), _sum_parts(gb), None
 
 
 def conv3x3_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -267,18 +186,49 @@ def conv3x3_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return _forward(x.detach().contiguous(), weight.detach().contiguous(), bias.detach())
 
 
-def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor],
-                       biases: Sequence[torch.Tensor]) -> torch.Tensor:
-    """:func:`conv3x3_relu_forward` through L layers in turn, each image through all of them at once.
+def _no_taps(dtype: torch.dtype) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The kernels' taps arguments when no layer's map is to be tapped: a placeholder and no windows."""
+    return np.empty((1, 1, 3, 1, 1), torch.empty(0, dtype=dtype).numpy().dtype), _windows((0, 0), None)
+
+
+def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                       pool: tuple[int, int] | None = None,
+                       taps: tuple[int, int] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`conv3x3_relu` through L layers in turn, each image through all of them at once.
 
     x (N, 3, H, W); ``weights`` L tensors (3, 3, 3, 3) and ``biases`` L tensors (3,), in layer
     order; returns (N, 3, H, W), NCHW-contiguous, equal bit for bit to L calls of
-    :func:`conv3x3_relu_forward`. No autograd graph, and no inner map leaves the kernel: for
-    passes under ``no_grad`` that need only the last layer's output.
+    :func:`conv3x3_relu_forward`. No inner map leaves the kernel. ``pool`` (OH, OW): the last
+    map is average-pooled as ``nn.AdaptiveAvgPool2d((OH, OW))`` does (to float rounding) before
+    it leaves, and the result is (N, 3, OH, OW).
+
+    ``taps`` (TH, TW), in passes without gradients only: every layer's map is also pooled so
+    (activation capture without a round trip of each map through memory), and the result is
+    (output, taps (N, L, 3, TH, TW)); (H, W) taps the maps whole.
+
+    Differentiable where grad mode is on and an input requires it: the forward pass then keeps
+    each layer's input for the backward pass, which runs image by image through all layers too
+    (the pooling's gradient, the ReLU masks, the data gradient and the weight and bias sums
+    from one read of each map); the gradients match torch's layers to float rounding.
+    Otherwise no autograd graph.
     """
+    w = torch.stack(list(weights))  # (L, 3, 3, 3, 3)
+    b = torch.stack(list(biases))  # (L, 3)
+    pool = None if pool is None else (int(pool[0]), int(pool[1]))
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
+        if taps is not None:
+            raise ValueError("conv3x3_relu_stack: taps are for passes without gradients (torch.no_grad)")
+        return _Conv3x3ReLUStack.apply(x, w, b, pool)
     x = x.detach().contiguous()
-    w = torch.stack([t.detach() for t in weights])  # (L, 3, 3, 3, 3)
-    b = torch.stack([t.detach() for t in biases])  # (L, 3)
-    y = torch.empty_like(x)
-    _threads().conv_stack(_np(x), _np(w), _np(b), _np(y))
-    return y
+    y = x.new_empty((x.shape[0], 3, *pool) if pool is not None else x.shape)
+    unused = np.empty((1, 1, 3, 1, 1), _np(x).dtype)
+    if taps is None:
+        tapped, twin = _no_taps(x.dtype)
+    else:
+        taps = (int(taps[0]), int(taps[1]))
+        tapped = x.new_empty((x.shape[0], w.shape[0], 3, *taps))
+        twin = _windows(tuple(x.shape[-2:]), taps)
+    _threads().conv_stack(_np(x), _np(w.detach().contiguous()), _np(b.detach().contiguous()), _np(y),
+                          unused, False, _windows(tuple(x.shape[-2:]), pool),
+                          tapped if taps is None else _np(tapped), twin)
+    return y if taps is None else (y, tapped)

@@ -5,7 +5,9 @@ metrics, snapshot artifacts and figures use.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -81,6 +83,34 @@ class DenseVGG(nn.Module):
         self.drop2 = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, num_classes)
         self.conv_kernel = "auto"  # or "dsc", "torch": who runs the convs (uses_conv3)
+        self._tap: tuple[int | None, Callable[[str, torch.Tensor], None]] | None = None  # (tapping)
+
+    @contextlib.contextmanager
+    def tapping(self, grid: int | None, sink: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
+        """Within it, each forward pass hands every conv layer's post-ReLU maps to ``sink(name, maps)``.
+
+        ``maps`` (B, C, grid, grid) is the layer's output average-pooled as
+        ``adaptive_avg_pool2d(out, grid)``, or the whole map where ``grid`` is None or not
+        narrower than the map. Under ``no_grad`` with :mod:`dsc.nn.conv3` the kernel pools the
+        maps while they are in cache (activation capture without hooks on the layers); other
+        passes pool torch's outputs.
+        """
+        self._tap = (grid, sink)
+        try:
+            yield
+        finally:
+            self._tap = None
+
+    def _tap_size(self, x: torch.Tensor) -> tuple[int, int]:
+        grid = self._tap[0]
+        return tuple(x.shape[-2:]) if grid is None or grid >= x.shape[-1] else (grid, grid)
+
+    def _give_taps(self, maps: list[torch.Tensor]) -> None:
+        """Pool each conv layer's map (in layer order) to the tap size and hand it to the sink."""
+        sink = self._tap[1]
+        for i, m in enumerate(maps, 1):
+            size = self._tap_size(m)
+            sink(f"conv{i}", m if size == tuple(m.shape[-2:]) else nn.functional.adaptive_avg_pool2d(m, size))
 
     def uses_conv3(self, device: torch.device, dtype: torch.dtype = torch.float32,
                    pixels: int = 128 * 128) -> bool:
@@ -111,15 +141,34 @@ class DenseVGG(nn.Module):
         return not torch.compiler.is_compiling() and not any(
             m._forward_hooks or m._forward_pre_hooks for m in self._convs())
 
-    def _conv3_stack(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv stack through :mod:`dsc.nn.conv3`: (B, 3, H, W) in, (B, 3, H, W) NCHW out."""
-        if torch.is_grad_enabled():
-            for conv in self._convs():
-                x = conv3.conv3x3_relu(x, conv.weight, conv.bias)
-            return x
+    def _pool_size(self, x: torch.Tensor) -> tuple[int, int]:
+        size = self.pool.output_size
+        oh, ow = size if isinstance(size, tuple) else (size, size)
+        return oh or x.shape[-2], ow or x.shape[-1]  # None keeps that side
+
+    def _conv3_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stack through :mod:`dsc.nn.conv3`, then the pooling: (B, 3, H, W) in, (B, 3, P, P) out.
+
+        Without hooks on the stack's layers (in training, :meth:`_runs_conv3` allows none) or on
+        the pooling, one kernel call runs all layers and the pooling, image by image, forward
+        and backward, and pools the maps :meth:`tapping` asks for. Hooked ReLUs (activation
+        capture by hooks) get each layer's map from a call per layer, and a hooked pooling its
+        input.
+        """
         layers = list(self.features)
-        if not any(m._forward_hooks or m._forward_pre_hooks for m in layers):
-            return conv3.conv3x3_relu_stack(x, [c.weight for c in layers[::2]], [c.bias for c in layers[::2]])
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in layers)
+        pool_hooked = bool(self.pool._forward_hooks or self.pool._forward_pre_hooks)
+        weights, biases = [c.weight for c in layers[::2]], [c.bias for c in layers[::2]]
+        if self._tap is not None and not torch.is_grad_enabled() and not hooked and not pool_hooked:
+            x, taps = conv3.conv3x3_relu_stack(x, weights, biases, pool=self._pool_size(x), taps=self._tap_size(x))
+            for i in range(taps.shape[1]):
+                self._tap[1](f"conv{i + 1}", taps[:, i])
+            return x
+        if self._tap is None and (torch.is_grad_enabled() or not hooked):
+            if pool_hooked:
+                return self.pool(conv3.conv3x3_relu_stack(x, weights, biases))
+            return conv3.conv3x3_relu_stack(x, weights, biases, pool=self._pool_size(x))
+        maps = []
         for conv, relu in zip(layers[::2], layers[1::2]):
             x = conv3.conv3x3_relu_forward(x, conv.weight, conv.bias)
             if relu._forward_hooks or relu._forward_pre_hooks:
@@ -127,11 +176,26 @@ class DenseVGG(nn.Module):
                 # capture), so that its hooks see what torch's layers give them: in place, its
                 # input is its output, and on a map that is already rectified it changes nothing.
                 x = relu(x)
+            maps.append(x)
+        if self._tap is not None:
+            self._give_taps(maps)
+        return self.pool(x)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv stack through torch's layers, tapped where :meth:`tapping` asks."""
+        if self._tap is None:
+            return self.features(x)
+        maps = []
+        for m in self.features:
+            x = m(x)
+            if isinstance(m, nn.ReLU):
+                maps.append(x)  # an in-place ReLU rewrote its conv's output, which nothing reuses
+        self._give_taps(maps)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._conv3_stack(x) if self._runs_conv3(x) else self.features(x)
-        x = self.flatten(self.pool(x))  # (B, filters * pool^2)
+        x = self._conv3_pooled(x) if self._runs_conv3(x) else self.pool(self._features(x))
+        x = self.flatten(x)  # (B, filters * pool^2)
         x = self.drop1(torch.relu(self.fc1(x)))  # (B, hidden)
         x = self.drop2(torch.relu(self.fc2(x)))  # (B, hidden)
         return self.out(x)  # (B, C)
