@@ -106,7 +106,7 @@ def main() -> None:
     bare_opt = make_optimizer(bare, cfg)
 
     with mlflow.start_run():
-        snaps = SnapshotLogger(ours, data, SnapshotConfig(), device)
+        snaps = SnapshotLogger(ours, data, SnapshotConfig(), device, defer_metrics=True)  # as dsc train
         # as `dsc train` records: the optimizer state every --state-every epochs
         logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
         # the arm without snapshots logs epochs from BARE on, so that the two never share a step

@@ -30,6 +30,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.groups`         runs grouped by a param: means, t intervals, mean curves, Spearman trends
   `core.snapshot`       the per-epoch snapshot: computed from arrays, one .npz per epoch
   `core.atomic`         atomic file writes
+  `core.zips`           zip archives written with their entries deflated on two threads
   `core.jsonsafe`       plain-JSON conversion of results
 `data`              datasets:
   `data.base`           the in-memory ImageSet every source produces

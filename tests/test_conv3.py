@@ -269,6 +269,23 @@ def test_the_stack_taps_every_layers_map_pooled(taps):
         conv3.conv3x3_relu_stack(x, weights, biases, taps=taps)
 
 
+def test_a_grey_image_expanded_to_three_channels_is_read_without_the_copy():
+    """A channel-stride-0 view (grey images replicated) gives what its materialised copy gives."""
+    x, weights, biases = _stack_inputs((3, 1, 11, 9), torch.float32, depth=3, seed=12)
+    view, copy = x.detach().expand(-1, 3, -1, -1), x.detach().expand(-1, 3, -1, -1).contiguous()
+    assert view.stride(1) == 0
+    with torch.no_grad():
+        for pool in (None, (4, 3)):
+            assert torch.equal(conv3.conv3x3_relu_stack(view, weights, biases, pool=pool),
+                               conv3.conv3x3_relu_stack(copy, weights, biases, pool=pool))
+    gp = torch.randn(3, 3, 4, 3)
+    a, b = ((y := conv3.conv3x3_relu_stack(t, weights, biases, pool=(4, 3)),
+             *torch.autograd.grad(y, weights + biases, gp)) for t in (view, copy))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))  # values, weight and bias gradients
+    with pytest.raises(ValueError, match="3 channels"):
+        conv3.conv3x3_relu_stack(x.detach(), weights, biases)
+
+
 def test_pool_windows_are_adaptive_poolings():
     for size, out in [(128, 20), (7, 3), (5, 9), (1, 1), (10, 10)]:
         start, end, first, last = conv3.pool_windows(size, out)

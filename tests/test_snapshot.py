@@ -96,6 +96,25 @@ def _fake_snapshot(epoch=3, n=40):
     return snapshot.compute(epoch, acts, layer_weights(model))
 
 
+def test_the_snapshot_is_the_same_on_one_thread_and_on_several():
+    """The parallel compute (one-thread BLAS per task) matches a serial one with the default BLAS."""
+    rng = np.random.default_rng(5)
+    torch.manual_seed(5)
+    model = DenseVGG(num_classes=5, hidden=300)  # fc1 300 x 1200: an eigensolver of some size
+    acts = {f"conv{i}": np.maximum(rng.normal(size=(60, 3, 4, 4)), 0).astype(np.float16) for i in range(1, 6)}
+    acts.update(fc1=rng.random((60, 300)).astype(np.float16), fc2=rng.random((60, 300)).astype(np.float16),
+                out=rng.standard_normal((60, 5)).astype(np.float16))
+    weights = layer_weights(model)
+    one, many = snapshot.compute(2, acts, weights, threads=1), snapshot.compute(2, acts, weights, threads=3)
+    assert one.layers == many.layers == list(weights) and one.phases == many.phases
+    for n in one.layers:
+        np.testing.assert_allclose(many.eigenvalues[n], one.eigenvalues[n], rtol=1e-5, atol=1e-7 * one.eigenvalues[n].max())
+    for k in snapshot.SPECTRAL_KEYS:
+        np.testing.assert_allclose(many.spectra[k], one.spectra[k], rtol=1e-4, equal_nan=True, err_msg=k)
+    np.testing.assert_allclose(many.cka, one.cka, rtol=1e-12)
+    assert many.corr == pytest.approx(one.corr, rel=1e-12)
+
+
 def test_snapshot_round_trip(tmp_path):
     snap = _fake_snapshot()
     back = snapshot.read(snapshot.write(snap, tmp_path))

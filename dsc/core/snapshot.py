@@ -12,9 +12,12 @@ as one ``.npz`` per epoch; :func:`read_dir` reads them back by epoch (``dsc.trac
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,19 +67,45 @@ class Snapshot:
         return out
 
 
-def compute(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> Snapshot:
-    """A snapshot from probe activations (n, ...) and weights by layer, in weight order."""
+def compute(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
+            threads: int = 2) -> Snapshot:
+    """A snapshot from probe activations (n, ...) and weights by layer, in weight order.
+
+    The layers' spectra (largest weights first), the CKA table and the successive
+    correlations are computed side by side on ``threads`` threads, each with a one-thread
+    BLAS: the eigensolvers and Gram matrices of these sizes gain less from a second BLAS
+    thread than from a second task (0.15 s against 0.23 s for the default run's snapshot on
+    2 cores). The results do not depend on ``threads``.
+    """
     layers = [n for n in weights if n in activations]
-    eigs = {n: esd(weights[n]) for n in layers}  # one decomposition per layer, reused below
-    specs = [spectrum_of_esd(eigs[n], *_esd_shape(weights[n])) for n in layers]
+
+    def spectrum(name: str) -> tuple[np.ndarray, dict]:
+        eig = esd(weights[name])  # one decomposition per layer, reused for its scalars
+        return eig, spectrum_of_esd(eig, *_esd_shape(weights[name]))
+
+    limit = _blas().limit(limits=1, user_api="blas") if threads > 1 else contextlib.nullcontext()
+    with limit, ThreadPoolExecutor(max(1, threads)) as pool:
+        cka = pool.submit(cka_matrix, {n: activations[n] for n in layers})  # rows in ``layers`` order
+        jobs = {n: pool.submit(spectrum, n) for n in sorted(layers, key=lambda n: -weights[n].size)}
+        corr = pool.submit(_successive, activations, layers)
+        done = {n: jobs[n].result() for n in layers}
+        _, cka_table = cka.result()
+        corr_pairs = corr.result()
+    eigs, specs = {n: done[n][0] for n in layers}, [done[n][1] for n in layers]
     spectra = {k: np.array([s[k] for s in specs], dtype=np.float64) for k in SPECTRAL_KEYS}
-    _, cka = cka_matrix({n: activations[n] for n in layers})  # rows in ``layers`` order
     return Snapshot(
         epoch=epoch, layers=layers, activations={n: activations[n] for n in layers},
         eigenvalues={n: e.astype(np.float32) for n, e in eigs.items()},
-        spectra=spectra, phases=[s["phase"] for s in specs], cka=cka,
-        corr=_successive(activations, layers),
+        spectra=spectra, phases=[s["phase"] for s in specs], cka=cka_table, corr=corr_pairs,
     )
+
+
+@functools.cache
+def _blas():
+    """threadpoolctl's view of the loaded BLAS libraries (found once: the search reads every library)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _esd_shape(W: np.ndarray) -> tuple[int, int]:

@@ -102,11 +102,17 @@ class Prepared:
         return self.imageset.classes
 
     def batch(self, idx: np.ndarray | torch.Tensor, device: torch.device,
-              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs (B, 3, H, W) and labels (B,) for the given indices, on ``device``."""
+              channels_last: bool = False, expanded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (B, 3, H, W) and labels (B,) for the given indices, on ``device``.
+
+        Grey images are replicated to 3 channels; with ``expanded`` as a view (channel stride 0,
+        which :mod:`dsc.nn.conv3` reads without the copy), otherwise in memory.
+        """
         xb = self.x[idx]
         if xb.shape[1] == 1:
-            xb = xb.expand(-1, 3, -1, -1)
+            xb = xb.to(device).expand(-1, 3, -1, -1)
+            if expanded:
+                return xb, self.y[idx].to(device)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return xb.to(device).contiguous(memory_format=fmt), self.y[idx].to(device)
 

@@ -122,8 +122,11 @@ class SnapshotLogger:
 
     def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
                  device: torch.device, prefix: str = "snapshots", run_id: str | None = None,
-                 logged: LoggedSteps | None = None) -> None:
+                 logged: LoggedSteps | None = None, defer_metrics: bool = False) -> None:
         self.cfg, self.prefix = cfg, prefix
+        # Training hands the snapshot's metrics on in the report, for the epoch logger's one batch
+        # (one store transaction an epoch instead of two).
+        self.defer_metrics = defer_metrics
         self.logged = logged or LoggedSteps()
         self.run_id = run_id or mlflow.active_run().info.run_id
         self.client = MlflowClient()
@@ -155,12 +158,16 @@ class SnapshotLogger:
         return self.capture.recording() if self.due(epoch) else contextlib.nullcontext()
 
     def __call__(self, report: EpochReport) -> None:
+        """Snapshot the reported epoch if due; with ``defer_metrics`` its metrics join ``report.metrics``."""
         if not self.due(report.epoch):
             return
         weights = layer_weights(report.model)
         snap = snapshot.compute(report.epoch, self.capture.take(self.rows), weights)
         self._upload(snapshot.write(snap, Path(self._tmp.name)))
-        log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
+        if self.defer_metrics:
+            report.metrics.update(snap.metrics())
+        else:
+            log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
         if self.pictures is not None:
             from dsc.jobs.pictures import epoch_pictures, log_pictures
 

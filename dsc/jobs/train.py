@@ -195,7 +195,8 @@ def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, log
     callbacks = [logger]
     val_context = None
     if snap_cfg.every > 0:
-        snaps = recorder.SnapshotLogger(model, data, snap_cfg, device, logged=logged)
+        # its metrics go out in the epoch logger's batch (the logger runs after it)
+        snaps = recorder.SnapshotLogger(model, data, snap_cfg, device, logged=logged, defer_metrics=True)
         callbacks.insert(0, snaps)
         val_context = snaps.context
     try:

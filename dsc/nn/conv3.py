@@ -141,13 +141,13 @@ class _Lease:
 class _Conv3x3ReLUStack(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weights, biases, pool):
-        x = x.contiguous()
+        x = _kernel_input(x)
         n, _, h, wd = x.shape
         w, b = weights.detach().contiguous(), biases.detach().contiguous()
         win = _windows((h, wd), pool)
         # Each layer's padded input, and when pooling the last layer's padded output after them.
         ctx.maps = _Lease((n, w.shape[0] + (pool is not None), 3, h + 2, wd + 2), x.dtype)
-        y = x.new_empty((n, 3, *pool) if pool is not None else x.shape)
+        y = x.new_empty((n, 3, *(pool or (h, wd))))
         _threads().conv_stack(_np(x), _np(w), _np(b), _np(y), _np(ctx.maps.tensor), True, win,
                               *_no_taps(x.dtype))
         ctx.win = win
@@ -186,6 +186,17 @@ def conv3x3_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return _forward(x.detach().contiguous(), weight.detach().contiguous(), bias.detach())
 
 
+def _replicated(x: torch.Tensor) -> bool:
+    """Whether x (N, 3, H, W) is one channel expanded to three (channel stride 0, as grey images are)."""
+    return x.dim() == 4 and x.shape[1] == 3 and x.stride(1) == 0
+
+
+def _kernel_input(x: torch.Tensor) -> torch.Tensor:
+    """x as the kernels read it: NCHW-contiguous, or its one channel (N, 1, H, W) where it is replicated."""
+    # select + unsqueeze: x[:, :1] would keep the channel stride 0, which numba misreads
+    return x.select(1, 0).contiguous().unsqueeze(1) if _replicated(x) else x.contiguous()
+
+
 def _no_taps(dtype: torch.dtype) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The kernels' taps arguments when no layer's map is to be tapped: a placeholder and no windows."""
     return np.empty((1, 1, 3, 1, 1), torch.empty(0, dtype=dtype).numpy().dtype), _windows((0, 0), None)
@@ -215,12 +226,14 @@ def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor], biases:
     w = torch.stack(list(weights))  # (L, 3, 3, 3, 3)
     b = torch.stack(list(biases))  # (L, 3)
     pool = None if pool is None else (int(pool[0]), int(pool[1]))
+    if not _replicated(x) and x.shape[1] != 3:
+        raise ValueError(f"conv3x3_relu_stack: x must have 3 channels, got shape {tuple(x.shape)}")
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
         if taps is not None:
             raise ValueError("conv3x3_relu_stack: taps are for passes without gradients (torch.no_grad)")
         return _Conv3x3ReLUStack.apply(x, w, b, pool)
-    x = x.detach().contiguous()
-    y = x.new_empty((x.shape[0], 3, *pool) if pool is not None else x.shape)
+    x = _kernel_input(x.detach())
+    y = x.new_empty((x.shape[0], 3, *(pool or x.shape[-2:])))
     unused = np.empty((1, 1, 3, 1, 1), _np(x).dtype)
     if taps is None:
         tapped, twin = _no_taps(x.dtype)

@@ -120,12 +120,12 @@ def _zero_border(m):  # pragma: no cover - compiled
 
 
 def _pad_into(x, m):  # pragma: no cover - compiled
-    """The padded map m (3, H + 2, W + 2) of x (3, H, W)."""
-    _, h, wd = x.shape
+    """The padded map m (3, H + 2, W + 2) of x (3, H, W), or of x (1, H, W) replicated to 3 channels."""
+    ch, h, wd = x.shape
     _zero_border(m)
     for c in range(3):
         for y in range(h):
-            m[c, y + 1, 1:wd + 1] = x[c, y]
+            m[c, y + 1, 1:wd + 1] = x[c if ch == 3 else 0, y]
 
 
 def _mask_into(gy, y, m):  # pragma: no cover - compiled

@@ -86,7 +86,7 @@ def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.de
         step = micro_batch_size(cfg, shape, device, batch=cfg.eval_batch_size)
     channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
     for start in range(0, len(idx), step):
-        xb, yb = data.batch(idx[start:start + step], device, channels_last)
+        xb, yb = data.batch(idx[start:start + step], device, channels_last, expanded=fused)
         logits = model(xb)
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         preds.append(logits.argmax(1).cpu())
@@ -226,7 +226,7 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
         idx = order[start:start + cfg.batch_size]
         optimizer.zero_grad(set_to_none=True)
         for part in idx.split(chunk):
-            xb, yb = data.batch(part, device, channels_last)
+            xb, yb = data.batch(part, device, channels_last, expanded=fused)
             loss = nn.functional.cross_entropy(model(xb), yb, reduction="sum") / len(idx)
             _check_finite(loss, epoch, step, cfg)
             loss.backward()

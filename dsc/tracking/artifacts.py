@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import zipfile
-import zlib
 from pathlib import Path
 
 import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 
+from dsc.core.zips import write_zip
 from dsc.errors import TrackingError
 from dsc.tracking.store import require_run
 
@@ -56,28 +56,18 @@ def full_epochs(run: mlflow.entities.Run) -> list[int] | None:
     return None if value is None else sorted(int(e) for e in value.split(",") if e)
 
 
-def _compresses(data: bytes) -> bool:
-    """Whether deflating ``data`` pays: its first 64 KiB shrink by a tenth at level 1.
-
-    Post-ReLU activations (mostly zeros) shrink several-fold; trained float32 weights by
-    under a tenth, for most of a checkpoint's write time, so those are stored.
-    """
-    sample = data[: 1 << 16]
-    return len(sample) < 4096 or len(zlib.compress(sample, 1)) < 0.9 * len(sample)
-
-
 def deflate(path: Path) -> Path:
     """Rewrite the zip file ``path`` (a torch checkpoint, an ``.npz``) with the entries that compress deflated.
 
     ``torch.load`` and ``np.load`` read deflated entries as they read stored ones. Level 1:
-    most of the size gain for a fraction of the time; entries that barely compress are stored.
+    most of the size gain for a fraction of the time; entries that barely compress are stored
+    (:func:`dsc.core.zips.compresses`). The entries are deflated on two threads.
     """
     packed = path.with_name(path.name + ".deflated")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            dst.writestr(info.filename, data,
-                         compress_type=zipfile.ZIP_DEFLATED if _compresses(data) else zipfile.ZIP_STORED)
+    with zipfile.ZipFile(path) as src:
+        entries = [(info.filename, src.read(info)) for info in src.infolist()]
+    with open(packed, "wb") as f:
+        write_zip(f, entries)
     os.replace(packed, path)
     return path
 

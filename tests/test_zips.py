@@ -1,0 +1,67 @@
+"""dsc.core.zips: zip archives written by hand, read back by zipfile, NumPy and torch."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from dsc.core import zips
+
+
+def _entries():
+    rng = np.random.default_rng(3)
+    return [("zeros.bin", bytes(200_000)),  # deflates
+            ("noise.bin", rng.bytes(100_000)),  # does not: stored
+            ("tiny", b"x"),
+            ("empty", b""),
+            ("dir/naïve-ñame.txt", "text ✓".encode() * 500)]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_what_zipfile_reads_back_is_what_was_written(threads):
+    buf = io.BytesIO()
+    zips.write_zip(buf, _entries(), threads=threads)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        assert z.testzip() is None  # every CRC checks
+        assert [i.filename for i in z.infolist()] == [n for n, _ in _entries()]
+        assert all(z.read(n) == d for n, d in _entries())
+        kinds = {i.filename: i.compress_type for i in z.infolist()}
+        sizes = {i.filename: i.compress_size for i in z.infolist()}
+    assert kinds["zeros.bin"] == zipfile.ZIP_DEFLATED and sizes["zeros.bin"] < 2000
+    assert kinds["noise.bin"] == zipfile.ZIP_STORED and sizes["noise.bin"] == 100_000
+
+
+def test_the_thread_count_changes_no_byte_but_the_clock():
+    archives = []
+    for threads in (1, 2):
+        buf = io.BytesIO()
+        zips.write_zip(buf, _entries(), threads=threads)
+        with zipfile.ZipFile(buf) as z:
+            archives.append([(i.filename, i.CRC, i.compress_size, i.header_offset) for i in z.infolist()])
+    assert archives[0] == archives[1]
+
+
+def test_npz_and_torch_archives_load_after_the_rewrite(tmp_path):
+    from dsc.tracking import deflate
+
+    arrays = {"a": np.arange(10_000, dtype=np.float16).reshape(100, 100), "b": np.array(["x", "yz"])}
+    np.savez(tmp_path / "s.npz", **arrays)
+    with np.load(deflate(tmp_path / "s.npz")) as back:
+        assert all(np.array_equal(back[k], v) for k, v in arrays.items())
+    state = {"w": torch.randn(64, 64), "z": torch.zeros(1000), "meta": [1, "two"]}
+    torch.save(state, tmp_path / "c.pt")
+    loaded = torch.load(deflate(tmp_path / "c.pt"), weights_only=True)
+    assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["z"], state["z"])
+    assert loaded["meta"] == [1, "two"]
+
+
+def test_an_archive_past_the_plain_format_is_left_to_zipfile(monkeypatch):
+    monkeypatch.setattr(zips, "_LIMIT", 1000)  # as if the entries needed zip64
+    buf = io.BytesIO()
+    zips.write_zip(buf, _entries())
+    with zipfile.ZipFile(buf) as z:
+        assert z.testzip() is None and all(z.read(n) == d for n, d in _entries())
+        assert z.getinfo("noise.bin").compress_type == zipfile.ZIP_STORED
