@@ -124,8 +124,11 @@ def _pad_into(x, m):  # pragma: no cover - compiled
     ch, h, wd = x.shape
     _zero_border(m)
     for c in range(3):
+        src = x[c if ch == 3 else 0]
         for y in range(h):
-            m[c, y + 1, 1:wd + 1] = x[c if ch == 3 else 0, y]
+            row, out = src[y], m[c, y + 1]
+            for i in range(wd):
+                out[i + 1] = row[i]
 
 
 def _mask_into(gy, y, m):  # pragma: no cover - compiled
@@ -202,27 +205,26 @@ def _pool_image(m, off, pooled, win):  # pragma: no cover - compiled
 
     ``off`` 1 reads a padded map's interior, 0 a plain map. ``win`` = (row starts, row ends,
     column starts, column ends, ...) of the windows, as ``nn.AdaptiveAvgPool2d`` sets them
-    (``dsc.nn.conv3.pool_windows``).
+    (``dsc.nn.conv3.pool_windows``). Each window row's sum over its rows is one vector
+    pass per row; the column windows then sum a few values each.
     """
     ys, ye, xs, xe = win[0], win[1], win[2], win[3]
     oh, ow = ys.shape[0], xs.shape[0]
     _, h2, w2 = m.shape
-    h, wd = h2 - 2 * off, w2 - 2 * off
+    wd = w2 - 2 * off
     zero = np.zeros(1, m.dtype)[0]
-    col = np.empty((h, ow), m.dtype)  # each row's sums over the column windows
+    rows = np.empty(wd, m.dtype)  # one window row's sums over its rows, by column
     for c in range(3):
-        for y in range(h):
-            row = m[c, y + off, off:wd + off]
-            for j in range(ow):
-                t = zero
-                for i in range(xs[j], xe[j]):
-                    t += row[i]
-                col[y, j] = t
         for i in range(oh):
+            rows[:] = zero
+            for y in range(ys[i], ye[i]):
+                row = m[c, y + off, off:off + wd]
+                for k in range(wd):
+                    rows[k] += row[k]
             for j in range(ow):
                 t = zero
-                for y in range(ys[i], ye[i]):
-                    t += col[y, j]
+                for k in range(xs[j], xe[j]):
+                    t += rows[k]
                 pooled[c, i, j] = t / ((ye[i] - ys[i]) * (xe[j] - xs[j]))
 
 
@@ -230,32 +232,34 @@ def _unpool_masked(gp, m, g, win):  # pragma: no cover - compiled
     """The padded map g of the pooling's gradient (from gp (3, OH, OW)) through the ReLU mask of m.
 
     g[c, 1 + y, 1 + i] = 0 where m's interior is <= 0, else the sum of gp / window area over
-    the windows that hold (y, i); ``win[4:8]`` give, per row and per column, the range of
-    windows that hold it.
+    the windows that hold (y, i); ``win[4:6]`` give, per row, the range of window rows that
+    hold it. Each window row's gradient is spread over the columns once; a map row is then
+    the sum of one or two of those, masked, in vector passes.
     """
-    ys, ye, xs, xe, ilo, ihi, jlo, jhi = win
+    ys, ye, xs, xe, ilo, ihi = win[0], win[1], win[2], win[3], win[4], win[5]
     oh, ow = ys.shape[0], xs.shape[0]
     _, h2, w2 = m.shape
     h, wd = h2 - 2, w2 - 2
     zero = np.zeros(1, m.dtype)[0]
-    share = np.empty((oh, ow), m.dtype)
-    row_g = np.empty(ow, m.dtype)
+    spread = np.empty((oh, wd), m.dtype)  # window row i's gradient at each column
+    acc = np.empty(wd, m.dtype)
     _zero_border(g)
     for c in range(3):
         for i in range(oh):
+            spread[i, :] = zero
             for j in range(ow):
-                share[i, j] = gp[c, i, j] / ((ye[i] - ys[i]) * (xe[j] - xs[j]))
+                share = gp[c, i, j] / ((ye[i] - ys[i]) * (xe[j] - xs[j]))
+                for k in range(xs[j], xe[j]):
+                    spread[i, k] += share
         for y in range(h):
-            row_g[:] = zero
-            for i in range(ilo[y], ihi[y]):
-                for j in range(ow):
-                    row_g[j] += share[i, j]
+            acc[:] = spread[ilo[y]]
+            for i in range(ilo[y] + 1, ihi[y]):
+                row = spread[i]
+                for k in range(wd):
+                    acc[k] += row[k]
             mask, out = m[c, y + 1, 1:wd + 1], g[c, y + 1, 1:wd + 1]
-            for i in range(wd):
-                t = zero
-                for j in range(jlo[i], jhi[i]):
-                    t += row_g[j]
-                out[i] = 0 if mask[i] <= 0 else t
+            for k in range(wd):
+                out[k] = 0 if mask[k] <= 0 else acc[k]
 
 
 def _stack_image(x, w, b, out, maps, keep, win, taps, twin):  # pragma: no cover - compiled
