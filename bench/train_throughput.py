@@ -5,8 +5,8 @@ batch 32, the same network built from torch's stock layers (``StockVGG``), no
 memory-format or threading tricks, and the same optimizer as ours (the project default, Adam
 at lr 1e-4, in torch's default implementation), so that the two differ only in how the loop
 runs. Ours is ``dsc.nn.train.train_one_epoch`` with the project defaults: the convolutions
-through ``dsc.nn.conv3`` (one pass of 32 per step), the matmul pooling of
-``dsc.nn.model.GridAvgPool2d`` and fused Adam. Both start from the same weights. The arms
+and the pooling after them through ``dsc.nn.conv3`` (one kernel call per pass of 32, forward
+and backward) and fused Adam. Both start from the same weights. The arms
 alternate in short rounds (``--round`` images each) and the medians are compared, which
 cancels the slow drift of a shared machine. Prints images per second of each and their ratio.
 
