@@ -129,8 +129,10 @@ class _Lease:
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         self.key = (tuple(shape), dtype)
-        free = self._free.get(self.key)
-        self.tensor = free.pop() if free else torch.empty(shape, dtype=dtype)
+        try:
+            self.tensor = self._free.get(self.key, []).pop()
+        except IndexError:  # none free (or another thread took the last one)
+            self.tensor = torch.empty(shape, dtype=dtype)
 
     def __del__(self) -> None:
         free = self._free.setdefault(self.key, [])
