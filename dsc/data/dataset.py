@@ -108,13 +108,13 @@ class Prepared:
         Grey images are replicated to 3 channels; with ``expanded`` as a view (channel stride 0,
         which :mod:`dsc.nn.conv3` reads without the copy), otherwise in memory.
         """
-        xb = self.x[idx]
+        xb, yb = self.x[idx].to(device), self.y[idx].to(device)
         if xb.shape[1] == 1:
-            xb = xb.to(device).expand(-1, 3, -1, -1)
+            xb = xb.expand(-1, 3, -1, -1)
             if expanded:
-                return xb, self.y[idx].to(device)
+                return xb, yb
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        return xb.to(device).contiguous(memory_format=fmt), self.y[idx].to(device)
+        return xb.contiguous(memory_format=fmt), yb
 
 
 def prepare(imageset: ImageSet, cfg: DataConfig) -> Prepared:

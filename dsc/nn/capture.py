@@ -90,7 +90,7 @@ class ActivationCapture:
         # A model that taps its own conv maps (DenseVGG: pooled inside dsc.nn.conv3's kernel, with
         # no map leaving the cache) records them, where every conv is captured at one grid.
         convs = [n for n in named_layers(model) if n.startswith("conv")]
-        self.tapped = (hasattr(model, "tapping") and convs and all(n in grids for n in convs)
+        self.tapped = bool(hasattr(model, "tapping") and convs and all(n in grids for n in convs)
                        and len({grids[n] for n in convs}) == 1)
         self.tap_grid = grids[convs[0]] if self.tapped else None
 

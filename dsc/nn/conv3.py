@@ -105,12 +105,13 @@ def pool_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _windows(shape: tuple[int, int], pool: tuple[int, int] | None) -> tuple[np.ndarray, ...]:
-    """The kernels' pooling argument for maps of ``shape`` (H, W): eight index arrays, empty for none."""
+    """The kernels' pooling argument for maps of ``shape`` (H, W): (row starts, row ends, column
+    starts, column ends, each row's first and last + 1 window row), six index arrays, empty for none."""
     if pool is None:
-        return tuple(np.empty(0, np.int64) for _ in range(8))
+        return tuple(np.empty(0, np.int64) for _ in range(6))
     ys, ye, ilo, ihi = pool_windows(shape[0], pool[0])
-    xs, xe, jlo, jhi = pool_windows(shape[1], pool[1])
-    return ys, ye, xs, xe, ilo, ihi, jlo, jhi
+    xs, xe, _, _ = pool_windows(shape[1], pool[1])
+    return ys, ye, xs, xe, ilo, ihi
 
 
 class _Lease:
@@ -151,7 +152,7 @@ class _Conv3x3ReLUStack(torch.autograd.Function):
         ctx.maps = _Lease((n, w.shape[0] + (pool is not None), 3, h + 2, wd + 2), x.dtype)
         y = x.new_empty((n, 3, *(pool or (h, wd))))
         _threads().conv_stack(_np(x), _np(w), _np(b), _np(y), _np(ctx.maps.tensor), True, win,
-                              *_no_taps(x.dtype))
+                              *_no_taps(_np(x).dtype))
         ctx.win = win
         ctx.save_for_backward(w, y)
         return y
@@ -199,9 +200,10 @@ def _kernel_input(x: torch.Tensor) -> torch.Tensor:
     return x.select(1, 0).contiguous().unsqueeze(1) if _replicated(x) else x.contiguous()
 
 
-def _no_taps(dtype: torch.dtype) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The kernels' taps arguments when no layer's map is to be tapped: a placeholder and no windows."""
-    return np.empty((1, 1, 3, 1, 1), torch.empty(0, dtype=dtype).numpy().dtype), _windows((0, 0), None)
+def _no_taps(dtype: np.dtype) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The kernels' taps arguments when no layer's map is to be tapped: a one-image placeholder
+    (which also stands for the kept maps of a pass without a graph) and no windows."""
+    return np.empty((1, 1, 3, 1, 1), dtype), _windows((0, 0), None)
 
 
 def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
@@ -236,14 +238,13 @@ def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor], biases:
         return _Conv3x3ReLUStack.apply(x, w, b, pool)
     x = _kernel_input(x.detach())
     y = x.new_empty((x.shape[0], 3, *(pool or x.shape[-2:])))
-    unused = np.empty((1, 1, 3, 1, 1), _np(x).dtype)
-    if taps is None:
-        tapped, twin = _no_taps(x.dtype)
-    else:
+    unused, twin = _no_taps(_np(x).dtype)
+    tapped = None
+    if taps is not None:
         taps = (int(taps[0]), int(taps[1]))
         tapped = x.new_empty((x.shape[0], w.shape[0], 3, *taps))
         twin = _windows(tuple(x.shape[-2:]), taps)
     _threads().conv_stack(_np(x), _np(w.detach().contiguous()), _np(b.detach().contiguous()), _np(y),
                           unused, False, _windows(tuple(x.shape[-2:]), pool),
-                          tapped if taps is None else _np(tapped), twin)
-    return y if taps is None else (y, tapped)
+                          unused if tapped is None else _np(tapped), twin)
+    return y if tapped is None else (y, tapped)

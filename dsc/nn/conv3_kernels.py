@@ -236,7 +236,7 @@ def _unpool_masked(gp, m, g, win):  # pragma: no cover - compiled
     hold it. Each window row's gradient is spread over the columns once; a map row is then
     the sum of one or two of those, masked, in vector passes.
     """
-    ys, ye, xs, xe, ilo, ihi = win[0], win[1], win[2], win[3], win[4], win[5]
+    ys, ye, xs, xe, ilo, ihi = win
     oh, ow = ys.shape[0], xs.shape[0]
     _, h2, w2 = m.shape
     h, wd = h2 - 2, w2 - 2

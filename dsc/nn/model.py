@@ -176,7 +176,8 @@ class DenseVGG(nn.Module):
                 # capture), so that its hooks see what torch's layers give them: in place, its
                 # input is its output, and on a map that is already rectified it changes nothing.
                 x = relu(x)
-            maps.append(x)
+            if self._tap is not None:
+                maps.append(x)
         if self._tap is not None:
             self._give_taps(maps)
         return self.pool(x)
