@@ -31,6 +31,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.snapshot`       the per-epoch snapshot: computed from arrays, one .npz per epoch
   `core.atomic`         atomic file writes
   `core.zips`           zip archives written with their entries deflated on two threads
+  `core.lapack`         BLAS ssyrk and LAPACK ssyevr called without holding the GIL
   `core.jsonsafe`       plain-JSON conversion of results
 `data`              datasets:
   `data.base`           the in-memory ImageSet every source produces

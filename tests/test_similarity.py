@@ -141,3 +141,23 @@ def test_successive_correlation():
         similarity.successive_correlation(acts, ["conv3", "fc"])
     with pytest.raises(ValueError, match="no activations"):
         similarity.successive_correlation(acts, ["conv1", "conv9"])
+
+
+def test_the_two_halves_give_the_pairwise_formula():
+    """`unit_gram` + `cka_of_units` equal the Gram form <K, L> / (|K| |L|), pair by pair."""
+    rng = np.random.default_rng(9)
+    acts = [rng.standard_normal((30, 7)), np.maximum(rng.standard_normal((30, 2, 4, 4)), 0),
+            np.full((30, 3), 2.0), rng.standard_normal((30, 50)).astype(np.float16)]
+    units = [similarity.unit_gram(a) for a in acts]
+    assert units[2] is None  # constant over the probes
+    table = similarity.cka_of_units(units)
+    for i, a in enumerate(acts):
+        for j, b in enumerate(acts):
+            K, L = similarity._centred_gram(a.reshape(30, -1)), similarity._centred_gram(b.reshape(30, -1))
+            expect = similarity._gram_cka(K, L)
+            if np.isnan(expect):
+                assert np.isnan(table[i, j])
+            else:
+                assert table[i, j] == pytest.approx(expect, rel=1e-12)
+    np.testing.assert_array_equal(table, table.T)
+    assert np.isnan(similarity.cka_of_units([None, None])).all()

@@ -1,4 +1,5 @@
 import math
+import zipfile
 
 import mlflow
 import numpy as np
@@ -213,3 +214,28 @@ def test_default_snapshot_fits_four_megabytes(tmp_path):
     path = snapshot.write(snapshot.compute(0, acts, layer_weights(model)), tmp_path)
     assert path.stat().st_size <= 4e6
     assert math.isfinite(path.stat().st_size)
+
+
+def test_record_writes_what_compute_and_write_do(tmp_path):
+    """`record` (entries packed beside the computations) = `compute` + `write`, entry by entry."""
+    rng = np.random.default_rng(4)
+    torch.manual_seed(4)
+    weights = layer_weights(DenseVGG(num_classes=4, hidden=32))
+    acts = {f"conv{i}": np.maximum(rng.normal(size=(40, 3, 6, 6)), 0).astype(np.float16) for i in range(1, 6)}
+    acts.update(fc1=np.maximum(rng.normal(size=(40, 32)), 0).astype(np.float16),
+                fc2=np.maximum(rng.normal(size=(40, 32)), 0).astype(np.float16),
+                out=rng.standard_normal((40, 4)).astype(np.float16))
+    (tmp_path / "ref").mkdir()
+    ref = snapshot.write(snapshot.compute(4, acts, weights), tmp_path / "ref")
+    rec, path = snapshot.record(4, acts, weights, tmp_path)
+    assert path == tmp_path / "epoch_0004.npz" and rec.layers == list(weights)
+    with zipfile.ZipFile(ref) as za, zipfile.ZipFile(path) as zb:
+        assert za.testzip() is None and zb.testzip() is None
+        assert za.namelist() == zb.namelist()
+        assert all(za.read(n) == zb.read(n) for n in za.namelist())
+        kinds = {i.filename: i.compress_type for i in zb.infolist()}
+    assert kinds["act__conv1.npy"] == zipfile.ZIP_DEFLATED  # half zeros: deflated
+    back = snapshot.read(path)
+    for n in rec.layers:
+        np.testing.assert_array_equal(back.activations[n], acts[n])
+    np.testing.assert_array_equal(back.cka, rec.cka.astype(np.float32))

@@ -65,3 +65,19 @@ def test_an_archive_past_the_plain_format_is_left_to_zipfile(monkeypatch):
     with zipfile.ZipFile(buf) as z:
         assert z.testzip() is None and all(z.read(n) == d for n, d in _entries())
         assert z.getinfo("noise.bin").compress_type == zipfile.ZIP_STORED
+
+
+def test_run_length_packing_reads_back_and_beats_level_one_on_sparse_halves():
+    """``zlib.Z_RLE`` entries are plain deflate: zipfile and np.load read them."""
+    import zlib
+
+    rng = np.random.default_rng(7)
+    acts = np.maximum(rng.normal(size=(200, 1024)), 0).astype(np.float16)  # half zeros, as after a ReLU
+    data = acts.tobytes()
+    rle, plain = zips.pack(data, strategy=zlib.Z_RLE), zips.pack(data)
+    assert rle.method == plain.method == zipfile.ZIP_DEFLATED
+    assert len(rle.payload) < len(plain.payload) < len(data)
+    buf = io.BytesIO()
+    zips.write_packed(buf, [("a.npy", rle), ("b.bin", zips.pack(b"x" * 10, strategy=zlib.Z_RLE))])
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        assert z.testzip() is None and z.read("a.npy") == data and z.read("b.bin") == b"x" * 10

@@ -1,7 +1,9 @@
 """How alike the representations of two layers are, over a fixed set of probe inputs.
 
 - `linear_cka`, `cka_matrix`: linear centred kernel alignment (Kornblith et al. 2019), invariant
-  to orthogonal transforms and isotropic scaling of either layer's units.
+  to orthogonal transforms and isotropic scaling of either layer's units; `unit_gram` and
+  `cka_of_units` are `cka_matrix`'s two halves, for callers that build the layers' Gram
+  matrices side by side.
 - `successive_correlation`, `pearson`: the paper's Fig. 17 measure, the Pearson correlation
   between the activations of successive layers of the same shape, over all probes and units.
 
@@ -65,8 +67,9 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
 def cka_matrix(acts: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
     """Linear CKA between every pair of layers.
 
-    Each layer's centred Gram matrix (n x n) is computed once and normalised, so the L x L
-    table costs L Gram matrices plus L^2 / 2 inner products.
+    Each layer's centred Gram matrix (n x n) is computed once and scaled to unit Frobenius
+    norm (`unit_gram`); the L x L table is then one product of the stacked matrices
+    (`cka_of_units`).
 
     Parameters
     ----------
@@ -86,18 +89,35 @@ def cka_matrix(acts: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
     sizes = {name: a.shape[0] for name, a in rows.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"every layer must hold the same probes (rows), got {sizes}")
-    units = []  # each Gram matrix scaled to unit Frobenius norm, or None if degenerate
-    for name in names:
-        K = _centred_gram(rows[name])
-        norm = np.linalg.norm(K) if K is not None else 0.0
-        units.append(K / norm if norm > 0 else None)
-    L = len(names)
-    out = np.full((L, L), np.nan)
-    for i in range(L):
-        for j in range(i, L):
-            if units[i] is not None and units[j] is not None:
-                out[i, j] = out[j, i] = np.vdot(units[i], units[j])
-    return names, out
+    return names, cka_of_units([unit_gram(rows[name], name) for name in names])
+
+
+def unit_gram(a: np.ndarray, name: str = "activations") -> np.ndarray | None:
+    """The centred Gram matrix (n x n, float64) of one layer's activations (n, ...), of unit
+    Frobenius norm; None when the layer is constant over the probes."""
+    K = _centred_gram(_as_rows(a, name))
+    if K is None:
+        return None
+    norm = np.linalg.norm(K)
+    if not norm > 0:
+        return None
+    K /= norm
+    return K
+
+
+def cka_of_units(units: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The (L, L) linear CKA table of L layers from their `unit_gram` matrices (NaN for None).
+
+    The inner products of every pair are one matrix product of the stacked, flattened Gram
+    matrices, instead of L^2 / 2 passes over n^2 entries each.
+    """
+    out = np.full((len(units), len(units)), np.nan)
+    live = [i for i, u in enumerate(units) if u is not None]
+    if live:
+        stacked = np.stack([units[i].ravel() for i in live])
+        out[np.ix_(live, live)] = stacked @ stacked.T
+        out[live, live] = 1.0  # exactly: each unit matrix against itself
+    return out
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

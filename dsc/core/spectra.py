@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import linalg
-from scipy.linalg import blas
 
+from dsc.core import lapack
 from dsc.core.mp import fit_mp, mp_density, mp_ks_distance
 
 # fit_mp and mp_density live in dsc.core.mp and are part of this module's interface too.
@@ -356,13 +355,9 @@ def _slice_evals(slices: np.ndarray, exp: int = 0) -> np.ndarray:
         parts = []
         for s in a:
             # ssyrk fills the upper triangle of a Fortran-ordered a a^T, without the copies
-            # (of a, and of the triangle) that ``s @ s.T`` costs.
-            gram = blas.ssyrk(1.0, s) if s.flags.f_contiguous else blas.ssyrk(1.0, s.T, trans=1)
-            parts.append(
-                linalg.eigvalsh(
-                    gram, lower=False, driver="evr", overwrite_a=True, check_finite=False
-                )
-            )
+            # (of a, and of the triangle) that ``s @ s.T`` costs; both calls release the GIL,
+            # so the layers of a snapshot are solved side by side (dsc.core.lapack).
+            parts.append(lapack.eigvalsh_upper(lapack.gram_upper(s)))
         evals = np.concatenate(parts)
     else:  # many small slices (conv kernels): one batched call beats a Python loop
         evals = np.linalg.eigvalsh(a @ a.transpose(0, 2, 1)).ravel()

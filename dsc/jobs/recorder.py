@@ -148,7 +148,8 @@ class SnapshotLogger:
         self._upload(probe)
 
     def _upload(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(deflate(path)), self.prefix)
+        """Log a snapshot file (written deflated by :mod:`dsc.core.snapshot`) and drop the local copy."""
+        self.client.log_artifact(self.run_id, str(path), self.prefix)
         path.unlink()
 
     def due(self, epoch: int) -> bool:
@@ -162,8 +163,8 @@ class SnapshotLogger:
         if not self.due(report.epoch):
             return
         weights = layer_weights(report.model)
-        snap = snapshot.compute(report.epoch, self.capture.take(self.rows), weights)
-        self._upload(snapshot.write(snap, Path(self._tmp.name)))
+        snap, path = snapshot.record(report.epoch, self.capture.take(self.rows), weights, self._tmp.name)
+        self._upload(path)
         if self.defer_metrics:
             report.metrics.update(snap.metrics())
         else:
