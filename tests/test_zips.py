@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -69,15 +70,25 @@ def test_an_archive_past_the_plain_format_is_left_to_zipfile(monkeypatch):
 
 def test_run_length_packing_reads_back_and_beats_level_one_on_sparse_halves():
     """``zlib.Z_RLE`` entries are plain deflate: zipfile and np.load read them."""
-    import zlib
-
     rng = np.random.default_rng(7)
     acts = np.maximum(rng.normal(size=(200, 1024)), 0).astype(np.float16)  # half zeros, as after a ReLU
     data = acts.tobytes()
-    rle, plain = zips.pack(data, strategy=zlib.Z_RLE), zips.pack(data)
+    rle, plain = zips.pack(data, lambda d: zlib.Z_RLE), zips.pack(data, lambda d: zlib.Z_DEFAULT_STRATEGY)
     assert rle.method == plain.method == zipfile.ZIP_DEFLATED
     assert len(rle.payload) < len(plain.payload) < len(data)
     buf = io.BytesIO()
-    zips.write_packed(buf, [("a.npy", rle), ("b.bin", zips.pack(b"x" * 10, strategy=zlib.Z_RLE))])
+    zips.write_packed(buf, [("a.npy", rle), ("b.bin", zips.pack(b"x" * 10))])
     with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
         assert z.testzip() is None and z.read("a.npy") == data and z.read("b.bin") == b"x" * 10
+
+
+def test_the_choice_stores_noise_and_takes_the_smaller_strategy():
+    rng = np.random.default_rng(8)
+    assert zips.choose(rng.bytes(100_000)) is None  # random bytes: nothing to gain
+    assert zips.choose(b"ab" * 50_000) == zlib.Z_DEFAULT_STRATEGY  # repeats: LZ77's matches win
+    # float32 normals: random mantissas, a peaked exponent byte; Huffman alone codes it as well
+    weights = rng.normal(scale=0.02, size=100_000).astype(np.float32).tobytes()
+    assert zips.choose(weights) == zlib.Z_HUFFMAN_ONLY
+    assert zips.choose(weights, gain=0.5) is None  # it saves far less than half
+    assert zips.choose(b"tiny") == zips.STRATEGIES[0]
+    assert zips.pack(weights).method == zipfile.ZIP_DEFLATED
