@@ -95,9 +95,10 @@ def record(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[s
 
     The activations' entries (most of the file) do not wait for the spectra: they are packed
     on the same ``threads`` threads, between the computations, so that the file is ready
-    about when the numbers are (0.115 s for the default run's snapshot on 2 cores, against
-    0.155 s for `compute` then `write`). The file is byte for byte what `write` makes of the
-    snapshot, except for the zip's time stamps.
+    about when the numbers are (medians for the default run's snapshot on 2 cores: 115-120 ms,
+    against 119-140 ms for `compute` then `write`, and 200-210 ms before the eigensolvers
+    released the GIL). The file is byte for byte what `write` makes of the snapshot, except
+    for the zip's time stamps.
     """
     with _workers(threads) as pool:
         early: dict[str, Future] = {}
@@ -132,10 +133,10 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
     probes = {n: len(activations[n]) for n in layers}
     if len(set(probes.values())) > 1:
         raise ValueError(f"every layer must hold the same probes (rows), got {probes}")
-    # Largest tasks first, so that the threads finish together; the two big eigensolvers
-    # (memory-bound: 40 ms alone, 53 ms side by side) each beside compute-bound work: the
-    # largest, then each layer's Gram matrix for the CKA table (rows in ``layers`` order), the
-    # second, the activations' entries if packed here, then the small rest.
+    # Largest tasks first, so that the threads finish together: the largest eigensolver (40 ms
+    # alone, 53-60 ms while the other core works), each layer's Gram matrix for the CKA table
+    # (rows in ``layers`` order), the second eigensolver, the activations' entries if packed
+    # here, then the small rest.
     by_size = sorted(layers, key=lambda n: -weights[n].size)
     jobs = {n: pool.submit(spectrum, n) for n in by_size[:1]}
     grams = [pool.submit(unit_gram, activations[n], n) for n in layers]
