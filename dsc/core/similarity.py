@@ -2,8 +2,8 @@
 
 - `linear_cka`, `cka_matrix`: linear centred kernel alignment (Kornblith et al. 2019), invariant
   to orthogonal transforms and isotropic scaling of either layer's units; `unit_gram` and
-  `cka_of_units` are `cka_matrix`'s two halves, for callers that build the layers' Gram
-  matrices side by side.
+  `cka_of_units` are `cka_matrix`'s two halves (`same_probes` its check on the layers), for
+  callers that build the layers' Gram matrices side by side.
 - `successive_correlation`, `pearson`: the paper's Fig. 17 measure, the Pearson correlation
   between the activations of successive layers of the same shape, over all probes and units.
 
@@ -86,16 +86,26 @@ def cka_matrix(acts: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
     if not names:
         raise ValueError("acts is empty: give at least one layer's activations")
     rows = {name: _as_rows(a, name) for name, a in acts.items()}
-    sizes = {name: a.shape[0] for name, a in rows.items()}
+    same_probes(rows)
+    return names, cka_of_units([_unit(rows[name]) for name in names])
+
+
+def same_probes(acts: Mapping[str, np.ndarray]) -> None:
+    """Raise ValueError unless every layer's activations hold the same number of probes (rows)."""
+    sizes = {name: len(a) for name, a in acts.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"every layer must hold the same probes (rows), got {sizes}")
-    return names, cka_of_units([unit_gram(rows[name], name) for name in names])
 
 
 def unit_gram(a: np.ndarray, name: str = "activations") -> np.ndarray | None:
     """The centred Gram matrix (n x n, float64) of one layer's activations (n, ...), of unit
     Frobenius norm; None when the layer is constant over the probes."""
-    K = _centred_gram(_as_rows(a, name))
+    return _unit(_as_rows(a, name))
+
+
+def _unit(rows: np.ndarray) -> np.ndarray | None:
+    """`unit_gram` of activations already checked and viewed as (n, p) by `_as_rows`."""
+    K = _centred_gram(rows)
     if K is None:
         return None
     norm = np.linalg.norm(K)

@@ -27,7 +27,12 @@ import numpy as np
 
 from dsc.core import zips
 from dsc.core.atomic import write_atomic
-from dsc.core.similarity import cka_of_units, successive_correlation, unit_gram
+from dsc.core.similarity import (
+    cka_of_units,
+    same_probes,
+    successive_correlation,
+    unit_gram,
+)
 from dsc.core.spectra import PHASES, esd, spectrum_of_esd
 from dsc.errors import TrackingError
 
@@ -42,7 +47,7 @@ EPOCH_FMT = "epoch_{:04d}.npz"
 # previous byte only) where it saves a tenth. On float16 activations it takes half of level 1's
 # time and, summed over a snapshot's layers, gives slightly smaller entries (1.71 MB against
 # 1.74 MB for the default run's, measured).
-_ACTIVATIONS = functools.partial(zips.choose, strategies=(zlib.Z_RLE,), gain=0.1)
+_ENTRIES = functools.partial(zips.choose, strategies=(zlib.Z_RLE,), gain=0.1)
 
 
 @dataclass
@@ -106,10 +111,6 @@ def record(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[s
         return snap, _write(snap, Path(directory), pool, early)
 
 
-def _layers(activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> list[str]:
-    return [n for n in weights if n in activations]
-
-
 @contextlib.contextmanager
 def _workers(threads: int) -> Iterator[ThreadPoolExecutor]:
     """``threads`` worker threads, each with a one-thread BLAS when there are several."""
@@ -124,15 +125,13 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
 
     With ``packed`` (a dict), the activations' file entries are queued too, into it.
     """
-    layers = _layers(activations, weights)
+    layers = [n for n in weights if n in activations]
 
     def spectrum(name: str) -> tuple[np.ndarray, dict]:
         eig = esd(weights[name])  # one decomposition per layer, reused for its scalars
         return eig, spectrum_of_esd(eig, *_esd_shape(weights[name]))
 
-    probes = {n: len(activations[n]) for n in layers}
-    if len(set(probes.values())) > 1:
-        raise ValueError(f"every layer must hold the same probes (rows), got {probes}")
+    same_probes({n: activations[n] for n in layers})
     # Largest tasks first, so that the threads finish together: the largest eigensolver (40 ms
     # alone, 53-60 ms while the other core works), each layer's Gram matrix for the CKA table
     # (rows in ``layers`` order), the second eigensolver, the activations' entries if packed
@@ -187,7 +186,7 @@ def _pack_array(a: np.ndarray) -> zips.Packed:
     """One ``.npy`` entry of an ``.npz``, as ``np.savez`` writes it, packed for the archive."""
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
-    return zips.pack(buf.getvalue(), _ACTIVATIONS)
+    return zips.pack(buf.getvalue(), _ENTRIES)
 
 
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray | Future]) -> None:
