@@ -45,7 +45,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from train_throughput import StockVGG, plain_epoch
 
 from dsc.data.dataset import load_imageset, prepare
-from dsc.jobs.recorder import EpochLogger, SnapshotLogger
+from dsc.jobs.checkpoints import EpochLogger
+from dsc.jobs.snapshots import SnapshotLogger
 from dsc.nn.model import DenseVGG
 from dsc.nn.train import (
     EpochReport,
@@ -118,7 +119,7 @@ def main() -> None:
     bare_opt = make_optimizer(bare, cfg)
 
     with mlflow.start_run():
-        snaps = SnapshotLogger(ours, data, SnapshotConfig(), device, defer_metrics=True)  # as dsc train
+        snaps = SnapshotLogger.for_data(ours, data, SnapshotConfig(), device, defer_metrics=True)  # as dsc train
         # as `dsc train` records: the optimizer state every --state-every epochs
         logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
         # the arm without snapshots logs epochs from BARE on, so that the two never share a step

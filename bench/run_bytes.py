@@ -27,7 +27,8 @@ import mlflow
 import torch
 
 from dsc.data.dataset import load_imageset, prepare
-from dsc.jobs.recorder import EpochLogger, SnapshotLogger
+from dsc.jobs.checkpoints import EpochLogger
+from dsc.jobs.snapshots import SnapshotLogger
 from dsc.nn.checkpoint import checkpoint_payload
 from dsc.nn.model import DenseVGG
 from dsc.nn.train import flush_denormals, keep_freed_memory, pick_device, train
@@ -71,7 +72,7 @@ def main() -> None:
     model = DenseVGG(num_classes=len(data.classes))
     with mlflow.start_run() as run:
         # images=True: the same pictures `dsc analyze` logs for each snapshot of a default run
-        snaps = SnapshotLogger(model, data, SnapshotConfig(images=True), pick_device(cfg.device))
+        snaps = SnapshotLogger.for_data(model, data, SnapshotConfig(images=True), pick_device(cfg.device))
         # last_epoch beyond 1: epoch 1 keeps a weights checkpoint, as most epochs of a default run
         logger = EpochLogger({}, last_epoch=EPOCHS, state_every=TrackConfig().state_every)
         full = {}

@@ -24,7 +24,7 @@ import mlflow
 import torch
 
 from dsc.data.dataset import load_imageset, prepare
-from dsc.jobs.recorder import SnapshotLogger
+from dsc.jobs.snapshots import SnapshotLogger
 from dsc.nn.model import DenseVGG
 from dsc.nn.train import (
     evaluate,
@@ -54,7 +54,7 @@ def main() -> None:
     callback: list[float] = []
 
     with mlflow.start_run() as run:
-        snaps = SnapshotLogger(model, data, SnapshotConfig(every=2), device)
+        snaps = SnapshotLogger.for_data(model, data, SnapshotConfig(every=2), device)
 
         def on_epoch(report) -> None:
             t0 = time.perf_counter()

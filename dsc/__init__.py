@@ -33,6 +33,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.zips`           zip archives written with their entries deflated on two threads
   `core.lapack`         BLAS ssyrk and LAPACK ssyevr called without holding the GIL
   `core.jsonsafe`       plain-JSON conversion of results
+  `core.scores`         a probe's logits as loss, accuracy, per-class recall and true-class probability
 `data`              datasets:
   `data.base`           the in-memory ImageSet every source produces
   `data.lights`         Yale B's 64 light directions and 9 poses
@@ -48,6 +49,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `nn.conv3`            DenseVGG's 3->3 channel 3x3 convolutions + ReLU (+ pooling) on CPU, for torch
   `nn.conv3_kernels`    their numba kernels: padded maps, image by image, forward and backward
   `nn.train`            the training loop, reporting each epoch to a callback
+  `nn.layers`           which modules of any model are recorded, by name (wrappers looked through)
+  `nn.probe`            the probe: labelled inputs passed through any model, leaving its training as it was
   `nn.capture`          activation hooks riding on the validation pass
   `nn.checkpoint`       what a checkpoint holds to continue exactly
   `nn.modes`            the model with layers cut to k singular modes, evaluated
@@ -79,7 +82,9 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `tracking.server`     a loopback mlflow server (and PostgreSQL) for tests and benches
 `jobs`              the entry points, each composing the layers below:
   `jobs.train`          a training run, and a stopped one resumed
-  `jobs.recorder`       what a training run records each epoch (metrics, checkpoints, snapshots)
+  `jobs.recorder`       the Recorder: every epoch of any model and loop recorded (``dsc train``'s too)
+  `jobs.checkpoints`    a run's checkpoints and metrics each epoch: weights, the best model, states
+  `jobs.snapshots`      a run's snapshot each epoch: activations, spectra, similarity, uploaded
   `jobs.snapshot`       snapshots recomputed from checkpoints
   `jobs.pictures`       each snapshot's pictures in the MLflow image grid, step = epoch
   `jobs.register`       any epoch's checkpoint registered as a model version
@@ -97,4 +102,20 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.sweep_members`  a sweep's grid checked and expanded, each member's run
   `jobs.sweep_ray`      the ray engine: members as Ray tasks, lost ones resumed
 `cli`               the click commands, generated from the settings
+
+Public names at the top level (imported on first use, so that ``import dsc`` stays light):
+``dsc.Recorder`` (:class:`dsc.jobs.recorder.Recorder`) and ``dsc.list_layers``
+(:func:`dsc.nn.layers.list_layers`).
 """
+
+_LAZY = {"Recorder": ("dsc.jobs.recorder", "Recorder"), "list_layers": ("dsc.nn.layers", "list_layers")}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'dsc' has no attribute {name!r}")

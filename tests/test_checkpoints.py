@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from dsc import tracking
 from dsc.cli import main
 from dsc.errors import TrackingError
-from dsc.jobs.recorder import EpochLogger
+from dsc.jobs.checkpoints import EpochLogger
 from dsc.jobs.train import _latest_full
 from dsc.nn.checkpoint import is_full, resume_state, weights_payload
 from dsc.nn.train import EpochReport

@@ -11,7 +11,7 @@ from dsc.cli import main
 from dsc.core import snapshot
 from dsc.core.atomic import write_atomic
 from dsc.core.spectra import PHASES
-from dsc.jobs.recorder import probe_rows
+from dsc.jobs.snapshots import probe_rows
 from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
 from dsc.nn.model import DenseVGG
 from dsc.tracking.snapshot import load as load_snapshots

@@ -55,22 +55,28 @@ class Snapshot:
     """One epoch's snapshot. Arrays are NumPy; ``layers`` fixes the order of per-layer rows."""
 
     epoch: int
-    layers: list[str]
+    layers: list[str]  # the layers with activations: rows of ``cka``
     activations: dict[str, np.ndarray]
     eigenvalues: dict[str, np.ndarray]
-    spectra: dict[str, np.ndarray]  # key -> (L,) float
-    phases: list[str]
+    spectra: dict[str, np.ndarray]  # key -> (L_w,) float, rows in ``weight_layers`` order
+    phases: list[str]  # (L_w,)
     cka: np.ndarray  # (L, L)
     corr: dict[str, float] = field(default_factory=dict)
+    weight_layers: list[str] = field(default_factory=list)  # the layers with spectra (default: ``layers``)
+    weight_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (N, M) of each ESD's matrices
+
+    def __post_init__(self) -> None:
+        if not self.weight_layers:
+            self.weight_layers = [n for n in self.layers if n in self.eigenvalues]
 
     def metrics(self) -> dict[str, float]:
         """Scalar figures as MLflow metric names (``alpha/fc1``, ``cka/conv1-conv2``, ...)."""
         out: dict[str, float] = {}
         for key, prefix in METRIC_PREFIX.items():
-            for layer, v in zip(self.layers, self.spectra[key]):
+            for layer, v in zip(self.weight_layers, self.spectra[key]):
                 if np.isfinite(v):
                     out[f"{prefix}/{layer}"] = float(v)
-        for layer, phase in zip(self.layers, self.phases):
+        for layer, phase in zip(self.weight_layers, self.phases):
             out[f"phase/{layer}"] = float(PHASES.index(phase))
         for i, a in enumerate(self.layers):
             for j in range(i + 1, len(self.layers)):
@@ -82,7 +88,11 @@ class Snapshot:
 
 def compute(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
             threads: int = 2) -> Snapshot:
-    """A snapshot from probe activations (n, ...) and weights by layer, in weight order.
+    """A snapshot from probe activations (n, ...) and weights by layer.
+
+    Every weight gets a spectrum (``weight_layers``, in ``weights`` order); every activation
+    takes part in the CKA table and the successive correlations (``layers``, in
+    ``activations`` order). A dsc model records the same layers in both.
 
     The layers' spectra (largest weights first), the CKA table and the successive
     correlations are computed side by side on ``threads`` threads, each with a one-thread
@@ -125,7 +135,7 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
 
     With ``packed`` (a dict), the activations' file entries are queued too, into it.
     """
-    layers = [n for n in weights if n in activations]
+    layers, weight_layers = list(activations), list(weights)
 
     def spectrum(name: str) -> tuple[np.ndarray, dict]:
         eig = esd(weights[name])  # one decomposition per layer, reused for its scalars
@@ -136,7 +146,7 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
     # alone, 53-60 ms while the other core works), each layer's Gram matrix for the CKA table
     # (rows in ``layers`` order), the second eigensolver, the activations' entries if packed
     # here, then the small rest.
-    by_size = sorted(layers, key=lambda n: -weights[n].size)
+    by_size = sorted(weight_layers, key=lambda n: -weights[n].size)
     jobs = {n: pool.submit(spectrum, n) for n in by_size[:1]}
     grams = [pool.submit(unit_gram, activations[n], n) for n in layers]
     jobs |= {n: pool.submit(spectrum, n) for n in by_size[1:2]}
@@ -147,14 +157,15 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
     corr = pool.submit(_successive, activations, layers)
 
     def finish() -> Snapshot:
-        done = {n: jobs[n].result() for n in layers}
+        done = {n: jobs[n].result() for n in weight_layers}
         cka_table = cka_of_units([g.result() for g in grams])
-        eigs, specs = {n: done[n][0] for n in layers}, [done[n][1] for n in layers]
+        eigs, specs = {n: done[n][0] for n in weight_layers}, [done[n][1] for n in weight_layers]
         spectra = {k: np.array([s[k] for s in specs], dtype=np.float64) for k in SPECTRAL_KEYS}
         return Snapshot(
             epoch=epoch, layers=layers, activations={n: activations[n] for n in layers},
             eigenvalues={n: e.astype(np.float32) for n, e in eigs.items()},
             spectra=spectra, phases=[s["phase"] for s in specs], cka=cka_table, corr=corr.result(),
+            weight_layers=weight_layers, weight_shapes={n: _esd_shape(weights[n]) for n in weight_layers},
         )
 
     return finish
@@ -205,7 +216,10 @@ def _arrays(snap: Snapshot) -> dict[str, np.ndarray]:
     arrays.update({f"eig__{n}": e for n, e in snap.eigenvalues.items()})
     arrays.update({f"spec__{k}": v for k, v in snap.spectra.items()})
     pairs = list(snap.corr)
-    arrays.update(epoch=np.array(snap.epoch), layers=np.array(snap.layers), phase=np.array(snap.phases),
+    wl = snap.weight_layers
+    arrays.update(epoch=np.array(snap.epoch), layers=np.array(snap.layers), wlayers=np.array(wl, dtype=str),
+                  wshape=np.array([snap.weight_shapes[n] for n in wl], dtype=np.int64).reshape(len(wl), 2),
+                  phase=np.array(snap.phases),
                   cka=snap.cka.astype(np.float32), corr_pairs=np.array(pairs, dtype=str),
                   corr=np.array([snap.corr[p] for p in pairs], dtype=np.float64))
     return arrays
@@ -228,22 +242,31 @@ def _write(snap: Snapshot, directory: Path, pool: ThreadPoolExecutor, packed: Ma
 def read(path: str | os.PathLike) -> Snapshot:
     with np.load(path, allow_pickle=False) as z:
         layers = [str(s) for s in z["layers"]]
+        # Files written before weights and activations could differ hold one list for both.
+        wl = [str(s) for s in z["wlayers"]] if "wlayers" in z else layers
+        shapes = {n: (int(a), int(b)) for n, (a, b) in zip(wl, z["wshape"])} if "wshape" in z else {}
         return Snapshot(
             epoch=int(z["epoch"]), layers=layers,
             activations={n: z[f"act__{n}"] for n in layers if f"act__{n}" in z},
-            eigenvalues={n: z[f"eig__{n}"] for n in layers},
+            eigenvalues={n: z[f"eig__{n}"] for n in wl}, weight_layers=wl, weight_shapes=shapes,
             spectra={k: z[f"spec__{k}"] for k in SPECTRAL_KEYS},
             phases=[str(p) for p in z["phase"]], cka=z["cka"].astype(np.float64),
             corr={str(k): float(v) for k, v in zip(z["corr_pairs"], z["corr"])},
         )
 
 
+DEFAULT_OUTPUT = "out"  # the logits layer of a dsc model, and of probe files that name none
+
+
 def write_probe(directory: Path, labels: np.ndarray, indices: np.ndarray, classes: Sequence[str],
-                layers: Sequence[str], grids: Mapping[str, int | None]) -> Path:
+                layers: Sequence[str], grids: Mapping[str, int | None], output: str = DEFAULT_OUTPUT) -> Path:
+    """``probe.npz``: the probe's labels and dataset indices, the classes, the layers and their
+    grids, and ``output``, the layer whose activations are the model's logits ("" for none)."""
     path = Path(directory) / "probe.npz"
     _atomic_savez(path, {"labels": np.asarray(labels, np.int64), "indices": np.asarray(indices, np.int64),
                          "classes": np.array(list(classes)), "layers": np.array(list(layers)),
-                         "grids": np.array([grids.get(n) or 0 for n in layers], np.int64)})
+                         "grids": np.array([grids.get(n) or 0 for n in layers], np.int64),
+                         "output": np.array(output)})
     return path
 
 
@@ -258,6 +281,17 @@ class Snapshots:
     layers: list[str]
     grids: dict[str, int]
     by_epoch: dict[int, Snapshot]
+    output: str = DEFAULT_OUTPUT  # the layer whose activations are the logits ("" for none)
+
+    @property
+    def weight_layers(self) -> list[str]:
+        """The layers with spectra (those of the first snapshot; a dsc model's equal ``layers``)."""
+        return self.by_epoch[self.epochs[0]].weight_layers if self.epochs else list(self.layers)
+
+    @property
+    def weight_shapes(self) -> dict[str, tuple[int, int]]:
+        """(N, M) of the matrices each layer's ESD pools (empty for files that predate them)."""
+        return self.by_epoch[self.epochs[0]].weight_shapes if self.epochs else {}
 
     def activations(self, layer: str) -> np.ndarray:
         """(E, n, ...) activations of ``layer`` over epochs, float16."""
@@ -265,11 +299,11 @@ class Snapshots:
 
     def spectral(self, key: str) -> dict[str, np.ndarray]:
         """``{layer: (E,) values}`` of one spectral scalar (e.g. ``alpha``) over epochs."""
-        rows = np.stack([self.by_epoch[e].spectra[key] for e in self.epochs])  # (E, L)
-        return {n: rows[:, i] for i, n in enumerate(self.layers)}
+        rows = np.stack([self.by_epoch[e].spectra[key] for e in self.epochs])  # (E, L_w)
+        return {n: rows[:, i] for i, n in enumerate(self.weight_layers)}
 
     def phases(self) -> np.ndarray:
-        """(L, E) phase names."""
+        """(L_w, E) phase names, rows in ``weight_layers`` order."""
         return np.array([self.by_epoch[e].phases for e in self.epochs]).T
 
     def cka(self) -> np.ndarray:
@@ -298,7 +332,8 @@ def read_dir(directory: str | os.PathLike, through: int | None = None) -> Snapsh
         with np.load(directory / "probe.npz", allow_pickle=False) as z:
             layers = [str(s) for s in z["layers"]]
             probe = dict(labels=z["labels"], indices=z["indices"], classes=[str(c) for c in z["classes"]],
-                         layers=layers, grids={n: int(g) for n, g in zip(layers, z["grids"])})
+                         layers=layers, grids={n: int(g) for n, g in zip(layers, z["grids"])},
+                         output=str(z["output"]) if "output" in z else DEFAULT_OUTPUT)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise TrackingError(f"{directory / 'probe.npz'} is unreadable ({type(exc).__name__}: {exc}); "
                             "recompute the snapshots with `dsc snapshot --overwrite`") from None

@@ -1,178 +1,360 @@
-"""What a training run records each epoch: metrics, checkpoints, the best model, snapshots.
+"""The recorder: dsc's instruments on any PyTorch model trained by any loop.
 
-The training loop (:mod:`dsc.nn.train`) hands each epoch's report to these callbacks; they
-write through :mod:`dsc.tracking`. Everything the run leaves is laid out as the README's
-"What a training run leaves" section says.
+Each epoch it evaluates a fixed probe (``acc/val``, ``loss/val``, ``acc_class/<name>``,
+``prob_class/<name>``), takes a snapshot of the chosen layers' activations and of every weight's
+spectrum (:mod:`dsc.jobs.snapshots`), keeps a checkpoint (:mod:`dsc.jobs.checkpoints`) and logs
+the user's own metrics, all with step = epoch, into one MLflow run tagged as a training run.
+``dsc train`` records through the same object, so what a user's run and a ``dsc train`` run
+leave is laid out alike and read alike by ``dsc analyze``, ``dsc compare`` and ``dsc register``.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
+import math
+import os
+import signal
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
+from torch import nn
 
-from dsc.core import snapshot
-from dsc.data.dataset import Prepared
-from dsc.nn.capture import ActivationCapture, layer_weights, plan_grids
-from dsc.nn.checkpoint import is_full, resume_state, weights_payload
+from dsc import tracking
+from dsc.core.scores import probe_metrics
+from dsc.errors import ConfigError, Interrupted, TrainingDiverged
+from dsc.jobs.checkpoints import EpochLogger
+from dsc.jobs.snapshots import SnapshotLogger, probe_rows
+from dsc.nn.capture import user_sites
+from dsc.nn.layers import LayerSpec, leaf_weights, output_shapes, resolve_layers, unwrap
+from dsc.nn.probe import Probe, as_probe, check_logits, logits_of, model_device, quiet_pass
 from dsc.nn.train import EpochReport
 from dsc.settings import SnapshotConfig
-from dsc.tracking.artifacts import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_FMT,
-    deflate,
-    mark_complete,
-    mark_full,
-)
-from dsc.tracking.store import LoggedSteps, log_metrics_to
+
+OUTPUT = "output"  # the name of the model's own output, where no recorded layer gives it
+RECORDER_TAG = "dsc.recorder"  # the recorded model's class, on runs a Recorder made
+PROBE_INPUTS = "probe_inputs.npz"  # the snapshot rows' inputs, under the snapshots' prefix
+PROBE_INPUTS_MAX_BYTES = 64e6  # larger probes are not kept (analysis then skips the steps that need them)
 
 
-class EpochLogger:
-    """The training callback: metrics with step = epoch, checkpoints, the best model.
+class Recording:
+    """What every recorded epoch leaves, whoever ran the probe pass: a snapshot and a checkpoint.
 
-    ``extra`` (configs, class names, normalisation) goes into every checkpoint. Checkpoints are
-    kept every ``checkpoint_every`` epochs, at the last epoch and whenever validation accuracy
-    reaches a new best (so a resumed run can still register the best model). Each holds the
-    weights; the optimizer and generator state (what resuming needs, twice the weights' bytes
-    under Adam) only at epoch 0, every ``state_every`` epochs and the last: a killed run
-    replays from the latest of those (:func:`dsc.jobs.train.resume_job`). ``logged`` (from
-    :class:`LoggedSteps`) skips metrics a resumed run already has. The last epoch's state is
-    held in memory until the next one, so that a stopped training can still write a full
-    checkpoint of it (:meth:`flush`).
+    The one recording path: :class:`Recorder` builds it for any model and loop, ``dsc train``
+    for its own (its loop's validation pass is the probe, :func:`dsc.jobs.train.train_job`).
+    ``snapshots`` is None where no snapshot is taken.
     """
 
-    def __init__(self, extra: Mapping[str, object], checkpoint_every: int = 1,
-                 last_epoch: int | None = None, logged: LoggedSteps | None = None,
-                 state_every: int = 1) -> None:
-        self.extra = dict(extra)
-        self.checkpoint_every = checkpoint_every
-        self.state_every = state_every
-        self.final_epoch = last_epoch
-        self.logged = logged or LoggedSteps()
-        self.best_acc = -1.0
-        self.best_epoch = -1
-        self.best_state: dict[str, torch.Tensor] | None = None
+    def __init__(self, snapshots: SnapshotLogger | None, checkpoints: EpochLogger) -> None:
+        self.snapshots, self.checkpoints = snapshots, checkpoints
         self.last_epoch = -1
-        self._pending: dict | None = None  # the last epoch's full checkpoint, when it was not kept
-        self._tmp = tempfile.TemporaryDirectory(prefix="dsc-ckpt-")
 
-    def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
-        self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
+    def capturing(self, epoch: int) -> contextlib.AbstractContextManager:
+        """Around a pass over the probe that the caller runs itself, then :meth:`report` its epoch."""
+        return self.snapshots.context(epoch) if self.snapshots is not None else contextlib.nullcontext()
 
-    def full_due(self, epoch: int) -> bool:
-        """Whether the checkpoint of ``epoch`` carries the optimizer and generator state."""
-        return epoch % self.state_every == 0 or epoch == self.final_epoch
-
-    def __call__(self, report: EpochReport) -> None:
-        run_id = mlflow.active_run().info.run_id
-        fresh = self.logged.fresh(report.metrics, report.epoch)
-        if fresh:
-            mlflow.log_metrics(fresh, step=report.epoch)
-        acc = report.metrics.get("acc/val", float("nan"))
-        new_best = report.epoch > 0 and acc > self.best_acc
-        if new_best:
-            self.best_acc, self.best_epoch = acc, report.epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in report.model.state_dict().items()}
-        weights = weights_payload(report, self.extra)
-        full = self.full_due(report.epoch)
-        if report.epoch % self.checkpoint_every == 0 or report.epoch == self.final_epoch or new_best or full:
-            self._save(run_id, {**weights, **resume_state(report.optimizer)} if full else weights)
-        # Its tensors are the live model's and optimizer's: copied, as training goes on.
-        self._pending = None if full else copy.deepcopy({**weights, **resume_state(report.optimizer)})
-        self.last_epoch = report.epoch
-
-    def _save(self, run_id: str, payload: dict) -> None:
-        path = Path(self._tmp.name) / CHECKPOINT_FMT.format(payload["epoch"])
-        torch.save(payload, path)
-        mlflow.log_artifact(str(deflate(path)), CHECKPOINT_DIR)
-        path.unlink()
-        mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
-        if is_full(payload):
-            mark_full(run_id, payload["epoch"])
-
-    def flush(self) -> None:
-        """Upload the last epoch's full checkpoint if it was not kept (training stops here)."""
-        if self._pending is not None:
-            self._save(mlflow.active_run().info.run_id, self._pending)
-            self._pending = None
+    def report(self, report: EpochReport) -> None:
+        """Record one epoch whose metrics are in ``report`` (its probe pass ran inside :meth:`capturing`)."""
+        if report.epoch <= self.last_epoch:
+            raise ConfigError(f"epoch {report.epoch} recorded twice (the last recorded is {self.last_epoch}); "
+                              "record each epoch once, in increasing order")
+        if self.snapshots is not None:
+            self.snapshots(report)
+        self.checkpoints(report)
+        self.last_epoch = int(report.epoch)
 
 
-def probe_rows(labels: np.ndarray, per_class: int) -> np.ndarray:
-    """Positions of the probe images in ``labels`` (all, or the first ``per_class`` of each)."""
-    if per_class <= 0:
-        return np.arange(len(labels))
-    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+class Recorder(Recording):
+    """Record a model's training into MLflow, epoch by epoch, from any training loop.
 
+    Parameters
+    ----------
+    model : nn.Module
+        The network; DDP, DataParallel and ``torch.compile`` wrappers are looked through and
+        their name prefixes dropped. Its output must be (batch, C) logits.
+    probe : (inputs, labels) or DataLoader of such pairs
+        Evaluated every recorded epoch, in eval mode, under no_grad, on the model's device;
+        labels are integer class indices. A DataLoader must not shuffle.
+    class_names : list of str, optional
+        Names of the C classes (default "0" .. "C-1"); metric names use them.
+    layers : None, list of str, mapping or callable
+        The layers whose activations are recorded (:func:`dsc.nn.layers.resolve_layers`):
+        None for every Linear and Conv2d plus the model's output; names or glob patterns of
+        ``named_modules()``; or a filter ``f(name, module)``. Spectra are taken of every
+        Linear and Conv2d weight whatever is chosen here.
+    experiment, run_name : str, optional
+        Where a new run goes. Inside an active run (or ``mlflow run``) the recorder records
+        into that run instead.
+    params : dict, optional
+        Logged once as the run's params.
+    snapshot_every, checkpoint_every : int
+        Snapshot and keep weights at epoch 0 and every N epochs (0: never). A checkpoint is
+        also kept at each new best ``acc/val`` and at ``epochs``.
+    probe_size : int, optional
+        Probe images kept in snapshots: the first ``probe_size // C`` of each class (default all).
+    grid : int, optional
+        Pool every conv map to ``grid`` x ``grid``; None plans the pooling from ``budget_mb``.
+    budget_mb : float
+        Megabytes (10^6 bytes) of activations a snapshot aims at.
+    probe_batch : int
+        Probe images per forward pass (a tensor probe).
+    run_id : str, optional
+        Record into this existing run (left open at the end, as its owner closes it).
+    optimizer : torch.optim.Optimizer, optional
+        Given, checkpoints at epoch 0, every ``state_every`` epochs and at ``epochs`` also hold
+        its state and torch's generators (what continuing needs).
+    epochs : int, optional
+        The last epoch, where known: its checkpoint is always kept.
+    log_model : bool
+        Log the final model (``mlflow.pytorch``, under ``model``) when the block ends well;
+        ``register_name`` also registers it.
 
-class SnapshotLogger:
-    """Snapshots epoch 0 and every ``cfg.every`` epochs into run ``run_id`` (default: active run).
-
-    During training, activations are captured on the validation pass training already makes
-    (:meth:`context`), so a snapshot costs no extra forward pass. ``dsc snapshot`` uses the
-    same object on checkpoints, so both paths write identical files. With ``cfg.images`` each
-    snapshot's pictures are logged too (:mod:`dsc.jobs.pictures`); otherwise `dsc analyze`
-    renders them.
+    Examples
+    --------
+    >>> rec = Recorder(model, probe=(x_val, y_val))               # doctest: +SKIP
+    >>> with rec:                                                  # doctest: +SKIP
+    ...     rec.epoch(0)
+    ...     for epoch in range(1, 11):
+    ...         loss = train_one_epoch(model)
+    ...         rec.epoch(epoch, **{"loss/train": loss})
     """
 
-    def __init__(self, model: torch.nn.Module, data: Prepared, cfg: SnapshotConfig,
-                 device: torch.device, prefix: str = "snapshots", run_id: str | None = None,
-                 logged: LoggedSteps | None = None, defer_metrics: bool = False) -> None:
-        self.cfg, self.prefix = cfg, prefix
-        # Training hands the snapshot's metrics on in the report, for the epoch logger's one batch
-        # (one store transaction an epoch instead of two).
-        self.defer_metrics = defer_metrics
-        self.logged = logged or LoggedSteps()
-        self.run_id = run_id or mlflow.active_run().info.run_id
-        self.client = MlflowClient()
-        self.rows = probe_rows(data.y[data.val_idx].numpy(), cfg.probe_per_class)
-        self.labels, self.classes = data.y[data.val_idx].numpy()[self.rows], list(data.classes)
-        self.pictures = None
-        if cfg.images:  # matplotlib and scikit-learn, imported only by runs that draw here
-            from dsc.figures.epoch_images import EpochImages
+    def __init__(self, model: nn.Module, probe: Any, class_names: list[str] | None = None,
+                 layers: LayerSpec = None, experiment: str | None = None, run_name: str | None = None,
+                 params: Mapping[str, Any] | None = None, snapshot_every: int = 1, checkpoint_every: int = 1,
+                 *, probe_size: int | None = None, grid: int | None = None, budget_mb: float = 16.0,
+                 probe_batch: int = 256, run_id: str | None = None, optimizer: torch.optim.Optimizer | None = None,
+                 state_every: int = 20, epochs: int | None = None, log_model: bool = True,
+                 register_name: str | None = None, tags: Mapping[str, str] | None = None) -> None:
+        _check_counts(snapshot_every=snapshot_every, checkpoint_every=checkpoint_every, probe_batch=probe_batch,
+                      state_every=state_every, probe_size=probe_size, grid=grid, epochs=epochs)
+        if not budget_mb > 0:
+            raise ConfigError(f"budget_mb={budget_mb!r}: give a positive number of megabytes")
+        if register_name:
+            tracking.check_model_name(register_name)
+        self.model, self.optimizer = model, optimizer
+        self.inner = unwrap(model)
+        self.probe: Probe = as_probe(probe, probe_batch)
+        chosen = resolve_layers(model, layers)
+        head = self.probe.head(2)
+        # One pass over two probe inputs: every layer's shape, the output checked, before training.
+        shapes = output_shapes(self.inner, {**chosen, OUTPUT: self.inner}, head)
+        out_shape = shapes.get(OUTPUT)
+        check_logits(torch.empty((len(head), *out_shape)) if out_shape else None, len(head), None)
+        self.classes = _class_names(class_names, out_shape[0], self.probe.labels)
+        self.output_layer = self._output_layer(chosen, head)
+        sites = user_sites(chosen)
+        if self.output_layer == OUTPUT and layers is None:
+            sites[OUTPUT] = (self.inner, False)
+        self.output_layer = self.output_layer if self.output_layer in sites else ""
+        per_class = -(-(probe_size or len(self.probe)) // len(self.classes)) if probe_size else 0
+        self.rows = probe_rows(self.probe.labels, per_class)
+        self.snap_cfg = SnapshotConfig(every=snapshot_every, budget_mb=budget_mb)
+        self._sites, self._weights, self._grid = sites, leaf_weights(model), grid
+        self.checkpoint_every, self.state_every, self.epochs = checkpoint_every, state_every, epochs
+        self.experiment, self.run_name, self._given_run = experiment, run_name, run_id
+        self.params, self.tags = dict(params or {}), dict(tags or {})
+        self.log_model, self.register_name = log_model, register_name
+        self._run_id: str | None = None
+        self._owned = False
+        self._ctx: contextlib.ExitStack | None = None
+        super().__init__(None, None)
 
-            self.pictures = EpochImages()
-        sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
-        # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
-        grids = plan_grids(model.cpu(), sample, len(self.rows), 0.95 * cfg.budget_mb * 1e6)
-        model.to(device)
-        self.capture = ActivationCapture(model, grids)
-        self._tmp = tempfile.TemporaryDirectory(prefix="dsc-snap-")
-        probe = snapshot.write_probe(Path(self._tmp.name), data.y[data.val_idx].numpy()[self.rows],
-                                     data.val_idx[self.rows], data.classes, list(grids), grids)
-        self._upload(probe)
+    # ------------------------------------------------------------------ the run
 
-    def _upload(self, path: Path) -> None:
-        """Log a snapshot file (written deflated by :mod:`dsc.core.snapshot`) and drop the local copy."""
-        self.client.log_artifact(self.run_id, str(path), self.prefix)
-        path.unlink()
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run recorded into (set on entering the block)."""
+        return self._run_id
 
-    def due(self, epoch: int) -> bool:
-        return self.cfg.every > 0 and epoch % self.cfg.every == 0
+    def __enter__(self) -> Recorder:
+        stack = contextlib.ExitStack()
+        try:
+            attached = self._given_run or (mlflow.active_run().info.run_id if mlflow.active_run() else None) \
+                or os.environ.get("MLFLOW_RUN_ID")
+            if self._given_run or (attached and mlflow.active_run()):
+                tracking.ensure_store()
+                self._run_id = tracking.require_run(attached).info.run_id
+            else:  # a run of our own (or the one `mlflow run` made), ended when the block ends
+                run = stack.enter_context(tracking.run_context(self.experiment or "", self.run_name,
+                                                               system_metrics=True))
+                self._run_id, self._owned = run.info.run_id, True
+            stack.enter_context(_TermAsInterrupt())
+            self._start()
+        except BaseException:
+            stack.close()
+            raise
+        self._ctx = stack
+        return self
 
-    def context(self, epoch: int) -> contextlib.AbstractContextManager:
-        return self.capture.recording() if self.due(epoch) else contextlib.nullcontext()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        stack, self._ctx = self._ctx, None
+        try:
+            if exc is None:
+                self._finish()
+            elif not self._owned:  # the owner of the run ends it; the reason is written here
+                with contextlib.suppress(Exception):
+                    MlflowClient().set_tag(self._run_id, "error", f"{type(exc).__name__}: {exc}"[:4000])
+        except BaseException as late:
+            if stack is not None:
+                stack.__exit__(type(late), late, late.__traceback__)
+            raise
+        if stack is not None:
+            stack.__exit__(exc_type, exc, tb)
 
-    def __call__(self, report: EpochReport) -> None:
-        """Snapshot the reported epoch if due; with ``defer_metrics`` its metrics join ``report.metrics``."""
-        if not self.due(report.epoch):
+    def _start(self) -> None:
+        client = MlflowClient()
+        n_params = sum(p.numel() for p in self.inner.parameters() if p.requires_grad)
+        tags = {tracking.KIND_TAG: "train", RECORDER_TAG: f"{type(self.inner).__module__}.{type(self.inner).__qualname__}",
+                "dsc.device": str(model_device(self.inner)), "dsc.torch": torch.__version__,
+                "dsc.output_layer": self.output_layer, **self.tags}
+        for key, value in tags.items():
+            client.set_tag(self._run_id, key, value)
+        existing = client.get_run(self._run_id).data.params
+        params = {**self.params, "snapshot_every": self.snap_cfg.every, "checkpoint_every": self.checkpoint_every,
+                  "probe_images": len(self.probe), "snapshot_images": len(self.rows),
+                  "num_classes": len(self.classes), "n_parameters": n_params, "recorded_layers": len(self._sites)}
+        fresh = {k: v for k, v in params.items() if k not in existing}
+        if fresh:
+            client.log_batch(self._run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in fresh.items()])
+        self.checkpoints = EpochLogger({"classes": list(self.classes), RECORDER_TAG: tags[RECORDER_TAG]},
+                                       checkpoint_every=self.checkpoint_every or 0, last_epoch=self.epochs,
+                                       state_every=self.state_every, run_id=self._run_id)
+        if self.snap_cfg.every > 0:
+            self.snapshots = SnapshotLogger(
+                self.inner, self._sites, self._weights, self.probe.head(1), self.rows, self.probe.labels[self.rows],
+                self.rows, self.classes, self.snap_cfg, run_id=self._run_id, defer_metrics=True, grid=self._grid,
+                output=self.output_layer)
+            self._save_probe_inputs()
+
+    def _finish(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.flush()
+        if self.log_model and self.last_epoch >= 0:
+            example = self.probe.head(2).detach().float().cpu().numpy()
+            version = tracking.log_and_register(self.inner, "model", self.register_name or None, example,
+                                                run_id=self._run_id)
+            if version:
+                MlflowClient().set_tag(self._run_id, "dsc.registered_model", self.register_name)
+
+    def _save_probe_inputs(self) -> None:
+        """The snapshot rows' inputs (float16), so that analysis can show and re-evaluate them."""
+        if self.probe.inputs is None:
             return
-        weights = layer_weights(report.model)
-        snap, path = snapshot.record(report.epoch, self.capture.take(self.rows), weights, self._tmp.name)
-        self._upload(path)
-        if self.defer_metrics:
-            report.metrics.update(snap.metrics())
-        else:
-            log_metrics_to(self.run_id, self.logged.fresh(snap.metrics(), report.epoch), report.epoch)
-        if self.pictures is not None:
-            from dsc.jobs.pictures import epoch_pictures, log_pictures
+        x = self.probe.inputs[torch.from_numpy(self.rows)].detach().cpu()
+        if x.numel() * 2 > PROBE_INPUTS_MAX_BYTES or not x.is_floating_point():
+            return
+        with tempfile.TemporaryDirectory(prefix="dsc-probe-") as tmp:
+            path = Path(tmp) / PROBE_INPUTS
+            np.savez_compressed(path, inputs=x.to(torch.float16).numpy(), labels=self.probe.labels[self.rows])
+            MlflowClient().log_artifact(self._run_id, str(path), self.snapshots.prefix)
 
-            pictures = epoch_pictures(self.pictures, snap, self.labels, self.classes,
-                                      {n: w.shape[:2] for n, w in weights.items()})
-            log_pictures(self.client, self.run_id, pictures, report.epoch)
-        mark_complete(self.run_id, self.prefix, report.epoch)
+    def _output_layer(self, chosen: Mapping[str, nn.Module], head: torch.Tensor) -> str:
+        """The recorded layer whose output is the model's output (its logits), else :data:`OUTPUT`."""
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(name: str) -> Callable:
+            return lambda m, i, out: seen.__setitem__(name, out)
+
+        handles = [m.register_forward_hook(keep(n)) for n, m in chosen.items()]
+        try:
+            with quiet_pass(self.inner) as device:
+                out = self.inner(head.to(device))
+        finally:
+            for h in handles:
+                h.remove()
+        same = [n for n, t in seen.items() if t is out]
+        return same[-1] if same else OUTPUT
+
+    # ------------------------------------------------------------------ epochs
+
+    def epoch(self, epoch: int, **metrics: float) -> dict[str, float]:
+        """Record epoch ``epoch`` (0: before any update): the user's ``metrics``, the probe, a snapshot,
+        a checkpoint when due. Returns what was logged at this step."""
+        return self.record(epoch, metrics)
+
+    def record(self, epoch: int, metrics: Mapping[str, float], logits: np.ndarray | None = None) -> dict[str, float]:
+        """:meth:`epoch`, with the metrics as a mapping; ``logits`` (n, C) of a probe pass already
+        run inside :meth:`capturing` replace the recorder's own."""
+        if self._run_id is None:
+            raise ConfigError("record inside the recorder's block: `with rec: rec.epoch(0) ...`")
+        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
+            raise ConfigError(f"epoch {epoch!r}: give a whole number >= 0 (0 is before any update)")
+        if epoch <= self.last_epoch:
+            self.report(EpochReport(epoch, {}, self.inner, None))  # the one line of an epoch recorded twice
+        values = _user_metrics(metrics, epoch)
+        if logits is None:
+            logits = logits_of(self.model, self.probe, len(self.classes), self.capturing(epoch))
+        scores = probe_metrics(logits, self.probe.labels, self.classes)
+        if not math.isfinite(scores["loss/val"]):
+            raise TrainingDiverged(f"the probe's loss is {scores['loss/val']} at epoch {epoch}: training "
+                                   "diverged; lower the learning rate")
+        report = EpochReport(epoch, {**values, **scores}, self.inner, self.optimizer)
+        self.report(report)
+        return report.metrics
+
+
+def _check_counts(**values: int | None) -> None:
+    for name, value in values.items():
+        allowed_zero = name in ("snapshot_every", "checkpoint_every")
+        if value is None and name in ("probe_size", "grid", "epochs"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allowed_zero else 1):
+            low = 0 if allowed_zero else 1
+            raise ConfigError(f"{name}={value!r}: give a whole number >= {low}")
+
+
+def _class_names(names: list[str] | None, n_out: int, labels: np.ndarray) -> list[str]:
+    names = [str(i) for i in range(n_out)] if names is None else [str(n) for n in names]
+    if len(names) != n_out:
+        raise ConfigError(f"class_names has {len(names)} names but the model gives {n_out} logits; "
+                          "give one name per output")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"class_names repeat a name ({names}); give each class its own")
+    bad = labels[(labels < 0) | (labels >= n_out)]
+    if bad.size:
+        raise ConfigError(f"probe labels must lie in 0..{n_out - 1} (the model gives {n_out} logits), "
+                          f"found {int(bad[0])}")
+    if len(np.unique(labels)) < 2:
+        raise ConfigError("the probe holds one class only; give it images of at least two classes")
+    return names
+
+
+def _user_metrics(metrics: Mapping[str, float], epoch: int) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            v = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"metric {key!r} at epoch {epoch} is {type(value).__name__}, not a number") from None
+        if not math.isfinite(v) and key.startswith("loss"):
+            raise TrainingDiverged(f"{key} is {v} at epoch {epoch}: training diverged; lower the learning rate")
+        out[key] = v
+    return out
+
+
+class _TermAsInterrupt:
+    """SIGTERM raises :class:`Interrupted` in the main thread (SIGINT raises KeyboardInterrupt as ever),
+    so that a stopped recording ends KILLED with its epochs kept; the old handler comes back on exit."""
+
+    def __enter__(self) -> _TermAsInterrupt:
+        self._saved = None
+        if threading.current_thread() is threading.main_thread():
+            self._saved = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum: int, frame) -> None:
+        raise Interrupted("stopped by SIGTERM; the epochs recorded so far are kept", 0, signum)
+
+    def __exit__(self, *exc) -> None:
+        if self._saved is not None:
+            signal.signal(signal.SIGTERM, self._saved)
+
+
+__all__ = ["OUTPUT", "Recorder"]

@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from dsc import tracking
 from dsc.errors import ConfigError, TrackingError
-from dsc.jobs import recorder
+from dsc.jobs.snapshots import SnapshotLogger
 from dsc.jobs.train import restore
-from dsc.nn.train import EpochReport, evaluate, pick_device
+from dsc.nn.train import EpochReport, logits, pick_device
 from dsc.settings import SnapshotConfig
 
 
@@ -47,14 +47,14 @@ def snapshot_job(run_id: str, snap_cfg: SnapshotConfig, child: bool = False, ove
         device = pick_device(train_cfg.device)
         fmt = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
         # Every checkpoint's epoch is snapshotted: the schedule was applied when listing them.
-        snaps = recorder.SnapshotLogger(model, data, dataclasses.replace(snap_cfg, every=1), device,
+        snaps = SnapshotLogger.for_data(model, data, dataclasses.replace(snap_cfg, every=1), device,
                                         prefix=prefix, run_id=target)
         model.to(device=device, memory_format=fmt)
         for epoch, path in tqdm(ckpts.items(), desc="snapshots", unit="ckpt", disable=not progress):
             ckpt = first if epoch == first["epoch"] else tracking.load_checkpoint(run_id, path)
             model.load_state_dict(ckpt["model_state"])
             with snaps.capture.recording():
-                evaluate(model, data, data.val_idx, device, train_cfg)
+                logits(model, data, data.val_idx, device, train_cfg)
             snaps(_report(epoch, model))
     except BaseException:
         if new:

@@ -16,7 +16,9 @@ from mlflow.tracking import MlflowClient
 from dsc import tracking
 from dsc.data.dataset import load_imageset, prepare
 from dsc.errors import ConfigError, DataError, DscError, Interrupted, TrackingError
-from dsc.jobs import recorder
+from dsc.jobs.checkpoints import EpochLogger
+from dsc.jobs.recorder import Recording
+from dsc.jobs.snapshots import SnapshotLogger
 from dsc.nn.checkpoint import is_full, set_rng_state
 from dsc.nn.model import build_model, count_parameters, min_image_size
 from dsc.nn.train import flush_denormals, keep_freed_memory, pick_device, train
@@ -156,9 +158,9 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
         model = build_model(model_cfg)
         mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
         mlflow.set_tags(provenance_tags(model, data, device))
-        logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                                      checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
-                                      state_every=track.state_every)
+        logger = EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+                             checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
+                             state_every=track.state_every)
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
@@ -188,26 +190,25 @@ def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: 
             "norm_mean": data.mean, "norm_std": data.std}
 
 
-def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: recorder.EpochLogger,
+def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: EpochLogger,
                   snap_cfg: SnapshotConfig, progress: bool, start_epoch: int = 0,
                   optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None,
                   stop: GracefulStop | None = None) -> None:
-    """Train with the epoch logger and, when due, snapshots taken on the validation pass.
+    """Train, recording each epoch (:class:`dsc.jobs.recorder.Recording`): the validation pass is
+    the probe, and snapshots, when due, are taken on it.
 
     A stop asked for ends training after its current step; the epoch under way is dropped
     (a resumed run repeats it), the last complete epoch's checkpoint is written if it was not
     kept, and :class:`Interrupted` carries the line to print.
     """
-    callbacks = [logger]
-    val_context = None
-    if snap_cfg.every > 0:
-        # its metrics go out in the epoch logger's batch (the logger runs after it)
-        snaps = recorder.SnapshotLogger(model, data, snap_cfg, device, logged=logged, defer_metrics=True)
-        callbacks.insert(0, snaps)
-        val_context = snaps.context
+    # the snapshot's metrics go out in the epoch logger's batch (the logger runs after it)
+    snaps = SnapshotLogger.for_data(model, data, snap_cfg, device, logged=logged, defer_metrics=True) \
+        if snap_cfg.every > 0 else None
+    rec = Recording(snaps, logger)
+    rec.last_epoch = start_epoch if start_epoch > 0 else -1
     try:
-        train(model, data, train_cfg, on_epoch=lambda r: [cb(r) for cb in callbacks], progress=progress,
-              val_context=val_context, start_epoch=start_epoch, optimizer_state=optimizer_state, stop=stop)
+        train(model, data, train_cfg, on_epoch=rec.report, progress=progress, val_context=rec.capturing,
+              start_epoch=start_epoch, optimizer_state=optimizer_state, stop=stop)
     except Interrupted as exc:
         logger.flush()
         raise _interrupted(mlflow.active_run().info.run_id, exc.epoch, stop.signum if stop else 0) from None
@@ -218,7 +219,7 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
 
     Metrics, checkpoints and snapshots go into the same run; nothing it already has is logged
     twice. Training restarts from the latest readable *full* checkpoint (weights, optimizer
-    state and torch's generators; see :class:`recorder.EpochLogger`) and replays the epochs
+    state and torch's generators; see :class:`dsc.jobs.checkpoints.EpochLogger`) and replays the epochs
     after it that were already kept, rewriting their files with the same contents. On CPU the
     result equals an uninterrupted run with the same seed: the batch order of an epoch depends
     only on (seed, epoch). A run whose training process is alive (a fresh heartbeat,
@@ -258,9 +259,9 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
                             state_every=int(params.get("state_every", 1)), progress=progress)
         device = pick_device(train_cfg.device)
         logged = tracking.LoggedSteps(run_id)
-        logger = recorder.EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                                      checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
-                                      logged=logged, state_every=track.state_every)
+        logger = EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+                             checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
+                             logged=logged, state_every=track.state_every)
         _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
         mlflow.set_tags({"dsc.resumed_from": str(max(ckpts)), "dsc.replayed_from": str(start)})
         if "error" in source.data.tags:  # the failure that stopped it, kept under another name
@@ -298,7 +299,7 @@ def _latest_full(source: mlflow.entities.Run, ckpts: dict[int, str]) -> tuple[in
                         f"(tried: {tried}); start a new run with `dsc train`")
 
 
-def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: recorder.EpochLogger,
+def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: EpochLogger,
                   loaded: dict) -> None:
     """Give a resumed run's logger the best validation accuracy (and its weights) so far.
 
@@ -320,7 +321,7 @@ def _model_name(track: TrackConfig, data, model_cfg: ModelConfig) -> str:
     return track.register_name or f"dsc-{data.imageset.name}-{model_cfg.arch}"
 
 
-def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: recorder.EpochLogger,
+def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: EpochLogger,
               track: TrackConfig) -> None:
     """Log the final (and, if different, the best-validation) model; alias both versions."""
     name = _model_name(track, data, model_cfg)

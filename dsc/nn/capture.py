@@ -8,36 +8,34 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from dsc.nn.layers import output_shapes
 from dsc.nn.model import named_layers
 
 BYTES_F16 = 2
 
 
-def plan_grids(model: nn.Module, sample: torch.Tensor, n_probe: int, budget_bytes: float) -> dict[str, int | None]:
+def plan_grids(model: nn.Module, sample: torch.Tensor, n_probe: int, budget_bytes: float,
+               sites: Mapping[str, tuple[nn.Module, bool]] | None = None) -> dict[str, int | None]:
     """The side of the average-pooling grid of each conv layer (None = full resolution).
 
-    Linear layers are kept whole; what remains of the budget is shared equally by the conv
-    layers, and a conv map is pooled to the largest square grid that fits its share.
+    ``sites`` (default :func:`activation_sites` of a dsc model) are the modules read. Flat
+    layers are kept whole; what remains of the budget is shared equally by the conv layers,
+    and a conv map is pooled to the largest square grid that fits its share.
     """
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = [m.register_forward_hook(lambda mod, inp, out, n=name: shapes.__setitem__(n, tuple(out.shape[1:])))
-               for name, m in named_layers(model).items()]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(sample[:1])
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    flat = sum(math.prod(s) for s in shapes.values() if len(s) == 1)
+    sites = activation_sites(model) if sites is None else sites
+    shapes = output_shapes(model, {n: m for n, (m, _) in sites.items()}, sample[:1])
+    return grids_for(shapes, n_probe, budget_bytes)
+
+
+def grids_for(shapes: Mapping[str, tuple], n_probe: int, budget_bytes: float) -> dict[str, int | None]:
+    """:func:`plan_grids` from the per-image output shapes ``{layer: shape}``."""
+    flat = sum(math.prod(s) for s in shapes.values() if len(s) != 3)
     convs = [n for n, s in shapes.items() if len(s) == 3]
     full = sum(math.prod(shapes[n]) for n in convs)
     per_image = budget_bytes / max(n_probe, 1) / BYTES_F16
@@ -81,10 +79,17 @@ class ActivationCapture:
     :meth:`take` returns ``{layer: (n, ...) float16 array}`` and clears the buffers.
     """
 
-    def __init__(self, model: nn.Module, grids: dict[str, int | None]) -> None:
-        self.sites = {n: site for n, site in activation_sites(model).items() if n in grids}
+    def __init__(self, model: nn.Module, grids: dict[str, int | None],
+                 sites: Mapping[str, tuple[nn.Module, bool]] | None = None,
+                 rows: np.ndarray | None = None) -> None:
+        sites = activation_sites(model) if sites is None else sites
+        self.sites = {n: site for n, site in sites.items() if n in grids}
         self.layers = list(self.sites)
         self.grids = grids
+        # Only these positions of the pass (ascending) are kept: a probe larger than the snapshot's
+        # share is evaluated whole, its activations kept for the snapshot's rows alone.
+        self.rows = None if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
+        self._seen = dict.fromkeys(self.layers, 0)
         self._buf: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
         self.model = model
         # A model that taps its own conv maps (DenseVGG: pooled inside dsc.nn.conv3's kernel, with
@@ -95,7 +100,16 @@ class ActivationCapture:
         self.tap_grid = grids[convs[0]] if self.tapped else None
 
     def _keep(self, name: str, out: torch.Tensor) -> None:
-        self._buf[name].append(out.to("cpu", torch.float16).contiguous())
+        if self.rows is not None:
+            start = self._seen[name]
+            self._seen[name] = start + len(out)
+            lo, hi = np.searchsorted(self.rows, [start, start + len(out)])
+            if lo == hi:
+                return
+            out = out[torch.from_numpy(self.rows[lo:hi] - start).to(out.device)]
+        kept = out.to("cpu", torch.float16)
+        # A map already float16 on the CPU comes back as itself: copied, as an in-place op may follow.
+        self._buf[name].append(kept.clone() if kept.data_ptr() == out.data_ptr() else kept.contiguous())
 
     def _hook(self, name: str):
         grid = self.grids[name]
@@ -126,9 +140,19 @@ class ActivationCapture:
         """The recorded activations (optionally only ``rows``), and empty buffers."""
         acts = {n: torch.cat(b).numpy() for n, b in self._buf.items() if b}
         self._buf = {n: [] for n in self.layers}
+        self._seen = dict.fromkeys(self.layers, 0)
         return {n: a[rows] if rows is not None else a for n, a in acts.items()}
 
 
-def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """Each named layer's weight as float32 NumPy: (out, in) or (out, in, kh, kw)."""
-    return {n: m.weight.detach().float().cpu().numpy() for n, m in named_layers(model).items()}
+def layer_weights(model: nn.Module, modules: Mapping[str, nn.Module] | None = None) -> dict[str, np.ndarray]:
+    """Each weight layer's weight as float32 NumPy: (out, in) or (out, in, kh, kw).
+
+    ``modules`` (default: the named layers of a dsc model) names the layers.
+    """
+    modules = named_layers(model) if modules is None else modules
+    return {n: m.weight.detach().float().cpu().numpy() for n, m in modules.items()}
+
+
+def user_sites(modules: Mapping[str, nn.Module]) -> dict[str, tuple[nn.Module, bool]]:
+    """Capture sites of any model's chosen modules: each read at its own output, as it is."""
+    return {n: (m, False) for n, m in modules.items()}

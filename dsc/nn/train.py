@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dsc.core.scores import probe_metrics
 from dsc.data.dataset import Prepared
 from dsc.errors import ConfigError, Interrupted, TrainingDiverged
 from dsc.settings import TrainConfig
@@ -65,9 +66,9 @@ KEPT_BLOCK_BYTES = 32 << 20  # freed blocks up to this size are reused (keep_fre
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
-             cfg: TrainConfig) -> tuple[float, float, np.ndarray]:
-    """Mean loss, accuracy and predictions (len(idx),) in eval mode; restores the train flag.
+def logits(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
+           cfg: TrainConfig) -> np.ndarray:
+    """The model's outputs (len(idx), C), float32, in eval mode; restores the train flag.
 
     Where :func:`uses_conv3` holds, the passes run dsc's kernel on NCHW batches of up to
     ``cfg.eval_batch_size`` images, split so that one layer's maps stay within
@@ -75,7 +76,7 @@ def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.de
     """
     was_training = model.training
     model.eval()
-    loss_sum, preds = 0.0, []
+    outs = []
     shape = tuple(data.x.shape[1:])
     fused = uses_conv3(model, cfg, device, shape, data.x.dtype)
     if fused and not cfg.micro_batch:
@@ -86,32 +87,34 @@ def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.de
         step = micro_batch_size(cfg, shape, device, batch=cfg.eval_batch_size)
     channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
     for start in range(0, len(idx), step):
-        xb, yb = data.batch(idx[start:start + step], device, channels_last, expanded=fused)
-        logits = model(xb)
-        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
-        preds.append(logits.argmax(1).cpu())
+        xb, _ = data.batch(idx[start:start + step], device, channels_last, expanded=fused)
+        outs.append(model(xb).float().cpu())
     model.train(was_training)
-    pred = torch.cat(preds).numpy() if preds else np.empty(0, dtype=np.int64)
+    return torch.cat(outs).numpy() if outs else np.empty((0, len(data.classes)), dtype=np.float32)
+
+
+def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
+             cfg: TrainConfig) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and predictions (len(idx),) in eval mode (:func:`logits`)."""
+    out = logits(model, data, idx, device, cfg)
     labels = data.y[idx].numpy()
-    return loss_sum / max(len(idx), 1), float((pred == labels).mean()) if len(idx) else float("nan"), pred
+    if not len(idx):
+        return 0.0, float("nan"), np.empty(0, dtype=np.int64)
+    m = probe_metrics(out, labels, data.classes, split="")
+    return m["loss/"], m["acc/"], out.argmax(1)
 
 
 def epoch_metrics(model: nn.Module, data: Prepared, device: torch.device, cfg: TrainConfig,
                   val_context: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
-    """``loss/train``, ``loss/val``, ``acc/train``, ``acc/val`` and ``acc_class/<name>`` (val).
+    """``loss/train``, ``acc/train``, and the validation split's :func:`dsc.core.scores.probe_metrics`
+    (``loss/val``, ``acc/val``, ``acc_class/<name>``, ``prob_class/<name>``).
 
     ``val_context`` is entered around the validation pass (activation capture rides on it).
     """
     tl, ta, _ = evaluate(model, data, data.train_idx, device, cfg)
     with val_context or contextlib.nullcontext():
-        vl, va, pred = evaluate(model, data, data.val_idx, device, cfg)
-    metrics = {"loss/train": tl, "loss/val": vl, "acc/train": ta, "acc/val": va}
-    labels = data.y[data.val_idx].numpy()
-    for c, name in enumerate(data.classes):
-        mask = labels == c
-        if mask.any():
-            metrics[f"acc_class/{name}"] = float((pred[mask] == c).mean())
-    return metrics
+        val = logits(model, data, data.val_idx, device, cfg)
+    return {"loss/train": tl, "acc/train": ta, **probe_metrics(val, data.y[data.val_idx].numpy(), data.classes)}
 
 
 @functools.cache

@@ -38,22 +38,31 @@ def check_model_name(name: str) -> None:
                           "(MLflow's rule); choose another with --register-name") from None
 
 
-def log_and_register(model: torch.nn.Module, name: str, registered_name: str,
-                     example: np.ndarray) -> str:
-    """Log ``model`` (CPU, contiguous) under ``name`` and register it; return the version."""
+def log_and_register(model: torch.nn.Module, name: str, registered_name: str | None,
+                     example: np.ndarray, run_id: str | None = None) -> str:
+    """Log ``model`` (CPU, contiguous) under ``name`` of the run and register it; return the version.
+
+    ``run_id`` defaults to the active run; without ``registered_name`` the model is logged only
+    (and "" returned). The model is saved as pt2 (``torch.export``: loading it runs no pickle);
+    one that cannot be exported (data-dependent control flow, say) is pickled instead, its
+    class then needed on the loading side, and the run's tag ``dsc.model_format`` says so.
+    """
     from mlflow.models import infer_signature
 
     model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
-    # pt2 (torch.export) is MLflow's default: loading it runs no pickle. The example has a
-    # batch of 2 so that the exported batch dimension stays dynamic (size 1 is specialised).
-    info = mlflow.pytorch.log_model(
-        model, name=name, registered_model_name=registered_name,
-        pip_requirements=pip_requirements(), input_example=example,
-        signature=infer_signature(example, out), serialization_format="pt2",
-    )
-    return str(info.registered_model_version)
+    # The example has a batch of 2 so that the exported batch dimension stays dynamic (size 1
+    # is specialised).
+    common = dict(name=name, registered_model_name=registered_name or None, pip_requirements=pip_requirements(),
+                  input_example=example, signature=infer_signature(example, out),
+                  **({"run_id": run_id} if run_id else {}))
+    try:
+        info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)
+    except Exception:  # torch.export refuses many models that run eagerly; pickling takes any
+        info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
+        MlflowClient().set_tag(run_id or mlflow.active_run().info.run_id, "dsc.model_format", "pickle")
+    return str(info.registered_model_version) if registered_name else ""
 
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
