@@ -61,6 +61,7 @@ from dsc.jobs import (
     analyze_events,
     analyze_images,
     analyze_order,
+    analyze_recorded,
     analyze_steps,
 )
 from dsc.jobs import pictures as epoch_pictures
@@ -164,14 +165,24 @@ def _torch_beside_numpy(stop: threading.Event) -> Iterator[ThreadPoolExecutor]:
             sys.setswitchinterval(switch)
 
 
-def _validate(src: Source, cfg: AnalyzeConfig) -> None:
-    """Option checks against the run, before any work starts."""
+def _validate(src: Source, cfg: AnalyzeConfig) -> AnalyzeConfig:
+    """Option checks against the run, before any work starts; the config to analyse with.
+
+    A run of another model than dsc's has other layer names: where the default ``--layer``
+    is not among them, the layer that feeds the logits is analysed instead.
+    """
+    layers = src.snaps.layers
+    if cfg.layer not in layers and src.recorded and cfg.layer == AnalyzeConfig().layer:
+        out = src.snaps.output
+        feeds = layers[layers.index(out) - 1] if out in layers[1:] else layers[-1]
+        cfg = dataclasses.replace(cfg, layer=feeds)
     if len(src.snaps.classes) < 2:
         raise ConfigError(f"run {src.run_id} has one class ({', '.join(src.snaps.classes)}): analyze compares "
                           "classes (emergence, per-class decomposition) and needs at least 2")
     if cfg.layer not in src.snaps.layers:
         raise ConfigError(f"--layer {cfg.layer!r}: not in the snapshots; choose one of {src.snaps.layers}")
     pick_esd_epochs(src.snaps.epochs, cfg.esd_epochs, None)
+    return cfg
 
 
 def _header(src: Source) -> tuple[dict, dict, dict]:
@@ -190,7 +201,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
     The modes sweep (torch) runs in a background thread from the start, while the other steps
     (NumPy and matplotlib) run here, in order; step 7 waits for it.
     """
-    _validate(src, cfg)
+    cfg = _validate(src, cfg)
     snaps, classes = src.snaps, list(src.snaps.classes)
     acc_steps, acc_val = src.history["acc/val"]
     accuracy = series_at(acc_steps, acc_val, snaps.epochs)  # acc/val at each snapshot epoch, (E,)
@@ -199,10 +210,15 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
     with _Clock(cfg.progress) as clock, _torch_beside_numpy(stop) as background:
         # --- the final model; its modes sweep starts now, beside the steps below
         with clock("model"):
-            model = load_model(src.checkpoint)
-        images = RunImages(src)  # rebuilt once, by whichever of steps 4 and 7 asks first
-        sweep = background.submit(clock.timed("modes_background", analyze_images.sweep_modes),
-                                  model, images, src.checkpoint, cfg, stop)
+            model = analyze_recorded.load_model(src.run_id) if src.recorded else load_model(src.checkpoint)
+        if src.recorded:  # any model: the probe's inputs, the logged network's Linear layers
+            images = analyze_recorded.ProbeImages(src.run_id, classes)
+            sweep = background.submit(clock.timed("modes_background", analyze_recorded.sweep_modes), model,
+                                      images, src.checkpoint, snaps.weight_layers, cfg, stop)
+        else:
+            images = RunImages(src)  # rebuilt once, by whichever of steps 4 and 7 asks first
+            sweep = background.submit(clock.timed("modes_background", analyze_images.sweep_modes),
+                                      model, images, src.checkpoint, cfg, stop)
         # --- learning curves
         with clock("curves"):
             curves = analyze_steps.curves(src.history, len(classes), draw)
@@ -223,7 +239,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             similarity = analyze_steps.similarity(snaps, change.epoch, draw)
         # --- 6. weight spectra; ESD histograms at first, transition and last epochs by default
         with clock("spectra"):
-            spectra = analyze_steps.spectra(snaps, weight_shapes(model), cfg.esd_epochs, change.epoch, draw)
+            spectra = analyze_steps.spectra(snaps, weight_shapes(src, model), cfg.esd_epochs, change.epoch, draw)
         # --- 7. hierarchical modes of the final weights: waits for the background sweep
         with clock("modes"):
             modes = analyze_images.modes(sweep, len(classes), draw)
@@ -239,7 +255,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             order = analyze_order.order(images, snaps, emergence.behaviour, cfg.seed, draw)
         # --- 11. neural collapse per epoch, the classifier's weights read from each epoch's checkpoint
         with clock("collapse"):
-            weights = analyze_collapse.classifier_weights(src.run_id, snaps.epochs)
+            weights = analyze_collapse.classifier_weights(src.run_id, snaps.epochs, classifier=snaps.output)
             nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw)
         # --- the event timeline: every step's changes on one epoch axis (the report's first section)
         with clock("events"):
@@ -247,7 +263,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
                                                pca, nc, spectra, similarity, draw)
         # --- each snapshot's pictures for the image grid, where the run lacks them
         with clock("pictures"):
-            pictures = (epoch_pictures.missing_pictures(snaps, weight_shapes(model), src.pictures)
+            pictures = (epoch_pictures.missing_pictures(snaps, weight_shapes(src, model), src.pictures)
                         if cfg.epoch_images else {})
 
     # --- summary.json and report.html

@@ -29,16 +29,17 @@ LAYERS = ("fc1", "fc2")  # always measured, with the analysed layer (--layer) wh
 Weights = dict[int, tuple[np.ndarray, np.ndarray]]  # epoch -> (W (C, d), b (C,))
 
 
-def classifier_weights(run_id: str, epochs: Sequence[int], most: int = WEIGHT_EPOCHS) -> Weights:
-    """The classifier's weight and bias at up to ``most`` of ``epochs`` that have a checkpoint,
-    evenly spread, the first and last included."""
+def classifier_weights(run_id: str, epochs: Sequence[int], most: int = WEIGHT_EPOCHS,
+                       classifier: str = CLASSIFIER) -> Weights:
+    """The weight and bias of layer ``classifier`` at up to ``most`` of ``epochs`` that have a
+    checkpoint, evenly spread, the first and last included."""
     ckpts = tracking.list_checkpoints(run_id)
     have = [e for e in epochs if e in ckpts]
     spread = np.unique(np.linspace(0, len(have) - 1, min(most, len(have))).round().astype(int))
     out = {}
     for e in (have[i] for i in spread):
         state = tracking.load_checkpoint(run_id, ckpts[e]).get("model_state", {})
-        w, b = state.get(f"{CLASSIFIER}.weight"), state.get(f"{CLASSIFIER}.bias")
+        w, b = state.get(f"{classifier}.weight"), state.get(f"{classifier}.bias")
         if w is not None:
             out[e] = (w.double().numpy(), np.zeros(len(w)) if b is None else b.double().numpy())
     return out
@@ -95,9 +96,12 @@ def neural_collapse(snaps: snapshot.Snapshots, weights: Weights, layer: str, cha
                     draw: FigureWriter) -> CollapseResult:
     """NC1..NC4 of fc1, fc2 and ``layer`` at every snapshot epoch; ``weights`` from `classifier_weights`."""
     epochs, n_cls = list(snaps.epochs), len(snaps.classes)
-    feeder = snaps.layers[snaps.layers.index(CLASSIFIER) - 1] if CLASSIFIER in snaps.layers[1:] else None
+    clf = snaps.output or CLASSIFIER  # the layer whose activations are the logits
+    feeder = snaps.layers[snaps.layers.index(clf) - 1] if clf in snaps.layers[1:] else None
     values, skipped_layers = {}, {}
-    for name in dict.fromkeys((*LAYERS, layer)):
+    # dsc's networks: fc1 and fc2 always; another model: the layer that feeds its classifier
+    measured = LAYERS if clf == CLASSIFIER else tuple(n for n in (feeder,) if n)
+    for name in dict.fromkeys((*measured, layer)):
         missing = [e for e in epochs if name not in snaps.by_epoch[e].activations]
         if missing:
             skipped_layers[name] = f"not snapshotted (epochs {missing[:5]})" if len(missing) < len(epochs) \
@@ -111,11 +115,11 @@ def neural_collapse(snaps: snapshot.Snapshots, weights: Weights, layer: str, cha
             fits = w is not None and w.shape == (len(np.unique(snaps.labels)), acts[0].size)
             rows.append(collapse.neural_collapse(acts, snaps.labels, *((w, b) if fits else (None, None))))
         values[name] = {k: np.array([r[k] for r in rows]) for k in collapse.KEYS}
-    spikes = snaps.spectral("num_spikes")[CLASSIFIER] if CLASSIFIER in snaps.layers else np.full(len(epochs), np.nan)
+    spikes = snaps.spectral("num_spikes")[clf] if clf in snaps.weight_layers else np.full(len(epochs), np.nan)
     images = (draw("collapse", collapse_figures.collapse_over_epochs(epochs, values, change_epoch),
                    "NC1 to NC4 of each layer over epochs (log scale but NC4), the change point marked"),
               draw("collapse_spikes", collapse_figures.spikes_against_classes(epochs, spikes, n_cls),
-                   f"spikes of {CLASSIFIER}'s spectrum above the Marchenko-Pastur edge, against C − 1"))
+                   f"spikes of {clf}'s spectrum above the Marchenko-Pastur edge, against C − 1"))
     rows: dict[str, object] = {}
     for name, by_key in values.items():
         rows[f"{name}: NC1 first → last"] = f"{by_key['nc1'][0]:.3g} → {by_key['nc1'][-1]:.3g}"
@@ -125,11 +129,11 @@ def neural_collapse(snaps: snapshot.Snapshots, weights: Weights, layer: str, cha
         if last:
             rows[f"{name}: NC3, NC4 at epoch {epochs[last[-1]]}"] = \
                 f"{by_key['nc3'][last[-1]]:.3g}, {by_key['nc4'][last[-1]]:.3g}"
-    rows[f"{CLASSIFIER} spikes (last) against C − 1"] = f"{spikes[-1]:g} against {n_cls - 1}"
+    rows[f"{clf} spikes (last) against C − 1"] = f"{spikes[-1]:g} against {n_cls - 1}"
     rows |= {f"layer {n}": f"skipped: {why}" for n, why in skipped_layers.items()}
-    text = COLLAPSE_TEXT.format(layers=", ".join(values) or "no layer", clf=CLASSIFIER, feeder=feeder or "none",
+    text = COLLAPSE_TEXT.format(layers=", ".join(values) or "no layer", clf=clf, feeder=feeder or "none",
                                 n_w=len(weights))
-    note = "" if weights else f"no checkpoint at a snapshot epoch holds {CLASSIFIER}'s weights: NC3 and NC4 are NaN"
+    note = "" if weights else f"no checkpoint at a snapshot epoch holds {clf}'s weights: NC3 and NC4 are NaN"
     section = report.Section(COLLAPSE_TITLE, text, rows=rows, images=images, note=note)
     return CollapseResult(epochs, values, np.asarray(spikes, dtype=float), n_cls, sorted(weights), skipped_layers,
                           section)

@@ -21,7 +21,9 @@ from dsc.figures import report
 from dsc.jobs.analyze_source import RunImages
 from dsc.jobs.analyze_steps import FigureWriter, Skipped, skipped
 
-CLASSIFIER = "out"  # the layer whose logits give the network's outputs
+CLASSIFIER = "out"  # the layer whose logits give the network's outputs, where the snapshots name none
+NOT_KNOWN = ("the run was recorded by dsc.Recorder from a loop of its own: dsc knows its probe, "
+             "not its training split")
 SEPARABILITY_COMPONENTS = 32  # whitened pixel PCs the one-vs-rest separability reads
 
 ORDER_TITLE = "10. What predicted the order: the data's input-output modes (Saxe et al.)"
@@ -85,6 +87,8 @@ def order(images: RunImages, snaps: snapshot.Snapshots, behaviour: emergence.Beh
           draw: FigureWriter) -> OrderResult | Skipped:
     """Metrics ``order/spearman_saxe``, ``order/spearman_separability``, ``order/spearman_mode_time``."""
     text = ORDER_TEXT.format(k=SEPARABILITY_COMPONENTS)
+    if not getattr(images, "training_split", True):
+        return skipped(ORDER_TITLE, text, DataError(NOT_KNOWN))
     try:
         cfg, ims = images.get()
     except DataError as exc:
@@ -99,13 +103,14 @@ def order(images: RunImages, snaps: snapshot.Snapshots, behaviour: emergence.Beh
     epochs_of = behaviour.epochs if behaviour else {}
     observed = np.array([np.nan if epochs_of.get(n) is None else epochs_of[n] for n in classes], dtype=float)
     note, r = "", len(modes.strengths)
-    if CLASSIFIER in snaps.layers and all(CLASSIFIER in snaps.by_epoch[e].activations for e in snaps.epochs):
-        probs = softmax(snaps.activations(CLASSIFIER).astype(np.float64), axis=-1)  # (E, n, C)
+    clf = snaps.output or CLASSIFIER
+    if clf in snaps.layers and all(clf in snaps.by_epoch[e].activations for e in snaps.epochs):
+        probs = softmax(snaps.activations(clf).astype(np.float64), axis=-1)  # (E, n, C)
         network = saxe.network_strengths(probs, _pixels(ims.images[snaps.indices]), modes)
         times = saxe.mode_times(np.asarray(snaps.epochs), network)
     else:
         network, times = np.full((len(snaps.epochs), r), np.nan), np.full(r, np.nan)
-        note = f"no {CLASSIFIER!r} activations in the snapshots: the network's mode strengths are not measured"
+        note = f"no {clf!r} activations in the snapshots: the network's mode strengths are not measured"
     if behaviour is None:
         note = "; ".join(filter(None, [note, "the run logged no acc_class/<name> metric: no observed order"]))
     rho = {"order/spearman_saxe": saxe.spearman(predicted, observed),

@@ -18,6 +18,7 @@ from dsc.core import snapshot
 from dsc.data.base import ImageSet
 from dsc.data.dataset import load_imageset
 from dsc.errors import DataError, TrackingError
+from dsc.jobs.recorder import RECORDER_TAG
 from dsc.nn.model import build_model, named_layers
 from dsc.settings import DataConfig, ModelConfig
 
@@ -78,6 +79,7 @@ class Source:
     recall : class name to its validation recall (`RECALL`) as (steps (n,), values (n,)); only
         the classes the run logged it for
     pictures : image key to the steps the run already has pictures of (`tracking.image_steps`)
+    recorded : whether dsc.Recorder made the run (any model): no model or data config to rebuild
     """
 
     run: Run
@@ -86,23 +88,25 @@ class Source:
     checkpoint: dict
     recall: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     pictures: dict[str, set[int]] = field(default_factory=dict)
+    recorded: bool = False
 
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
 
 
-def _last_checkpoint(run_id: str) -> dict:
+def _last_checkpoint(run_id: str, recorded: bool) -> dict:
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
         raise TrackingError(f"run {run_id} has no {tracking.CHECKPOINT_DIR}/ (no checkpoint); "
                             "analyze needs the final weights")
     path = ckpts[max(ckpts)]
     ckpt = tracking.load_checkpoint(run_id, path)
-    missing = {"model_state", "model_config", "data_config", "classes"} - set(ckpt)
+    need = {"model_state", "classes"} | (set() if recorded else {"model_config", "data_config"})
+    missing = need - set(ckpt)
     if missing:
         raise TrackingError(f"checkpoint {path} of run {run_id} lacks {sorted(missing)}; "
-                            "was it written by `dsc train`?")
+                            "was it written by `dsc train` or dsc.Recorder?")
     return ckpt
 
 
@@ -113,13 +117,16 @@ def read_source(run: Run) -> Source:
     snaps = tracking.snapshot.load(run_id)
     if not snaps.epochs:
         raise TrackingError(f"run {run_id} has snapshots/probe.npz but no epoch snapshots")
-    history = {k: tracking.metric_history(run_id, k, client) for k in CURVES}
-    if not history["acc/val"][0].size:
-        raise TrackingError(f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train`")
+    history = {k: tracking.metric_history(run_id, k, client) for k in CURVES if k in run.data.metrics}
+    if "acc/val" not in history or not history["acc/val"][0].size:
+        raise TrackingError(f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train` "
+                            "or dsc.Recorder")
     logged = run.data.metrics
     recall = {name: tracking.metric_history(run_id, RECALL.format(name), client)
               for name in snaps.classes if RECALL.format(name) in logged}
-    return Source(run, snaps, history, _last_checkpoint(run_id), recall, tracking.image_steps(run_id, client))
+    recorded = RECORDER_TAG in run.data.tags
+    return Source(run, snaps, history, _last_checkpoint(run_id, recorded), recall,
+                  tracking.image_steps(run_id, client), recorded)
 
 
 def load_model(checkpoint: dict) -> nn.Module:
@@ -129,8 +136,10 @@ def load_model(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
-def weight_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """(out, in) of each weight layer (a kernel's channels), by `named_layers` name."""
+def weight_shapes(src: Source, model: nn.Module | None) -> dict[str, tuple[int, int]]:
+    """(out, in) of each weight layer (a kernel's channels): from the snapshots, else the model's named layers."""
+    if src.snaps.weight_shapes or model is None:
+        return dict(src.snaps.weight_shapes)
     return {n: tuple(m.weight.shape[:2]) for n, m in named_layers(model).items()}
 
 

@@ -28,6 +28,7 @@ from dsc.figures import spectra as spectra_figures
 from dsc.figures.animation import pca_gif
 
 DPI = 100  # figures: PNG resolution
+ESD_MAX_COLUMNS = 6  # layers shown side by side in the ESD grid
 ESD_MIN_SIDE = 32  # ESD histograms for weight matrices (or kernel slices) at least this wide
 
 
@@ -252,7 +253,7 @@ def spectra(snaps: snapshot.Snapshots, shapes: dict[str, tuple[int, int]], esd_e
 
     ``shapes`` gives each layer's (out, in); empty ``esd_epochs`` means first, transition, last.
     """
-    epochs, layers = snaps.epochs, snaps.layers
+    epochs, layers = snaps.epochs, snaps.weight_layers
     scalars = {k: snaps.spectral(k) for k in ("alpha", "num_spikes", "stable_rank", "lambda_max")}
     phases = snaps.phases()
     images = [draw("alpha", spectra_figures.spectra_over_epochs(epochs, scalars["alpha"]),
@@ -265,6 +266,8 @@ def spectra(snaps: snapshot.Snapshots, shapes: dict[str, tuple[int, int]], esd_e
     # layer's fit is in the summary.
     side = {n: min(shapes.get(n, (0, 0))) for n in layers}
     shown = [n for n in layers if side[n] >= min(ESD_MIN_SIDE, max(side.values()))]
+    if len(shown) > ESD_MAX_COLUMNS:  # a deep network: evenly spaced layers, the first and last kept
+        shown = [shown[i] for i in np.unique(np.linspace(0, len(shown) - 1, ESD_MAX_COLUMNS).round().astype(int))]
     esd, panels = {}, []
     for e in picks:
         esd[e] = {}

@@ -1,8 +1,10 @@
 """Compare tracked runs: the logistic learning decomposition of one metric across runs.
 
 The step after training. Runs are chosen by experiment names, an MLflow filter string and/or
-run ids; by default only FINISHED training runs (tag ``dsc.kind = train``) are taken. One
-metric's history (step = epoch) is read from each, N = 1..K logistic components are fitted to
+run ids: any FINISHED run with the metric, whoever logged it (``--dsc-only``: runs of ``dsc
+train`` and ``dsc.Recorder`` alone, tag ``dsc.kind = train``; dsc's comparison, analysis and
+snapshot runs are never taken). One metric's history (at the steps it was logged at: the epoch
+for dsc's runs) is read from each, N = 1..K logistic components are fitted to
 every curve in worker processes (:mod:`dsc.core.lld_batch`, N chosen by BIC), and a new
 comparison run (tag ``dsc.kind = compare``) gets
 
@@ -114,8 +116,9 @@ def select_runs(client: MlflowClient, config: CompareConfig) -> tuple[list[Run],
     """The runs to compare, in order (named ones first), and ``{run_id: reason}`` skipped.
 
     A search (experiments and/or filter; with neither and no run ids, every experiment) keeps
-    FINISHED training runs that have the metric and skips the others; a named run that does
-    not qualify is an error.
+    FINISHED runs that have the metric (only dsc's training runs with ``dsc_only``) and skips
+    the others, dsc's own runs of other kinds included; a named run that does not qualify is
+    an error.
     """
     runs = {rid: _named_run(client, rid, config.metric) for rid in config.run_ids}
     skipped: dict[str, str] = {}
@@ -136,6 +139,9 @@ def select_runs(client: MlflowClient, config: CompareConfig) -> tuple[list[Run],
 
 def _unusable(run: Run, metric: str) -> str | None:
     """Why a searched run is skipped, or None."""
+    kind = tracking.run_kind(run)
+    if kind not in (None, "train"):
+        return f"a dsc {kind} run"
     if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
         return run.info.status
     if metric not in run.data.metrics:
@@ -167,9 +173,8 @@ def _search(client: MlflowClient, config: CompareConfig) -> list[Run]:
     ids = [_experiment_id(client, name) for name in config.experiments]
     if not ids:
         ids = [e.experiment_id for e in mlflow.search_experiments(ViewType.ACTIVE_ONLY)]
-    query = f"tags.`{tracking.KIND_TAG}` = 'train'"
-    if config.filter_string:
-        query = f"{query} and {config.filter_string}"
+    query = " and ".join(filter(None, [f"tags.`{tracking.KIND_TAG}` = 'train'" if config.dsc_only else "",
+                                         config.filter_string]))
     runs, token = [], None
     try:
         while True:
@@ -201,11 +206,11 @@ def _nothing_found(config: CompareConfig, skipped: dict[str, str]) -> str:
              else "any experiment")
     if config.filter_string:
         where += f" with filter {config.filter_string!r}"
-    line = (f"no runs to compare: no FINISHED training run (tag {tracking.KIND_TAG} = train) with metric "
-            f"{config.metric!r} in {where}")
+    which = f"training run (tag {tracking.KIND_TAG} = train)" if config.dsc_only else "run"
+    line = f"no runs to compare: no FINISHED {which} with metric {config.metric!r} in {where}"
     if skipped:
         line += f"; {_skipped_line(skipped)}"
-    return line + "; train some with `dsc train`, or widen the selection"
+    return line + "; train some with `dsc train` (or record them with dsc.Recorder), or widen the selection"
 
 
 def _skipped_line(skipped: dict[str, str], shown: int = 10) -> str:

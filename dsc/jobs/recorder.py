@@ -186,9 +186,9 @@ class Recorder(Recording):
                 self._run_id, self._owned = run.info.run_id, True
             stack.enter_context(_TermAsInterrupt())
             self._start()
-        except BaseException:
-            stack.close()
-            raise
+        except BaseException as exc:  # the run ends FAILED (or KILLED) with the reason, as it would later
+            if not stack.__exit__(type(exc), exc, exc.__traceback__):
+                raise
         self._ctx = stack
         return self
 

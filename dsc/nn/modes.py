@@ -69,11 +69,12 @@ class ModeEvaluator:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 64,
                  cache_bytes: float = 1.5e9, memo_bytes: float = 16e6,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, params: Mapping[str, str] | None = None) -> None:
         self.model = model.eval()
         self.stop = stop
         self.y = y
-        self.layers = named_layers(model)
+        self.layers = named_layers(model) if params is None else {}
+        self.params = weight_params(model) if params is None else dict(params)
         self.memo_bytes = memo_bytes
         self.n = len(x)
         self.batches = [x[s:s + batch] for s in range(0, len(x), batch)]
@@ -85,12 +86,11 @@ class ModeEvaluator:
         self._fill_cache(cache_bytes)
 
     def _whole(self, t: torch.Tensor, mods: Mods) -> torch.Tensor:
-        qual = {m: n for n, m in self.model.named_modules()}
-        params = {f"{qual[self.layers[name]]}.weight": _full(w) for name, (_, w) in mods.items()}
+        params = {self.params[name]: _full(w) for name, (_, w) in mods.items()}
         return functional_call(self.model, params, (t,))
 
     def _stages(self) -> list[tuple[str | None, Callable]]:
-        if not isinstance(self.model, DenseVGG):
+        if not isinstance(self.model, DenseVGG) or not self.layers:
             return [(None, self._whole)]
 
         def layer(name: str, relu: bool) -> tuple[str, Callable]:
@@ -254,8 +254,14 @@ class ModeSweep:
                 "all": {"k": together.pop("k"), "fraction": list(self.fraction), **together}}
 
 
+def weight_params(model: nn.Module) -> dict[str, str]:
+    """``{layer: weight parameter's name}`` of a dsc model's named layers (:func:`named_layers`)."""
+    qual = {m: n for n, m in model.named_modules()}
+    return {name: f"{qual[m]}.weight" for name, m in named_layers(model).items()}
+
+
 def mode_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int, seed: int,
-               stop: threading.Event | None = None) -> ModeSweep:
+               stop: threading.Event | None = None, params: Mapping[str, str] | None = None) -> ModeSweep:
     """Accuracy and loss as k singular modes are kept: each layer alone, then all together.
 
     Each layer is evaluated on the union of every layer's `k_grid` (up to its own number of
@@ -268,9 +274,12 @@ def mode_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int, 
     ----------
     x : tensor, shape (n, C, H, W); y : int tensor, shape (n,)
     points : values of k per layer (`k_grid`)
+    params : mapping, optional
+        ``{layer: parameter name}`` of the weights to cut (any model, by ``get_parameter``);
+        default: a dsc model's named layers.
     """
-    ev = ModeEvaluator(model, x, y, stop=stop)
-    weights = {n: m.weight.detach() for n, m in named_layers(model).items()}
+    ev = ModeEvaluator(model, x, y, stop=stop, params=params)
+    weights = {n: model.get_parameter(p).detach() for n, p in ev.params.items()}
     decs = {n: ModeDecomposition(w.cpu().numpy()) for n, w in weights.items()}
     svds = {n: tuple(torch.from_numpy(a).float() for a in (d.u_, d.s_, d.vt_)) for n, d in decs.items()}
     full_acc, full_loss = ev.score({})

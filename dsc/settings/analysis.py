@@ -91,12 +91,17 @@ class CompareConfig(Settings):
         "Search this experiment (by name); repeatable. Default: every experiment."))
     filter_string: str = setting("", cli="filter", help=(
         "MLflow search filter, e.g. \"params.lr = '0.01'\" (back-quote names with '/': "
-        "metrics.`acc/val` > 0.5); ANDed with tags.`dsc.kind` = 'train'."))
+        "metrics.`acc/val` > 0.5)."))
     run_ids: tuple[str, ...] = setting((), cli="run-id", help=(
         "Compare this run; repeatable. A named run that is not a FINISHED training run with the "
         "metric is an error (searched ones are skipped with a warning)."))
-    metric: str = setting("acc/val", check=_named("metric", "acc/val"),
-                          help="Metric to decompose (logged with step = epoch).")
+    metric: str = setting("acc/val", check=_named("metric", "acc/val"), help=(
+        "Metric to decompose: any metric key, fitted against the steps it was logged at "
+        "(dsc's runs log every metric with step = epoch)."))
+    dsc_only: bool = setting(False, help=(
+        "Search only runs that dsc train or dsc.Recorder made (tag dsc.kind = train). By "
+        "default any FINISHED run with the metric is compared, whoever logged it; dsc's own "
+        "comparison, analysis and snapshot runs are always left out."))
     max_components: int = setting(3, min=1, max=MAX_COMPONENTS,
                                   help="Fit N = 1..K logistic components; N is chosen by BIC.")
     jobs: int = setting(0, min=0, help="Fitting processes (0: every CPU this process may use).")
@@ -119,7 +124,7 @@ class CompareConfig(Settings):
     def params(self) -> dict[str, object]:
         """What the comparison run logs as params (the MLproject's names and spellings)."""
         return {"experiment": ",".join(self.experiments), "filter": self.filter_string,
-                "metric": self.metric, "max_components": self.max_components,
+                "metric": self.metric, "dsc_only": self.dsc_only, "max_components": self.max_components,
                 "color_by": self.color_by, "n_named_runs": len(self.run_ids),
                 "group_by": ",".join(self.group_by)}
 

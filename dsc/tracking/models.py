@@ -1,6 +1,7 @@
 """Logged and registered models (MLflow's pytorch flavour, pt2), and their aliases."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from dsc.errors import ConfigError
+from dsc.errors import ConfigError, TrackingError
 from dsc.tracking.store import clash_retried
 
 ALIAS_FINAL = "final"
@@ -73,3 +74,20 @@ def tag_version(registered_name: str, version: str, tags: dict[str, str]) -> Non
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, value)
+
+
+def load_logged_model(run_id: str, name: str = "model") -> torch.nn.Module:
+    """The model a run logged under ``name`` (``mlflow.pytorch``), on the CPU in eval mode.
+
+    A pt2 model comes back as the exported program's module: the original parameter names,
+    not the original class. A TrackingError (one line) when the run has none.
+    """
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location="cpu")
+    except Exception as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise TrackingError(f"run {run_id} has no loadable model {name!r} ({reason}); record with "
+                            "log_model=True to analyse what needs the network") from None
+    with contextlib.suppress(Exception):  # an exported program's module refuses train()/eval()
+        model.eval()
+    return model

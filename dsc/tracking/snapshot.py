@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from dsc.core import snapshot
@@ -29,3 +30,12 @@ def download(run_id: str, prefix: str = "snapshots") -> tuple[Path, int | None]:
 def load(run_id: str, prefix: str = "snapshots") -> snapshot.Snapshots:
     """A tracked run's complete snapshots, by epoch (files of epochs not yet marked complete are left out)."""
     return snapshot.read_dir(*download(run_id, prefix))
+
+
+def probe_inputs(run_id: str, name: str, prefix: str = "snapshots") -> tuple[np.ndarray, np.ndarray] | None:
+    """The probe inputs (n, ...) float16 and labels (n,) a recorder kept beside the snapshots, or None."""
+    if not any(f.path.endswith(name) for f in MlflowClient().list_artifacts(run_id, prefix)):
+        return None
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{prefix}/{name}")
+    with np.load(local, allow_pickle=False) as z:
+        return z["inputs"], z["labels"]

@@ -177,14 +177,21 @@ def metric_history(run_id: str, key: str, client: MlflowClient | None = None) ->
     """A metric's history as ``(steps, values)``, shape (n,), ascending by step.
 
     Where a step was logged more than once (a resumed run), the point with the latest
-    timestamp wins (the later of equal timestamps in MLflow's order).
+    timestamp wins (the later of equal timestamps in MLflow's order). The points MLflow
+    returns are read straight into arrays and sorted there, so a history of 10^5 points costs
+    its one object per point and no more.
     """
-    by_step: dict[int, tuple[int, float]] = {}
-    for m in (client or MlflowClient()).get_metric_history(run_id, key):
-        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
-            by_step[m.step] = (m.timestamp, m.value)
-    steps = np.array(sorted(by_step), dtype=int)
-    return steps, np.array([by_step[s][1] for s in steps], dtype=float)
+    points = (client or MlflowClient()).get_metric_history(run_id, key)
+    n = len(points)
+    steps = np.fromiter((m.step for m in points), np.int64, n)
+    stamps = np.fromiter((m.timestamp for m in points), np.int64, n)
+    values = np.fromiter((m.value for m in points), np.float64, n)
+    del points
+    order = np.lexsort((np.arange(n), stamps, steps))  # by step, then time, then MLflow's order
+    last = np.ones(n, dtype=bool)
+    last[:-1] = steps[order[1:]] != steps[order[:-1]]  # the last point of each step
+    keep = order[last]
+    return steps[keep].astype(int), values[keep]
 
 
 def run_kind(run: Run) -> str | None:
