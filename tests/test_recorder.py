@@ -218,3 +218,38 @@ def test_inside_an_active_run_the_recorder_records_into_it(store):
         assert rec.run_id == run.info.run_id
         assert mlflow.active_run().info.status == "RUNNING"  # its owner ends it
     assert "acc/val" in MlflowClient().get_run(run.info.run_id).data.metrics
+
+
+@pytest.mark.slow
+def test_a_torchvision_model_is_recorded_analysed_and_compared(store):
+    """ResNet-18 on the digits at 32x32, trained by this test's loop: `dsc analyze` runs every
+    step that needs no training split, and `dsc compare` decomposes its acc/val."""
+    import torchvision
+
+    from dsc.jobs.analyze import analyze_job
+    from dsc.jobs.compare import compare_job
+    from dsc.settings import AnalyzeConfig, CompareConfig
+
+    (xt, yt), (xv, yv) = digits(n_val=100, side=32)
+    xt, xv = xt.expand(-1, 3, -1, -1).contiguous(), xv.expand(-1, 3, -1, -1).contiguous()
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with Recorder(model, probe=(xv, yv), run_name="resnet") as rec:
+        rec.epoch(0)
+        for e in range(1, 5):
+            rec.epoch(e, **{"loss/train": train_epoch(model, opt, xt[:200], yt[:200], e, batch=100)})
+    a = analyze_job(rec.run_id, cfg=AnalyzeConfig(progress=False, modes_points=3, modes_max_images=50))
+    s = a.summary
+    assert s["layer"] == "layer4.1.conv2"  # the recorded layer that feeds fc
+    assert a.src.snaps.output == "fc"
+    assert s["order"]["skipped"].startswith("the run was recorded by dsc.Recorder")
+    assert "skipped" not in s["inputs"] and "skipped" not in s["modes"], (s["inputs"], s["modes"])
+    assert set(s["modes"]["layers"]) == {"fc"}
+    assert s["collapse"]["weight_epochs"] == [0, 1, 2, 3, 4]
+    assert len(s["spectra"]["layers"]) == 21  # every Conv2d and Linear of ResNet-18
+    arts = {f.path for f in MlflowClient().list_artifacts(rec.run_id, "analysis")}
+    assert "analysis/report.html" in arts
+    cmp = compare_job(CompareConfig(run_ids=(rec.run_id,), max_components=1, jobs=1), warn=lambda line: None)
+    assert MlflowClient().get_run(cmp).info.status == "FINISHED"
+    assert "lld/r2_1" in MlflowClient().get_run(rec.run_id).data.metrics

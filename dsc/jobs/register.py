@@ -30,6 +30,17 @@ def _example(model: torch.nn.Module, data_cfg: DataConfig) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
+def _probe_example(run_id: str) -> np.ndarray:
+    """Two of the probe inputs a recorder kept, float32, for the signature."""
+    from dsc.jobs.recorder import PROBE_INPUTS
+
+    kept = tracking.snapshot.probe_inputs(run_id, PROBE_INPUTS)
+    if kept is None:
+        raise TrackingError(f"run {run_id} kept no probe inputs to give the model version an input example; "
+                            "register its final model (`model`) from the MLflow UI instead")
+    return np.ascontiguousarray(kept[0][:2], dtype=np.float32)
+
+
 def register_job(run_id: str, epoch: int, name: str = "", alias: str = "") -> tuple[str, str]:
     """Register the weights of epoch ``epoch`` of training run ``run_id``; returns (name, version).
 
@@ -53,10 +64,13 @@ def register_job(run_id: str, epoch: int, name: str = "", alias: str = "") -> tu
         raise ConfigError(f"run {run_id} has registered no model yet; name one with --name NAME")
     tracking.check_model_name(name)
     ckpt = tracking.load_checkpoint(run_id, ckpts[epoch])
-    model = build_model(ModelConfig(**ckpt["model_config"]))
+    if "model_config" in ckpt:  # dsc train's networks are rebuilt from their settings
+        model = build_model(ModelConfig(**ckpt["model_config"]))
+        example = _example(model, DataConfig(**ckpt["data_config"]))
+    else:  # any model dsc.Recorder recorded: the network it logged, the probe's inputs as the example
+        model, example = tracking.load_logged_model(run_id), _probe_example(run_id)
     model.load_state_dict(ckpt["model_state"])
-    version = tracking.log_and_register(model, f"model-epoch-{epoch}", name,
-                                        _example(model, DataConfig(**ckpt["data_config"])))
+    version = tracking.log_and_register(model, f"model-epoch-{epoch}", name, example)
     tracking.tag_version(name, version, dict(zip(VERSION_TAGS, (run_id, str(epoch)))))
     if alias:
         tracking.set_alias(name, alias, version)

@@ -6,6 +6,7 @@ and fits the two-segment power laws of `dsc.core.modes` to it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Callable, Hashable, Mapping
@@ -70,7 +71,9 @@ class ModeEvaluator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 64,
                  cache_bytes: float = 1.5e9, memo_bytes: float = 16e6,
                  stop: threading.Event | None = None, params: Mapping[str, str] | None = None) -> None:
-        self.model = model.eval()
+        self.model = model
+        with contextlib.suppress(NotImplementedError):  # an exported program's module is always in eval mode
+            model.eval()
         self.stop = stop
         self.y = y
         self.layers = named_layers(model) if params is None else {}
