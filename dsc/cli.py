@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import os
 import sys
 from collections.abc import Callable, Mapping
 
@@ -155,6 +156,10 @@ def main() -> None:
     of exemplars each), record every epoch, and analyse the learning curve. Runs go to the
     MLflow tracking store named by MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db here).
     """
+    # One progress bar per command: dsc's own. MLflow would add one for every artifact a
+    # command downloads (analyze reads each snapshot); MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true
+    # brings them back.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command(context_settings=CONTEXT)
