@@ -142,13 +142,13 @@ def test_readme_keeps_the_two_commands():
 
 
 def _pages() -> list[Path]:
-    return [README, *sorted(DOCS.rglob("*.md"))]
+    """The README and the site's pages but the two that hold dated figures by design: the
+    benchmark page dates each row in its own column, and the changelog is history."""
+    return [README, *(p for p in sorted(DOCS.rglob("*.md")) if p not in (BENCHMARKS, DOCS / "changelog.md"))]
 
 
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_page_holds_a_dated_measurement(page):
-    if page in (BENCHMARKS, DOCS / "changelog.md"):
-        pytest.skip("the benchmark page dates each row in its own column; the changelog is history")
     dated = [
         f"{page.name}:{i}: {line.strip()}"
         for i, line in enumerate(page.read_text().splitlines(), 1)
