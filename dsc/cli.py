@@ -130,6 +130,7 @@ class OneLineGroup(click.Group):
     """A click group whose usage errors (a bad option value, an unknown option) are one line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the command; a usage error prints ``error: ...`` with where to read the help, exit 2."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
