@@ -1,7 +1,7 @@
 """Every entry point against hostile input: one ``error:`` line, a non-zero exit, nothing lost.
 
-The table below is the one the documentation's faults page (``docs/guide/faults.md``) shows. Each case runs the command against a store that
-holds a finished training run, runs of other kinds and broken ones, and checks that:
+The table below is the one ``docs/guide/faults.md`` shows. Each case runs the command against a
+store that holds a finished training run, runs of other kinds and broken ones, and checks that:
 - the exit code is the expected one and stderr has exactly one ``error:`` line, saying what is
   wrong, and no traceback;
 - every run that existed keeps its status, every metric point and every artifact;
