@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import os
 import sys
 from collections.abc import Callable, Mapping
 
@@ -129,6 +130,7 @@ class OneLineGroup(click.Group):
     """A click group whose usage errors (a bad option value, an unknown option) are one line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the command; a usage error prints ``error: ...`` with where to read the help, exit 2."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -155,6 +157,10 @@ def main() -> None:
     of exemplars each), record every epoch, and analyse the learning curve. Runs go to the
     MLflow tracking store named by MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db here).
     """
+    # One progress bar per command: dsc's own. MLflow would add one for every artifact a
+    # command downloads (analyze reads each snapshot); MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true
+    # brings them back.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command(context_settings=CONTEXT)
@@ -300,46 +306,6 @@ def sweep(ctx, progress, **values) -> None:
     result = sweep_job(config, given, progress=progress)
     click.echo(f"sweep {result.sweep_id}: {len(result.run_ids)} runs; "
                f"comparison run {result.comparison_id} finished")
-
-
-README_INTRO = {
-    "train": ("As `dsc train --help` prints them; `mlflow run . -e train -P name=value` takes the "
-              "names with `_` for `-`."),
-    "sweep": ("As `dsc sweep --help` prints them; the `sweep` entry point's parameters are `seeds`, "
-              "`grid`, `set`, `parallel`, `engine`, `ray_address`, `cpus_per_run`, `gpus_per_run`, "
-              "`max_retries`, `experiment`, `metric`, `max_components` and `color_by` "
-              "(`-P grid=\"lr=1e-4,3e-4 batch-size=16,32\" -P set=\"epochs=30 image-size=32\"`); "
-              "`--shared-store` is the command line's only."),
-}
-
-
-def readme_section(command: str) -> str:
-    """The README's section on a command's options (markdown), generated from the declarations.
-
-    The options are grouped by config, each as ``--help`` shows it; ``tests/test_settings.py``
-    holds the README to this text.
-    """
-    classes = {"train": TRAIN_CONFIGS, "sweep": SWEEP_CONFIGS}[command]
-    cmd = main.commands[command]
-    ctx = click.Context(cmd, info_name=f"dsc {command}")
-    titles = {o.param: o.owner._title or f"dsc {command}" for o in options_of(*classes).values()}
-    groups: dict[str, list[str]] = {}
-    for param in cmd.params:
-        if isinstance(param, click.Option) and param.name != "help":
-            names, text = param.get_help_record(ctx)
-            groups.setdefault(titles.get(param.name, "Other"), []).append(f"- `{names}`: {text}")
-    lines = [f"### `dsc {command}` options", "", README_INTRO[command]]
-    for title, items in groups.items():
-        lines += ["", f"{title}:", *items]
-    if command == "sweep":
-        from dsc.jobs.sweep import RESERVED
-
-        refused = "; ".join(f"`{key.replace('_', '-')}` ({why})" for key, why in RESERVED.items())
-        lines += ["", "Keys of `--grid` and `--set` are `dsc train` option names (`image-size` or "
-                      f"`image_size`) except {refused}. Every value is checked before anything "
-                      "trains, with the setting's declared type, range and choices and the configs' "
-                      "rules (`--grid kernel-size=3,4` fails on 4)."]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Every entry point against hostile input: one ``error:`` line, a non-zero exit, nothing lost.
 
-The table below is the one the README shows. Each case runs the command against a store that
-holds a finished training run, runs of other kinds and broken ones, and checks that:
+The table below is the one ``docs/guide/faults.md`` shows. Each case runs the command against a
+store that holds a finished training run, runs of other kinds and broken ones, and checks that:
 - the exit code is the expected one and stderr has exactly one ``error:`` line, saying what is
   wrong, and no traceback;
 - every run that existed keeps its status, every metric point and every artifact;
@@ -37,7 +37,7 @@ TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progr
 @dataclass(frozen=True)
 class Case:
     id: str
-    tried: str  # what a hostile user does (the README's table)
+    tried: str  # what a hostile user does (the faults page's table)
     args: tuple[str, ...]  # {name} = a run id of the fixture store
     code: int  # exit code: 2 for a usage error found by the parser, 1 for the rest
     says: str  # a fragment of the one error line
@@ -271,10 +271,10 @@ def test_hostile_input(world, case, monkeypatch):
     assert list(new.values()) == (["FAILED"] if case.opens_run else [])
 
 
-def test_readme_lists_every_case():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [c.tried for c in CASES if c.tried not in readme]
-    assert not missing, f"README's hostile-input table lacks: {missing}"
+def test_faults_page_lists_every_case():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "faults.md").read_text()
+    missing = [c.tried for c in CASES if c.tried not in page]
+    assert not missing, f"the faults page's hostile-input table lacks: {missing}"
 
 
 @pytest.mark.slow

@@ -1,13 +1,10 @@
-"""Settings declared once: the checks on construction, the command line and the README agree."""
+"""Settings declared once: the checks on construction and the command line agree."""
 from __future__ import annotations
-
-import re
-from pathlib import Path
 
 import click
 import pytest
 
-from dsc.cli import main, readme_section
+from dsc.cli import main
 from dsc.errors import ConfigError, DataError
 from dsc.settings import (
     TRAIN_CONFIGS,
@@ -22,7 +19,6 @@ from dsc.settings import (
     parse_text,
 )
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 TRAIN_OPTIONS = options_of(*TRAIN_CONFIGS)
 
 
@@ -120,14 +116,3 @@ def test_build_takes_option_names_and_keeps_other_defaults():
     assert data == DataConfig(image_size=32) and snap.every == 0
     snap, = build([TRAIN_CONFIGS[3]], {"every": 2}, by_field=True)
     assert snap.every == 2
-
-
-@pytest.mark.parametrize("command", ["train", "sweep"])
-def test_readme_option_section_is_the_rendered_one(command):
-    text = README.read_text()
-    heading = f"### `dsc {command}` options"
-    start = text.index(heading)
-    end = re.compile(r"^#{2,3} ", re.M).search(text, start + len(heading)).start()
-    assert text[start:end].strip() == readme_section(command).strip(), (
-        f"README's {heading!r} is stale; replace it with the output of "
-        f"`uv run python -c 'from dsc.cli import readme_section; print(readme_section(\"{command}\"))'`")
