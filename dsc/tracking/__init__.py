@@ -6,12 +6,13 @@
 - :mod:`dsc.tracking.datasets`: the splits a run trained on, as MLflow dataset inputs;
 - :mod:`dsc.tracking.models`: logged and registered models and their aliases;
 - :mod:`dsc.tracking.heartbeat`: one writer per run (a heartbeat tag renewed while training);
+- :mod:`dsc.tracking.auth`: a server with MLflow's auth app: the user, their permissions, checked first;
 - :mod:`dsc.tracking.server`: a loopback ``mlflow server`` (and PostgreSQL) for tests and benches.
 
 The names below are the package's interface; jobs import them as ``tracking.NAME``.
 """
 
-from dsc.tracking import snapshot
+from dsc.tracking import auth, snapshot
 from dsc.tracking.artifacts import (
     CHECKPOINT_DIR,
     CHECKPOINT_FMT,
@@ -28,6 +29,7 @@ from dsc.tracking.artifacts import (
     mark_complete,
     mark_full,
 )
+from dsc.tracking.auth import editable, redact, require_experiment_write, require_model_write
 from dsc.tracking.datasets import log_dataset
 from dsc.tracking.heartbeat import (
     HEARTBEAT_TAG,
@@ -54,12 +56,14 @@ from dsc.tracking.store import (
     log_metrics_to,
     log_params_once,
     metric_history,
+    preflight,
     require_run,
     run_context,
     run_kind,
 )
 
 __all__ = [
+    "auth",
     "snapshot",
     "ALIAS_BEST",
     "ALIAS_FINAL",
@@ -77,6 +81,7 @@ __all__ = [
     "clash_retried",
     "complete_through",
     "deflate",
+    "editable",
     "full_epochs",
     "holder_of",
     "image_steps",
@@ -94,6 +99,10 @@ __all__ = [
     "mark_complete",
     "mark_full",
     "pip_requirements",
+    "preflight",
+    "redact",
+    "require_experiment_write",
+    "require_model_write",
     "require_run",
     "run_context",
     "run_kind",

@@ -10,6 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from dsc.errors import ConfigError
+from dsc.tracking.auth import require_model_write
 from dsc.tracking.store import clash_retried
 
 ALIAS_FINAL = "final"
@@ -28,7 +29,8 @@ def pip_requirements() -> list[str]:
 
 
 def check_model_name(name: str) -> None:
-    """Refuse, before anything trains, a registered-model name that MLflow's own rules refuse."""
+    """Refuse, before anything trains, a registered-model name that MLflow's own rules refuse,
+    or a model the user may not register into (a server with auth: :func:`require_model_write`)."""
     from mlflow.utils.validation import _validate_model_name
 
     try:
@@ -36,6 +38,7 @@ def check_model_name(name: str) -> None:
     except mlflow.exceptions.MlflowException as exc:
         raise ConfigError(f"registered-model name {name!r}: {exc.message.splitlines()[0]} "
                           "(MLflow's rule); choose another with --register-name") from None
+    require_model_write(name)
 
 
 def log_and_register(model: torch.nn.Module, name: str, registered_name: str,
