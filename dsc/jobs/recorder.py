@@ -30,6 +30,7 @@ from dsc.tracking.artifacts import (
     mark_complete,
     mark_full,
 )
+from dsc.tracking.integrity import upload_checked
 from dsc.tracking.store import LoggedSteps, log_metrics_to
 
 
@@ -90,7 +91,7 @@ class EpochLogger:
     def _save(self, run_id: str, payload: dict) -> None:
         path = Path(self._tmp.name) / CHECKPOINT_FMT.format(payload["epoch"])
         torch.save(payload, path)
-        mlflow.log_artifact(str(deflate(path)), CHECKPOINT_DIR)
+        upload_checked(run_id, deflate(path), CHECKPOINT_DIR)
         path.unlink()
         mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
         if is_full(payload):
@@ -149,7 +150,7 @@ class SnapshotLogger:
 
     def _upload(self, path: Path) -> None:
         """Log a snapshot file (written deflated by :mod:`dsc.core.snapshot`) and drop the local copy."""
-        self.client.log_artifact(self.run_id, str(path), self.prefix)
+        upload_checked(self.run_id, path, self.prefix)
         path.unlink()
 
     def due(self, epoch: int) -> bool:

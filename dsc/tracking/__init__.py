@@ -2,7 +2,8 @@
 
 - :mod:`dsc.tracking.store`: create or attach to runs, params, metrics, histories, lookups;
 - :mod:`dsc.tracking.artifacts`: checkpoints and snapshot directories, and their completion tags;
-- :mod:`dsc.tracking.snapshot`: a run's snapshots downloaded and read back (``snapshot.load``);
+- :mod:`dsc.tracking.snapshot`: a run's snapshots downloaded, verified and read back (``snapshot.load``);
+- :mod:`dsc.tracking.integrity`: checksums recorded as checkpoints and snapshots are uploaded, verified on reading;
 - :mod:`dsc.tracking.datasets`: the splits a run trained on, as MLflow dataset inputs;
 - :mod:`dsc.tracking.models`: logged and registered models and their aliases;
 - :mod:`dsc.tracking.heartbeat`: one writer per run (a heartbeat tag renewed while training);
@@ -31,6 +32,7 @@ from dsc.tracking.artifacts import (
 )
 from dsc.tracking.auth import editable, redact, require_experiment_write, require_model_write
 from dsc.tracking.datasets import log_dataset
+from dsc.tracking.integrity import CHECKSUM_TAG, upload_checked
 from dsc.tracking.heartbeat import (
     HEARTBEAT_TAG,
     Heartbeat,
@@ -69,6 +71,7 @@ __all__ = [
     "ALIAS_FINAL",
     "CHECKPOINT_DIR",
     "CHECKPOINT_FMT",
+    "CHECKSUM_TAG",
     "COMPLETE_TAG",
     "FULL_TAG",
     "HEARTBEAT_TAG",
@@ -108,4 +111,5 @@ __all__ = [
     "run_kind",
     "set_alias",
     "tag_version",
+    "upload_checked",
 ]
