@@ -3,6 +3,8 @@ when they were written, and named; every reader falls back, skips or refuses in 
 from __future__ import annotations
 
 import contextlib
+import re
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -127,3 +129,60 @@ def test_a_file_written_before_checksums_were_kept_is_read_as_it_is(store, tmp_p
     torch.save({"epoch": 0, "model_state": {}}, path)
     MlflowClient().log_artifact(run_id, str(path), tracking.CHECKPOINT_DIR)
     assert tracking.load_checkpoint(run_id, "checkpoints/epoch_0000.pt")["epoch"] == 0
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: int):
+    """A tmpfs of ``size`` bytes mounted at ``path`` (needs root); skips the test where mounting is refused."""
+    path.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
+    try:
+        yield lambda bigger: subprocess.run(["mount", "-o", f"remount,size={bigger}", str(path)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _pages(size: int) -> int:
+    return -(-size // 4096)
+
+
+@pytest.mark.slow
+def test_a_full_artifact_store_fails_the_run_in_one_line_and_resume_finishes_it(trained, tmp_path):
+    """The artifact root of an experiment on a tmpfs with room for the files of epochs 0 and 1
+    (and not those of epoch 2) of the reference run, which trained alike to the end: the run ends
+    FAILED with one line, its earlier epochs' files intact; once the tmpfs is made bigger,
+    `--resume` finishes it with the reference's final weights."""
+    ref = trained.info.run_id
+    sizes = {f: stored(trained, f).stat().st_size for f in
+             ["snapshots/probe.npz", *(f"{d}/epoch_{e:04d}.{x}" for e in (0, 1)
+                                       for d, x in (("snapshots", "npz"), ("checkpoints", "pt")))]}
+    room = 4096 * (sum(_pages(s) for s in sizes.values()) + _pages(stored(trained, "snapshots/epoch_0002.npz")
+                                                                      .stat().st_size) // 2)
+    args = ["train", *TINY, "--epochs", str(EPOCHS), "--state-every", "2", "--register-name", "faults-full"]
+    with small_filesystem(tmp_path / "small", room) as enlarge:
+        experiment = MlflowClient().create_experiment("full", artifact_location=(tmp_path / "small").as_uri())
+        res = CliRunner().invoke(main, [*args, "--experiment", "full"])
+        assert res.exit_code == 1
+        run = MlflowClient().search_runs([experiment])[0]
+        line = res.output.strip().splitlines()[-1]
+        assert line.startswith(f"error: the artifact store {run.info.artifact_uri} is full: ")
+        assert re.search(r"is full: snapshots/epoch_0002\.npz needs \d+ bytes, \d+ free there; .* "
+                         rf"`dsc train --resume {run.info.run_id}`$", line), line
+        assert run.info.status == "FAILED" and "is full" in run.data.tags["error"]
+        assert tracking.complete_through(run, "checkpoints") == 1 and tracking.complete_through(run, "snapshots") == 1
+        for path in sizes:  # every earlier epoch's files: there, whole, as they were written
+            assert tracking.CHECKSUM_TAG.format(path) in run.data.tags, path
+            assert tracking.integrity.corruption(run, path, stored(run, path)) is None, path
+        assert tracking.load_checkpoint(run.info.run_id, "checkpoints/epoch_0001.pt")["epoch"] == 1
+        enlarge(64 << 20)
+        res = CliRunner().invoke(main, ["train", "--resume", run.info.run_id, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        resumed = MlflowClient().get_run(run.info.run_id)
+        assert resumed.info.status == "FINISHED"
+        assert tracking.snapshot.load(run.info.run_id).epochs == list(range(EPOCHS + 1))
+        final = {r: tracking.load_checkpoint(r, f"checkpoints/epoch_{EPOCHS:04d}.pt")["model_state"]
+                 for r in (ref, run.info.run_id)}
+        assert all(torch.equal(final[ref][k], final[run.info.run_id][k]) for k in final[ref])

@@ -12,8 +12,11 @@ Public API: :data:`CHECKSUM_TAG`, :func:`sha256_of`, :func:`upload_checked`,
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -38,13 +41,38 @@ def upload_checked(run_id: str, local_path: str | Path, artifact_dir: str) -> st
     The checksum tag is set first, then the file uploaded: whatever stops in between (a
     full store, a dead server) leaves a tag that no partial file matches. Returns the
     file's artifact path (``artifact_dir/name``).
+
+    Raises
+    ------
+    TrackingError
+        The artifact store has no room for the file: the line names the store, the bytes the
+        file needs and those free, and how to continue.
     """
     local_path = Path(local_path)
     artifact_path = f"{artifact_dir}/{local_path.name}" if artifact_dir else local_path.name
     client = MlflowClient()
     client.set_tag(run_id, CHECKSUM_TAG.format(artifact_path), sha256_of(local_path))
-    client.log_artifact(run_id, str(local_path), artifact_dir or None)
+    try:
+        client.log_artifact(run_id, str(local_path), artifact_dir or None)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise TrackingError(_full_line(client.get_run(run_id), artifact_path, local_path.stat().st_size)) from None
     return artifact_path
+
+
+def _full_line(run: mlflow.entities.Run, artifact_path: str, size: int) -> str:
+    """The one line of an artifact store that ran out of space while ``artifact_path`` was written."""
+    root = run.info.artifact_uri
+    free = ""
+    if urlparse(root).scheme in ("", "file"):
+        where = Path(unquote(urlparse(root).path))
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        free = f", {shutil.disk_usage(where).free} free there"
+    return (f"the artifact store {root} is full: {artifact_path} needs {size} bytes{free}; every earlier "
+            f"epoch's files are kept: free space (or move the store), then continue a training run with "
+            f"`dsc train --resume {run.info.run_id}`")
 
 
 def recorded_checksum(run: mlflow.entities.Run, artifact_path: str) -> str | None:
