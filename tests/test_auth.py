@@ -5,18 +5,22 @@ were granted. Every refusal is one line at start-up, before a job prepares any d
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
-from click.testing import CliRunner
-from mlflow.server.auth.client import AuthServiceClient
-from mlflow.tracking import MlflowClient
-
-from dsc import tracking
-from dsc.cli import main
-from dsc.errors import TrackingError
-from dsc.tracking.server import auth_settings, mlflow_server
 
 pytest.importorskip("flask_wtf", reason="MLflow's auth app needs the auth group: uv sync --group auth")
+
+from click.testing import CliRunner  # noqa: E402 (after the skip: MLflow's auth package needs Flask-WTF)
+from mlflow.server.auth.client import AuthServiceClient  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from dsc import tracking  # noqa: E402
+from dsc.cli import main  # noqa: E402
+from dsc.errors import TrackingError  # noqa: E402
+from dsc.jobs.register import register_job  # noqa: E402
+from dsc.tracking.server import auth_settings, mlflow_server  # noqa: E402
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-12"}
@@ -40,7 +44,7 @@ def server(tmp_path_factory):
         experiment = client.create_experiment("alice-exp")
         alice_run = client.create_run(experiment).info.run_id
         client.create_registered_model("alice-model")
-        yield {"uri": uri, "experiment": experiment, "alice_run": alice_run}
+        yield {"uri": uri, "experiment": experiment, "alice_run": alice_run, "log": root / "server.log"}
 
 
 @pytest.fixture
@@ -153,3 +157,31 @@ def test_editable_splits_runs_by_what_the_user_may_write(as_user, server):
     assert tracking.editable([server["alice_run"], mine]) == ([mine], [server["alice_run"]])
     as_user("admin")
     assert tracking.editable([server["alice_run"], mine]) == ([server["alice_run"], mine], [])
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_with_credentials_only_in_the_environment(as_user, server, tmp_path):
+    """Two members, each its own `dsc train` process, reach the server with bob's account from the
+    environment they inherit; no param, tag, output line or server log line holds the password."""
+    as_user("bob")
+    res = CliRunner().invoke(main, ["sweep", "--identities", "3", "--image-size", "16", "--seeds", "0,1",
+                                    "--set", "hidden=32 epochs=4 lr=1e-3", "--parallel", "2",
+                                    "--experiment", "bob-sweep", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("bob-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    members = [r for r in runs if r.data.tags.get("dsc.kind") == "train"]
+    assert len(members) == 2 and all(r.info.status == "FINISHED" for r in members)
+    assert all(r.data.tags.get("mlflow.user") != "alice" for r in runs)
+    secret = PASSWORDS["bob"]
+    for run in runs:
+        values = [*run.data.params.values(), *run.data.tags.values()]
+        assert not [v for v in values if secret in v], run.info.run_id
+    assert secret not in res.output
+    assert secret not in (Path(server["log"]).read_text(errors="replace"))
+    # bob registers his own run's checkpoint (its logged model in his experiment), and not into alice's model
+    name, version = register_job(members[0].info.run_id, 1, name="bob-registered")
+    assert (name, version) == ("bob-registered", "1")
+    with pytest.raises(TrackingError, match="may not register versions of model 'alice-model'"):
+        register_job(members[0].info.run_id, 1, name="alice-model")

@@ -13,8 +13,8 @@ themselves) before a job writes anything, so that a refusal is one line at start
 than a ``403`` halfway through. Against a server without auth, or a database or file store,
 every check passes at once.
 
-Public API: :func:`check_credentials`, :func:`current_user`, :func:`require_experiment_write`,
-:func:`require_model_write`, :func:`editable`, :func:`redact`.
+Public API: :func:`current_user`, :func:`failed_line`, :func:`permission`,
+:func:`require_experiment_write`, :func:`require_model_write`, :func:`editable`, :func:`redact`.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ WRITE = ("EDIT", "MANAGE")  # the permissions under which runs and model version
 CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
 GRANT_HINT = ("ask its owner or an admin to grant you EDIT "
               "(POST /api/3.0/mlflow/users/permissions/grant, or the UI's permissions page)")
-# A start-up check: no retries, a short timeout (MLflow's defaults wait minutes on a dead server).
-_QUICK = {"max_retries": 0, "backoff_factor": 0, "timeout": 5}
+# A start-up check: one retry, a short timeout (MLflow's defaults wait minutes on a dead server).
+_QUICK = {"max_retries": 1, "backoff_factor": 0, "timeout": 5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,8 @@ def _get(uri: str, endpoint: str, **params: str):
     return http_request(get_default_host_creds(uri), endpoint, "GET", params=params or None, **_QUICK)
 
 
-def _failed_line(uri: str) -> str:
+def failed_line(uri: str) -> str:
+    """The one line of a server that refused the credentials (or their absence): which variables to set."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if user and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
         given = f"the server refused the password of user {user!r}"
@@ -75,7 +76,8 @@ def _failed_line(uri: str) -> str:
         given = f"user {user!r} without a password"
     else:
         given = "no credentials were given"
-    return f"authentication failed at the tracking server {redact(uri)} ({given}); set {CREDENTIALS} to an account of that server"
+    return (f"authentication failed at the tracking server {redact(uri)} ({given}); "
+            f"set {CREDENTIALS} to an account of that server")
 
 
 def current_user(uri: str | None = None) -> User | None:
@@ -92,7 +94,7 @@ def current_user(uri: str | None = None) -> User | None:
         return None
     resp = _get(uri, CURRENT_USER)
     if resp.status_code == 401:
-        raise TrackingError(_failed_line(uri))
+        raise TrackingError(failed_line(uri))
     if resp.status_code == 404:  # no auth app: the route does not exist
         return None
     if resp.status_code != 200:
@@ -100,11 +102,6 @@ def current_user(uri: str | None = None) -> User | None:
                             f"{resp.text.strip()[:200]}")
     user = resp.json()["user"]
     return User(user["username"], bool(user.get("is_admin")))
-
-
-def check_credentials(uri: str | None = None) -> None:
-    """Refuse, in one line, credentials a server with auth does not accept (see :func:`current_user`)."""
-    current_user(uri)
 
 
 def permission(user: User, resource_type: str, resource_id: str, uri: str | None = None) -> str:
@@ -204,5 +201,5 @@ def editable(run_ids: Iterable[str]) -> tuple[list[str], list[str]]:
     return yes, no
 
 
-__all__ = ["User", "check_credentials", "current_user", "editable", "permission", "redact",
+__all__ = ["User", "current_user", "editable", "failed_line", "permission", "redact",
            "require_experiment_write", "require_model_write"]

@@ -42,10 +42,16 @@ def check_model_name(name: str) -> None:
 
 
 def log_and_register(model: torch.nn.Module, name: str, registered_name: str,
-                     example: np.ndarray) -> str:
-    """Log ``model`` (CPU, contiguous) under ``name`` and register it; return the version."""
+                     example: np.ndarray, experiment_id: str | None = None) -> str:
+    """Log ``model`` (CPU, contiguous) under ``name`` and register it; return the version.
+
+    The logged model belongs to the active run, else to experiment ``experiment_id`` (else
+    MLflow's current experiment).
+    """
     from mlflow.models import infer_signature
 
+    if experiment_id and not mlflow.active_run():
+        mlflow.set_experiment(experiment_id=experiment_id)
     model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()

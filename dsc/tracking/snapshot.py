@@ -92,5 +92,6 @@ def load(run_id: str, prefix: str = "snapshots") -> snapshot.Snapshots:
     if bad:
         name, reason = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise TrackingError(f"snapshot {prefix}/{name} of run {run_id} fails its checksum ({reason}){more}; {RECOMPUTE}")
+        raise TrackingError(f"snapshot {prefix}/{name} of run {run_id} fails its checksum ({reason}){more}; "
+                            f"{RECOMPUTE}")
     return snapshot.read_dir(local, through)

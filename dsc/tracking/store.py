@@ -17,14 +17,16 @@ from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
 from dsc.errors import ConfigError, Interrupted, TrackingError
-from dsc.tracking.auth import check_credentials, redact, require_experiment_write
+from dsc.tracking.auth import failed_line, redact, require_experiment_write
 
 KIND_TAG = "dsc.kind"  # what wrote a run: train, compare, snapshot, analyze
 # MLflow retries an HTTP request for about four minutes (7 retries, backoff factor 2): right
 # once a run is under way, where a server restart must cost nothing, too slow to learn at
-# start-up that no server answers. The start-up probe uses these instead (about 10 s at most).
+# start-up that no server answers. The start-up probe uses these instead (about 20 s at most; a
+# refused connection fails at once). 5 s a try: a server with MLflow's auth app hashes each
+# request's password (PBKDF2) before it answers, seconds while its CPU is busy.
 PROBE_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
 @contextlib.contextmanager
@@ -43,15 +45,16 @@ def _probe_http() -> Iterator[None]:
 
 
 def _probe_server(uri: str) -> None:
-    """Quick requests to an HTTP tracking server: it answers, and accepts the credentials given.
+    """One quick request to an HTTP tracking server: it answers, and accepts the credentials given.
 
-    A TrackingError saying what to do if either fails (:mod:`dsc.tracking.auth` for the second).
+    A TrackingError saying what to do if either fails (a 401: :func:`dsc.tracking.auth.failed_line`).
     """
     try:
         with _probe_http():
-            check_credentials(uri)
             MlflowClient().search_experiments(max_results=1)
     except mlflow.exceptions.MlflowException as exc:
+        if "error code 401 " in str(exc.message):
+            raise TrackingError(failed_line(uri)) from None
         errno_text = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc.message))
         cause = errno_text.group(0).strip() if errno_text else str(exc.message).splitlines()[0][:200]
         raise TrackingError(f"cannot reach the tracking server {redact(uri)} ({cause}); start it, correct "
