@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -25,7 +26,7 @@ def test_backend_config_and_job_template_are_what_mlflow_reads(kube_config):
     assert job["kind"] == "Job" and job["metadata"]["namespace"]
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     uri = urlparse(env["MLFLOW_TRACKING_URI"])  # the shared server, over HTTP
     assert uri.scheme in ("http", "https") and uri.hostname and uri.port
 
@@ -68,7 +69,7 @@ def test_rayjob_runs_a_checked_ray_sweep_on_the_deploy_image(kube_config):
     assert len(plan(config).members) == 6  # seeds 0-2 x two learning rates, every value checked
 
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
-    template_env = {e["name"]: e["value"] for e in
+    template_env = {e["name"]: e.get("value") for e in
                     kube_config["kube-job-template"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MLFLOW_TRACKING_URI"] == template_env["MLFLOW_TRACKING_URI"]  # the server as pods reach it
 
@@ -81,3 +82,46 @@ def test_rayjob_runs_a_checked_ray_sweep_on_the_deploy_image(kube_config):
     base = load_project(str(DEPLOY)).docker_env["image"]  # the image deploy/Dockerfile builds
     assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {base}
     assert "--group ray" in (DEPLOY / "Dockerfile").read_text()
+
+
+def _containers(doc: dict) -> list[dict]:
+    """Every container spec in a Kubernetes object (a Job, a Deployment, a RayJob's pods)."""
+    found = []
+    if isinstance(doc, dict):
+        found += doc.get("containers", []) if isinstance(doc.get("containers"), list) else []
+        for value in doc.values():
+            found += _containers(value) if isinstance(value, (dict, list)) else []
+    elif isinstance(doc, list):
+        for value in doc:
+            found += _containers(value)
+    return found
+
+
+def test_the_server_runs_mlflows_auth_app_with_its_secrets_from_a_secret():
+    import configparser
+
+    docs = list(yaml.safe_load_all((DEPLOY / "server.yaml").read_text()))
+    (server,) = [c for d in docs if d["kind"] == "Deployment" for c in _containers(d)]
+    cmd = server["command"]
+    assert cmd[:2] == ["mlflow", "server"] and cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    env = {e["name"]: e for e in server["env"]}
+    for var in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_BACKEND_STORE_URI"):
+        assert "value" not in env[var] and env[var]["valueFrom"]["secretKeyRef"]["name"], var  # never a default
+    mounted = {m["mountPath"] for m in server["volumeMounts"]}
+    assert str(Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"]).parent) in mounted
+    ini = configparser.ConfigParser()
+    ini.read(DEPLOY / "basic_auth.ini")
+    assert "admin_password" not in ini["mlflow"] and ini["mlflow"]["default_permission"] == "READ"
+    assert "--group auth" in (DEPLOY / "Dockerfile").read_text()  # the image has Flask-WTF for the app
+
+
+@pytest.mark.parametrize("name", ["kubernetes_job_template.yaml", "rayjob.yaml"])
+def test_training_pods_take_their_credentials_from_a_secret(name):
+    doc = yaml.safe_load((DEPLOY / name).read_text())
+    containers = _containers(doc)
+    assert containers
+    for container in containers:
+        env = {e["name"]: e for e in container["env"]}
+        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "dsc-credentials", (name, var)
+    assert "PASSWORD" not in doc["spec"].get("entrypoint", "") + doc["spec"].get("runtimeEnvYAML", "")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import torch
-from mlflow.tracking import MlflowClient
 
 from dsc.nn.checkpoint import is_full, resume_state, weights_payload
 from dsc.nn.train import EpochReport
@@ -23,6 +22,7 @@ from dsc.tracking.artifacts import (
     mark_complete,
     mark_full,
 )
+from dsc.tracking.integrity import upload_checked
 from dsc.tracking.store import LoggedSteps, log_metrics_to
 
 
@@ -91,7 +91,7 @@ class EpochLogger:
     def _save(self, run_id: str, payload: dict) -> None:
         path = Path(self._tmp.name) / CHECKPOINT_FMT.format(payload["epoch"])
         torch.save(payload, path)
-        MlflowClient().log_artifact(run_id, str(deflate(path)), CHECKPOINT_DIR)
+        upload_checked(run_id, deflate(path), CHECKPOINT_DIR)
         path.unlink()
         mark_complete(run_id, CHECKPOINT_DIR, payload["epoch"])
         if is_full(payload):

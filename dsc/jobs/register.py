@@ -45,10 +45,11 @@ def register_job(run_id: str, epoch: int, name: str = "", alias: str = "") -> tu
     """Register the weights of epoch ``epoch`` of training run ``run_id``; returns (name, version).
 
     The version has the format of a training run's final model (``mlflow.pytorch``, pt2) and
-    the tags ``dsc.run_id`` and ``dsc.epoch``. ``name`` defaults to the run's registered model;
-    ``alias``, if given, points at the new version.
+    the tags ``dsc.run_id`` and ``dsc.epoch``; its logged model belongs to the run's
+    experiment. ``name`` defaults to the run's registered model; ``alias``, if given, points
+    at the new version.
     """
-    tracking.ensure_store()
+    tracking.preflight(run_id=run_id)
     source = tracking.require_run(run_id)
     kind = tracking.run_kind(source)
     if kind not in (None, "train"):
@@ -70,7 +71,8 @@ def register_job(run_id: str, epoch: int, name: str = "", alias: str = "") -> tu
     else:  # any model dsc.Recorder recorded: the network it logged, the probe's inputs as the example
         model, example = tracking.load_logged_model(run_id), _probe_example(run_id)
     model.load_state_dict(ckpt["model_state"])
-    version = tracking.log_and_register(model, f"model-epoch-{epoch}", name, example)
+    version = tracking.log_and_register(model, f"model-epoch-{epoch}", name, example,
+                                        experiment_id=source.info.experiment_id)
     tracking.tag_version(name, version, dict(zip(VERSION_TAGS, (run_id, str(epoch)))))
     if alias:
         tracking.set_alias(name, alias, version)

@@ -33,6 +33,7 @@ def _target_run(source: mlflow.entities.Run, child: bool, overwrite: bool, prefi
 def snapshot_job(run_id: str, snap_cfg: SnapshotConfig, child: bool = False, overwrite: bool = False,
                  prefix: str = "snapshots", progress: bool = True) -> str:
     """Recompute snapshots of a training run from its per-epoch checkpoints; returns the target run id."""
+    tracking.preflight(run_id=run_id)
     source = tracking.require_run(run_id)
     if snap_cfg.every < 1:
         raise ConfigError("--every must be >= 1 for dsc snapshot")

@@ -26,6 +26,7 @@ from dsc.nn.model import named_layers
 from dsc.nn.train import EpochReport
 from dsc.settings import SnapshotConfig
 from dsc.tracking.artifacts import mark_complete
+from dsc.tracking.integrity import upload_checked
 from dsc.tracking.store import LoggedSteps, log_metrics_to
 
 MEMORY_SHARE = 0.5  # of the memory available, at most this much may hold one snapshot's activations
@@ -100,7 +101,7 @@ class SnapshotLogger:
 
     def _upload(self, path: Path) -> None:
         """Log a snapshot file (written deflated by :mod:`dsc.core.snapshot`) and drop the local copy."""
-        self.client.log_artifact(self.run_id, str(path), self.prefix)
+        upload_checked(self.run_id, path, self.prefix)
         path.unlink()
 
     def due(self, epoch: int) -> bool:

@@ -92,7 +92,7 @@ def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, 
 
     the_plan = plan(config, data_kw)
     echo = echo or (lambda line: tqdm.write(line, file=sys.stderr))
-    tracking.ensure_store()
+    tracking.preflight(config.experiment)
     with contextlib.ExitStack() as stack:
         cluster = None
         if config.engine == "ray":

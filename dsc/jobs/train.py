@@ -144,6 +144,7 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
     """
     snap_cfg = snap_cfg or SnapshotConfig()
     _tune_process()
+    tracking.preflight(track.experiment)
     with _training_run(track) as run, GracefulStop() as stop, tracking.Heartbeat(run.info.run_id):
         tracking.log_params_once({**data_cfg.to_dict(), **train_cfg.to_dict(), **_option_params(model_cfg),
                                   **_option_params(snap_cfg), "checkpoint_every": track.checkpoint_every,
@@ -226,7 +227,7 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
     :mod:`dsc.tracking.heartbeat`) is refused unless ``takeover``.
     """
     _tune_process()
-    tracking.ensure_store()
+    tracking.preflight(run_id=run_id)
     source = tracking.require_run(run_id)
     kind = tracking.run_kind(source)
     if kind is None and source.data.tags.get("mlflow.project.entryPoint") == "resume":

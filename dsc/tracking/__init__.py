@@ -2,16 +2,18 @@
 
 - :mod:`dsc.tracking.store`: create or attach to runs, params, metrics, histories, lookups;
 - :mod:`dsc.tracking.artifacts`: checkpoints and snapshot directories, and their completion tags;
-- :mod:`dsc.tracking.snapshot`: a run's snapshots downloaded and read back (``snapshot.load``);
+- :mod:`dsc.tracking.snapshot`: a run's snapshots downloaded, verified and read back (``snapshot.load``);
+- :mod:`dsc.tracking.integrity`: checksums recorded as checkpoints and snapshots are uploaded, verified on reading;
 - :mod:`dsc.tracking.datasets`: the splits a run trained on, as MLflow dataset inputs;
 - :mod:`dsc.tracking.models`: logged and registered models and their aliases;
 - :mod:`dsc.tracking.heartbeat`: one writer per run (a heartbeat tag renewed while training);
+- :mod:`dsc.tracking.auth`: a server with MLflow's auth app: the user, their permissions, checked first;
 - :mod:`dsc.tracking.server`: a loopback ``mlflow server`` (and PostgreSQL) for tests and benches.
 
 The names below are the package's interface; jobs import them as ``tracking.NAME``.
 """
 
-from dsc.tracking import snapshot
+from dsc.tracking import auth, snapshot
 from dsc.tracking.artifacts import (
     CHECKPOINT_DIR,
     CHECKPOINT_FMT,
@@ -28,7 +30,9 @@ from dsc.tracking.artifacts import (
     mark_complete,
     mark_full,
 )
+from dsc.tracking.auth import editable, redact, require_experiment_write, require_model_write
 from dsc.tracking.datasets import log_dataset
+from dsc.tracking.integrity import CHECKSUM_TAG, upload_checked
 from dsc.tracking.heartbeat import (
     HEARTBEAT_TAG,
     Heartbeat,
@@ -55,17 +59,20 @@ from dsc.tracking.store import (
     log_metrics_to,
     log_params_once,
     metric_history,
+    preflight,
     require_run,
     run_context,
     run_kind,
 )
 
 __all__ = [
+    "auth",
     "snapshot",
     "ALIAS_BEST",
     "ALIAS_FINAL",
     "CHECKPOINT_DIR",
     "CHECKPOINT_FMT",
+    "CHECKSUM_TAG",
     "COMPLETE_TAG",
     "FULL_TAG",
     "HEARTBEAT_TAG",
@@ -78,6 +85,7 @@ __all__ = [
     "clash_retried",
     "complete_through",
     "deflate",
+    "editable",
     "full_epochs",
     "holder_of",
     "image_steps",
@@ -96,9 +104,14 @@ __all__ = [
     "mark_complete",
     "mark_full",
     "pip_requirements",
+    "preflight",
+    "redact",
+    "require_experiment_write",
+    "require_model_write",
     "require_run",
     "run_context",
     "run_kind",
     "set_alias",
     "tag_version",
+    "upload_checked",
 ]

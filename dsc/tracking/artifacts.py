@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from dsc.core.zips import write_zip
 from dsc.errors import TrackingError
+from dsc.tracking.integrity import verify
 from dsc.tracking.store import require_run
 
 CHECKPOINT_DIR = "checkpoints"
@@ -87,8 +88,18 @@ def list_checkpoints(run_id: str) -> dict[int, str]:
 
 
 def load_checkpoint(run_id: str, path: str) -> dict:
-    """A checkpoint, read with ``weights_only=True`` (no pickle code runs)."""
+    """A checkpoint, verified against the checksum recorded when it was written
+    (:mod:`dsc.tracking.integrity`), then read with ``weights_only=True`` (no pickle code runs).
+
+    Raises
+    ------
+    TrackingError
+        The file fails its checksum or cannot be read; the line names it.
+    """
+    run = require_run(run_id)
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    verify(run, path, local, f"checkpoint {path}",
+           "resume from an earlier checkpoint, or register another epoch with --epoch")
     try:
         return torch.load(local, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from dsc.errors import ConfigError, TrackingError
+from dsc.tracking.auth import require_model_write
 from dsc.tracking.store import clash_retried
 
 ALIAS_FINAL = "final"
@@ -29,7 +30,8 @@ def pip_requirements() -> list[str]:
 
 
 def check_model_name(name: str) -> None:
-    """Refuse, before anything trains, a registered-model name that MLflow's own rules refuse."""
+    """Refuse, before anything trains, a registered-model name that MLflow's own rules refuse,
+    or a model the user may not register into (a server with auth: :func:`require_model_write`)."""
     from mlflow.utils.validation import _validate_model_name
 
     try:
@@ -37,20 +39,26 @@ def check_model_name(name: str) -> None:
     except mlflow.exceptions.MlflowException as exc:
         raise ConfigError(f"registered-model name {name!r}: {exc.message.splitlines()[0]} "
                           "(MLflow's rule); choose another with --register-name") from None
+    require_model_write(name)
 
 
 def log_and_register(model: torch.nn.Module, name: str, registered_name: str | None,
-                     example: np.ndarray, run_id: str | None = None) -> str:
-    """Log ``model`` (CPU, contiguous) under ``name`` of the run and register it; return the version.
+                     example: np.ndarray, run_id: str | None = None, experiment_id: str | None = None) -> str:
+    """Log ``model`` (CPU, contiguous) under ``name`` of a run and register it; return the version.
 
-    ``run_id`` defaults to the active run; without ``registered_name`` the model is logged only
-    (and "" returned). The model is saved as pt2 (``torch.export``: loading it runs no pickle);
-    one that cannot be exported (data-dependent control flow, say) is pickled instead, its
-    class then needed on the loading side, and the run's tag ``dsc.model_format`` says so.
+    The logged model belongs to run ``run_id``, else the active run, else experiment
+    ``experiment_id`` (else MLflow's current experiment). Without ``registered_name`` the model
+    is logged only (and "" returned). It is saved as pt2 (``torch.export``: loading it runs no
+    pickle); one that cannot be exported (data-dependent control flow, say) is pickled instead,
+    its class then needed on the loading side, and the run's tag ``dsc.model_format`` says so.
     """
     from mlflow.models import infer_signature
 
-    model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
+    if experiment_id and not run_id and not mlflow.active_run():
+        mlflow.set_experiment(experiment_id=experiment_id)
+    model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
+    with contextlib.suppress(NotImplementedError):  # an exported program's module is always in eval mode
+        model.eval()
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
     # The example has a batch of 2 so that the exported batch dimension stays dynamic (size 1

@@ -4,7 +4,7 @@ For the tests and benchmarks that take the path users take with a shared server:
 over HTTP, artifacts uploaded through the server (``mlflow-artifacts:``) into its
 ``--artifacts-destination``. Everything binds to 127.0.0.1 and lives in the given folders.
 
-Public API: :func:`free_port`, :func:`mlflow_server`, :func:`postgres_cluster`,
+Public API: :func:`auth_settings`, :func:`free_port`, :func:`mlflow_server`, :func:`postgres_cluster`,
 :func:`postgres_missing`.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -45,21 +45,24 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1,
-                  timeout: float = 180.0, port: int | None = None) -> Iterator[str]:
+                  timeout: float = 180.0, port: int | None = None,
+                  auth: Mapping[str, str] | None = None) -> Iterator[str]:
     """Run ``mlflow server`` on a loopback port; yield its ``http://`` tracking URI.
 
     Artifacts are served (clients read and write ``mlflow-artifacts:`` through the server) and
     stored under ``artifacts``; the server's output goes to ``log``. The server (its process
     group) is stopped on exit. ``port`` (default: a free one) lets a server be restarted
-    where its clients expect it.
+    where its clients expect it. ``auth`` (the environment of :func:`auth_settings`) starts
+    MLflow's basic-auth app (``--app-name basic-auth``).
     """
     port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
            "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-           "--workers", str(workers)]
+           "--workers", str(workers), *(["--app-name", "basic-auth"] if auth else [])]
     # The job runner (a third process, for GenAI jobs) is not needed to track runs.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(auth or {})}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(var, None)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -69,6 +72,27 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1
         yield uri
     finally:
         _stop(proc)
+
+
+def auth_settings(folder: Path, admin_password: str, default_permission: str = "READ") -> dict[str, str]:
+    """The environment that starts MLflow's basic-auth app with its user store in ``folder``.
+
+    Writes ``folder/basic_auth.ini`` (users and grants in ``folder/basic_auth.db``; users
+    without a grant get ``default_permission``); the admin ``admin`` is created on the first
+    start with ``admin_password`` (MLflow refuses to start without one, and wants 12
+    characters at least). The Flask secret that signs the UI's CSRF tokens is drawn at random.
+    """
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ini = folder / "basic_auth.ini"
+    ini.write_text("[mlflow]\n"
+                   f"default_permission = {default_permission}\n"
+                   f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+                   "admin_username = admin\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
 
 
 def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -157,4 +181,4 @@ def _pg(as_user: list[str], binary: str, *args: str) -> None:
         raise RuntimeError(f"{binary} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")
 
 
-__all__ = ["free_port", "mlflow_server", "postgres_cluster", "postgres_missing"]
+__all__ = ["auth_settings", "free_port", "mlflow_server", "postgres_cluster", "postgres_missing"]

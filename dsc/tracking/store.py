@@ -17,13 +17,16 @@ from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
 from dsc.errors import ConfigError, Interrupted, TrackingError
+from dsc.tracking.auth import failed_line, redact, require_experiment_write
 
 KIND_TAG = "dsc.kind"  # what wrote a run: train, compare, snapshot, analyze
 # MLflow retries an HTTP request for about four minutes (7 retries, backoff factor 2): right
 # once a run is under way, where a server restart must cost nothing, too slow to learn at
-# start-up that no server answers. The start-up probe uses these instead (about 10 s at most).
+# start-up that no server answers. The start-up probe uses these instead (about 20 s at most; a
+# refused connection fails at once). 5 s a try: a server with MLflow's auth app hashes each
+# request's password (PBKDF2) before it answers, seconds while its CPU is busy.
 PROBE_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
 @contextlib.contextmanager
@@ -42,21 +45,53 @@ def _probe_http() -> Iterator[None]:
 
 
 def _probe_server(uri: str) -> None:
-    """One quick request to an HTTP tracking server; a TrackingError saying what to do if it fails."""
+    """One quick request to an HTTP tracking server: it answers, and accepts the credentials given.
+
+    A TrackingError saying what to do if either fails (a 401: :func:`dsc.tracking.auth.failed_line`).
+    """
     try:
         with _probe_http():
             MlflowClient().search_experiments(max_results=1)
     except mlflow.exceptions.MlflowException as exc:
+        if "error code 401 " in str(exc.message):
+            raise TrackingError(failed_line(uri)) from None
         errno_text = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc.message))
         cause = errno_text.group(0).strip() if errno_text else str(exc.message).splitlines()[0][:200]
-        raise TrackingError(f"cannot reach the tracking server {uri} ({cause}); start it, correct "
+        raise TrackingError(f"cannot reach the tracking server {redact(uri)} ({cause}); start it, correct "
                             "MLFLOW_TRACKING_URI, or unset it to use sqlite:///mlflow.db here") from None
+
+
+def _probe_database(uri: str) -> None:
+    """One connection to a database store (PostgreSQL, MySQL, ...); a one-line TrackingError if it fails.
+
+    Tried with SQLAlchemy directly, once, with a 5 s connect timeout: MLflow's own store
+    retries a refused connection for about two minutes before it gives up.
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    args = {"connect_timeout": 5} if uri.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=NullPool)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:  # SQLAlchemy's and the driver's errors: a missing driver, a refused connection
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("(Background")]
+        cause = next((ln for ln in lines if "refused" in ln or "could not" in ln.lower()), lines[0] if lines else "")
+        raise TrackingError(f"cannot reach the tracking database {redact(uri)} ({type(exc).__name__}: "
+                            f"{redact(cause)[:200]}); start it, correct MLFLOW_TRACKING_URI, or unset it to use "
+                            "sqlite:///mlflow.db here") from None
+    MlflowClient().search_experiments(max_results=1)
 
 
 def ensure_store() -> None:
     """Check the tracking store answers, and create its tables once, even when several runs start at once.
 
-    A server is probed with few retries (:data:`PROBE_HTTP`). MLflow creates a SQLite store's
+    A server is probed with few retries (:data:`PROBE_HTTP`), its credentials checked (a
+    server with MLflow's auth app), a database store with one query. MLflow creates a SQLite store's
     schema on first use, and two processes doing it together collide ("table already
     exists"); a file lock beside the database serialises that step.
     """
@@ -65,7 +100,7 @@ def ensure_store() -> None:
         _probe_server(uri)
         return
     if not uri.startswith("sqlite:///"):
-        MlflowClient().search_experiments(max_results=1)
+        _probe_database(uri)
         return
     import fcntl
 
@@ -77,6 +112,17 @@ def ensure_store() -> None:
             MlflowClient().search_experiments(max_results=1)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def preflight(experiment: str = "", run_id: str | None = None) -> None:
+    """What a job that writes runs checks before it prepares anything, each failure one line.
+
+    The store answers (:func:`ensure_store`), a server with auth accepts the credentials, and
+    the user may write runs to the experiment (:func:`dsc.tracking.auth.require_experiment_write`:
+    ``experiment`` by name, or that of ``run_id``).
+    """
+    ensure_store()
+    require_experiment_write(experiment, run_id)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,159 @@
+"""A loopback `mlflow server --app-name basic-auth` with an admin and two users, alice and bob.
+
+Default permission READ: each user may read everything and write only what they created or
+were granted. Every refusal is one line at start-up, before a job prepares any data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+pytest.importorskip("flask_wtf", reason="MLflow's auth app needs the auth group: uv sync --group auth")
+
+from click.testing import CliRunner  # noqa: E402 (after the skip: MLflow's auth package needs Flask-WTF)
+from mlflow.server.auth.client import AuthServiceClient  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from dsc import tracking  # noqa: E402
+from dsc.cli import main  # noqa: E402
+from dsc.errors import TrackingError  # noqa: E402
+from dsc.jobs.register import register_job  # noqa: E402
+from dsc.tracking.server import auth_settings, mlflow_server  # noqa: E402
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-12"}
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The server, its users, and alice's experiment (with one run) and registered model."""
+    root = tmp_path_factory.mktemp("auth-server")
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "server.log",
+                       auth=auth_settings(root / "auth", ADMIN_PASSWORD)) as uri, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        mp.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        admin = AuthServiceClient(uri)
+        for name, password in PASSWORDS.items():
+            admin.create_user(name, password)
+        mp.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        mp.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORDS["alice"])
+        client = MlflowClient(uri)
+        experiment = client.create_experiment("alice-exp")
+        alice_run = client.create_run(experiment).info.run_id
+        client.create_registered_model("alice-model")
+        yield {"uri": uri, "experiment": experiment, "alice_run": alice_run, "log": root / "server.log"}
+
+
+@pytest.fixture
+def as_user(server, monkeypatch, tmp_path, cache_dir):
+    """Point MLflow at the server and log in as a user: ``as_user("bob")``, ``as_user(None)``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+    monkeypatch.setenv("DSC_CACHE_DIR", str(cache_dir))
+    for var in (*CREDENTIAL_VARS, "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    mlflow.set_tracking_uri(server["uri"])
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+
+    def login(name: str | None, password: str | None = None) -> str:
+        if name:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", name)
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password or PASSWORDS.get(name, ADMIN_PASSWORD))
+        return server["uri"]
+
+    return login
+
+
+@pytest.mark.parametrize("user, password, why", [
+    (None, None, "no credentials were given"),
+    ("bob", "not-bobs-password", "the server refused the password of user 'bob'"),
+])
+def test_a_missing_or_wrong_password_is_one_line_at_start_up(as_user, user, password, why):
+    uri = as_user(user, password)
+    res = CliRunner().invoke(main, ["train", "--epochs", "1", "--no-progress"])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert lines == [f"error: authentication failed at the tracking server {uri} ({why}); set "
+                     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                     "to an account of that server"], res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_token_the_basic_auth_app_does_not_take_is_refused(as_user, monkeypatch):
+    as_user(None)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "some-token")
+    with pytest.raises(TrackingError, match=r"authentication failed .*\(the server refused the token\)"):
+        tracking.ensure_store()
+
+
+def test_the_server_names_the_user_and_whether_they_are_admin(as_user):
+    as_user("admin")
+    assert tracking.auth.current_user() == tracking.auth.User("admin", True)
+    as_user("bob")
+    assert tracking.auth.current_user() == tracking.auth.User("bob", False)
+
+
+def test_bob_may_not_train_into_alices_experiment(as_user, server):
+    as_user("bob")
+    before = MlflowClient().search_runs([server["experiment"]])
+    res = CliRunner().invoke(main, ["train", "--experiment", "alice-exp", "--epochs", "1", "--no-progress"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        f"error: user 'bob' may not write runs to experiment 'alice-exp' (id {server['experiment']}) on "
+        f"{server['uri']}: it holds READ and needs EDIT; ask its owner or an admin to grant you EDIT "
+        "(POST /api/3.0/mlflow/users/permissions/grant, or the UI's permissions page), or choose another "
+        "experiment with --experiment NAME"], res.output
+    assert len(MlflowClient().search_runs([server["experiment"]])) == len(before)  # nothing was started
+
+
+def test_the_default_experiment_needs_a_grant_too(as_user):
+    as_user("bob")
+    with pytest.raises(TrackingError, match=r"experiment 'Default' \(id 0\) .* holds READ and needs EDIT"):
+        tracking.preflight()
+
+
+def test_alice_and_the_admin_pass_and_a_new_experiment_passes(as_user):
+    as_user("alice")
+    tracking.preflight("alice-exp")
+    tracking.preflight("an-experiment-nobody-made-yet")  # its creator will manage it
+    as_user("admin")
+    tracking.preflight("alice-exp")
+
+
+def test_bob_may_not_resume_or_snapshot_alices_run(as_user, server):
+    as_user("bob")
+    with pytest.raises(TrackingError, match="may not write runs to experiment 'alice-exp'"):
+        tracking.preflight(run_id=server["alice_run"])
+
+
+def test_bob_may_not_register_into_alices_model(as_user):
+    as_user("bob")
+    with pytest.raises(TrackingError, match=r"user 'bob' may not register versions of model 'alice-model' .* "
+                                            r"holds READ and needs EDIT.* --register-name NAME"):
+        tracking.check_model_name("alice-model")
+    tracking.check_model_name("bobs-own-model")  # does not exist yet: bob may create it
+    as_user("alice")
+    tracking.check_model_name("alice-model")
+
+
+def test_a_grant_lets_bob_write(as_user, server):
+    as_user("alice")
+    MlflowClient().create_registered_model("alice-shared-model")
+    with pytest.raises(TrackingError):
+        as_user("bob")
+        tracking.check_model_name("alice-shared-model")
+    as_user("alice")  # alice manages her model: she may grant
+    AuthServiceClient(server["uri"]).grant_user_permission("bob", "registered_model", "alice-shared-model", "EDIT")
+    as_user("bob")
+    tracking.check_model_name("alice-shared-model")
+
+
+def test_editable_splits_runs_by_what_the_user_may_write(as_user, server):
+    as_user("bob")
+    mine = MlflowClient().create_run(MlflowClient().create_experiment("bob-exp")).info.run_id
+    assert tracking.editable([server["alice_run"], mine]) == ([mine], [server["alice_run"]])
+    as_user("admin")
+    assert tracking.editable([server["alice_run"], mine]) == ([server["alice_run"], mine], [])
