@@ -158,6 +158,9 @@ class SweepConfig(Settings):
     shared_store: bool = setting(False, help=(
         "ray engine: the sqlite or file tracking store lies on a filesystem every node mounts at "
         "the same path (else a cluster of several nodes needs a tracking server)."))
+    register: bool = setting(False, help=(
+        "Register each member's final and best models (off: a member's fixed cost without the "
+        "registry's writes)."))
     experiment: str = setting("", help="MLflow experiment of the runs (default: the current one).")
     metric: str = setting("acc/val", help="Metric the comparison decomposes.")
     max_components: int = setting(3, min=1, max=MAX_COMPONENTS,
