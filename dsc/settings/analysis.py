@@ -80,6 +80,9 @@ class AnalyzeConfig(Settings):
     progress: bool = setting(True, help="Progress bar over the steps.")
 
 
+CLASS_CURVES = ("prob", "recall")
+
+
 @dataclass(frozen=True)
 class CompareConfig(Settings):
     """Which runs to compare and how."""
@@ -106,6 +109,12 @@ class CompareConfig(Settings):
         "Group the runs by this param (repeatable, or a comma list): the other runs of a group "
         "are its replicates (seeds); per group n, mean, sd and t-based 95% intervals, mean "
         "curves with bands, and Spearman trend tests against the param."))
+    class_curve: str = setting("prob", choices=CLASS_CURVES, help=(
+        "Per-class curve decomposed on every run: prob (prob_class/<name>, the mean softmax of "
+        "the true class) or recall (acc_class/<name>)."))
+    cluster_factor: float = setting(2.0, min=0, min_open=True, help=(
+        "lld/class_clusters: two classes are one group when their main rises' centres lie within "
+        "this many times the larger of their widths."))
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
