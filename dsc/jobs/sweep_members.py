@@ -157,6 +157,8 @@ def plan(config: SweepConfig, data_kw: Mapping[str, object] | None = None) -> Pl
     if config.engine != "ray":
         for key in (k for k in RAY_ONLY if getattr(config, k) != getattr(defaults, k)):
             raise ConfigError(f"--{key.replace('_', '-')} applies to --engine ray only")
+    elif config.per_process != defaults.per_process:
+        raise ConfigError("--per-process applies to --engine local only (Ray schedules each member)")
     options = train_options()
     grid_raw = parse_assignments(config.grid, "--grid", many=True)
     fixed_raw = parse_assignments(config.fixed, "--set", many=False)

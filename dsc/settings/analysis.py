@@ -151,6 +151,10 @@ class SweepConfig(Settings):
     parallel: int = setting(2, min=1, help=(
         "Local engine: trainings at a time, each a `python -m dsc train` process with "
         "OMP_NUM_THREADS = CPUs / N unless set (the ray engine schedules by --cpus-per-run)."))
+    per_process: int = setting(1, min=1, max=1000, help=(
+        "Local engine: members trained one after another in each process, its imports paid once "
+        "(for small members, whose fixed cost is most of their time); results are those of one "
+        "process a member."))
     engine: str = setting("local", choices=("local", "ray"), help=(
         "Where the members train: local processes on this machine, or Ray tasks on a cluster "
         "(needs `uv sync --group ray`)."))
