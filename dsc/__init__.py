@@ -98,6 +98,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.compare_classes` each compared run's class curves decomposed, and the predictors of N
   `jobs.sweep`          a grid of parallel training runs, then compare (local engine)
   `jobs.sweep_members`  a sweep's grid checked and expanded, each member's run
+  `jobs.sweep_batch`    several sweep members trained one after another in one process
   `jobs.sweep_ray`      the ray engine: members as Ray tasks, lost ones resumed
 `cli`               the click commands, generated from the settings
 """

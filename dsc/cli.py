@@ -302,11 +302,23 @@ def sweep(ctx, progress, **values) -> None:
                f"comparison run {result.comparison_id} finished")
 
 
+@main.command("train-members", hidden=True, context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+def train_members(spec) -> None:
+    """Train the sweep members listed in SPEC one after another (`dsc sweep --per-process`)."""
+    from pathlib import Path
+
+    from dsc.jobs.sweep_batch import run_members
+
+    sys.exit(run_members(Path(spec), lambda argv: main.main(["train", *argv], prog_name="dsc")))
+
+
 README_INTRO = {
     "train": ("As `dsc train --help` prints them; `mlflow run . -e train -P name=value` takes the "
               "names with `_` for `-`."),
     "sweep": ("As `dsc sweep --help` prints them; the `sweep` entry point's parameters are `seeds`, "
-              "`grid`, `set`, `parallel`, `engine`, `ray_address`, `cpus_per_run`, `gpus_per_run`, "
+              "`grid`, `set`, `parallel`, `per_process`, `engine`, `ray_address`, `cpus_per_run`, "
+              "`gpus_per_run`, "
               "`max_retries`, `experiment`, `metric`, `max_components` and `color_by` "
               "(`-P grid=\"lr=1e-4,3e-4 batch-size=16,32\" -P set=\"epochs=30 image-size=32\"`); "
               "`--shared-store` is the command line's only."),

@@ -160,7 +160,7 @@ def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: s
     """Create the members' runs, then start one process for them, attached to each in turn.
 
     One member: ``python -m dsc train`` (MLFLOW_RUN_ID names its run); several:
-    ``python -m dsc.jobs.sweep_batch``, which trains them one after another.
+    ``python -m dsc train-members`` (:mod:`dsc.jobs.sweep_batch`), one after another.
     """
     import json
 
@@ -183,7 +183,7 @@ def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: s
         spec = logs / f"{batch[0].index:04d}.batch.json"
         spec.write_text(json.dumps([{"run_id": j.run_id, "argv": the_plan.argv(j.member), "log": str(j.log),
                                      "rc": str(j.rc)} for j in jobs]))
-        command = [sys.executable, "-m", "dsc.jobs.sweep_batch", str(spec)]
+        command = [sys.executable, "-m", "dsc", "train-members", str(spec)]
         env.pop("MLFLOW_RUN_ID", None)
         out_path = spec.with_suffix(".log")
     with out_path.open("w") as out:
