@@ -5,10 +5,15 @@
 #
 #   STORE=results-store SEEDS="0 1 2 3 4 5 6 7" docs/experiment.sh   # the full plan (default)
 #
-# Then `uv run python docs/results.py --store results-store` writes docs/results.md.
+# QUESTIONS (default "classes density"), IDENTITIES (2,3,5,8,10), DENSITIES
+# (25,50,100,200,400) and STEPS (1500) narrow the plan. Then
+# `uv run python docs/results.py --store results-store` writes docs/results.md.
 set -euo pipefail
 STORE=$(realpath -m "${STORE:-results-store}")
 SEEDS=(${SEEDS:-0 1 2 3 4 5 6 7})
+QUESTIONS=${QUESTIONS:-classes density}
+IDENTITIES=${IDENTITIES:-2,3,5,8,10}
+DENSITIES=${DENSITIES:-25,50,100,200,400}
 STEPS=${STEPS:-1500}
 PYTHON=${PYTHON:-python}
 mkdir -p "$STORE"
@@ -22,11 +27,16 @@ for name in ("classes", "density"):
 PY
 for ((i = 0; i < ${#SEEDS[@]}; i += 2)); do
     block=$(IFS=,; echo "${SEEDS[*]:i:2}")
-    start=$(date +%s)
-    $PYTHON -m dsc sweep --experiment classes --seeds "$block" --grid identities=2,3,5,8,10 \
-        --image-size 32 --set "epochs=30 $REC" --parallel 2 --no-progress
-    $PYTHON -m dsc sweep --experiment density --seeds "$block" \
-        --grid exemplars-per-class=25,50,100,200,400 --image-size 32 --set "steps=$STEPS $REC" \
-        --parallel 2 --no-progress
-    echo "seeds $block: $(( $(date +%s) - start )) s" | tee -a "$STORE/wall_times.txt"
+    for question in $QUESTIONS; do
+        start=$(date +%s)
+        if [[ $question == classes ]]; then
+            $PYTHON -m dsc sweep --experiment classes --seeds "$block" --grid "identities=$IDENTITIES" \
+                --image-size 32 --set "epochs=30 $REC" --parallel 2 --no-progress
+        else
+            $PYTHON -m dsc sweep --experiment density --seeds "$block" \
+                --grid "exemplars-per-class=$DENSITIES" --image-size 32 --set "steps=$STEPS $REC" \
+                --parallel 2 --no-progress
+        fi
+        echo "$question, seeds $block: $(( $(date +%s) - start )) s" | tee -a "$STORE/wall_times.txt"
+    done
 done
