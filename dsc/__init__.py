@@ -28,6 +28,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.lld_model`      its model of record in lmfit's terms, and the final fit
   `core.lld_batch`      decompositions of many curves in worker processes
   `core.groups`         runs grouped by a param: means, t intervals, mean curves, Spearman trends
+  `core.class_groups`   two predictors of N from per-class fits, and their agreement with N
+  `core.power`          the smallest Spearman rho a test over n runs detects
   `core.snapshot`       the per-epoch snapshot: computed from arrays, one .npz per epoch
   `core.atomic`         atomic file writes
   `core.zips`           zip archives written with their entries deflated on two threads
@@ -98,8 +100,10 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze_events` its event timeline, the report's first section
   `jobs.compare`        the decomposition across runs, in a comparison run
   `jobs.compare_groups` the compared runs grouped by params, seeds as replicates
+  `jobs.compare_classes` each compared run's class curves decomposed, and the predictors of N
   `jobs.sweep`          a grid of parallel training runs, then compare (local engine)
   `jobs.sweep_members`  a sweep's grid checked and expanded, each member's run
+  `jobs.sweep_batch`    several sweep members trained one after another in one process
   `jobs.sweep_ray`      the ray engine: members as Ray tasks, lost ones resumed
 `cli`               the click commands, generated from the settings
 

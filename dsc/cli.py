@@ -308,5 +308,16 @@ def sweep(ctx, progress, **values) -> None:
                f"comparison run {result.comparison_id} finished")
 
 
+@main.command("train-members", hidden=True, context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+def train_members(spec) -> None:
+    """Train the sweep members listed in SPEC one after another (`dsc sweep --per-process`)."""
+    from pathlib import Path
+
+    from dsc.jobs.sweep_batch import run_members
+
+    sys.exit(run_members(Path(spec), lambda argv: main.main(["train", *argv], prog_name="dsc")))
+
+
 if __name__ == "__main__":
     main()

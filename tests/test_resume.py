@@ -66,14 +66,14 @@ def reference(_reference_store, monkeypatch):
     return made_current(*_reference_store, monkeypatch)
 
 
-def start_victim(store: str, name: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_victim(store: str, name: str, log: Path, args: list[str] = COMMON) -> tuple[subprocess.Popen, str]:
     """A training process (its stderr to ``log``), once its checkpoint of epoch 2 is complete.
 
     The loop starts epoch 3 right after marking that checkpoint, so a signal sent now arrives
     mid-epoch, between optimizer steps. Returns the process and its run id.
     """
     with open(log, "w") as err:
-        victim = subprocess.Popen(dsc("train", *COMMON, "--run-name", name), env=env_for(store),
+        victim = subprocess.Popen(dsc("train", *args, "--run-name", name), env=env_for(store),
                                   stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -118,6 +118,27 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert MlflowClient().get_run(rid).data.tags["dsc.resumed_from"] == str(done)
     assert_resumed_like(ref, rid)
+
+
+@pytest.mark.slow
+def test_killed_step_budget_run_resumes_to_the_same_weights(store, tmp_path):
+    """``--steps 100`` at 29 steps an epoch: epochs 1-3 whole, epoch 4 partial (13 steps)."""
+    args = [*TINY, "--steps", "100", "--seed", "3", "--snapshot-every", "0", "--register-name", "budget"]
+    ref = subprocess.run(dsc("train", *args, "--run-name", "whole"), env=env_for(store),
+                         capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    whole = run_named("whole")
+    assert whole.data.params["steps_epochs"] == "4" and whole.data.params["steps_last_epoch"] == "13"
+    victim, rid = start_victim(store, "killed", tmp_path / "victim.log", args)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    res = subprocess.run(dsc("train", "--resume", rid, "--no-progress"), env=env_for(store),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    want, got = histories(whole.info.run_id), histories(rid)
+    assert got["train/steps"] == want["train/steps"] and want["train/steps"][-1] == (4, 100.0)
+    a, b = final_weights(whole.info.run_id, 4), final_weights(rid, 4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import sys
 
 import mlflow
 import pytest
+import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from served import EPOCHS
@@ -163,3 +164,37 @@ def test_the_sweep_reads_the_settings_not_the_command_line():
     code = "import sys, dsc.jobs.sweep; print(sorted(m for m in ('click', 'dsc.cli') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_members_sharing_a_process_match_members_in_processes_of_their_own(store):
+    from served import histories
+
+    common = ["sweep", "--identities", "2", "--image-size", "16", "--seeds", "0,1", "--parallel", "1",
+              "--set", "epochs=2 hidden=32 snapshot-every=0 checkpoint-every=2", "--no-progress"]
+    for experiment, extra in (("shared", ["--per-process", "2"]), ("own", [])):
+        res = CliRunner().invoke(main, [*common, "--experiment", experiment, *extra])
+        assert res.exit_code == 0, res.output
+    client = MlflowClient()
+
+    def members(experiment):
+        runs = mlflow.search_runs(experiment_names=[experiment], output_format="list",
+                                  filter_string="tags.`dsc.kind` = 'train'")
+        return {r.data.params["seed"]: r.info.run_id for r in runs}
+
+    shared, own = members("shared"), members("own")
+    assert sorted(shared) == sorted(own) == ["0", "1"]
+    for seed in shared:
+        a, b = histories(shared[seed]), histories(own[seed])
+        assert a == b and "train/steps" in a and "prob_class/face1" in a
+        wa, wb = (torch.load(mlflow.artifacts.download_artifacts(
+            run_id=rid, artifact_path="checkpoints/epoch_0002.pt"), weights_only=True)["model_state"]
+                  for rid in (shared[seed], own[seed]))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert client.get_run(shared[seed]).data.params["register"] == "False"
+    assert client.search_registered_models() == []  # members skip the registry unless --register
+
+
+def test_per_process_is_for_the_local_engine():
+    with pytest.raises(ConfigError, match="--per-process applies to --engine local only"):
+        plan(SweepConfig(engine="ray", per_process=2))

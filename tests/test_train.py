@@ -48,6 +48,45 @@ def test_metrics_are_complete_and_in_range(tiny):
     assert abs(rows[0][1]["loss/val"] - np.log(3)) < 0.3
 
 
+def test_prob_class_is_the_mean_true_class_softmax_of_the_logits(tiny):
+    from dsc.nn.train import epoch_metrics
+
+    torch.manual_seed(1)
+    model = DenseVGG(num_classes=3, hidden=64)
+    train(model, tiny, TrainConfig(epochs=1, lr=1e-3, device="cpu"), progress=False)
+    metrics = epoch_metrics(model, tiny, torch.device("cpu"), TrainConfig(device="cpu"))
+    model.eval()
+    with torch.no_grad():
+        x, y = tiny.batch(tiny.val_idx, torch.device("cpu"))
+        probs = torch.softmax(model(x).double(), 1).numpy()
+    y = y.numpy()
+    for c, name in enumerate(tiny.classes):
+        assert metrics[f"prob_class/{name}"] == pytest.approx(probs[y == c, c].mean(), rel=1e-5)
+    # the untrained network starts every class near 1/C, where its recall may be 0 or 1
+    rows, _ = history(tiny, optimizer="sgd", lr=0.01)
+    assert all(abs(rows[0][1][f"prob_class/{n}"] - 1 / 3) < 0.1 for n in tiny.classes)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 12])
+def test_steps_take_exactly_that_many_optimizer_steps(tiny, steps):
+    from dsc.nn.train import epochs_to_train, steps_per_epoch
+
+    cfg = TrainConfig(steps=steps, batch_size=16, seed=0, device="cpu")
+    per_epoch = steps_per_epoch(cfg, len(tiny.train_idx))
+    assert per_epoch == -(-len(tiny.train_idx) // 16) and per_epoch < 12 < 2 * per_epoch
+    torch.manual_seed(0)
+    model = DenseVGG(num_classes=3, hidden=64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    taken = []
+    optimizer.register_step_post_hook(lambda *_: taken.append(1))
+    rows = []
+    train(model, tiny, cfg, on_epoch=lambda r: rows.append((r.epoch, r.metrics["train/steps"])),
+          optimizer=optimizer, progress=False)
+    assert len(taken) == steps
+    assert rows[-1] == (epochs_to_train(cfg, len(tiny.train_idx)), float(steps))
+    assert [s for _, s in rows] == [min(e * per_epoch, steps) for e, _ in rows]
+
+
 def test_channels_last_matches_nchw(tiny):
     a, _ = history(tiny, optimizer="sgd", lr=0.01, channels_last=True)
     b, _ = history(tiny, optimizer="sgd", lr=0.01, channels_last=False)
@@ -207,9 +246,10 @@ def test_evaluation_through_the_kernel_matches_torchs_layers(tiny):
     model = DenseVGG(num_classes=3, hidden=64)
     results = [evaluate(model, tiny, tiny.val_idx, torch.device("cpu"),
                         TrainConfig(conv_kernel=kernel, device="cpu")) for kernel in ("dsc", "torch")]
-    (loss, acc, pred), (ref_loss, ref_acc, ref_pred) = results
+    (loss, acc, pred, prob), (ref_loss, ref_acc, ref_pred, ref_prob) = results
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert acc == ref_acc and np.array_equal(pred, ref_pred)
+    np.testing.assert_allclose(prob, ref_prob, rtol=1e-4)
     assert model.training  # the train flag is restored
 
 

@@ -19,7 +19,8 @@ comparison run (tag ``dsc.kind = compare``) gets
 - ``lld/runs.json``: the compared run ids and the skipped ones with the reason;
 - metrics ``lld/n_runs``, ``lld/n_fitted``, ``lld/mean_r2_<N>``, ``lld/mean_n_components``,
   ``lld/n_chose_<N>`` and ``lld/n_no_process`` (runs whose curve has no learning process);
-- with ``--group-by``: the runs grouped by params, seeds as replicates (:mod:`dsc.jobs.compare_groups`).
+- with ``--group-by``: the runs grouped by params, seeds as replicates (:mod:`dsc.jobs.compare_groups`);
+- each class's curve decomposed and two predictors of N from them (:mod:`dsc.jobs.compare_classes`).
 
 Each source run gets ``lld/n_components`` (0: no learning process), ``lld/r2_<N>`` and, for the chosen N,
 ``lld/constant``, ``lld/amplitude_<i>``, ``lld/center_<i>``, ``lld/width_<i>`` (step 0), so
@@ -58,7 +59,7 @@ from dsc.core import lld_batch
 from dsc.errors import TrackingError
 from dsc.figures import lld as lld_figures
 from dsc.figures.style import save
-from dsc.jobs import compare_groups
+from dsc.jobs import compare_classes, compare_groups
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
@@ -101,10 +102,11 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
         tracking.log_params_once(config.params())
         with lld_batch.workers(config.jobs, len(runs)) as pool:
             fits = _fit_and_write_back(client, runs, config, pool)
+            by_class = compare_classes.fit_and_write_back(client, runs, fits, config, pool)
             _log_comparison(runs, fits, skipped, config, pool)
         if config.group_by:
             mlflow.log_metrics(compare_groups.log_groups(runs, fits, config.group_by, config.metric,
-                                                         config.max_components, warn), step=0)
+                                                         config.max_components, warn, by_class), step=0)
         _warn_unfitted(runs, fits, warn)
         return run.info.run_id
 

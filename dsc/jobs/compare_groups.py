@@ -37,6 +37,7 @@ from dsc.figures.style import save
 
 ARTIFACT_DIR = "groups"
 CLASS_PREFIX = "lld_class/"
+PREDICTOR_METRICS = ("lld/n_from_classes", "lld/class_clusters")
 
 
 def check_params(runs: Sequence[Run], by: Sequence[str]) -> None:
@@ -49,15 +50,18 @@ def check_params(runs: Sequence[Run], by: Sequence[str]) -> None:
                                 f"{shown}); choose one of them")
 
 
-def quantities(runs: Sequence[Run], fits: Sequence[dict[str, Any]],
-               max_components: int) -> tuple[list[dict[str, float]], list[str]]:
-    """Each run's quantities (:func:`dsc.core.groups.run_quantities`, plus per-class centres)
+def quantities(runs: Sequence[Run], fits: Sequence[dict[str, Any]], max_components: int,
+               written: Sequence[dict[str, float]] | None = None) -> tuple[list[dict[str, float]], list[str]]:
+    """Each run's quantities (:func:`dsc.core.groups.run_quantities`, plus per-class centres
+    and the ``lld/`` predictors in ``written``, the metrics this comparison wrote to each run)
     and each run's first class ("" where no class has a centre)."""
     rows, firsts = [], []
-    for run, fit in zip(runs, fits):
+    for i, (run, fit) in enumerate(zip(runs, fits)):
         row = groups.run_quantities(fit, fit["curve"]["t"], fit["curve"]["y"], max_components)
+        metrics = {**run.data.metrics, **(written[i] if written else {})}
+        row |= {key[len("lld/"):]: v for key, v in metrics.items() if key in PREDICTOR_METRICS}
         centers = {key[len(CLASS_PREFIX):-len("/center_1")]: value
-                   for key, value in run.data.metrics.items()
+                   for key, value in metrics.items()
                    if key.startswith(CLASS_PREFIX) and key.endswith("/center_1")}
         row |= {f"class_center_1/{name}": c for name, c in sorted(centers.items())}
         rows.append(row)
@@ -66,11 +70,12 @@ def quantities(runs: Sequence[Run], fits: Sequence[dict[str, Any]],
 
 
 def log_groups(runs: Sequence[Run], fits: Sequence[dict[str, Any]], by: Sequence[str],
-               metric: str, max_components: int, warn: Callable[[str], None]) -> dict[str, float]:
+               metric: str, max_components: int, warn: Callable[[str], None],
+               written: Sequence[dict[str, float]] | None = None) -> dict[str, float]:
     """Group, summarise, test and draw; log artifacts to the active run; the trend metrics."""
     params = [r.data.params for r in runs]
     keyed = groups.group(params, by)
-    rows, firsts = quantities(runs, fits, max_components)
+    rows, firsts = quantities(runs, fits, max_components, written)
     names = list(dict.fromkeys(k for row in rows for k in row))
     values = {q: np.array([row.get(q, math.nan) for row in rows], dtype=float) for q in names}
     table = _group_table(keyed, by, values, firsts)

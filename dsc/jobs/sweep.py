@@ -70,6 +70,7 @@ class _Launched:
     run_id: str
     proc: subprocess.Popen
     log: Path
+    rc: Path | None = None  # where a batch process writes this member's exit status
 
 
 def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, progress: bool = True,
@@ -137,8 +138,9 @@ def _train_all(the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, ba
     pending, running, done = deque(the_plan.members), [], {}
     try:
         while pending or running:
-            while pending and len(running) < the_plan.config.parallel:
-                running.append(_launch(the_plan, pending.popleft(), sweep_id, experiment_id, logs))
+            while pending and len({id(j.proc) for j in running}) < the_plan.config.parallel:
+                batch = [pending.popleft() for _ in range(min(the_plan.config.per_process, len(pending)))]
+                running += _launch(the_plan, batch, sweep_id, experiment_id, logs)
                 bar.set_postfix(running=len(running), failed=sum(1 for *_, w in done.values() if w))
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
@@ -153,25 +155,50 @@ def _train_all(the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, ba
     return [done[i] for i in sorted(done)]
 
 
-def _launch(the_plan: Plan, member: Member, sweep_id: str, experiment_id: str, logs: Path) -> _Launched:
-    """Create the member's run, then start ``python -m dsc train`` attached to it (MLFLOW_RUN_ID)."""
+def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: str,
+            logs: Path) -> list[_Launched]:
+    """Create the members' runs, then start one process for them, attached to each in turn.
+
+    One member: ``python -m dsc train`` (MLFLOW_RUN_ID names its run); several:
+    ``python -m dsc train-members`` (:mod:`dsc.jobs.sweep_batch`), one after another.
+    """
+    import json
+
     import mlflow
 
-    run_id = member_run(the_plan, member, sweep_id, experiment_id)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": run_id}
+    run_ids = [member_run(the_plan, member, sweep_id, experiment_id) for member in batch]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
     # Members share the CPUs: one BLAS/OpenMP/numba pool each, sized to its share, unless set.
     share = str(max(1, (os.cpu_count() or 1) // the_plan.config.parallel))
     for var in THREAD_VARS:
         env.setdefault(var, env.get("OMP_NUM_THREADS", share))
-    log = logs / f"{member.index:04d}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dsc", "train", *the_plan.argv(member)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    return _Launched(member, run_id, proc, log)
+    jobs = [_Launched(m, rid, None, logs / f"{m.index:04d}.log") for m, rid in zip(batch, run_ids)]
+    if len(batch) == 1:
+        command = [sys.executable, "-m", "dsc", "train", *the_plan.argv(batch[0])]
+        env["MLFLOW_RUN_ID"] = run_ids[0]
+        out_path = jobs[0].log
+    else:
+        for job in jobs:
+            job.rc = job.log.with_suffix(".rc")
+        spec = logs / f"{batch[0].index:04d}.batch.json"
+        spec.write_text(json.dumps([{"run_id": j.run_id, "argv": the_plan.argv(j.member), "log": str(j.log),
+                                     "rc": str(j.rc)} for j in jobs]))
+        command = [sys.executable, "-m", "dsc", "train-members", str(spec)]
+        env.pop("MLFLOW_RUN_ID", None)
+        out_path = spec.with_suffix(".log")
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    for job in jobs:
+        job.proc = proc
+    return jobs
 
 
 def _outcome(job: _Launched) -> str:
-    return member_outcome(job.run_id, job.proc.returncode, job.log.read_text(errors="replace"))
+    code = job.proc.returncode
+    if job.rc is not None:  # a batch process: the member's own status, if it got that far
+        code = int(job.rc.read_text()) if job.rc.exists() else code or 1
+    log = job.log.read_text(errors="replace") if job.log.exists() else ""
+    return member_outcome(job.run_id, code, log)
 
 
 def _stop(running: list[_Launched]) -> None:
@@ -179,7 +206,8 @@ def _stop(running: list[_Launched]) -> None:
     import mlflow
 
     for job in running:
-        job.proc.terminate()
+        if job.proc.poll() is None:
+            job.proc.terminate()
     for job in running:
         try:
             job.proc.wait(10)

@@ -36,6 +36,7 @@ RESERVED = {
     "run_name": "member runs are named after their settings",
     "progress": "members run without progress bars; the sweep shows one",
     "resume": "resume a failed member with `dsc train --resume RUN_ID`",
+    "register": "pass --register to dsc sweep",
 }
 # Sweep settings that only the ray engine reads.
 # A member's thread pools (torch's OpenMP, BLAS, numba's kernel threads), sized to its CPU share.
@@ -67,7 +68,8 @@ class Plan:
 
     def argv(self, member: Member) -> list[str]:
         """``dsc train`` arguments of one member (the fixed options, then its own)."""
-        return [*_argv({**self.fixed, **member.settings}), "--no-progress"]
+        register = [] if self.config.register else ["--no-register"]
+        return [*_argv({**self.fixed, **member.settings}), "--no-progress", *register]
 
     @property
     def grid_keys(self) -> tuple[str, ...]:
@@ -155,6 +157,8 @@ def plan(config: SweepConfig, data_kw: Mapping[str, object] | None = None) -> Pl
     if config.engine != "ray":
         for key in (k for k in RAY_ONLY if getattr(config, k) != getattr(defaults, k)):
             raise ConfigError(f"--{key.replace('_', '-')} applies to --engine ray only")
+    elif config.per_process != defaults.per_process:
+        raise ConfigError("--per-process applies to --engine local only (Ray schedules each member)")
     options = train_options()
     grid_raw = parse_assignments(config.grid, "--grid", many=True)
     fixed_raw = parse_assignments(config.fixed, "--set", many=False)

@@ -21,7 +21,7 @@ from dsc.jobs.recorder import Recording
 from dsc.jobs.snapshots import SnapshotLogger
 from dsc.nn.checkpoint import is_full, set_rng_state
 from dsc.nn.model import build_model, count_parameters, min_image_size
-from dsc.nn.train import flush_denormals, keep_freed_memory, pick_device, train
+from dsc.nn.train import epochs_to_train, flush_denormals, keep_freed_memory, pick_device, steps_per_epoch, train
 from dsc.settings import (
     DataConfig,
     ModelConfig,
@@ -148,23 +148,36 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
     with _training_run(track) as run, GracefulStop() as stop, tracking.Heartbeat(run.info.run_id):
         tracking.log_params_once({**data_cfg.to_dict(), **train_cfg.to_dict(), **_option_params(model_cfg),
                                   **_option_params(snap_cfg), "checkpoint_every": track.checkpoint_every,
-                                  "state_every": track.state_every, "register_name": track.register_name})
+                                  "state_every": track.state_every, "register": track.register,
+                                  "register_name": track.register_name})
         _check_fits(model_cfg, data_cfg)
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
         data = prepare(load_imageset(data_cfg), data_cfg)
-        tracking.check_model_name(_model_name(track, data, model_cfg))
+        if track.register:
+            tracking.check_model_name(_model_name(track, data, model_cfg))
         tracking.log_dataset(data)
         model_cfg = dataclasses.replace(model_cfg, num_classes=len(data.classes))
         model = build_model(model_cfg)
-        mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model)})
+        mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model),
+                           **_step_params(train_cfg, len(data.train_idx))})
         mlflow.set_tags(provenance_tags(model, data, device))
         logger = EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                             checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
+                             checkpoint_every=track.checkpoint_every, last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
                              state_every=track.state_every)
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
+
+
+def _step_params(train_cfg: TrainConfig, n_train: int) -> dict:
+    """With ``--steps``: the epochs trained and the steps of the last one (partial when fewer
+    than a full epoch's)."""
+    if not train_cfg.steps:
+        return {}
+    epochs, per_epoch = epochs_to_train(train_cfg, n_train), steps_per_epoch(train_cfg, n_train)
+    return {"steps_epochs": epochs, "steps_last_epoch": train_cfg.steps - (epochs - 1) * per_epoch,
+            "steps_per_epoch": per_epoch}
 
 
 def _option_params(cfg) -> dict:
@@ -255,13 +268,14 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
                             "restore the dataset or start a new run")
         model_cfg, data_cfg = ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"])
         snap_cfg = _snapshot_config(params)
-        track = TrackConfig(register_name=params.get("register_name", ""),
+        track = TrackConfig(register=params.get("register", "True") == "True",
+                            register_name=params.get("register_name", ""),
                             checkpoint_every=int(params.get("checkpoint_every", 1)),
                             state_every=int(params.get("state_every", 1)), progress=progress)
         device = pick_device(train_cfg.device)
         logged = tracking.LoggedSteps(run_id)
         logger = EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                             checkpoint_every=track.checkpoint_every, last_epoch=train_cfg.epochs,
+                             checkpoint_every=track.checkpoint_every, last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
                              logged=logged, state_every=track.state_every)
         _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
         mlflow.set_tags({"dsc.resumed_from": str(max(ckpts)), "dsc.replayed_from": str(start)})
@@ -324,7 +338,13 @@ def _model_name(track: TrackConfig, data, model_cfg: ModelConfig) -> str:
 
 def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: EpochLogger,
               track: TrackConfig) -> None:
-    """Log the final (and, if different, the best-validation) model; alias both versions."""
+    """Log the final (and, if different, the best-validation) model; alias both versions.
+
+    Without ``track.register`` only the best validation accuracy and its epoch are logged.
+    """
+    if not track.register:
+        _log_best(logger)
+        return
     name = _model_name(track, data, model_cfg)
     example = data.batch(data.val_idx[:2], torch.device("cpu"))[0].numpy().astype(np.float32)
     final_version = tracking.log_and_register(model, "model", name, example)
@@ -337,6 +357,10 @@ def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: Epoc
     tracking.set_alias(name, tracking.ALIAS_BEST, best_version)
     mlflow.set_tags({"dsc.registered_model": name, "dsc.version_final": final_version,
                      "dsc.version_best": best_version})
+    _log_best(logger)
+
+
+def _log_best(logger: EpochLogger) -> None:
     mlflow.log_metric("best/acc_val", logger.best_acc, step=max(logger.best_epoch, 0))
     mlflow.log_param("best_epoch", logger.best_epoch)
 

@@ -111,7 +111,7 @@ def epoch_metrics(model: nn.Module, data: Prepared, device: torch.device, cfg: T
 
     ``val_context`` is entered around the validation pass (activation capture rides on it).
     """
-    tl, ta, _ = evaluate(model, data, data.train_idx, device, cfg)
+    tl, ta, *_ = evaluate(model, data, data.train_idx, device, cfg)
     with val_context or contextlib.nullcontext():
         val = logits(model, data, data.val_idx, device, cfg)
     return {"loss/train": tl, "acc/train": ta, **probe_metrics(val, data.y[data.val_idx].numpy(), data.classes)}
@@ -223,11 +223,31 @@ def _stop_if_asked(stop: Callable[[], bool] | None, epoch: int) -> None:
         raise Interrupted(f"training stopped before epoch {epoch} was complete", epoch)
 
 
+def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps in one full pass over ``n_train`` training images."""
+    return math.ceil(n_train / cfg.batch_size)
+
+
+def epochs_to_train(cfg: TrainConfig, n_train: int) -> int:
+    """``cfg.epochs``, or with ``cfg.steps`` the epochs that hold that many steps (the last may be partial)."""
+    if not cfg.steps:
+        return cfg.epochs
+    return math.ceil(cfg.steps / max(steps_per_epoch(cfg, n_train), 1))
+
+
+def steps_after(cfg: TrainConfig, n_train: int, epoch: int) -> int:
+    """Optimizer steps taken by the end of ``epoch`` (0 at epoch 0), within ``cfg.steps`` if set."""
+    done = epoch * steps_per_epoch(cfg, n_train)
+    return min(done, cfg.steps) if cfg.steps else done
+
+
 def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Optimizer,
                     cfg: TrainConfig, epoch: int, device: torch.device, progress: bool = False,
                     stop: Callable[[], bool] | None = None) -> None:
     """One pass over the training split in a batch order fixed by (seed, epoch).
 
+    With ``cfg.steps`` the pass ends once the run's step budget is spent (a partial last
+    epoch: its first batches in the same order as a full one).
     ``stop()`` is asked after every optimizer step; when it answers True the pass ends there
     with :class:`Interrupted` (the epoch's partial updates are then to be discarded: a resumed
     run repeats the epoch from its checkpoint).
@@ -236,8 +256,9 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
     n_train = len(data.train_idx)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
     order = torch.from_numpy(data.train_idx)[torch.randperm(n_train, generator=gen)]
-    batches = tqdm(range(0, n_train, cfg.batch_size), desc=f"epoch {epoch}", unit="batch",
-                   leave=False, disable=not progress)
+    budget = steps_after(cfg, n_train, epoch) - steps_after(cfg, n_train, epoch - 1)
+    batches = tqdm(range(0, budget * cfg.batch_size, cfg.batch_size), desc=f"epoch {epoch}",
+                   unit="batch", leave=False, disable=not progress)
     fused = uses_conv3(model, cfg, device, tuple(data.x.shape[1:]), data.x.dtype)
     chunk = micro_batch_size(cfg, tuple(data.x.shape[1:]), device, conv3=fused)
     channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
@@ -259,7 +280,10 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
           progress: bool = True,
           val_context: Callable[[int], contextlib.AbstractContextManager] | None = None,
           optimizer_state: dict | None = None, stop: Callable[[], bool] | None = None) -> nn.Module:
-    """Train ``model`` in place for ``cfg.epochs`` epochs, calling ``on_epoch`` at 0, 1, ..., E.
+    """Train ``model`` in place for E epochs, calling ``on_epoch`` at 0, 1, ..., E.
+
+    E is ``cfg.epochs``, or with ``cfg.steps`` :func:`epochs_to_train`. Every report carries
+    ``train/steps``, the optimizer steps taken so far.
 
     ``val_context(epoch)``, if given, wraps each epoch's validation pass. ``stop()``, if given,
     is asked after every optimizer step and every report: True ends training there with
@@ -277,15 +301,18 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
         optimizer.load_state_dict(optimizer_state)
     report = on_epoch or (lambda r: None)
     context = val_context or (lambda epoch: contextlib.nullcontext())
+    n_train, last = len(data.train_idx), epochs_to_train(cfg, len(data.train_idx))
     if start_epoch == 0:
         _stop_if_asked(stop, 0)
-        report(EpochReport(0, epoch_metrics(model, data, device, cfg, context(0)), model, optimizer))
-    epochs = tqdm(range(start_epoch + 1, cfg.epochs + 1), desc="epochs", unit="ep",
-                  disable=not progress, initial=start_epoch, total=cfg.epochs)
+        metrics = epoch_metrics(model, data, device, cfg, context(0)) | {"train/steps": 0.0}
+        report(EpochReport(0, metrics, model, optimizer))
+    epochs = tqdm(range(start_epoch + 1, last + 1), desc="epochs", unit="ep",
+                  disable=not progress, initial=start_epoch, total=last)
     for epoch in epochs:
         _stop_if_asked(stop, epoch)
         train_one_epoch(model, data, optimizer, cfg, epoch, device, progress, stop)
         metrics = epoch_metrics(model, data, device, cfg, context(epoch))
+        metrics["train/steps"] = float(steps_after(cfg, n_train, epoch))
         if not all(math.isfinite(metrics[k]) for k in ("loss/train", "loss/val")):
             raise TrainingDiverged(
                 f"loss became non-finite after epoch {epoch} (train {metrics['loss/train']}, "

@@ -80,6 +80,9 @@ class AnalyzeConfig(Settings):
     progress: bool = setting(True, help="Progress bar over the steps.")
 
 
+CLASS_CURVES = ("prob", "recall")
+
+
 @dataclass(frozen=True)
 class CompareConfig(Settings):
     """Which runs to compare and how."""
@@ -111,6 +114,12 @@ class CompareConfig(Settings):
         "Group the runs by this param (repeatable, or a comma list): the other runs of a group "
         "are its replicates (seeds); per group n, mean, sd and t-based 95% intervals, mean "
         "curves with bands, and Spearman trend tests against the param."))
+    class_curve: str = setting("prob", choices=CLASS_CURVES, help=(
+        "Per-class curve decomposed on every run: prob (prob_class/<name>, the mean softmax of "
+        "the true class) or recall (acc_class/<name>)."))
+    cluster_factor: float = setting(2.0, min=0, min_open=True, help=(
+        "lld/class_clusters: two classes are one group when their main rises' centres lie within "
+        "this many times the larger of their widths."))
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -147,6 +156,10 @@ class SweepConfig(Settings):
     parallel: int = setting(2, min=1, help=(
         "Local engine: trainings at a time, each a `python -m dsc train` process with "
         "OMP_NUM_THREADS = CPUs / N unless set (the ray engine schedules by --cpus-per-run)."))
+    per_process: int = setting(1, min=1, max=1000, help=(
+        "Local engine: members trained one after another in each process, its imports paid once "
+        "(for small members, whose fixed cost is most of their time); results are those of one "
+        "process a member."))
     engine: str = setting("local", choices=("local", "ray"), help=(
         "Where the members train: local processes on this machine, or Ray tasks on a cluster "
         "(needs `uv sync --group ray`)."))
@@ -163,6 +176,9 @@ class SweepConfig(Settings):
     shared_store: bool = setting(False, help=(
         "ray engine: the sqlite or file tracking store lies on a filesystem every node mounts at "
         "the same path (else a cluster of several nodes needs a tracking server)."))
+    register: bool = setting(False, help=(
+        "Register each member's final and best models (off: a member's fixed cost without the "
+        "registry's writes)."))
     experiment: str = setting("", help="MLflow experiment of the runs (default: the current one).")
     metric: str = setting("acc/val", help="Metric the comparison decomposes.")
     max_components: int = setting(3, min=1, max=MAX_COMPONENTS,

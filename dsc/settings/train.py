@@ -17,6 +17,10 @@ class TrainConfig(Settings):
 
     epochs: int = setting(60, min=0, max=100000,
                           help="Training epochs (epoch 0 is the evaluation before any update).")
+    steps: int = setting(0, min=0, max=10**9, help=(
+        "Train for this many optimizer steps instead of --epochs (0: use --epochs); the epochs "
+        "follow from the training split's size, the last one may be partial. Holds the number of "
+        "updates fixed across data sizes."))
     batch_size: int = setting(32, min=1, max=65536, help="Images per optimizer step.")
     optimizer: str = setting("adam", choices=OPTIMIZERS, help="adam or sgd.")
     lr: float = setting(1e-4, min=0, min_open=True, help="Learning rate.")
@@ -67,6 +71,9 @@ class TrackConfig(Settings):
 
     experiment: str = setting("", help="MLflow experiment name (default: the current one).")
     run_name: str = setting("", help="MLflow run name (default: MLflow's generated one).")
+    register: bool = setting(True, help=(
+        "Register the final and best models in the model registry (sweep members skip it "
+        "unless `dsc sweep --register`)."))
     register_name: str = setting("", help="Registered model name (default dsc-<data>-<arch>).")
     checkpoint_every: int = setting(1, min=1, help=(
         "Keep a checkpoint every N epochs (epoch 0, the last and each new best always)."))
