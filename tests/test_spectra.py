@@ -6,6 +6,7 @@ import pytest
 from scipy import integrate
 
 from dsc.core import mp, spectra
+from dsc.core.spectra import esd
 
 KEYS = {
     "alpha",
@@ -267,3 +268,19 @@ def test_non_finite_raises(bad):
 def test_bad_shapes_raise(shape):
     with pytest.raises(ValueError, match="W"):
         spectra.esd(np.ones(shape))
+
+
+def test_a_convolutions_esd_is_weightwatchers():
+    """A Conv2d weight (out, in, kh, kw) as kh * kw matrices out x in, eigenvalues pooled: WeightWatcher's ESD."""
+    import logging
+
+    import torch
+
+    ww = pytest.importorskip("weightwatcher")
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(64, 96, 3))
+    theirs = np.sort(np.asarray(ww.WeightWatcher(model=model).get_ESD(layer=1), dtype=np.float64))
+    ours = esd(model[0].weight.detach().numpy())
+    assert ours.shape == theirs.shape == (9 * 64,)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * theirs.max())
