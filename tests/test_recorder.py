@@ -253,3 +253,33 @@ def test_a_torchvision_model_is_recorded_analysed_and_compared(store):
     cmp = compare_job(CompareConfig(run_ids=(rec.run_id,), max_components=1, jobs=1), warn=lambda line: None)
     assert MlflowClient().get_run(cmp).info.status == "FINISHED"
     assert "lld/r2_1" in MlflowClient().get_run(rec.run_id).data.metrics
+
+
+@pytest.mark.slow
+def test_a_run_no_dsc_code_made_is_compared_on_the_steps_it_logged(store):
+    """A plain MLflow script's metric, 100,000 points logged against a global step: compared,
+    its fit written back, the centre on the steps' scale."""
+    from mlflow.entities import Metric
+
+    from dsc.jobs.compare import compare_job
+    from dsc.settings import CompareConfig
+
+    client = MlflowClient()
+    exp = client.create_experiment("plain")
+    run = client.create_run(exp)
+    steps = np.arange(100_000)
+    values = 0.2 + 0.7 / (1 + np.exp(-(steps - 40_000) / 5_000)) + np.random.default_rng(0).normal(0, 0.01, steps.size)
+    for i in range(0, steps.size, 1000):
+        client.log_batch(run.info.run_id, metrics=[Metric("val_score", float(v), 0, int(s))
+                                                   for s, v in zip(steps[i:i + 1000], values[i:i + 1000])])
+    client.set_terminated(run.info.run_id)
+    assert tracking.metric_history(run.info.run_id, "val_score")[0].size == 100_000
+    cmp = compare_job(CompareConfig(experiments=("plain",), metric="val_score", max_components=1, jobs=1),
+                      warn=lambda line: None)
+    assert MlflowClient().get_run(cmp).info.status == "FINISHED"
+    fitted = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert fitted["lld/n_components"] == 1
+    assert fitted["lld/center_1"] == pytest.approx(40_000, rel=0.02)
+    assert fitted["lld/width_1"] == pytest.approx(5_000, rel=0.05)
+    with pytest.raises(Exception, match="no runs to compare"):
+        compare_job(CompareConfig(experiments=("plain",), metric="val_score", dsc_only=True, jobs=1))
