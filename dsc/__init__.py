@@ -80,6 +80,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `tracking.snapshot`   a run's snapshots downloaded and read back as arrays (`snapshot.load`)
   `tracking.datasets`   the splits a run trained on, as MLflow dataset inputs
   `tracking.models`     logged and registered models and their aliases
+  `tracking.auth`       who the server says the user is, and what they may write (MLflow's basic-auth app)
+  `tracking.integrity`  each uploaded file's SHA-256, recorded and verified
   `tracking.heartbeat`  one writer per run: the heartbeat a training process renews
   `tracking.server`     a loopback mlflow server (and PostgreSQL) for tests and benches
 `jobs`              the entry points, each composing the layers below:
@@ -95,6 +97,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze_steps`  its steps on snapshots and curves
   `jobs.analyze_images` its steps that need the images rebuilt
   `jobs.analyze_classes` its steps on classes: emergence and the per-class decomposition
+  `jobs.analyze_recorded` what it reads of a Recorder's run: probe inputs, the logged model
   `jobs.analyze_order`  its step on what predicted the order of the classes
   `jobs.analyze_collapse` its step on neural collapse per epoch
   `jobs.analyze_events` its event timeline, the report's first section
@@ -105,6 +108,8 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.sweep_members`  a sweep's grid checked and expanded, each member's run
   `jobs.sweep_batch`    several sweep members trained one after another in one process
   `jobs.sweep_ray`      the ray engine: members as Ray tasks, lost ones resumed
+`integrations`      adapters of the recorder to training frameworks:
+  `integrations.lightning` the Lightning callback (imports Lightning; nothing else does)
 `cli`               the click commands, generated from the settings
 
 Public names at the top level (imported on first use, so that ``import dsc`` stays light):

@@ -26,6 +26,7 @@ ALLOWED = {
     "figures": {"core", "errors"},
     "tracking": {"core", "data", "errors", "settings"},
     "jobs": {"core", "data", "nn", "figures", "tracking", "errors", "settings"},
+    "integrations": {"jobs", "errors"},  # adapters of the recorder to frameworks (Lightning)
     "cli": {"errors", "settings", "jobs"},
     "__main__": {"cli"},
     "__init__": set(),

@@ -64,7 +64,7 @@ def _probe_server(uri: str) -> None:
 def _probe_database(uri: str) -> None:
     """One connection to a database store (PostgreSQL, MySQL, ...); a one-line TrackingError if it fails.
 
-    Tried with SQLAlchemy directly, once, with a 5 s connect timeout: MLflow's own store
+    Tried with SQLAlchemy directly, once, with a short connect timeout (``connect_timeout``): MLflow's own store
     retries a refused connection for about two minutes before it gives up.
     """
     import sqlalchemy
@@ -224,8 +224,8 @@ def metric_history(run_id: str, key: str, client: MlflowClient | None = None) ->
 
     Where a step was logged more than once (a resumed run), the point with the latest
     timestamp wins (the later of equal timestamps in MLflow's order). The points MLflow
-    returns are read straight into arrays and sorted there, so a history of 10^5 points costs
-    its one object per point and no more.
+    returns are read straight into arrays and sorted there: a long history costs its one
+    object per point and no more.
     """
     points = (client or MlflowClient()).get_metric_history(run_id, key)
     n = len(points)
