@@ -100,7 +100,7 @@ def test_planted_two_components_recovered(db):
     assert run.data.params["metric"] == "acc/val" and run.data.params["max_components"] == "3"
     assert run.data.metrics["lld/mean_r2_2"] > 0.99 and run.data.metrics["lld/n_runs"] == 4
     names = {a.path for a in MlflowClient().list_artifacts(cid, "lld")}
-    assert names == {f"lld/{n}" for n in ("table.csv", "table.json", "runs.json", "overlay.png",
+    assert names == {f"lld/{n}" for n in ("table.csv", "table.json", "runs.json", "classes.json", "overlay.png",
                                           "centers_widths.png", "variance_explained.png")}
     rows = table(cid)
     assert len(rows) == 4 * 3 and sorted(compared(cid)) == sorted(ids.values())
@@ -157,7 +157,7 @@ def test_named_run_that_does_not_qualify_is_an_error(db, status, kind, metric, w
 
 
 @pytest.mark.parametrize("args, words", [
-    ([], "error: no runs to compare: no FINISHED training run (tag dsc.kind = train) with "
+    ([], "error: no runs to compare: no FINISHED run with "
          "metric 'acc/val' in any experiment"),
     (["--experiment", "nope"], "error: no experiment named 'nope'"),
     (["--run-id", "0123abcd"], "error: no run with id '0123abcd'"),

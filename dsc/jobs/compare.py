@@ -127,8 +127,8 @@ def select_runs(client: MlflowClient, config: CompareConfig) -> tuple[list[Run],
     if config.experiments or config.filter_string or not config.run_ids:
         for run in _search(client, config):
             rid = run.info.run_id
-            if rid in runs:
-                continue
+            if rid in runs or tracking.run_kind(run) not in (None, "train"):
+                continue  # dsc's own comparison, analysis and snapshot runs are never candidates
             reason = _unusable(run, config.metric)
             if reason:
                 skipped[rid] = reason
@@ -141,9 +141,6 @@ def select_runs(client: MlflowClient, config: CompareConfig) -> tuple[list[Run],
 
 def _unusable(run: Run, metric: str) -> str | None:
     """Why a searched run is skipped, or None."""
-    kind = tracking.run_kind(run)
-    if kind not in (None, "train"):
-        return f"a dsc {kind} run"
     if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
         return run.info.status
     if metric not in run.data.metrics:
