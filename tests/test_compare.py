@@ -283,7 +283,7 @@ def test_group_by_summarises_seeds_and_tests_the_trend(db):
     assert metrics["trend/center_1/rho"] > 0.9 and metrics["trend/center_1/p"] < 0.05
     assert "trend/n_components/rho" not in metrics  # N is 1 everywhere: nothing to test
     names = {a.path for a in MlflowClient().list_artifacts(cid, "groups")}
-    assert names == {f"groups/{n}" for n in ("table.csv", "table.json", "trend.csv", "trend.json",
+    assert names == {f"groups/{n}" for n in ("table.csv", "table.json", "trend.csv", "trend.json", "agreement.json",
                                              "first_class.json", "curves.png", "n_components.png",
                                              "center_latent.png")}
     assert MlflowClient().get_run(cid).data.params["group_by"] == "identities"
