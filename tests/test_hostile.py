@@ -121,7 +121,7 @@ CASES = [
     Case("analyze-esd-absent", "`analyze --esd-epochs 99` (no such snapshot)",
          ("analyze", "--run-id", "{finished}", "--esd-epochs", "99"), 1, "no snapshot at epoch"),
     Case("analyze-corrupt-snapshot", "`analyze` a run whose snapshot file is truncated",
-         ("analyze", "--run-id", "{badsnap}"), 1, "unreadable"),
+         ("analyze", "--run-id", "{badsnap}"), 1, "fails its checksum"),
     Case("analyze-components", "`analyze --components 1`", ("analyze", "--components", "1"), 2, "--components"),
     # compare
     Case("compare-empty-experiment", "`compare --experiment` an experiment with no runs",
