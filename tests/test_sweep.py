@@ -62,7 +62,7 @@ def test_plan_converts_values_with_the_train_options_types():
     assert len(p.members) == 8 and p.members[0].settings == {"lr": 0.001, "channels_last": False, "seed": 0}
     assert p.argv(p.members[0]) == ["--image-size", "32", "--epochs", "3", "--optimizer", "sgd", "--lr", "0.001",
                                     "--no-channels-last", "--seed", "0", "--no-progress", "--no-register"]
-    assert p.argv(p.members[-1])[-5:] == ["0.003", "--channels-last", "--seed", "1", "--no-progress"]
+    assert p.argv(p.members[-1])[-6:] == ["0.003", "--channels-last", "--seed", "1", "--no-progress", "--no-register"]
     assert p.color_by == "lr" and p.grid_keys == ("lr", "channels_last")
     assert plan(SweepConfig(grid=("exemplars-per-class=25,50",))).members[1].settings == \
         {"exemplars_per_class": 50, "seed": 0}
