@@ -170,7 +170,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     client = MlflowClient()
     proc = subprocess.Popen([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
                              *SETTINGS[:-1], f"{SETTINGS[-1]} lr=1e-3", "--seeds", "0,1", "--experiment", "ray",
-                             "--no-progress"], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--register", "--no-progress"], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         def members():
             exp = client.get_experiment_by_name("ray")
