@@ -96,7 +96,7 @@ class Recorder(Recording):
         Snapshot and keep weights at epoch 0 and every N epochs (0: never). A checkpoint is
         also kept at each new best ``acc/val`` and at ``epochs``.
     probe_size : int, optional
-        Probe images kept in snapshots: the first ``probe_size // C`` of each class (default all).
+        Probe images kept in snapshots: the first ceil(``probe_size`` / C) of each class (default all).
     grid : int, optional
         Pool every conv map to ``grid`` x ``grid``; None plans the pooling from ``budget_mb``.
     budget_mb : float
@@ -152,7 +152,7 @@ class Recorder(Recording):
         if self.output_layer == OUTPUT and layers is None:
             sites[OUTPUT] = (self.inner, False)
         self.output_layer = self.output_layer if self.output_layer in sites else ""
-        per_class = -(-(probe_size or len(self.probe)) // len(self.classes)) if probe_size else 0
+        per_class = -(-probe_size // len(self.classes)) if probe_size else 0  # ceil(probe_size / C)
         self.rows = probe_rows(self.probe.labels, per_class)
         self.snap_cfg = SnapshotConfig(every=snapshot_every, budget_mb=budget_mb)
         self._sites, self._weights, self._grid = sites, leaf_weights(model), grid
