@@ -15,6 +15,7 @@ and seconds per step.
 
     uv run python bench/analyze.py [--epochs 60] [--modes-max-images 576] [--repeats 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def fabricate(epochs: int, data, model, directory: Path) -> None:
     grids = plan_grids(model, sample, n, 0.95 * 4e6)
     snapshot.write_probe(directory, labels, probe, data.classes, list(grids), grids)
     w0 = {k: w.detach().numpy().copy() for k, w in ((k, m.weight) for k, m in named_layers(model).items())}
-    spikes = {k: rng.standard_normal((w.shape[0], 3)) @ rng.standard_normal((3, int(np.prod(w.shape[1:]))))
-              for k, w in w0.items()}
+    spikes = {
+        k: rng.standard_normal((w.shape[0], 3)) @ rng.standard_normal((3, int(np.prod(w.shape[1:]))))
+        for k, w in w0.items()
+    }
     centres = rng.standard_normal((n_cls, 1024)) * 3.0
     feats = rng.standard_normal((n, 1024))
     for e in range(epochs + 1):
@@ -96,20 +99,33 @@ def build_run(epochs: int) -> str:
         stamp = int(time.time() * 1000)
         curves = {"acc/val": acc, "acc/train": acc, "loss/val": 1.7 - acc, "loss/train": 1.7 - acc}
         # each class's recall rises where its activations separate (epoch 20 + 3c)
-        curves |= {f"acc_class/{name}": 0.2 + 0.78 / (1 + np.exp(-(t - 20 - 3 * c) / 1.5))
-                   for c, name in enumerate(data.classes)}
+        curves |= {
+            f"acc_class/{name}": 0.2 + 0.78 / (1 + np.exp(-(t - 20 - 3 * c) / 1.5))
+            for c, name in enumerate(data.classes)
+        }
         metrics = [Metric(k, float(v[e]), stamp, int(e)) for e in t for k, v in curves.items()]
         for start in range(0, len(metrics), 1000):
-            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
         mlflow.log_artifacts(str(snaps), "snapshots")
         with tempfile.TemporaryDirectory() as tmp:
             # analyze reads the classifier's weights from the checkpoints of several epochs
             for e in range(epochs):
                 torch.save({"epoch": e, "model_state": model.state_dict()}, Path(tmp) / f"epoch_{e:04d}.pt")
-            torch.save({"epoch": epochs, "model_state": model.state_dict(), "optimizer_state": {}, "metrics": {},
-                        "model_config": model_cfg.to_dict(), "train_config": {}, "data_config": cfg.to_dict(),
-                        "classes": list(data.classes), "norm_mean": data.mean, "norm_std": data.std},
-                       Path(tmp) / f"epoch_{epochs:04d}.pt")
+            torch.save(
+                {
+                    "epoch": epochs,
+                    "model_state": model.state_dict(),
+                    "optimizer_state": {},
+                    "metrics": {},
+                    "model_config": model_cfg.to_dict(),
+                    "train_config": {},
+                    "data_config": cfg.to_dict(),
+                    "classes": list(data.classes),
+                    "norm_mean": data.mean,
+                    "norm_std": data.std,
+                },
+                Path(tmp) / f"epoch_{epochs:04d}.pt",
+            )
             mlflow.log_artifacts(tmp, "checkpoints")
     return run.info.run_id
 
@@ -142,8 +158,10 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"analyze of a {args.epochs}-epoch default-size run: {wall:.1f} s wall, {cpu:.1f} s CPU")
-    print("per step (s; modes_background runs beside the steps after 'model'): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    print(
+        "per step (s; modes_background runs beside the steps after 'model'): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
+    )
 
 
 if __name__ == "__main__":

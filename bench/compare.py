@@ -29,6 +29,7 @@ they imply on idle cores: at least max(main, (main + workers) / cores).
 
     uv run python bench/compare.py [--runs 200] [--jobs 0] [--repeats 1]
 """
+
 from __future__ import annotations
 
 import os
@@ -82,10 +83,12 @@ def build_runs(client: MlflowClient, experiment_id: str, n_runs: int, seed: int)
         n, y = synthetic_curve(rng)
         run = client.create_run(experiment_id, tags={"dsc.kind": "train"})
         stamp = int(time.time() * 1000)
-        client.log_batch(run.info.run_id,
-                         metrics=[Metric("acc/val", float(v), stamp, e) for e, v in enumerate(y)],
-                         params=[Param("lr", LRS[i % len(LRS)]), Param("seed", str(i))],
-                         tags=[RunTag("planted_n", str(n))])
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric("acc/val", float(v), stamp, e) for e, v in enumerate(y)],
+            params=[Param("lr", LRS[i % len(LRS)]), Param("seed", str(i))],
+            tags=[RunTag("planted_n", str(n))],
+        )
         client.set_terminated(run.info.run_id)
         planted.append(n)
     return planted
@@ -138,16 +141,27 @@ def main() -> None:
         exp = client.create_experiment("bench")
         start = time.perf_counter()
         planted = build_runs(client, exp, args.runs, args.seed)
-        print(f"built {args.runs} runs ({EPOCHS} epochs each) in {time.perf_counter() - start:.1f} s; "
-              f"{jobs} worker process(es) on {cpu_count()} CPU(s)")
+        print(
+            f"built {args.runs} runs ({EPOCHS} epochs each) in {time.perf_counter() - start:.1f} s; "
+            f"{jobs} worker process(es) on {cpu_count()} CPU(s)"
+        )
 
         config = CompareConfig(experiments=("bench",), max_components=3, jobs=args.jobs)
         e2e, cid, (main_cpu, kids_cpu) = best_of(args.repeats, lambda: compare_job(config, warn=print))
-        runs = mlflow.search_runs([exp], "tags.`dsc.kind` = 'train'", output_format="list",
-                                  order_by=["attributes.start_time ASC"], max_results=50_000)
-        curves = [tuple(np.asarray(v, dtype=float) for v in zip(*(
-            (m.step, m.value) for m in client.get_metric_history(r.info.run_id, "acc/val"))))
-            for r in runs]
+        runs = mlflow.search_runs(
+            [exp],
+            "tags.`dsc.kind` = 'train'",
+            output_format="list",
+            order_by=["attributes.start_time ASC"],
+            max_results=50_000,
+        )
+        curves = [
+            tuple(
+                np.asarray(v, dtype=float)
+                for v in zip(*((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "acc/val")))
+            )
+            for r in runs
+        ]
         par, fits, _ = best_of(args.repeats, lambda: fit_curves(curves, 3, args.jobs))
         ser, _, _ = best_of(args.repeats, lambda: fit_curves(curves, 3, 1))
 
@@ -160,12 +174,15 @@ def main() -> None:
     print(f"parallel speed-up of the fits: {ser / par:.2f}x with {jobs} process(es)")
     print(f"chosen N = planted N on {agree:.0%} of the runs; comparison run {cid}")
     idle = max(main_cpu, (main_cpu + kids_cpu) / min(2, cpu_count()))
-    print(f"end to end CPU: {main_cpu:.2f} s in this process + {kids_cpu:.2f} s in workers "
-          f"({1000 * (main_cpu + kids_cpu) / n:.0f} ms per run); on 2 idle cores >= {idle:.2f} s "
-          f"wall, {n / idle:.1f} runs/s at most")
+    print(
+        f"end to end CPU: {main_cpu:.2f} s in this process + {kids_cpu:.2f} s in workers "
+        f"({1000 * (main_cpu + kids_cpu) / n:.0f} ms per run); on 2 idle cores >= {idle:.2f} s "
+        f"wall, {n / idle:.1f} runs/s at most"
+    )
     search, final = stage_cpu(curves, 3)
-    print(f"per curve, 1 process: search {1e3 * search:.1f} ms + lmfit Model.fit of N = 1..3 "
-          f"{1e3 * final:.1f} ms of CPU")
+    print(
+        f"per curve, 1 process: search {1e3 * search:.1f} ms + lmfit Model.fit of N = 1..3 {1e3 * final:.1f} ms of CPU"
+    )
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     verdict = "meets" if n / e2e >= FLOOR else "MISSES"
     print(f"end to end {n / e2e:.1f} runs/s {verdict} the floor of {FLOOR:.0f} runs/s")

@@ -9,6 +9,7 @@ Prints the planted trend's rho and p as the comparison run logged them.
 
     uv run python bench/compare_groups.py [--runs 100] [--repeats 1]
 """
+
 from __future__ import annotations
 
 import os
@@ -48,9 +49,11 @@ def build_runs(client: MlflowClient, experiment_id: str, n_runs: int, seed: int)
         y = y + rng.normal(0.0, 0.005, t.size)
         run = client.create_run(experiment_id, tags={"dsc.kind": "train"})
         stamp = int(time.time() * 1000)
-        client.log_batch(run.info.run_id,
-                         metrics=[Metric("acc/val", float(v), stamp, e) for e, v in enumerate(y)],
-                         params=[Param("identities", str(k)), Param("seed", str(i // len(IDENTITIES)))])
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric("acc/val", float(v), stamp, e) for e, v in enumerate(y)],
+            params=[Param("identities", str(k)), Param("seed", str(i // len(IDENTITIES)))],
+        )
         client.set_terminated(run.info.run_id)
 
 
@@ -76,17 +79,19 @@ def main() -> None:
         exp = client.create_experiment("bench")
         build_runs(client, exp, args.runs, args.seed)
         plain = CompareConfig(experiments=("bench",), max_components=3, color_by="identities")
-        grouped = CompareConfig(experiments=("bench",), max_components=3, color_by="identities",
-                                group_by=("identities",))
+        grouped = CompareConfig(
+            experiments=("bench",), max_components=3, color_by="identities", group_by=("identities",)
+        )
         without, _ = best_of(args.repeats, lambda: compare_job(plain, warn=print))
         with_groups, cid = best_of(args.repeats, lambda: compare_job(grouped, warn=print))
         metrics = client.get_run(cid).data.metrics
-    print(f"{args.runs} runs, {EPOCHS} epochs each; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPU(s)")
+    print(f"{args.runs} runs, {EPOCHS} epochs each; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     print(f"compare             {without:6.2f} s")
     print(f"compare --group-by  {with_groups:6.2f} s (grouping adds {with_groups - without:.2f} s)")
-    print(f"trend of N against identities: rho {metrics['trend/n_components/rho']:.2f}, "
-          f"p {metrics['trend/n_components/p']:.2g}")
+    print(
+        f"trend of N against identities: rho {metrics['trend/n_components/rho']:.2f}, "
+        f"p {metrics['trend/n_components/p']:.2g}"
+    )
     verdict = "meets" if with_groups <= FLOOR_S else "MISSES"
     print(f"compare --group-by of {args.runs} runs {verdict} the floor of {FLOOR_S:.0f} s")
 

@@ -29,6 +29,7 @@ the README records both readings.
 
 ``--train-images N`` keeps the first N training images (0: all), for a quicker look.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,7 +95,10 @@ def main() -> None:
         x3 = data.x[idx].expand(-1, 3, -1, -1).contiguous()  # 3 channels materialised, NCHW
         return DataLoader(TensorDataset(x3, data.y[idx]), batch_size=batch, shuffle=shuffle)
 
-    train_loader, evals = split(data.train_idx, True, 32), [split(i, False, 256) for i in (data.train_idx, data.val_idx)]
+    train_loader, evals = (
+        split(data.train_idx, True, 32),
+        [split(i, False, 256) for i in (data.train_idx, data.val_idx)],
+    )
     plain = StockVGG(base).to(device)
     plain_opt = torch.optim.Adam(plain.parameters(), lr=cfg.lr)
     ours = copy.deepcopy(base).to(device, memory_format=torch.channels_last)
@@ -121,9 +125,9 @@ def main() -> None:
     with mlflow.start_run():
         snaps = SnapshotLogger.for_data(ours, data, SnapshotConfig(), device, defer_metrics=True)  # as dsc train
         # as `dsc train` records: the optimizer state every --state-every epochs
-        logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
+        logger = EpochLogger({}, last_epoch=10**6, state_every=TrackConfig().state_every)
         # the arm without snapshots logs epochs from BARE on, so that the two never share a step
-        bare_logger = EpochLogger({}, last_epoch=10 ** 6, state_every=TrackConfig().state_every)
+        bare_logger = EpochLogger({}, last_epoch=10**6, state_every=TrackConfig().state_every)
 
         def ours_arm(first: int, model, optimizer, epoch_logger, snapshots) -> list[float]:
             """Seconds per epoch of each part, over ``k`` consecutive epochs from ``first``."""
@@ -153,24 +157,32 @@ def main() -> None:
             t_bare.append(ours_arm(BARE + 1 + k * (r + 1), bare, bare_opt, bare_logger, None))
     total, plain_total = [sum(p) for p in t_ours], [sum(p) for p in t_plain]
     ref, fast = statistics.median(plain_total), statistics.median(total)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} x {k} epochs "
-          f"per arm of {len(data.train_idx)} train + {len(data.val_idx)} val images of 3x{data.x.shape[-2]}x"
-          f"{data.x.shape[-1]}")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} x {k} epochs "
+        f"per arm of {len(data.train_idx)} train + {len(data.val_idx)} val images of 3x{data.x.shape[-2]}x"
+        f"{data.x.shape[-1]}"
+    )
     print(f"plain loop (stock layers, NCHW, train + eval of both splits): {ref:7.2f} s per epoch (median)")
     print(f"dsc epoch (train, eval, snapshot, checkpoint, metrics):         {fast:7.2f} s per epoch (median)")
-    print(f"ratio: {ref / fast:.2f}x   (per-epoch ratios {min(p / o for p, o in zip(plain_total, total)):.2f}"
-          f"..{max(p / o for p, o in zip(plain_total, total)):.2f})")
+    print(
+        f"ratio: {ref / fast:.2f}x   (per-epoch ratios {min(p / o for p, o in zip(plain_total, total)):.2f}"
+        f"..{max(p / o for p, o in zip(plain_total, total)):.2f})"
+    )
     for i, name in enumerate(PARTS[:2]):
         ours_s, plain_s = statistics.median(p[i] for p in t_ours), statistics.median(p[i] for p in t_plain)
         print(f"  {name}: plain {plain_s:.2f} s, dsc {ours_s:.2f} s, {plain_s / ours_s:.2f}x")
-    print(f"  bound with dsc's training passes alone (all else free): {ref / statistics.median(p[0] for p in t_ours):.2f}x")
+    print(
+        f"  bound with dsc's training passes alone (all else free): {ref / statistics.median(p[0] for p in t_ours):.2f}x"
+    )
     for i, name in enumerate(PARTS):
         part = statistics.median(p[i] for p in t_ours)
         print(f"  {name:28s} {part:6.2f} s  {100 * part / fast:5.1f}%")
     bare_total = [sum(p) for p in t_bare]
     over = [(a - b) / b for a, b in zip(total, bare_total)]
-    print(f"dsc epoch without snapshots (--snapshot-every 0): {statistics.median(bare_total):.2f} s per epoch (median); "
-          f"snapshot overhead {100 * statistics.median(over):.1f}% (per-round {100 * min(over):.1f}..{100 * max(over):.1f}%)")
+    print(
+        f"dsc epoch without snapshots (--snapshot-every 0): {statistics.median(bare_total):.2f} s per epoch (median); "
+        f"snapshot overhead {100 * statistics.median(over):.1f}% (per-round {100 * min(over):.1f}..{100 * max(over):.1f}%)"
+    )
 
 
 if __name__ == "__main__":

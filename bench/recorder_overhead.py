@@ -10,6 +10,7 @@ recorder's seconds over the plain epoch's.
     uv run python bench/recorder_overhead.py            # 10,000 training images, 1,000 probe images
     uv run python bench/recorder_overhead.py --train 2000 --epochs 1   # a quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,14 @@ import torchvision
 from torch import nn
 
 
-def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch: int, seed: int) -> float:
+def plain_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int
+) -> float:
     model.train()
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     t0 = time.perf_counter()
     for i in range(0, len(y), batch):
-        idx = order[i:i + batch]
+        idx = order[i : i + batch]
         opt.zero_grad()
         nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
@@ -65,12 +67,18 @@ def main() -> None:
             t0 = time.perf_counter()
             rec.epoch(e)
             records.append(time.perf_counter() - t0)
-            print(f"epoch {e}: plain loop {epochs[-1]:.2f} s, recorder {records[-1]:.2f} s "
-                  f"({records[-1] / epochs[-1]:.1%})")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.train} training images, "
-          f"{args.probe} probe images")
-    print(f"median: plain epoch {statistics.median(epochs):.2f} s, recorder {statistics.median(records):.2f} s, "
-          f"ratio {statistics.median(records) / statistics.median(epochs):.1%} of an epoch")
+            print(
+                f"epoch {e}: plain loop {epochs[-1]:.2f} s, recorder {records[-1]:.2f} s "
+                f"({records[-1] / epochs[-1]:.1%})"
+            )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.train} training images, "
+        f"{args.probe} probe images"
+    )
+    print(
+        f"median: plain epoch {statistics.median(epochs):.2f} s, recorder {statistics.median(records):.2f} s, "
+        f"ratio {statistics.median(records) / statistics.median(epochs):.1%} of an epoch"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ grow less sparse, which one trained epoch cannot show).
 
     uv run python bench/run_bytes.py [--run-id ID]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def count_run(run_id: str) -> None:
     for name, n in sorted(folders.items()):
         print(f"{name:20s} {n / 1e6:8.1f} MB")
     training = folders.get("checkpoints", 0) + folders.get("snapshots", 0)
-    print(f"training artifacts (checkpoints + snapshots): {training / 1e9:.3f} GB = {100 * training / BEFORE:.1f}% "
-          f"of 1.83 GB; everything {sum(folders.values()) / 1e9:.3f} GB = {100 * sum(folders.values()) / BEFORE:.1f}%")
+    print(
+        f"training artifacts (checkpoints + snapshots): {training / 1e9:.3f} GB = {100 * training / BEFORE:.1f}% "
+        f"of 1.83 GB; everything {sum(folders.values()) / 1e9:.3f} GB = {100 * sum(folders.values()) / BEFORE:.1f}%"
+    )
 
 
 def main() -> None:
@@ -95,11 +98,16 @@ def main() -> None:
         "probe": (artifacts / "snapshots" / "probe.npz").stat().st_size,
     }
     n = EPOCHS + 1
-    total = (n * (sizes["weights checkpoint"] + sizes["snapshot"] + sizes["pictures"])
-             + 3 * (sizes["full checkpoint"] - sizes["weights checkpoint"]) + sizes["probe"])
+    total = (
+        n * (sizes["weights checkpoint"] + sizes["snapshot"] + sizes["pictures"])
+        + 3 * (sizes["full checkpoint"] - sizes["weights checkpoint"])
+        + sizes["probe"]
+    )
     for name, size in sizes.items():
         print(f"{name:20s} {size / 1e6:8.2f} MB")
-    print(f"default run (61 epochs): {total / 1e9:.3f} GB = {100 * total / BEFORE:.1f}% of 1.83 GB  (run {run.info.run_id})")
+    print(
+        f"default run (61 epochs): {total / 1e9:.3f} GB = {100 * total / BEFORE:.1f}% of 1.83 GB  (run {run.info.run_id})"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ epochs per hour and runs per hour extrapolated to the default 60 epochs, with th
 
     uv run python bench/server_throughput.py [--epochs 3] [--parallel 1,2,4] [--image-size 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,15 +38,30 @@ def epoch_seconds(client: MlflowClient, run_id: str) -> float:
 
 def run_batch(uri: str, n: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     """N trainings at once; their wall time and, from the metric timestamps, the epoch cost."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
     env.pop("MLFLOW_RUN_ID", None)
-    cmd = [sys.executable, "-m", "dsc", "train", "--epochs", str(args.epochs), "--image-size",
-           str(args.image_size), "--experiment", f"bench-n{n}", "--register-name", "bench-throughput",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dsc",
+        "train",
+        "--epochs",
+        str(args.epochs),
+        "--image-size",
+        str(args.image_size),
+        "--experiment",
+        f"bench-n{n}",
+        "--register-name",
+        "bench-throughput",
+        "--no-progress",
+    ]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([*cmd, "--seed", str(seed)], cwd=workdir, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for seed in range(n)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--seed", str(seed)], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for seed in range(n)
+    ]
     outputs = [p.communicate() for p in procs]
     wall = time.perf_counter() - t0
     for p, (_, err) in zip(procs, outputs):
@@ -55,9 +71,14 @@ def run_batch(uri: str, n: int, args: argparse.Namespace, workdir: Path) -> dict
     runs = client.search_runs([client.get_experiment_by_name(f"bench-n{n}").experiment_id])
     epoch_s = float(np.mean([epoch_seconds(client, run.info.run_id) for run in runs]))
     fixed_s = max(0.0, wall - args.epochs * epoch_s)  # the batch's start-up, data, snapshots of epoch 0, models
-    return {"n": n, "wall_s": wall, "epoch_s": epoch_s, "fixed_s": fixed_s,
-            "epochs_per_hour": n * 3600 / epoch_s,
-            "runs_per_hour": n * 3600 / (fixed_s + DEFAULT_EPOCHS * epoch_s)}
+    return {
+        "n": n,
+        "wall_s": wall,
+        "epoch_s": epoch_s,
+        "fixed_s": fixed_s,
+        "epochs_per_hour": n * 3600 / epoch_s,
+        "runs_per_hour": n * 3600 / (fixed_s + DEFAULT_EPOCHS * epoch_s),
+    }
 
 
 def main() -> None:
@@ -79,20 +100,27 @@ def main() -> None:
     load_imageset(DataConfig(image_size=args.image_size))  # generated once, outside the timing
     with tempfile.TemporaryDirectory(prefix="dsc-bench-server-") as tmp:
         work = Path(tmp)
-        with mlflow_server(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts", work / "server.log",
-                           workers=args.server_workers) as uri:
+        with mlflow_server(
+            f"sqlite:///{work / 'mlflow.db'}", work / "artifacts", work / "server.log", workers=args.server_workers
+        ) as uri:
             rows = [run_batch(uri, n, args, work) for n in ns]
 
-    print(f"{os.cpu_count()} CPUs, {args.epochs} epoch(s) per run at {args.image_size}x{args.image_size}, "
-          f"mlflow server (SQLite, served artifacts, {args.server_workers} workers); rates for "
-          f"{DEFAULT_EPOCHS}-epoch runs")
+    print(
+        f"{os.cpu_count()} CPUs, {args.epochs} epoch(s) per run at {args.image_size}x{args.image_size}, "
+        f"mlflow server (SQLite, served artifacts, {args.server_workers} workers); rates for "
+        f"{DEFAULT_EPOCHS}-epoch runs"
+    )
     base = rows[0]
-    print(f"{'N':>3} {'wall s':>8} {'s/epoch':>8} {'fixed s':>8} {'epochs/h':>9} {'runs/h':>7} "
-          f"{'vs N=' + str(base['n']):>8}")
+    print(
+        f"{'N':>3} {'wall s':>8} {'s/epoch':>8} {'fixed s':>8} {'epochs/h':>9} {'runs/h':>7} "
+        f"{'vs N=' + str(base['n']):>8}"
+    )
     for r in rows:
-        print(f"{r['n']:>3} {r['wall_s']:8.1f} {r['epoch_s']:8.2f} {r['fixed_s']:8.1f} "
-              f"{r['epochs_per_hour']:9.0f} {r['runs_per_hour']:7.2f} "
-              f"{r['epochs_per_hour'] / base['epochs_per_hour']:7.2f}x")
+        print(
+            f"{r['n']:>3} {r['wall_s']:8.1f} {r['epoch_s']:8.2f} {r['fixed_s']:8.1f} "
+            f"{r['epochs_per_hour']:9.0f} {r['runs_per_hour']:7.2f} "
+            f"{r['epochs_per_hour'] / base['epochs_per_hour']:7.2f}x"
+        )
 
 
 if __name__ == "__main__":

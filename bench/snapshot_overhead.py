@@ -12,6 +12,7 @@ seconds per epoch of each arm, both overheads and the snapshot size.
 
     uv run python bench/snapshot_overhead.py [--epochs 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,17 +72,24 @@ def main() -> None:
     snapped = statistics.median(t for e, t in took.items() if e % 2 == 0)
     art = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="snapshots")
     size = max(os.path.getsize(os.path.join(art, f)) for f in os.listdir(art) if f.startswith("epoch_"))
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{len(data.train_idx)} train / {len(data.val_idx)} probe images, epochs 2..{args.epochs}")
-    print("epoch seconds: " + " ".join(f"{e}:{t:.2f}{'*' if e % 2 == 0 else ''}" for e, t in took.items())
-          + "   (* with a snapshot)")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"{len(data.train_idx)} train / {len(data.val_idx)} probe images, epochs 2..{args.epochs}"
+    )
+    print(
+        "epoch seconds: "
+        + " ".join(f"{e}:{t:.2f}{'*' if e % 2 == 0 else ''}" for e, t in took.items())
+        + "   (* with a snapshot)"
+    )
     print(f"without snapshots: {plain:7.2f} s per epoch (median)")
     print(f"with snapshots:    {snapped:7.2f} s per epoch (median)")
     print(f"overhead: {100 * (snapped - plain) / plain:.1f}%   snapshot size: {size / 1e6:.2f} MB per epoch")
     direct = hooks + statistics.median(callback)
-    print(f"direct cost: capture hooks {hooks:.2f} s + spectra, CKA, file and logging "
-          f"{statistics.median(callback):.2f} s = {direct:.2f} s per snapshot, "
-          f"{100 * direct / plain:.1f}% of an epoch")
+    print(
+        f"direct cost: capture hooks {hooks:.2f} s + spectra, CKA, file and logging "
+        f"{statistics.median(callback):.2f} s = {direct:.2f} s per snapshot, "
+        f"{100 * direct / plain:.1f}% of an epoch"
+    )
 
 
 def _hook_cost(model, data, device, cfg, snaps, repeats: int = 5) -> float:

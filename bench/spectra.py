@@ -26,6 +26,7 @@ both see the same load.
 
 Without WeightWatcher (``uv run python bench/spectra.py``) it times our side alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,16 +105,17 @@ def main() -> None:
 
     warnings.simplefilter("ignore")
     try:
-        import weightwatcher as ww  # noqa: PLC0415 (import prints; keep it after arg parsing)
+        import weightwatcher as ww
     except ImportError:
         ww = None  # our side alone: timings, alphas and phases, no comparison
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     version = ww.__version__ if ww else "not installed (uv run --group bench: the comparison)"
-    print(f"weightwatcher {version}, numpy {np.__version__}, BLAS threads "
-          f"{os.environ['OPENBLAS_NUM_THREADS']}")
-    header = (f"{'matrix':26s} {'ours ms':>8s} {'WW ms':>8s} {'ratio':>6s} {'gram':>6s} "
-              f"{'eig':>6s} {'fit':>5s} {'svd ms':>7s} {'alpha':>7s} {'WW alpha':>8s} "
-              f"{'|diff|':>8s}  phase")
+    print(f"weightwatcher {version}, numpy {np.__version__}, BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
+    header = (
+        f"{'matrix':26s} {'ours ms':>8s} {'WW ms':>8s} {'ratio':>6s} {'gram':>6s} "
+        f"{'eig':>6s} {'fit':>5s} {'svd ms':>7s} {'alpha':>7s} {'WW alpha':>8s} "
+        f"{'|diff|':>8s}  phase"
+    )
     print(header)
     print("-" * len(header))
     ours_total = ww_total = 0.0
@@ -128,8 +130,11 @@ def main() -> None:
             t_ww, alpha_ww = best_time(lambda: ww_alpha(ww.WeightWatcher, W), args.repeats)
         # Where our time goes: Gram matrix, eigensolver (rest of esd), fits.
         small = W if W.shape[0] <= W.shape[1] else W.T  # Gram small @ small.T, as esd does it
-        gram = (lambda: blas.ssyrk(1.0, small)) if small.flags.f_contiguous else (
-            lambda: blas.ssyrk(1.0, small.T, trans=1))
+        gram = (
+            (lambda: blas.ssyrk(1.0, small))
+            if small.flags.f_contiguous
+            else (lambda: blas.ssyrk(1.0, small.T, trans=1))
+        )
         t_gram, _ = best_time(gram, args.repeats)
         t_esd, evals = best_time(lambda: esd(W), args.repeats)
         t_fit, _ = best_time(lambda: spectrum_of_esd(evals, *W.shape), args.repeats)
@@ -141,22 +146,30 @@ def main() -> None:
             ww_total += t_ww
         if heavy:
             gaps.append(diff)
-        print(f"{name + (' *' if heavy else ''):26s} {1e3 * t_ours:8.1f} {1e3 * t_ww:8.1f} "
-              f"{t_ww / t_ours:5.1f}x {1e3 * t_gram:6.1f} {1e3 * (t_esd - t_gram):6.1f} "
-              f"{1e3 * t_fit:5.1f} {1e3 * t_svd:7.1f} {ours['alpha']:7.3f} {alpha_ww:8.3f} "
-              f"{diff:8.1e}  {ours['phase']}")
+        print(
+            f"{name + (' *' if heavy else ''):26s} {1e3 * t_ours:8.1f} {1e3 * t_ww:8.1f} "
+            f"{t_ww / t_ours:5.1f}x {1e3 * t_gram:6.1f} {1e3 * (t_esd - t_gram):6.1f} "
+            f"{1e3 * t_fit:5.1f} {1e3 * t_svd:7.1f} {ours['alpha']:7.3f} {alpha_ww:8.3f} "
+            f"{diff:8.1e}  {ours['phase']}"
+        )
     print("-" * len(header))
-    print("* heavy-tailed; gram / eig / fit: our float32 Gram matrix / eigensolver / fits (ms);"
-          " svd ms: scipy's SVD of the matrix alone, the bulk of WW's time")
+    print(
+        "* heavy-tailed; gram / eig / fit: our float32 Gram matrix / eigensolver / fits (ms);"
+        " svd ms: scipy's SVD of the matrix alone, the bulk of WW's time"
+    )
     if ww is None:
         return
     ratio = ww_total / ours_total
     worst = max(gaps)
     verdict = "met" if ratio >= SPEED_FLOOR else "NOT met"
-    print(f"total over layers WW fits: ours {1e3 * ours_total:.0f} ms, WW {1e3 * ww_total:.0f} ms,"
-          f" ratio {ratio:.1f}x (floor {SPEED_FLOOR:.0f}x): {verdict}")
-    print(f"max |alpha - alpha_WW| on heavy-tailed: {worst:.4f} (floor {ALPHA_TOL}): "
-          f"{'met' if worst <= ALPHA_TOL else 'NOT met'}")
+    print(
+        f"total over layers WW fits: ours {1e3 * ours_total:.0f} ms, WW {1e3 * ww_total:.0f} ms,"
+        f" ratio {ratio:.1f}x (floor {SPEED_FLOOR:.0f}x): {verdict}"
+    )
+    print(
+        f"max |alpha - alpha_WW| on heavy-tailed: {worst:.4f} (floor {ALPHA_TOL}): "
+        f"{'met' if worst <= ALPHA_TOL else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ ratios; the floor for the fixed cost after is 6 s a member on 2 cores.
 
     uv run python bench/sweep_fixed_cost.py [--members 8] [--epochs 30] [--per-process 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,31 @@ def sweep(store: Path, members: int, epochs: int, extra: list[str]) -> tuple[flo
     uri = f"sqlite:///{store / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("MLFLOW_RUN_ID", None)
-    command = [sys.executable, "-m", "dsc", "sweep", "--seeds", f"0-{members - 1}", "--image-size", "32",
-               "--set", f"epochs={epochs} snapshot-every=0 checkpoint-every=1000 state-every=1000",
-               "--parallel", "2", "--no-progress", "--experiment", "bench", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "dsc",
+        "sweep",
+        "--seeds",
+        f"0-{members - 1}",
+        "--image-size",
+        "32",
+        "--set",
+        f"epochs={epochs} snapshot-every=0 checkpoint-every=1000 state-every=1000",
+        "--parallel",
+        "2",
+        "--no-progress",
+        "--experiment",
+        "bench",
+        *extra,
+    ]
     start = time.perf_counter()
     subprocess.run(command, env=env, cwd=store, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("bench").experiment_id],
-                              "tags.`dsc.kind` = 'train'")
+    runs = client.search_runs([client.get_experiment_by_name("bench").experiment_id], "tags.`dsc.kind` = 'train'")
     spans = []
     for run in runs:
         stamps = [m.timestamp for m in client.get_metric_history(run.info.run_id, "acc/val")]
@@ -63,18 +78,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--per-process", type=int, default=4)
     args = ap.parse_args()
-    arms = {"before": ["--register", "--per-process", "1"],
-            "after": ["--per-process", str(args.per_process)]}
+    arms = {"before": ["--register", "--per-process", "1"], "after": ["--per-process", str(args.per_process)]}
     results = {}
     for name, extra in arms.items():
         with tempfile.TemporaryDirectory(prefix=f"dsc-bench-{name}-") as tmp, contextlib.chdir(tmp):
             wall, spans = sweep(Path(tmp), args.members, args.epochs, extra)
         results[name] = (wall, fixed_cost(wall, spans), args.members / wall * 3600)
-        print(f"{name:6s} {' '.join(extra):24s} wall {wall:7.1f} s  fixed cost {results[name][1]:5.1f} s/member"
-              f"  {results[name][2]:6.1f} runs/h")
+        print(
+            f"{name:6s} {' '.join(extra):24s} wall {wall:7.1f} s  fixed cost {results[name][1]:5.1f} s/member"
+            f"  {results[name][2]:6.1f} runs/h"
+        )
     (wb, fb, rb), (wa, fa, ra) = results["before"], results["after"]
-    print(f"fixed cost before/after {fb / fa:.2f}x; runs per hour after/before {ra / rb:.2f}x; "
-          f"floor {FLOOR_S:.0f} s/member after: {'met' if fa <= FLOOR_S else 'missed'}")
+    print(
+        f"fixed cost before/after {fb / fa:.2f}x; runs per hour after/before {ra / rb:.2f}x; "
+        f"floor {FLOOR_S:.0f} s/member after: {'met' if fa <= FLOOR_S else 'missed'}"
+    )
 
 
 if __name__ == "__main__":

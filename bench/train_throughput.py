@@ -15,6 +15,7 @@ cancels the slow drift of a shared machine. Prints images per second of each and
 ``--keep-freed-memory`` first applies ``dsc.nn.train.keep_freed_memory`` (what ``dsc train`` does
 at start-up: glibc keeps freed blocks for reuse). It is process-wide, so both arms run under it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,17 @@ class StockVGG(nn.Module):
 
     def __init__(self, like: DenseVGG) -> None:
         super().__init__()
-        self.features = nn.Sequential(OrderedDict(
-            (name, nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)
-             if isinstance(m, nn.Conv2d) else nn.ReLU(inplace=True)) for name, m in like.features.named_children()))
+        self.features = nn.Sequential(
+            OrderedDict(
+                (
+                    name,
+                    nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)
+                    if isinstance(m, nn.Conv2d)
+                    else nn.ReLU(inplace=True),
+                )
+                for name, m in like.features.named_children()
+            )
+        )
         self.pool = nn.AdaptiveAvgPool2d(like.pool.output_size)
         self.fc1 = nn.Linear(like.fc1.in_features, like.fc1.out_features)
         self.drop1 = nn.Dropout(like.drop1.p)
@@ -76,8 +85,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--round", type=int, default=128, help="training images per timed round of each arm")
     ap.add_argument("--rounds", type=int, default=12, help="alternating rounds (medians compared)")
-    ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="apply dsc train's allocator setting first (to both arms: it is process-wide)")
+    ap.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="apply dsc train's allocator setting first (to both arms: it is process-wide)",
+    )
     args = ap.parse_args()
     if args.keep_freed_memory and not keep_freed_memory():
         raise SystemExit("--keep-freed-memory: this C library has no mallopt (not glibc)")
@@ -109,18 +121,24 @@ def main() -> None:
         t_plain.append(timed(lambda: plain_epoch(plain, loader, plain_opt)))
         t_ours.append(timed(lambda: train_one_epoch(ours, data, opt, cfg, r + 1, device)))
     ref, fast = args.round / statistics.median(t_plain), args.round / statistics.median(t_ours)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"allocator {'keeps freed blocks' if args.keep_freed_memory else 'glibc defaults'}, "
-          f"{args.rounds} rounds of {args.round} images of 3x{data.x.shape[-2]}x{data.x.shape[-1]} per arm")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"allocator {'keeps freed blocks' if args.keep_freed_memory else 'glibc defaults'}, "
+        f"{args.rounds} rounds of {args.round} images of 3x{data.x.shape[-2]}x{data.x.shape[-1]} per arm"
+    )
     print(f"plain loop (NCHW, DataLoader, batch 32, {cfg.optimizer}): {ref:8.1f} images/s (median round)")
     fused = uses_conv3(ours, cfg, device, tuple(data.x.shape[1:]))
     micro = micro_batch_size(cfg, tuple(data.x.shape[1:]), device, conv3=fused)
-    print(f"dsc loop (batch {cfg.batch_size} in passes of {micro}, "
-          f"{'dsc.nn.conv3 convolutions' if fused else 'channels_last' if cfg.channels_last else 'NCHW'}, "
-          f"fused {cfg.optimizer}): "
-          f"{fast:8.1f} images/s (median round)")
-    print(f"ratio: {fast / ref:.2f}x   (per-round ratios {min(p / o for p, o in zip(t_plain, t_ours)):.2f}"
-          f"..{max(p / o for p, o in zip(t_plain, t_ours)):.2f})")
+    print(
+        f"dsc loop (batch {cfg.batch_size} in passes of {micro}, "
+        f"{'dsc.nn.conv3 convolutions' if fused else 'channels_last' if cfg.channels_last else 'NCHW'}, "
+        f"fused {cfg.optimizer}): "
+        f"{fast:8.1f} images/s (median round)"
+    )
+    print(
+        f"ratio: {fast / ref:.2f}x   (per-round ratios {min(p / o for p, o in zip(t_plain, t_ours)):.2f}"
+        f"..{max(p / o for p, o in zip(t_plain, t_ours)):.2f})"
+    )
 
 
 if __name__ == "__main__":

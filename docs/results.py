@@ -11,6 +11,7 @@ smallest rho the runs could detect at 80% power, both predictors' agreement with
 conclusion whose every claim is computed from those numbers. Figures are copied to
 docs/figures/results_<experiment>_<name>.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,25 @@ from dsc.settings import CompareConfig
 DOCS = Path(__file__).resolve().parent
 QUESTIONS = (
     ("classes", "identities", "Does N follow the class count?", "classes"),
-    ("density", "exemplars_per_class", "Does N follow the density, at an equal number of updates?",
-     "training images per class"),
+    (
+        "density",
+        "exemplars_per_class",
+        "Does N follow the density, at an equal number of updates?",
+        "training images per class",
+    ),
 )
 PLAN = {"classes": ("2", "3", "5", "8", "10"), "density": ("25", "50", "100", "200", "400")}
 PLANNED_SEEDS = 8
-COLUMNS = (("n_components", "N", 1), ("n_from_classes", "N from classes", 1),
-           ("class_clusters", "class groups", 1), ("r2_1", "R^2 (1)", 3), ("r2_2", "R^2 (2)", 3),
-           ("center_1", "centre 1", 1), ("change_point", "end of latent phase", 1),
-           ("final", "final acc/val", 3))
+COLUMNS = (
+    ("n_components", "N", 1),
+    ("n_from_classes", "N from classes", 1),
+    ("class_clusters", "class groups", 1),
+    ("r2_1", "R^2 (1)", 3),
+    ("r2_2", "R^2 (2)", 3),
+    ("center_1", "centre 1", 1),
+    ("change_point", "end of latent phase", 1),
+    ("final", "final acc/val", 3),
+)
 FIGURES = ("curves", "n_components", "center_latent")
 ALPHA = 0.05
 
@@ -57,10 +68,12 @@ def compare(experiment: str, param: str) -> str | None:
 
 def artifacts(run_id: str) -> dict:
     load = mlflow.artifacts.load_dict
-    return {"table": load(f"runs:/{run_id}/groups/table.json"),
-            "trend": load(f"runs:/{run_id}/groups/trend.json"),
-            "agreement": load(f"runs:/{run_id}/groups/agreement.json"),
-            "classes": load(f"runs:/{run_id}/lld/classes.json")}
+    return {
+        "table": load(f"runs:/{run_id}/groups/table.json"),
+        "trend": load(f"runs:/{run_id}/groups/trend.json"),
+        "agreement": load(f"runs:/{run_id}/groups/agreement.json"),
+        "classes": load(f"runs:/{run_id}/lld/classes.json"),
+    }
 
 
 def cell(row: dict | None, digits: int) -> str:
@@ -90,11 +103,15 @@ def table(art: dict, param: str) -> tuple[list[str], dict[str, dict]]:
     head = f"| {param} | runs | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for g in groups:
-        lines.append(f"| {g.split('=', 1)[1]} | {n_runs[g]} | "
-                     + " | ".join(cell(rows.get((g, q)), d) for q, _, d in COLUMNS) + " |")
+        lines.append(
+            f"| {g.split('=', 1)[1]} | {n_runs[g]} | "
+            + " | ".join(cell(rows.get((g, q)), d) for q, _, d in COLUMNS)
+            + " |"
+        )
     total = sum(n_runs.values())
-    lines.append(f"| Spearman rho (p) | {total} | "
-                 + " | ".join(trend_cell(trends.get(q)) for q, _, _ in COLUMNS) + " |")
+    lines.append(
+        f"| Spearman rho (p) | {total} | " + " | ".join(trend_cell(trends.get(q)) for q, _, _ in COLUMNS) + " |"
+    )
     return lines, trends
 
 
@@ -118,28 +135,36 @@ def conclusion(trends: dict, art: dict, what: str, n_runs: int) -> str:
         parts.append(f"No trend test of N against the {what} was possible ({t['note'] if t else 'no runs'}).")
     elif t["p"] < ALPHA:
         way = "rises" if t["rho"] > 0 else "falls"
-        parts.append(f"N {way} with the {what}: Spearman rho {t['rho']:+.2f}, p {fmt_p(t['p'])} over "
-                     f"{t['n']} runs.")
+        parts.append(f"N {way} with the {what}: Spearman rho {t['rho']:+.2f}, p {fmt_p(t['p'])} over {t['n']} runs.")
     else:
-        parts.append(f"No trend of N with the {what} is detectable: Spearman rho {t['rho']:+.2f}, p "
-                     f"{fmt_p(t['p'])} over {t['n']} runs.")
+        parts.append(
+            f"No trend of N with the {what} is detectable: Spearman rho {t['rho']:+.2f}, p "
+            f"{fmt_p(t['p'])} over {t['n']} runs."
+        )
     if math.isfinite(d):
-        parts.append(f"With {n_runs} runs a two-sided test at 5% detects |rho| >= {d:.2f} with 80% power; "
-                     "a weaker true trend would usually be missed, so a non-significant result here does "
-                     "not show that N is independent of the "
-                     f"{what}.")
+        parts.append(
+            f"With {n_runs} runs a two-sided test at 5% detects |rho| >= {d:.2f} with 80% power; "
+            "a weaker true trend would usually be missed, so a non-significant result here does "
+            "not show that N is independent of the "
+            f"{what}."
+        )
     overall = art["agreement"]["all runs"]
-    for name, label in (("n_from_classes", "the N of the summed per-class fits"),
-                        ("class_clusters", "the number of groups of classes learned at distinct times")):
+    for name, label in (
+        ("n_from_classes", "the N of the summed per-class fits"),
+        ("class_clusters", "the number of groups of classes learned at distinct times"),
+    ):
         a = overall[name]
         if a["share_equal"] is None:
             continue
-        tested = (f"rank correlation {a['rho']:+.2f} (p {fmt_p(a['p'])})" if a["rho"] is not None
-                  else a["note"])
-        parts.append(f"{label[0].upper() + label[1:]} equals the observed N in {a['share_equal']:.0%} of "
-                     f"{a['n']} runs; {tested}.")
-    parts.append("These are synthetic faces at 32x32, one learning rate (1e-4) and one optimiser (Adam); "
-                 "they do not show how N behaves on Yale B, at 128x128 or under other optimisers.")
+        tested = f"rank correlation {a['rho']:+.2f} (p {fmt_p(a['p'])})" if a["rho"] is not None else a["note"]
+        parts.append(
+            f"{label[0].upper() + label[1:]} equals the observed N in {a['share_equal']:.0%} of "
+            f"{a['n']} runs; {tested}."
+        )
+    parts.append(
+        "These are synthetic faces at 32x32, one learning rate (1e-4) and one optimiser (Adam); "
+        "they do not show how N behaves on Yale B, at 128x128 or under other optimisers."
+    )
     return " ".join(parts)
 
 
@@ -174,22 +199,25 @@ def what_ran(experiment: str, param: str) -> str:
     seeds = sorted({r.data.params.get("seed", "?") for r in runs}, key=lambda s: (len(s), s))
     steps = sorted({r.data.params.get("steps", "0") for r in runs})
     epochs = sorted({r.data.params.get("epochs", "?") for r in runs})
-    budget = (f"`--steps {', '.join(steps)}`" if steps != ["0"] else f"{', '.join(epochs)} epochs")
+    budget = f"`--steps {', '.join(steps)}`" if steps != ["0"] else f"{', '.join(epochs)} epochs"
     points = {r.data.params.get(param, "?") for r in runs}
     missing = [v for v in PLAN[experiment] if v not in points]
-    line = (f"Seeds {', '.join(seeds)} of the plan's {PLANNED_SEEDS} ({len(runs)} finished runs, {budget}).")
+    line = f"Seeds {', '.join(seeds)} of the plan's {PLANNED_SEEDS} ({len(runs)} finished runs, {budget})."
     if missing:
-        line += (f" Not run: {param} = {', '.join(missing)}.")
+        line += f" Not run: {param} = {', '.join(missing)}."
     if len(seeds) < PLANNED_SEEDS or missing:
-        line += (" The plan did not fit the time the experiment had on 2 CPU cores shared with other "
-                 "work; the command below runs it whole.")
+        line += (
+            " The plan did not fit the time the experiment had on 2 CPU cores shared with other "
+            "work; the command below runs it whole."
+        )
     return line
 
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=DOCS, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=DOCS, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -202,21 +230,26 @@ def main() -> None:
     store = Path(args.store).resolve()
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     wall_file = store / "wall_times.txt"
-    page = ["# Results: what sets the number of learning processes", "",
-            "Generated by `uv run python docs/results.py --store results-store` from the runs that "
-            "`docs/experiment.sh` trained (synthetic faces at `--image-size 32`, lr 1e-4, batch 32, Adam, "
-            "no snapshots; class count: 2-10 identities, 30 epochs; "
-            "density: 5 identities, the same number of optimizer steps (`--steps`) for every density). "
-            f"Commit {commit()}, machine: "
-            f"{platform.machine()}, {platform.python_version()}, 2 CPU cores shared with other work "
-            "(the experiment ran under `nice -n 19`, `--parallel 2`).", "",
-            "Every interval is a t-based 95% interval of the group mean over seeds "
-            "(mean +- t(0.975, n-1) sd / sqrt(n)); trend tests are Spearman's rho over runs against the "
-            "grouping param; the detectable rho is the smallest |rho| a two-sided 5% test over that many "
-            "runs finds with 80% power (Fisher z with Spearman's 1.06 factor, `dsc.core.power`). "
-            "`lld/n_from_classes` is the BIC-chosen N of the summed per-class fitted curves with the run's "
-            "own residual noise; `lld/class_clusters` the number of groups of classes whose "
-            "`prob_class` main rises lie within 2 widths of each other (`dsc compare --cluster-factor`).", ""]
+    page = [
+        "# Results: what sets the number of learning processes",
+        "",
+        "Generated by `uv run python docs/results.py --store results-store` from the runs that "
+        "`docs/experiment.sh` trained (synthetic faces at `--image-size 32`, lr 1e-4, batch 32, Adam, "
+        "no snapshots; class count: 2-10 identities, 30 epochs; "
+        "density: 5 identities, the same number of optimizer steps (`--steps`) for every density). "
+        f"Commit {commit()}, machine: "
+        f"{platform.machine()}, {platform.python_version()}, 2 CPU cores shared with other work "
+        "(the experiment ran under `nice -n 19`, `--parallel 2`).",
+        "",
+        "Every interval is a t-based 95% interval of the group mean over seeds "
+        "(mean +- t(0.975, n-1) sd / sqrt(n)); trend tests are Spearman's rho over runs against the "
+        "grouping param; the detectable rho is the smallest |rho| a two-sided 5% test over that many "
+        "runs finds with 80% power (Fisher z with Spearman's 1.06 factor, `dsc.core.power`). "
+        "`lld/n_from_classes` is the BIC-chosen N of the summed per-class fitted curves with the run's "
+        "own residual noise; `lld/class_clusters` the number of groups of classes whose "
+        "`prob_class` main rises lie within 2 widths of each other (`dsc compare --cluster-factor`).",
+        "",
+    ]
     for experiment, param, question, what in QUESTIONS:
         page += [f"## {question}", ""]
         cid = compare(experiment, param)
@@ -226,20 +259,41 @@ def main() -> None:
         art = artifacts(cid)
         lines, trends = table(art, param)
         n, total, span = wall_time(experiment)
-        page += [f"{what_ran(experiment, param)} Training took {total / 60:.0f} min of run time, "
-                 f"{span / 60:.0f} min of wall time (comparison run `{cid}`).", ""]
-        page += lines + ["", f"Smallest Spearman rho detectable at 80% power with {n} runs: "
-                         f"{detectable_rho(n):.2f}.", "", "Agreement of the two predictors with the observed N:", ""]
-        page += agreement_lines(art) + ["", "Li & Huang's break rank against the class count: not measured in "
-                                        "these runs (they were trained without snapshots, and "
-                                        "`modes/<layer>/break_rank` is not logged yet).", "",
-                                        "**Conclusion.** " + conclusion(trends, art, what, n), ""]
+        page += [
+            f"{what_ran(experiment, param)} Training took {total / 60:.0f} min of run time, "
+            f"{span / 60:.0f} min of wall time (comparison run `{cid}`).",
+            "",
+        ]
+        page += lines + [
+            "",
+            f"Smallest Spearman rho detectable at 80% power with {n} runs: {detectable_rho(n):.2f}.",
+            "",
+            "Agreement of the two predictors with the observed N:",
+            "",
+        ]
+        page += agreement_lines(art) + [
+            "",
+            "Li & Huang's break rank against the class count: not measured in "
+            "these runs (they were trained without snapshots, and "
+            "`modes/<layer>/break_rank` is not logged yet).",
+            "",
+            "**Conclusion.** " + conclusion(trends, art, what, n),
+            "",
+        ]
         page += figures(cid, experiment, DOCS / "figures") + [""]
     if wall_file.exists():
         page += ["## Wall time of the experiment", "", "```", wall_file.read_text().strip(), "```", ""]
-    page += ["## The full plan", "", "8 seeds at every point, as the issue asks:", "", "```bash",
-             "STORE=results-store SEEDS=\"0 1 2 3 4 5 6 7\" docs/experiment.sh",
-             "uv run python docs/results.py --store results-store", "```", ""]
+    page += [
+        "## The full plan",
+        "",
+        "8 seeds at every point, as the issue asks:",
+        "",
+        "```bash",
+        'STORE=results-store SEEDS="0 1 2 3 4 5 6 7" docs/experiment.sh',
+        "uv run python docs/results.py --store results-store",
+        "```",
+        "",
+    ]
     Path(args.out).write_text("\n".join(page))
     print(f"wrote {args.out}")
 

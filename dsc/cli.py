@@ -5,6 +5,7 @@ Every option that is a setting is generated from its declaration in :mod:`dsc.se
 imports neither torch nor mlflow, so ``--help`` answers at once: the jobs are imported when a
 command runs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,10 @@ def os_error_line(exc: OSError) -> str:
     """What an operating-system error during a job means for the user, in one line."""
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno == errno.ENOSPC:
-        return (f"no space left on device{where}: free disk space (or point the artifact store "
-                "elsewhere), then continue a training run with `dsc train --resume RUN_ID`")
+        return (
+            f"no space left on device{where}: free disk space (or point the artifact store "
+            "elsewhere), then continue a training run with `dsc train --resume RUN_ID`"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: {exc.strerror}; check the permissions of the store and the cache"
     return f"{exc.strerror or exc}{where}"
@@ -101,22 +104,25 @@ def click_option(opt: Option) -> Callable:
     elif spec.choices:
         kw["type"] = click.Choice(spec.choices)
     if opt.kind is tuple and spec.parse:  # given as text ("0,1,2"), parsed by the config
-        return click.option(opt.flag, opt.param, default=",".join(map(str, opt.default)),
-                            metavar=spec.metavar, **kw)
-    return click.option(opt.flag, opt.param, default=opt.default, multiple=opt.kind is tuple,
-                        metavar=spec.metavar, **kw)
+        return click.option(opt.flag, opt.param, default=",".join(map(str, opt.default)), metavar=spec.metavar, **kw)
+    return click.option(
+        opt.flag, opt.param, default=opt.default, multiple=opt.kind is tuple, metavar=spec.metavar, **kw
+    )
 
 
-def options(*classes: type, by_field: bool = False,
-            changes: Mapping[str, Mapping[str, object]] | None = None) -> Callable[[Callable], Callable]:
+def options(
+    *classes: type, by_field: bool = False, changes: Mapping[str, Mapping[str, object]] | None = None
+) -> Callable[[Callable], Callable]:
     """Decorate a command with one option per declared setting of ``classes``, in order.
 
     ``changes`` replaces parts of a setting's declaration for this command only, by field
     name (``dsc snapshot --every`` must be >= 1; the training option allows 0).
     """
     changes = changes or {}
-    opts = [dataclasses.replace(o, spec=dataclasses.replace(o.spec, **changes.get(o.field, {})))
-            for o in options_of(*classes, by_field=by_field).values()]
+    opts = [
+        dataclasses.replace(o, spec=dataclasses.replace(o.spec, **changes.get(o.field, {})))
+        for o in options_of(*classes, by_field=by_field).values()
+    ]
 
     def decorate(fn: Callable) -> Callable:
         for opt in reversed(opts):
@@ -165,13 +171,21 @@ def main() -> None:
 
 @main.command(context_settings=CONTEXT)
 @options(*TRAIN_CONFIGS)
-@click.option("--resume", "resume_id", default="", metavar="RUN_ID",
-              help="Continue this stopped training run from its latest full checkpoint (replaying the "
-                   "epochs kept after it), into the same run and with its own settings (no other option "
-                   "may be given).")
-@click.option("--takeover", is_flag=True,
-              help="With --resume: continue the run even though its heartbeat says a training process "
-                   "still holds it (for a holder known to be dead, on another host).")
+@click.option(
+    "--resume",
+    "resume_id",
+    default="",
+    metavar="RUN_ID",
+    help="Continue this stopped training run from its latest full checkpoint (replaying the "
+    "epochs kept after it), into the same run and with its own settings (no other option "
+    "may be given).",
+)
+@click.option(
+    "--takeover",
+    is_flag=True,
+    help="With --resume: continue the run even though its heartbeat says a training process "
+    "still holds it (for a holder known to be dead, on another host).",
+)
 @click.pass_context
 @one_line_errors
 def train(ctx, resume_id, takeover, **values) -> None:
@@ -188,8 +202,9 @@ def train(ctx, resume_id, takeover, **values) -> None:
     if takeover and not resume_id:
         raise ConfigError("--takeover applies to --resume RUN_ID only")
     if resume_id:
-        given = [f"--{name.replace('_', '-')}" for name in given_on_command_line(
-            ctx, [n for n in values if n != "progress"])]
+        given = [
+            f"--{name.replace('_', '-')}" for name in given_on_command_line(ctx, [n for n in values if n != "progress"])
+        ]
         if given:
             raise ConfigError(f"--resume continues run {resume_id} with its own settings; drop {', '.join(given)}")
         run_id = resume_job(resume_id, progress=values["progress"], takeover=takeover)
@@ -205,8 +220,11 @@ def train(ctx, resume_id, takeover, **values) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.option("--run-id", required=True, help="Training run whose per-epoch checkpoints are snapshotted.")
-@options(SnapshotConfig, by_field=True,
-         changes={"every": {"min": 1, "help": "Snapshot checkpoints whose epoch is a multiple of N."}})
+@options(
+    SnapshotConfig,
+    by_field=True,
+    changes={"every": {"min": 1, "help": "Snapshot checkpoints whose epoch is a multiple of N."}},
+)
 @click.option("--prefix", default="snapshots", show_default=True, help="Artifact directory to write.")
 @click.option("--child", is_flag=True, help="Write to a new child run instead of the training run.")
 @click.option("--overwrite", is_flag=True, help="Replace snapshots the run already has under --prefix.")
@@ -241,8 +259,9 @@ def register(run_id, epoch, name, alias) -> None:
     from dsc.jobs.register import register_job
 
     name, version = register_job(run_id, epoch, name=name, alias=alias)
-    click.echo(f"epoch {epoch} of run {run_id} registered as {name} version {version}"
-               + (f" (alias {alias})" if alias else ""))
+    click.echo(
+        f"epoch {epoch} of run {run_id} registered as {name} version {version}" + (f" (alias {alias})" if alias else "")
+    )
 
 
 @main.command(context_settings=CONTEXT)
@@ -263,11 +282,15 @@ def compare(**values) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--run-id", default="",
-              help="Training run to analyse (default: the latest FINISHED one, tag dsc.kind = train).")
-@click.option("--experiment", default="",
-              help="Without --run-id: search this experiment (by name; default MLFLOW_EXPERIMENT_NAME/ID, "
-                   "else every experiment).")
+@click.option(
+    "--run-id", default="", help="Training run to analyse (default: the latest FINISHED one, tag dsc.kind = train)."
+)
+@click.option(
+    "--experiment",
+    default="",
+    help="Without --run-id: search this experiment (by name; default MLFLOW_EXPERIMENT_NAME/ID, "
+    "else every experiment).",
+)
 @options(AnalyzeConfig)
 @one_line_errors
 def analyze(run_id, experiment, **values) -> None:
@@ -281,8 +304,10 @@ def analyze(run_id, experiment, **values) -> None:
 
     (cfg,) = build([AnalyzeConfig], values)
     result = analyze_job(run_id, experiment, cfg)
-    click.echo(f"run {result.src.run_id} analysed in {result.wall_s:.1f} s: "
-               f"{len(result.summary['figures'])} figures, analysis/summary.json, analysis/report.html")
+    click.echo(
+        f"run {result.src.run_id} analysed in {result.wall_s:.1f} s: "
+        f"{len(result.summary['figures'])} figures, analysis/summary.json, analysis/report.html"
+    )
 
 
 @main.command(context_settings=CONTEXT)
@@ -304,8 +329,7 @@ def sweep(ctx, progress, **values) -> None:
     given = {name: values[name] for name in given_on_command_line(ctx, options_of(DataConfig))}
     (config,) = build([SweepConfig], values)
     result = sweep_job(config, given, progress=progress)
-    click.echo(f"sweep {result.sweep_id}: {len(result.run_ids)} runs; "
-               f"comparison run {result.comparison_id} finished")
+    click.echo(f"sweep {result.sweep_id}: {len(result.run_ids)} runs; comparison run {result.comparison_id} finished")
 
 
 @main.command("train-members", hidden=True, context_settings=CONTEXT)

@@ -1,4 +1,5 @@
 """Errors that reach the user as one line: what is wrong and what to do."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: every test gets its own SQLite tracking store and data cache."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,10 @@ def fresh_store(tmp_path, monkeypatch, cache_dir, empty_store) -> str:
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     # The template's Default experiment points at the template's folder: give it this test's own.
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
-        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                   ((tmp_path / "mlruns" / "0").as_uri(),))
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            ((tmp_path / "mlruns" / "0").as_uri(),),
+        )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

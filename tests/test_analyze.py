@@ -1,4 +1,5 @@
 """The analyze command: planted structure found, artifacts complete, bad runs refused in one line."""
+
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -75,22 +76,42 @@ def make_run(tmp_path):
     snapshot.write_probe(snap_dir, labels, probe, ims.classes, list(w0), grids)
     with mlflow.start_run(tags={"dsc.kind": "train"}) as run:
         mlflow.log_params({"data_digest": ims.digest(), "epochs": LAST})
-        curves = {"acc/val": acc, "acc/train": acc, "loss/val": 1.1 - acc, "loss/train": 1.1 - acc,
-                  **{f"acc_class/{name}": planted_recall(c, t, rng) for c, name in enumerate(ims.classes)}}
-        MlflowClient().log_batch(run.info.run_id, [Metric(k, float(v[e]), 0, int(e)) for e in t
-                                                   for k, v in curves.items()])
+        curves = {
+            "acc/val": acc,
+            "acc/train": acc,
+            "loss/val": 1.1 - acc,
+            "loss/train": 1.1 - acc,
+            **{f"acc_class/{name}": planted_recall(c, t, rng) for c, name in enumerate(ims.classes)},
+        }
+        MlflowClient().log_batch(
+            run.info.run_id, [Metric(k, float(v[e]), 0, int(e)) for e in t for k, v in curves.items()]
+        )
         for e in t:
-            acts = {"conv1": rng.random((len(probe), 3, 2, 2)).astype(np.float16),
-                    "conv2": rng.random((len(probe), 3, 2, 2)).astype(np.float16),
-                    "fc1": rng.random((len(probe), 16)).astype(np.float16),
-                    "fc2": planted_fc2(labels, e, rng), "out": rng.random((len(probe), 3)).astype(np.float16)}
+            acts = {
+                "conv1": rng.random((len(probe), 3, 2, 2)).astype(np.float16),
+                "conv2": rng.random((len(probe), 3, 2, 2)).astype(np.float16),
+                "fc1": rng.random((len(probe), 16)).astype(np.float16),
+                "fc2": planted_fc2(labels, e, rng),
+                "out": rng.random((len(probe), 3)).astype(np.float16),
+            }
             weights = {n: w * (1 + 0.05 * e) for n, w in w0.items()}
             snapshot.write(snapshot.compute(int(e), acts, weights), snap_dir)
         mlflow.log_artifacts(str(snap_dir), "snapshots")
-        torch.save({"epoch": LAST, "model_state": model.state_dict(), "optimizer_state": {}, "metrics": {},
-                    "model_config": model_cfg.to_dict(), "train_config": {}, "data_config": data_cfg.to_dict(),
-                    "classes": list(ims.classes), "norm_mean": data.mean, "norm_std": data.std},
-                   ckpt_dir / f"epoch_{LAST:04d}.pt")
+        torch.save(
+            {
+                "epoch": LAST,
+                "model_state": model.state_dict(),
+                "optimizer_state": {},
+                "metrics": {},
+                "model_config": model_cfg.to_dict(),
+                "train_config": {},
+                "data_config": data_cfg.to_dict(),
+                "classes": list(ims.classes),
+                "norm_mean": data.mean,
+                "norm_std": data.std,
+            },
+            ckpt_dir / f"epoch_{LAST:04d}.pt",
+        )
         mlflow.log_artifacts(str(ckpt_dir), "checkpoints")
     return run.info.run_id
 
@@ -147,8 +168,20 @@ def test_planted_emergence_and_transition_are_logged(shared, planted):
 def test_summary_and_report_are_complete(shared, planted):
     _, out = planted
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("pca", "emergence", "change_point", "inputs", "similarity", "spectra", "modes", "lld",
-                "timings", "figures", "params", "final_metrics"):
+    for key in (
+        "pca",
+        "emergence",
+        "change_point",
+        "inputs",
+        "similarity",
+        "spectra",
+        "modes",
+        "lld",
+        "timings",
+        "figures",
+        "params",
+        "final_metrics",
+    ):
         assert key in summary, key
     lead = summary["inputs"]["leading_features"]
     assert lead["face1"]["unit"] == UNITS[0] and lead["face2"]["unit"] == UNITS[1]
@@ -196,17 +229,27 @@ def test_bad_options_on_a_good_run_are_one_line(shared, planted):
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("change, reason", [({"data": "folder:/nonexistent/faces"}, "does not exist"),
-                                            ({"identities": 2}, "differs from the one trained on")])
+@pytest.mark.parametrize(
+    "change, reason",
+    [({"data": "folder:/nonexistent/faces"}, "does not exist"), ({"identities": 2}, "differs from the one trained on")],
+)
 def test_a_dataset_that_cannot_be_rebuilt_skips_only_its_steps(shared, planted, tmp_path, change, reason):
     src = read_source(MlflowClient().get_run(planted[0]))
     src.checkpoint["data_config"].update(change)
     images, draw = RunImages(src), analyze_steps.FigureWriter(tmp_path)
     with ThreadPoolExecutor(1) as pool:
-        sweep = pool.submit(analyze_images.sweep_modes, load_model(src.checkpoint), images, src.checkpoint,
-                            AnalyzeConfig(progress=False), threading.Event())
-    for step in (analyze_images.inputs(images, src.snaps, {}, "fc2", 6, draw),
-                 analyze_images.modes(sweep, len(src.snaps.classes), draw)):
+        sweep = pool.submit(
+            analyze_images.sweep_modes,
+            load_model(src.checkpoint),
+            images,
+            src.checkpoint,
+            AnalyzeConfig(progress=False),
+            threading.Event(),
+        )
+    for step in (
+        analyze_images.inputs(images, src.snaps, {}, "fc2", 6, draw),
+        analyze_images.modes(sweep, len(src.snaps.classes), draw),
+    ):
         assert reason in step.summary()["skipped"] and step.section.note.startswith("skipped: ")
         assert not step.section.images
     assert not list(tmp_path.iterdir())

@@ -1,4 +1,5 @@
 """The class steps of analyze on fabricated snapshots: bad inputs give a reason, never a traceback."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,9 @@ def snaps(labels, drop_fc1_at=None):
         if e == drop_fc1_at:
             del acts["fc1"]
         by_epoch[e] = snapshot.Snapshot(e, ["fc1", "fc2"], acts, {}, {}, [], np.eye(2))
-    return snapshot.Snapshots(list(range(E)), labels, np.arange(labels.size), CLASSES, ["fc1", "fc2"],
-                              {"fc1": 0, "fc2": 0}, by_epoch)
+    return snapshot.Snapshots(
+        list(range(E)), labels, np.arange(labels.size), CLASSES, ["fc1", "fc2"], {"fc1": 0, "fc2": 0}, by_epoch
+    )
 
 
 def recall():
@@ -33,8 +35,9 @@ def recall():
 def run_step(s, tmp_path, curves=None):
     tl = timeline.pca_timeline(s.activations("fc2"), 4)
     cfg = AnalyzeConfig(n_components=4, probe_components=8, progress=False)
-    return analyze_classes.class_emergence(recall() if curves is None else curves, s, tl, cfg,
-                                           analyze_steps.FigureWriter(tmp_path))
+    return analyze_classes.class_emergence(
+        recall() if curves is None else curves, s, tl, cfg, analyze_steps.FigureWriter(tmp_path)
+    )
 
 
 def test_a_layer_without_snapshots_is_skipped_with_its_reason(tmp_path):

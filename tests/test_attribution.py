@@ -1,4 +1,5 @@
 """Known answers for the per-class decomposition and its attribution (dsc.core.attribution)."""
+
 import numpy as np
 import pytest
 

@@ -3,24 +3,22 @@
 Default permission READ: each user may read everything and write only what they created or
 were granted. Every refusal is one line at start-up, before a job prepares any data.
 """
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import mlflow
 import pytest
 
 pytest.importorskip("flask_wtf", reason="MLflow's auth app needs the auth group: uv sync --group auth")
 
-from click.testing import CliRunner  # noqa: E402 (after the skip: MLflow's auth package needs Flask-WTF)
-from mlflow.server.auth.client import AuthServiceClient  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from click.testing import CliRunner
+from mlflow.server.auth.client import AuthServiceClient
+from mlflow.tracking import MlflowClient
 
-from dsc import tracking  # noqa: E402
-from dsc.cli import main  # noqa: E402
-from dsc.errors import TrackingError  # noqa: E402
-from dsc.jobs.register import register_job  # noqa: E402
-from dsc.tracking.server import auth_settings, mlflow_server  # noqa: E402
+from dsc import tracking
+from dsc.cli import main
+from dsc.errors import TrackingError
+from dsc.tracking.server import auth_settings, mlflow_server
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-12"}
@@ -31,8 +29,15 @@ CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFL
 def server(tmp_path_factory):
     """The server, its users, and alice's experiment (with one run) and registered model."""
     root = tmp_path_factory.mktemp("auth-server")
-    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "server.log",
-                       auth=auth_settings(root / "auth", ADMIN_PASSWORD)) as uri, pytest.MonkeyPatch.context() as mp:
+    with (
+        mlflow_server(
+            f"sqlite:///{root / 'mlflow.db'}",
+            root / "artifacts",
+            root / "server.log",
+            auth=auth_settings(root / "auth", ADMIN_PASSWORD),
+        ) as uri,
+        pytest.MonkeyPatch.context() as mp,
+    ):
         mp.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         mp.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         admin = AuthServiceClient(uri)
@@ -67,18 +72,23 @@ def as_user(server, monkeypatch, tmp_path, cache_dir):
     return login
 
 
-@pytest.mark.parametrize("user, password, why", [
-    (None, None, "no credentials were given"),
-    ("bob", "not-bobs-password", "the server refused the password of user 'bob'"),
-])
+@pytest.mark.parametrize(
+    "user, password, why",
+    [
+        (None, None, "no credentials were given"),
+        ("bob", "not-bobs-password", "the server refused the password of user 'bob'"),
+    ],
+)
 def test_a_missing_or_wrong_password_is_one_line_at_start_up(as_user, user, password, why):
     uri = as_user(user, password)
     res = CliRunner().invoke(main, ["train", "--epochs", "1", "--no-progress"])
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
-    assert lines == [f"error: authentication failed at the tracking server {uri} ({why}); set "
-                     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
-                     "to an account of that server"], res.output
+    assert lines == [
+        f"error: authentication failed at the tracking server {uri} ({why}); set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+        "to an account of that server"
+    ], res.output
     assert "Traceback" not in res.output
 
 
@@ -105,7 +115,8 @@ def test_bob_may_not_train_into_alices_experiment(as_user, server):
         f"error: user 'bob' may not write runs to experiment 'alice-exp' (id {server['experiment']}) on "
         f"{server['uri']}: it holds READ and needs EDIT; ask its owner or an admin to grant you EDIT "
         "(POST /api/3.0/mlflow/users/permissions/grant, or the UI's permissions page), or choose another "
-        "experiment with --experiment NAME"], res.output
+        "experiment with --experiment NAME"
+    ], res.output
     assert len(MlflowClient().search_runs([server["experiment"]])) == len(before)  # nothing was started
 
 
@@ -131,8 +142,11 @@ def test_bob_may_not_resume_or_snapshot_alices_run(as_user, server):
 
 def test_bob_may_not_register_into_alices_model(as_user):
     as_user("bob")
-    with pytest.raises(TrackingError, match=r"user 'bob' may not register versions of model 'alice-model' .* "
-                                            r"holds READ and needs EDIT.* --register-name NAME"):
+    with pytest.raises(
+        TrackingError,
+        match=r"user 'bob' may not register versions of model 'alice-model' .* "
+        r"holds READ and needs EDIT.* --register-name NAME",
+    ):
         tracking.check_model_name("alice-model")
     tracking.check_model_name("bobs-own-model")  # does not exist yet: bob may create it
     as_user("alice")

@@ -1,4 +1,5 @@
 """Checkpoints: weights every epoch, the resuming state only where due, and what a resume starts from."""
+
 import mlflow
 import pytest
 import torch
@@ -59,8 +60,11 @@ def _logged_run(tmp_path, payloads: dict[int, dict | bytes], full: list[int]) ->
 
 def test_resume_starts_from_the_latest_readable_full_state(store, tmp_path):
     full = {"epoch": 0, "optimizer_state": {}, "model_state": {}}
-    run = _logged_run(tmp_path, {0: full, 1: {"epoch": 1, "model_state": {}}, 2: b"half-written",
-                                 3: {"epoch": 3, "model_state": {}}}, full=[0, 2])
+    run = _logged_run(
+        tmp_path,
+        {0: full, 1: {"epoch": 1, "model_state": {}}, 2: b"half-written", 3: {"epoch": 3, "model_state": {}}},
+        full=[0, 2],
+    )
     assert tracking.full_epochs(run) == [0, 2]
     start, ckpt = _latest_full(run, tracking.list_checkpoints(run.info.run_id))
     assert start == 0 and ckpt["epoch"] == 0  # epoch 2's full state is corrupt: the one before
@@ -80,8 +84,9 @@ def test_no_readable_full_state_is_one_line(store, tmp_path):
 
 @pytest.mark.slow
 def test_training_keeps_weights_every_epoch_and_state_where_due(store):
-    res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "3", "--state-every", "2", "--register-name", "c"],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        main, ["train", *TINY, "--epochs", "3", "--state-every", "2", "--register-name", "c"], catch_exceptions=False
+    )
     assert res.exit_code == 0, res.output
     run = mlflow.search_runs(output_format="list")[0]
     assert tracking.full_epochs(run) == [0, 2, 3]
@@ -100,17 +105,22 @@ def test_deflate_stores_what_does_not_compress_and_reads_back_both(tmp_path):
     from dsc.core import zips
 
     rng = np.random.default_rng(0)
-    arrays = {"acts": np.maximum(rng.normal(size=(64, 512)), 0).astype(np.float32) * (rng.random((64, 512)) < 0.1),
-              "weights": rng.normal(scale=0.05, size=(256, 256)).astype(np.float32),
-              "noise": rng.integers(0, 256, size=200_000, dtype=np.uint8)}
+    arrays = {
+        "acts": np.maximum(rng.normal(size=(64, 512)), 0).astype(np.float32) * (rng.random((64, 512)) < 0.1),
+        "weights": rng.normal(scale=0.05, size=(256, 256)).astype(np.float32),
+        "noise": rng.integers(0, 256, size=200_000, dtype=np.uint8),
+    }
     path = tmp_path / "snap.npz"
     np.savez(path, **arrays)
     tracking.deflate(path)
     with zipfile.ZipFile(path) as z:
         kinds = {i.filename: i.compress_type for i in z.infolist()}
         ratio = z.getinfo("weights.npy").compress_size / z.getinfo("weights.npy").file_size
-    assert kinds == {"acts.npy": zipfile.ZIP_DEFLATED, "weights.npy": zipfile.ZIP_DEFLATED,
-                     "noise.npy": zipfile.ZIP_STORED}
+    assert kinds == {
+        "acts.npy": zipfile.ZIP_DEFLATED,
+        "weights.npy": zipfile.ZIP_DEFLATED,
+        "noise.npy": zipfile.ZIP_STORED,
+    }
     assert 0.85 < ratio < 0.98
     assert zips.choose(arrays["weights"].tobytes()) == zlib.Z_HUFFMAN_ONLY
     with np.load(path) as back:

@@ -1,4 +1,5 @@
 """Predictors of N from per-class fits: planted groups of classes give known answers."""
+
 import math
 
 import numpy as np
@@ -26,18 +27,24 @@ def planted_fits(centres, width=WIDTH, noise=0.004, seed=0):
 def predictors(fits, noise_sd=0.004):
     rises = {name: class_groups.main_rise(f) for name, f in fits.items()}
     best = {name: f["fits"][f["n"] - 1] for name, f in fits.items()}
-    summed = class_groups.summed_curve(T, {n: b["components"] for n, b in best.items()},
-                                       {n: b["constant"] for n, b in best.items()},
-                                       dict.fromkeys(fits, 1.0))
-    return (len(class_groups.class_clusters(rises)),
-            class_groups.n_from_classes(T, summed, noise_sd, max_components=3))
+    summed = class_groups.summed_curve(
+        T,
+        {n: b["components"] for n, b in best.items()},
+        {n: b["constant"] for n, b in best.items()},
+        dict.fromkeys(fits, 1.0),
+    )
+    return (len(class_groups.class_clusters(rises)), class_groups.n_from_classes(T, summed, noise_sd, max_components=3))
 
 
-@pytest.mark.parametrize("centres,groups", [
-    ([12, 12.5, 13, 12, 13.5, 12.5], 1),
-    ([10, 10.5, 11, 30, 30.5, 31], 2),
-    ([8, 8.5, 22, 22.5, 38, 38.5], 3),
-], ids=["one group", "two groups", "three groups"])
+@pytest.mark.parametrize(
+    "centres,groups",
+    [
+        ([12, 12.5, 13, 12, 13.5, 12.5], 1),
+        ([10, 10.5, 11, 30, 30.5, 31], 2),
+        ([8, 8.5, 22, 22.5, 38, 38.5], 3),
+    ],
+    ids=["one group", "two groups", "three groups"],
+)
 def test_planted_groups_of_classes_give_their_count_from_both_predictors(centres, groups):
     assert predictors(planted_fits(centres)) == (groups, groups)
 
@@ -51,8 +58,13 @@ def test_one_group_spread_within_one_width_is_one():
 
 
 def test_clusters_link_by_the_larger_width_and_chain():
-    rises = {"a": {"center": 0.0, "width": 1.0}, "b": {"center": 3.0, "width": 1.0},
-             "c": {"center": 5.0, "width": 1.0}, "d": {"center": 30.0, "width": 7.0}, "e": None}
+    rises = {
+        "a": {"center": 0.0, "width": 1.0},
+        "b": {"center": 3.0, "width": 1.0},
+        "c": {"center": 5.0, "width": 1.0},
+        "d": {"center": 30.0, "width": 7.0},
+        "e": None,
+    }
     assert class_groups.class_clusters(rises) == [["a"], ["b", "c"], ["d"]]
     assert class_groups.class_clusters(rises, factor=3.0) == [["a", "b", "c"], ["d"]]
     rises["c"] = {"center": 5.0, "width": 12.5}  # its width reaches d (gap 25 <= 2 x 12.5) and a

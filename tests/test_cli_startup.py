@@ -1,4 +1,5 @@
 """`dsc --help` and every `dsc COMMAND --help` answer without importing torch, mlflow or matplotlib."""
+
 import json
 import subprocess
 import sys
@@ -18,11 +19,13 @@ print(json.dumps({"code": res.exit_code, "out": res.output,
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], *([name, "--help"] for name in sorted(main.commands))],
-                         ids=lambda args: " ".join(args))
+@pytest.mark.parametrize(
+    "args", [["--help"], *([name, "--help"] for name in sorted(main.commands))], ids=lambda args: " ".join(args)
+)
 def test_help_imports_nothing_heavy(args):
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["code"] == 0 and "Usage:" in got["out"], got["out"]

@@ -1,4 +1,5 @@
 """End-to-end: the train command against a temporary SQLite store."""
+
 import os
 import subprocess
 import sys
@@ -43,8 +44,9 @@ def test_train_leaves_a_complete_registered_run(store):
     client = MlflowClient()
     ckpts = sorted(f.path for f in client.list_artifacts(run.info.run_id, "checkpoints"))
     assert ckpts == [f"checkpoints/epoch_{e:04d}.pt" for e in range(3)]
-    ckpt = torch.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=ckpts[-1]),
-                      weights_only=True)
+    ckpt = torch.load(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=ckpts[-1]), weights_only=True
+    )
     assert ckpt["epoch"] == 2 and "optimizer_state" in ckpt and ckpt["classes"] == ["face1", "face2"]
     inputs = run.inputs.dataset_inputs
     tags = [{t.key: t.value for t in i.tags} for i in inputs]
@@ -141,17 +143,36 @@ def test_diverging_loss_fails_the_run_and_keeps_epoch_zero(store):
     line, run = failed_run(store, *TINY, "--epochs", "3", "--lr", "1e8")
     assert "diverged" in line or "non-finite" in line
     assert metric_steps(run.info.run_id, "acc/val") == [0]
-    assert [f.path for f in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")] == \
-        ["checkpoints/epoch_0000.pt"]
+    assert [f.path for f in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/epoch_0000.pt"
+    ]
 
 
 @pytest.mark.slow
 def test_mlflow_run_entry_point(store, tmp_path):
     """The brief's acceptance check: `mlflow run . -e train -P epochs=2` on a temporary store."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "train", "-P", "epochs=2",
-           "-P", "identities=2", "-P", "image_size=32", "-P", "hidden=32", "-P", "register_name=mlp",
-           "--env-manager", "local"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(ROOT),
+        "-e",
+        "train",
+        "-P",
+        "epochs=2",
+        "-P",
+        "identities=2",
+        "-P",
+        "image_size=32",
+        "-P",
+        "hidden=32",
+        "-P",
+        "register_name=mlp",
+        "--env-manager",
+        "local",
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run()
@@ -164,8 +185,21 @@ def test_mlflow_run_entry_point(store, tmp_path):
 def test_main_entry_point_trains_then_analyzes(store, tmp_path):
     """`mlflow run .` (the main entry) leaves one run with training metrics and analysis/."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-P", "epochs=2", "-P", "identities=2",
-           "-P", "image_size=32", "--env-manager", "local"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(ROOT),
+        "-P",
+        "epochs=2",
+        "-P",
+        "identities=2",
+        "-P",
+        "image_size=32",
+        "--env-manager",
+        "local",
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run()

@@ -1,4 +1,5 @@
 """Neural collapse: known answers and a direct NumPy computation of the definitions."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,13 @@ def _reference(h, y, W, b):
     nc3 = np.sum((W / np.linalg.norm(W) - M / np.linalg.norm(M)) ** 2)
     dist = ((h[:, None] - mu[None]) ** 2).sum(-1)
     nc4 = np.mean(np.argmax(h @ W.T + b, axis=1) != np.argmin(dist, axis=1))
-    return {"nc1": nc1, "nc2_equinorm": np.std(norms) / np.mean(norms),
-            "nc2_equiangle": np.mean(np.abs(np.array(cos) + 1 / (C - 1))), "nc3": nc3, "nc4": nc4}
+    return {
+        "nc1": nc1,
+        "nc2_equinorm": np.std(norms) / np.mean(norms),
+        "nc2_equiangle": np.mean(np.abs(np.array(cos) + 1 / (C - 1))),
+        "nc3": nc3,
+        "nc4": nc4,
+    }
 
 
 def test_matches_direct_computation_on_unbalanced_labels():
@@ -58,9 +64,14 @@ def test_spread_features_have_positive_nc1_and_bias_defaults_to_zero():
     assert neural_collapse(h, y, W)["nc4"] == neural_collapse(h, y, W, np.zeros(3))["nc4"]
 
 
-@pytest.mark.parametrize("h, y", [(np.ones((6, 3)), np.zeros(6)),  # one class
-                                  (np.full((6, 3), np.nan), np.arange(6) % 2),  # NaN activations
-                                  (np.ones((6, 3)), np.arange(6) % 2)])  # coinciding means
+@pytest.mark.parametrize(
+    "h, y",
+    [
+        (np.ones((6, 3)), np.zeros(6)),  # one class
+        (np.full((6, 3), np.nan), np.arange(6) % 2),  # NaN activations
+        (np.ones((6, 3)), np.arange(6) % 2),
+    ],
+)  # coinciding means
 def test_undefined_is_nan(h, y):
     nc = neural_collapse(h, y)
     assert np.isnan(nc["nc1"]) and np.isnan(nc["nc2_equiangle"]) and np.isnan(nc["nc3"]) and np.isnan(nc["nc4"])

@@ -1,4 +1,5 @@
 """dsc compare on synthetic runs in a temporary SQLite store (no training)."""
+
 import contextlib
 import os
 import re
@@ -55,23 +56,22 @@ def curve(components, seed=0, noise=0.005, epochs=EPOCHS):
     return t, y + np.random.default_rng(seed).normal(0.0, noise, t.size)
 
 
-def make_run(experiment, values, lr="0.01", status="FINISHED", kind="train", metric="acc/val",
-             params=None):
+def make_run(experiment, values, lr="0.01", status="FINISHED", kind="train", metric="acc/val", params=None):
     """A run with ``values`` logged as ``metric`` at step = epoch; returns its id."""
     mlflow.set_experiment(experiment)
     with mlflow.start_run(tags={"dsc.kind": kind}) as run:
         mlflow.log_params({"lr": lr, **(params or {})})
         stamp = int(time.time() * 1000)
-        MlflowClient().log_batch(run.info.run_id, metrics=[
-            Metric(metric, float(v), stamp, step) for step, v in enumerate(values)])
+        MlflowClient().log_batch(
+            run.info.run_id, metrics=[Metric(metric, float(v), stamp, step) for step, v in enumerate(values)]
+        )
     if status != "FINISHED":
         MlflowClient().set_terminated(run.info.run_id, status)
     return run.info.run_id
 
 
 def planted_runs(experiment="sweep"):
-    return {lr: make_run(experiment, curve(comps, seed=i)[1], lr)
-            for i, (lr, comps) in enumerate(PLANTED.items())}
+    return {lr: make_run(experiment, curve(comps, seed=i)[1], lr) for i, (lr, comps) in enumerate(PLANTED.items())}
 
 
 def artifact(run_id, name):
@@ -100,8 +100,18 @@ def test_planted_two_components_recovered(db):
     assert run.data.params["metric"] == "acc/val" and run.data.params["max_components"] == "3"
     assert run.data.metrics["lld/mean_r2_2"] > 0.99 and run.data.metrics["lld/n_runs"] == 4
     names = {a.path for a in MlflowClient().list_artifacts(cid, "lld")}
-    assert names == {f"lld/{n}" for n in ("table.csv", "table.json", "runs.json", "classes.json", "overlay.png",
-                                          "centers_widths.png", "variance_explained.png")}
+    assert names == {
+        f"lld/{n}"
+        for n in (
+            "table.csv",
+            "table.json",
+            "runs.json",
+            "classes.json",
+            "overlay.png",
+            "centers_widths.png",
+            "variance_explained.png",
+        )
+    }
     rows = table(cid)
     assert len(rows) == 4 * 3 and sorted(compared(cid)) == sorted(ids.values())
     for lr, rid in ids.items():
@@ -135,34 +145,41 @@ def test_search_skips_failed_and_metricless_runs_with_a_warning(db):
     no_metric = make_run("sweep", curve(PLANTED["0.01"])[1], metric="acc/train")
     compare_run = make_run("sweep", curve(PLANTED["0.01"])[1], kind="compare")
     lines = []
-    cid = compare_job(CompareConfig(experiments=("sweep",), max_components=1, jobs=1),
-                      warn=lines.append)
+    cid = compare_job(CompareConfig(experiments=("sweep",), max_components=1, jobs=1), warn=lines.append)
     assert sorted(compared(cid)) == sorted(ids.values())
     assert compare_run not in artifact(cid, "runs.json")["skipped"]
     assert len(lines) == 1 and f"{failed} (FAILED)" in lines[0]
     assert f"{no_metric} (no metric 'acc/val')" in lines[0]
 
 
-@pytest.mark.parametrize("status, kind, metric, words", [
-    ("FAILED", "train", "acc/val", "is FAILED, not FINISHED"),
-    ("FINISHED", "train", "loss/val", "has no metric 'acc/val' (it has: loss/val)"),
-    ("FINISHED", "compare", "acc/val", "is a 'compare' run"),
-])
+@pytest.mark.parametrize(
+    "status, kind, metric, words",
+    [
+        ("FAILED", "train", "acc/val", "is FAILED, not FINISHED"),
+        ("FINISHED", "train", "loss/val", "has no metric 'acc/val' (it has: loss/val)"),
+        ("FINISHED", "compare", "acc/val", "is a 'compare' run"),
+    ],
+)
 def test_named_run_that_does_not_qualify_is_an_error(db, status, kind, metric, words):
     bad = make_run("sweep", curve(PLANTED["0.01"])[1], status=status, kind=kind, metric=metric)
     with pytest.raises(TrackingError, match=re.escape(f"run {bad} {words}")):
         compare(run_ids=(bad,))
-    assert not mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                  filter_string="tags.`dsc.kind` = 'compare' and status = 'FAILED'")
+    assert not mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string="tags.`dsc.kind` = 'compare' and status = 'FAILED'",
+    )
 
 
-@pytest.mark.parametrize("args, words", [
-    ([], "error: no runs to compare: no FINISHED run with "
-         "metric 'acc/val' in any experiment"),
-    (["--experiment", "nope"], "error: no experiment named 'nope'"),
-    (["--run-id", "0123abcd"], "error: no run with id '0123abcd'"),
-    (["--filter", "params.lr === 1"], "error: invalid --filter 'params.lr === 1'"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], "error: no runs to compare: no FINISHED run with metric 'acc/val' in any experiment"),
+        (["--experiment", "nope"], "error: no experiment named 'nope'"),
+        (["--run-id", "0123abcd"], "error: no run with id '0123abcd'"),
+        (["--filter", "params.lr === 1"], "error: invalid --filter 'params.lr === 1'"),
+    ],
+)
 def test_cli_bad_selection_is_one_error_line(db, args, words):
     res = CliRunner().invoke(main, ["compare", *args])
     assert res.exit_code == 1, res.output
@@ -172,8 +189,9 @@ def test_cli_bad_selection_is_one_error_line(db, args, words):
 
 def test_cli_compares_and_bad_options_are_refused(db):
     planted_runs()
-    res = CliRunner().invoke(main, ["compare", "--experiment", "sweep", "--max-components", "2",
-                                    "--jobs", "1", "--color-by", "nothing"])
+    res = CliRunner().invoke(
+        main, ["compare", "--experiment", "sweep", "--max-components", "2", "--jobs", "1", "--color-by", "nothing"]
+    )
     assert res.exit_code == 0, res.output
     assert "warning: no compared run has the param 'nothing'" in res.stderr
     assert res.stdout.startswith("comparison run ") and res.stdout.endswith(" finished\n")
@@ -235,11 +253,14 @@ def test_fit_curves_keeps_input_order():
         assert abs(fit["fits"][1]["components"][0]["center"] - comps[0][1]) < 1.0
 
 
-@pytest.mark.parametrize("kw, words", [
-    ({"max_components": 0}, "max_components must be an integer in 1..6, got 0"),
-    ({"jobs": -1}, "jobs must be an integer >= 0"),
-    ({"metric": " "}, "metric must be a metric name"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"max_components": 0}, "max_components must be an integer in 1..6, got 0"),
+        ({"jobs": -1}, "jobs must be an integer >= 0"),
+        ({"metric": " "}, "metric must be a metric name"),
+    ],
+)
 def test_config_checks(kw, words):
     with pytest.raises(ConfigError, match=words):
         CompareConfig(**kw)
@@ -255,16 +276,18 @@ def grouped_runs():
     for k, centre in (("2", 10.0), ("3", 16.0), ("5", 24.0)):
         for seed in range(1 if k == "5" else 3):
             comps = [(0.6, centre + seed, 1.5)]
-            ids[k, seed] = make_run("sweep", curve(comps, seed=seed)[1],
-                                    params={"identities": k, "seed": str(seed), "optimizer": "adam"})
+            ids[k, seed] = make_run(
+                "sweep", curve(comps, seed=seed)[1], params={"identities": k, "seed": str(seed), "optimizer": "adam"}
+            )
     return ids
 
 
 def test_group_by_summarises_seeds_and_tests_the_trend(db):
     ids = grouped_runs()
     lines = []
-    cid = compare_job(CompareConfig(experiments=("sweep",), max_components=2, jobs=1,
-                                    group_by=("identities",)), warn=lines.append)
+    cid = compare_job(
+        CompareConfig(experiments=("sweep",), max_components=2, jobs=1, group_by=("identities",)), warn=lines.append
+    )
     rows = {r["run_id"]: r for r in table(cid) if r["chosen"]}
     groups = {(r["group"], r["quantity"]): r for r in group_artifact(cid, "table.json")}
     for k in ("2", "3"):
@@ -283,17 +306,29 @@ def test_group_by_summarises_seeds_and_tests_the_trend(db):
     assert metrics["trend/center_1/rho"] > 0.9 and metrics["trend/center_1/p"] < 0.05
     assert "trend/n_components/rho" not in metrics  # N is 1 everywhere: nothing to test
     names = {a.path for a in MlflowClient().list_artifacts(cid, "groups")}
-    assert names == {f"groups/{n}" for n in ("table.csv", "table.json", "trend.csv", "trend.json", "agreement.json",
-                                             "first_class.json", "curves.png", "n_components.png",
-                                             "center_latent.png")}
+    assert names == {
+        f"groups/{n}"
+        for n in (
+            "table.csv",
+            "table.json",
+            "trend.csv",
+            "trend.json",
+            "agreement.json",
+            "first_class.json",
+            "curves.png",
+            "n_components.png",
+            "center_latent.png",
+        )
+    }
     assert MlflowClient().get_run(cid).data.params["group_by"] == "identities"
 
 
 def test_group_by_a_text_param_logs_the_table_without_a_trend(db):
     grouped_runs()
     lines = []
-    cid = compare_job(CompareConfig(experiments=("sweep",), max_components=1, jobs=1,
-                                    group_by=("optimizer",)), warn=lines.append)
+    cid = compare_job(
+        CompareConfig(experiments=("sweep",), max_components=1, jobs=1, group_by=("optimizer",)), warn=lines.append
+    )
     trends = group_artifact(cid, "trend.json")
     assert all(t["rho"] is None and "not numeric ('adam')" in t["note"] for t in trends)
     assert any("not numeric ('adam'): no trend test; the group table" in line for line in lines)
@@ -307,8 +342,10 @@ def test_group_by_a_param_no_run_has_is_an_error(db):
         compare(experiments=("sweep",), group_by=("dropout",))
 
 
-@pytest.mark.parametrize("given, normalised", [(("identities", " seed "), ("identities", "seed")),
-                                               (("identities,seed", ""), ("identities", "seed"))])
+@pytest.mark.parametrize(
+    "given, normalised",
+    [(("identities", " seed "), ("identities", "seed")), (("identities,seed", ""), ("identities", "seed"))],
+)
 def test_group_by_is_normalised(given, normalised):
     assert CompareConfig(group_by=given).group_by == normalised
 
@@ -318,11 +355,25 @@ def test_mlflow_run_entry_point(db, tmp_path):
     """`mlflow run . -e compare`: the empty default filter (passed as '') selects every run."""
     ids = planted_runs()
     env = {**os.environ, "MLFLOW_TRACKING_URI": db}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "compare", "-P",
-           "experiment=sweep", "-P", "max_components=2", "--env-manager", "local"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(ROOT),
+        "-e",
+        "compare",
+        "-P",
+        "experiment=sweep",
+        "-P",
+        "max_components=2",
+        "--env-manager",
+        "local",
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                filter_string="tags.`dsc.kind` = 'compare'")
+    (run,) = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string="tags.`dsc.kind` = 'compare'"
+    )
     assert run.info.status == "FINISHED" and run.data.params["experiment"] == "sweep"
     assert sorted(compared(run.info.run_id)) == sorted(ids.values())  # filter '' matched all

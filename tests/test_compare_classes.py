@@ -1,4 +1,5 @@
 """dsc compare's per-class fits and predictors of N, on planted metric histories (no training)."""
+
 import json
 import time
 
@@ -36,10 +37,10 @@ def planted_run(identities, centres, seed):
     with mlflow.start_run(tags={"dsc.kind": "train"}) as run:
         mlflow.log_params({"identities": identities, "seed": seed})
         stamp = int(time.time() * 1000)
-        metrics = [Metric(f"prob_class/{name}", float(v), stamp, e)
-                   for name, y in curves.items() for e, v in enumerate(y)]
-        metrics += [Metric("acc/val", float(v), stamp, e)
-                    for e, v in enumerate(np.mean(list(curves.values()), axis=0))]
+        metrics = [
+            Metric(f"prob_class/{name}", float(v), stamp, e) for name, y in curves.items() for e, v in enumerate(y)
+        ]
+        metrics += [Metric("acc/val", float(v), stamp, e) for e, v in enumerate(np.mean(list(curves.values()), axis=0))]
         MlflowClient().log_batch(run.info.run_id, metrics=metrics)
     return run.info.run_id
 
@@ -47,8 +48,7 @@ def planted_run(identities, centres, seed):
 @pytest.mark.slow
 def test_compare_fits_each_class_and_predicts_the_planted_number_of_groups(store):
     ids = {(n, s): planted_run(n, centres, s) for n, centres in PLANTED.items() for s in (0, 1)}
-    cid = compare_job(CompareConfig(experiments=("classes",), group_by=("identities",), jobs=1),
-                      warn=lambda line: None)
+    cid = compare_job(CompareConfig(experiments=("classes",), group_by=("identities",), jobs=1), warn=lambda line: None)
     client = MlflowClient()
     for (n, _), rid in ids.items():
         m = client.get_run(rid).data.metrics

@@ -1,4 +1,5 @@
 """conda.yaml's pip section pins what uv.lock pins (it is exported from the lock)."""
+
 import re
 import tomllib
 from pathlib import Path

@@ -1,4 +1,5 @@
 """dsc.nn.conv3 (the CPU kernel for DenseVGG's 3->3 channel 3x3 convolutions) against torch."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,15 +29,18 @@ def _inputs(shape, dtype, seed=0, channels_last=False):
     return x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
 
 
-@pytest.mark.parametrize("shape,channels_last", [
-    ((2, 3, 7, 5), False),  # odd sizes
-    ((1, 3, 1, 1), False),  # one pixel: only the centre tap
-    ((2, 3, 1, 4), False),  # one row
-    ((3, 3, 6, 1), False),  # one column
-    ((2, 3, 5, 2), False),  # two columns: both are borders
-    ((2, 3, 16, 16), True),  # NHWC input
-    ((2, 3, 128, 128), False),  # the paper's size
-])
+@pytest.mark.parametrize(
+    "shape,channels_last",
+    [
+        ((2, 3, 7, 5), False),  # odd sizes
+        ((1, 3, 1, 1), False),  # one pixel: only the centre tap
+        ((2, 3, 1, 4), False),  # one row
+        ((3, 3, 6, 1), False),  # one column
+        ((2, 3, 5, 2), False),  # two columns: both are borders
+        ((2, 3, 16, 16), True),  # NHWC input
+        ((2, 3, 128, 128), False),  # the paper's size
+    ],
+)
 def test_values_and_gradients_match_torch_in_float64(shape, channels_last):
     x, w, b = _inputs(shape, torch.float64, channels_last=channels_last)
     gy = torch.randn(shape, dtype=torch.float64)
@@ -55,8 +59,9 @@ def test_gradcheck_float64():
 def test_float32_matches_torch_to_rounding():
     x, w, b = _inputs((4, 3, 64, 64), torch.float32, seed=1)
     gy = torch.randn(4, 3, 64, 64)
-    for name, a, r in zip(("y", "dx", "dw", "db"), _grads(conv3.conv3x3_relu, x, w, b, gy),
-                          _grads(_reference, x, w, b, gy)):
+    for name, a, r in zip(
+        ("y", "dx", "dw", "db"), _grads(conv3.conv3x3_relu, x, w, b, gy), _grads(_reference, x, w, b, gy)
+    ):
         a, r = a.detach(), r.detach()
         scale = float(r.abs().max())
         assert float((a - r).abs().max()) <= 1e-5 * scale, name
@@ -92,18 +97,21 @@ def test_results_do_not_depend_on_the_thread_count():
         assert torch.equal(a, r)
 
 
-@pytest.mark.parametrize("layer,device,dtype,ok", [
-    (nn.Conv2d(3, 3, 3, padding=1), "cpu", torch.float32, True),
-    (nn.Conv2d(3, 3, 3, padding=1), "cpu", torch.float64, True),
-    (nn.Conv2d(3, 3, 3, padding=1), "cpu", torch.float16, False),
-    (nn.Conv2d(3, 3, 3, padding=1), "cuda", torch.float32, False),
-    (nn.Conv2d(3, 4, 3, padding=1), "cpu", torch.float32, False),
-    (nn.Conv2d(1, 3, 3, padding=1), "cpu", torch.float32, False),
-    (nn.Conv2d(3, 3, 5, padding=2), "cpu", torch.float32, False),
-    (nn.Conv2d(3, 3, 3, padding=1, bias=False), "cpu", torch.float32, False),
-    (nn.Conv2d(3, 3, 3, padding=1, stride=2), "cpu", torch.float32, False),
-    (nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"), "cpu", torch.float32, False),
-])
+@pytest.mark.parametrize(
+    "layer,device,dtype,ok",
+    [
+        (nn.Conv2d(3, 3, 3, padding=1), "cpu", torch.float32, True),
+        (nn.Conv2d(3, 3, 3, padding=1), "cpu", torch.float64, True),
+        (nn.Conv2d(3, 3, 3, padding=1), "cpu", torch.float16, False),
+        (nn.Conv2d(3, 3, 3, padding=1), "cuda", torch.float32, False),
+        (nn.Conv2d(3, 4, 3, padding=1), "cpu", torch.float32, False),
+        (nn.Conv2d(1, 3, 3, padding=1), "cpu", torch.float32, False),
+        (nn.Conv2d(3, 3, 5, padding=2), "cpu", torch.float32, False),
+        (nn.Conv2d(3, 3, 3, padding=1, bias=False), "cpu", torch.float32, False),
+        (nn.Conv2d(3, 3, 3, padding=1, stride=2), "cpu", torch.float32, False),
+        (nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"), "cpu", torch.float32, False),
+    ],
+)
 def test_supports_only_the_layer_it_computes(layer, device, dtype, ok):
     assert conv3.supports(layer.to(dtype), torch.device(device), dtype) is ok
 
@@ -161,8 +169,9 @@ def test_auto_picks_the_kernel_by_map_size():
     assert not DenseVGG().uses_conv3(torch.device("cuda"), torch.float32, 128 * 128)
 
 
-@pytest.mark.parametrize("shape,dtype", [((3, 3, 9, 7), torch.float32), ((2, 3, 5, 1), torch.float64),
-                                         ((2, 3, 128, 128), torch.float32)])
+@pytest.mark.parametrize(
+    "shape,dtype", [((3, 3, 9, 7), torch.float32), ((2, 3, 5, 1), torch.float64), ((2, 3, 128, 128), torch.float32)]
+)
 def test_the_layer_stack_equals_one_call_per_layer_bit_for_bit(shape, dtype):
     g = torch.Generator().manual_seed(6)
     x = torch.randn(*shape, dtype=dtype, generator=g)
@@ -174,8 +183,9 @@ def test_the_layer_stack_equals_one_call_per_layer_bit_for_bit(shape, dtype):
     stacked = conv3.conv3x3_relu_stack(x, weights, biases)
     assert stacked.is_contiguous() and stacked.shape == x.shape
     assert torch.equal(stacked, y)
-    assert torch.equal(conv3.conv3x3_relu_stack(x, weights[:1], biases[:1]),
-                       conv3.conv3x3_relu_forward(x, weights[0], biases[0]))
+    assert torch.equal(
+        conv3.conv3x3_relu_stack(x, weights[:1], biases[:1]), conv3.conv3x3_relu_forward(x, weights[0], biases[0])
+    )
 
 
 def _stack_reference(x, weights, biases):
@@ -197,8 +207,9 @@ def _stack_grads(fn, x, weights, biases, gy):
     return (y, *torch.autograd.grad(y, (x, *weights, *biases), gy))
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 3, 1, 1), (2, 3, 1, 4), (3, 3, 6, 1), (2, 3, 5, 2),
-                                   (2, 3, 128, 128)])
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 7, 5), (1, 3, 1, 1), (2, 3, 1, 4), (3, 3, 6, 1), (2, 3, 5, 2), (2, 3, 128, 128)]
+)
 def test_the_differentiable_stack_matches_torchs_layers_in_float64(shape):
     x, weights, biases = _stack_inputs(shape, torch.float64)
     gy = torch.randn(shape, dtype=torch.float64)
@@ -213,8 +224,7 @@ def test_the_differentiable_stack_matches_torchs_layers_in_float64(shape):
 
 def test_the_differentiable_stack_passes_gradcheck_and_skips_an_input_without_grad():
     x, weights, biases = _stack_inputs((2, 3, 5, 6), torch.float64, depth=3, seed=8)
-    assert torch.autograd.gradcheck(lambda x, *p: conv3.conv3x3_relu_stack(x, p[:3], p[3:]),
-                                    (x, *weights, *biases))
+    assert torch.autograd.gradcheck(lambda x, *p: conv3.conv3x3_relu_stack(x, p[:3], p[3:]), (x, *weights, *biases))
     y = conv3.conv3x3_relu_stack(x.detach(), weights, biases)  # an input image: no gradient wanted
     grads = torch.autograd.grad(y.sum(), weights + biases)
     ref = torch.autograd.grad(_stack_reference(x.detach(), weights, biases).sum(), weights + biases)
@@ -233,8 +243,16 @@ def test_the_differentiable_stack_in_float32_is_deterministic_across_thread_coun
         assert float((a - r).abs().max()) <= 1e-4 * float(r.abs().max())
 
 
-@pytest.mark.parametrize("shape,pool", [((2, 3, 128, 128), (20, 20)), ((2, 3, 13, 7), (4, 3)),
-                                        ((1, 3, 5, 6), (7, 9)), ((2, 3, 9, 9), (1, 1)), ((1, 3, 6, 4), (6, 4))])
+@pytest.mark.parametrize(
+    "shape,pool",
+    [
+        ((2, 3, 128, 128), (20, 20)),
+        ((2, 3, 13, 7), (4, 3)),
+        ((1, 3, 5, 6), (7, 9)),
+        ((2, 3, 9, 9), (1, 1)),
+        ((1, 3, 6, 4), (6, 4)),
+    ],
+)
 def test_the_pooled_stack_matches_torchs_adaptive_pooling_in_float64(shape, pool):
     x, weights, biases = _stack_inputs(shape, torch.float64, depth=3, seed=10)
     gp = torch.randn(shape[0], 3, *pool, dtype=torch.float64)
@@ -248,8 +266,9 @@ def test_the_pooled_stack_matches_torchs_adaptive_pooling_in_float64(shape, pool
     for i, (a, r) in enumerate(zip(ours, ref)):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=f"output {i}")
     with torch.no_grad():
-        torch.testing.assert_close(conv3.conv3x3_relu_stack(x, weights, biases, pool=pool), ref[0],
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            conv3.conv3x3_relu_stack(x, weights, biases, pool=pool), ref[0], rtol=1e-12, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("taps", [(4, 4), (9, 7), (2, 5)])
@@ -276,11 +295,15 @@ def test_a_grey_image_expanded_to_three_channels_is_read_without_the_copy():
     assert view.stride(1) == 0
     with torch.no_grad():
         for pool in (None, (4, 3)):
-            assert torch.equal(conv3.conv3x3_relu_stack(view, weights, biases, pool=pool),
-                               conv3.conv3x3_relu_stack(copy, weights, biases, pool=pool))
+            assert torch.equal(
+                conv3.conv3x3_relu_stack(view, weights, biases, pool=pool),
+                conv3.conv3x3_relu_stack(copy, weights, biases, pool=pool),
+            )
     gp = torch.randn(3, 3, 4, 3)
-    a, b = ((y := conv3.conv3x3_relu_stack(t, weights, biases, pool=(4, 3)),
-             *torch.autograd.grad(y, weights + biases, gp)) for t in (view, copy))
+    a, b = (
+        (y := conv3.conv3x3_relu_stack(t, weights, biases, pool=(4, 3)), *torch.autograd.grad(y, weights + biases, gp))
+        for t in (view, copy)
+    )
     assert all(torch.equal(u, v) for u, v in zip(a, b))  # values, weight and bias gradients
     with pytest.raises(ValueError, match="3 channels"):
         conv3.conv3x3_relu_stack(x.detach(), weights, biases)
@@ -292,11 +315,11 @@ def test_pool_windows_are_adaptive_poolings():
         x = torch.zeros(1, 1, 1, size, dtype=torch.float64)
         for i in range(out):  # a window's pixels are exactly those the pooled cell averages
             probe = x.clone()
-            probe[..., start[i]:end[i]] = 1.0
+            probe[..., start[i] : end[i]] = 1.0
             assert float(nn.functional.adaptive_avg_pool2d(probe, (1, out))[0, 0, 0, i]) == 1.0
             outside = x.clone()
-            outside[..., :start[i]] = 1.0
-            outside[..., end[i]:] = 1.0
+            outside[..., : start[i]] = 1.0
+            outside[..., end[i] :] = 1.0
             assert float(nn.functional.adaptive_avg_pool2d(outside, (1, out))[0, 0, 0, i]) == 0.0
         for p in range(size):
             assert [i for i in range(out) if start[i] <= p < end[i]] == list(range(first[p], last[p]))
@@ -341,6 +364,7 @@ def test_hooks_on_the_relus_see_the_kernels_rectified_maps(monkeypatch):
     def record(name):
         def hook(module, inputs, out):
             seen[name] = (inputs[0].clone(), out.clone())
+
         return hook
 
     for name in ("relu1", "relu4"):

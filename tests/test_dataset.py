@@ -37,11 +37,14 @@ def test_folder_keeps_colour(tmp_path):
     assert ims.images.shape[1] == 3
 
 
-@pytest.mark.parametrize("setup, match", [
-    (lambda p: None, "not an existing directory"),
-    (lambda p: p.mkdir(), "Couldn't find any class folder|expected"),
-    (lambda p: make_folder(p, classes=("only",)), "needs at least 2"),
-])
+@pytest.mark.parametrize(
+    "setup, match",
+    [
+        (lambda p: None, "not an existing directory"),
+        (lambda p: p.mkdir(), "Couldn't find any class folder|expected"),
+        (lambda p: make_folder(p, classes=("only",)), "needs at least 2"),
+    ],
+)
 def test_folder_bad_trees(tmp_path, setup, match):
     root = tmp_path / "f"
     setup(root)
@@ -61,13 +64,20 @@ def test_split_is_stratified_disjoint_and_reproducible():
     tr, va = split_indices(labels, 0.2, seed=3)
     assert len(va) == 576 and len(tr) == 2304
     assert not set(tr) & set(va)
-    assert np.bincount(labels[va]).tolist() == [115] * 4 + [116] or sorted(np.bincount(labels[va])) == [115, 115, 115, 115, 116]
+    assert np.bincount(labels[va]).tolist() == [115] * 4 + [116] or sorted(np.bincount(labels[va])) == [
+        115,
+        115,
+        115,
+        115,
+        116,
+    ]
     assert np.array_equal(va, split_indices(labels, 0.2, seed=3)[1])
     assert not np.array_equal(va, split_indices(labels, 0.2, seed=4)[1])
 
 
-@pytest.mark.parametrize("labels, match", [(np.zeros(10, int), "needs at least 2"),
-                                           (np.array([0, 0, 0, 1]), "too small to split")])
+@pytest.mark.parametrize(
+    "labels, match", [(np.zeros(10, int), "needs at least 2"), (np.array([0, 0, 0, 1]), "too small to split")]
+)
 def test_split_refuses_degenerate_sets(labels, match):
     with pytest.raises(DataError, match=match):
         split_indices(labels, 0.5, 0)
@@ -86,8 +96,9 @@ def test_prepare_normalises_with_training_statistics():
 
 def test_density_subsets_are_nested_and_leave_validation_unchanged():
     labels = np.repeat(np.arange(4), 60)
-    ims = ImageSet(np.random.default_rng(0).integers(0, 256, (240, 1, 8, 8), dtype=np.uint8), labels,
-                   ("a", "b", "c", "d"))
+    ims = ImageSet(
+        np.random.default_rng(0).integers(0, 256, (240, 1, 8, 8), dtype=np.uint8), labels, ("a", "b", "c", "d")
+    )
     full = prepare(ims, DataConfig())
     by_k = {k: prepare(ims, DataConfig(exemplars_per_class=k)) for k in (5, 10, 48)}
     for k, data in by_k.items():
@@ -122,15 +133,23 @@ def test_folder_classes_by_count_and_by_name(tmp_path):
         folder.load(root, size=8, classes=5)
 
 
-@pytest.mark.parametrize("text, match", [("cat", "name at least 2 classes"), ("1", "at least 2 classes"),
-                                         ("3,", "name at least 2")])
+@pytest.mark.parametrize(
+    "text, match", [("cat", "name at least 2 classes"), ("1", "at least 2 classes"), ("3,", "name at least 2")]
+)
 def test_bad_pick_classes(text, match):
     with pytest.raises(DataError, match=match):
         DataConfig(pick_classes=text)
 
 
-@pytest.mark.parametrize("kw, match", [({"data": "imagenet"}, "use 'synthetic'"), ({"data": "yale:"}, "use 'synthetic'"),
-                                       ({"data": "synthetic:x"}, "use 'synthetic'"), ({"val_fraction": 1.0}, "must be in")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"data": "imagenet"}, "use 'synthetic'"),
+        ({"data": "yale:"}, "use 'synthetic'"),
+        ({"data": "synthetic:x"}, "use 'synthetic'"),
+        ({"val_fraction": 1.0}, "must be in"),
+    ],
+)
 def test_bad_data_options(kw, match):
     with pytest.raises(DataError, match=match):
         DataConfig(**kw)
@@ -141,14 +160,17 @@ def test_missing_path_is_reported(tmp_path):
         load_imageset(DataConfig(data=f"folder:{tmp_path / 'nope'}"))
 
 
-@pytest.mark.parametrize(("chosen", "env", "expected"), [
-    ("{tmp}/chosen", "{tmp}/env", "{tmp}/chosen"),
-    ("", "{tmp}/env", "{tmp}/env"),
-    (None, "{tmp}/env", "{tmp}/env"),
-    ("", "", "{tmp}/home/.cache/dsc"),
-    (None, None, "{tmp}/home/.cache/dsc"),
-    ("~/mine", "", "{tmp}/home/mine"),
-])
+@pytest.mark.parametrize(
+    ("chosen", "env", "expected"),
+    [
+        ("{tmp}/chosen", "{tmp}/env", "{tmp}/chosen"),
+        ("", "{tmp}/env", "{tmp}/env"),
+        (None, "{tmp}/env", "{tmp}/env"),
+        ("", "", "{tmp}/home/.cache/dsc"),
+        (None, None, "{tmp}/home/.cache/dsc"),
+        ("~/mine", "", "{tmp}/home/mine"),
+    ],
+)
 def test_cache_root_treats_empty_as_unset(tmp_path, monkeypatch, chosen, env, expected):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     if env is None:

@@ -1,4 +1,5 @@
 """deploy/: the Kubernetes example is what MLflow's Kubernetes backend accepts, and matches dsc."""
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,10 @@ def test_rayjob_runs_a_checked_ray_sweep_on_the_deploy_image(kube_config):
     assert len(plan(config).members) == 6  # seeds 0-2 x two learning rates, every value checked
 
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
-    template_env = {e["name"]: e.get("value") for e in
-                    kube_config["kube-job-template"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    template_env = {
+        e["name"]: e.get("value")
+        for e in kube_config["kube-job-template"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["MLFLOW_TRACKING_URI"] == template_env["MLFLOW_TRACKING_URI"]  # the server as pods reach it
 
     cluster = job["spec"]["rayClusterSpec"]

@@ -1,4 +1,5 @@
 """Known answers for class emergence by behaviour and by representation (dsc.core.emergence)."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -26,7 +27,7 @@ def planted_recall(seed=0):
     out = {}
     for c, name in enumerate(CLASSES):
         start = STARTS.get(c)
-        y = np.full(EPOCHS.size, 0.25) if start is None else np.where(EPOCHS >= start, 0.97, 0.25)
+        y = np.full(EPOCHS.size, 0.25) if start is None else np.where(start <= EPOCHS, 0.97, 0.25)
         out[name] = (EPOCHS, y + rng.normal(0, 0.02, EPOCHS.size))
     return out
 
@@ -75,8 +76,11 @@ def test_pairwise_auc_agrees_with_scikit_learn():
     decision[:5] = 0.0  # ties count one half
     got = emergence.pairwise_auc(decision, labels, 3)
     for c in range(3):
-        ref = min(roc_auc_score(labels[np.isin(labels, [c, d])] == c, decision[np.isin(labels, [c, d]), c])
-                  for d in range(3) if d != c)
+        ref = min(
+            roc_auc_score(labels[np.isin(labels, [c, d])] == c, decision[np.isin(labels, [c, d]), c])
+            for d in range(3)
+            if d != c
+        )
         assert got[c] == pytest.approx(ref)
 
 

@@ -1,4 +1,5 @@
 """The event timeline's rules, and the collapse step on bad input: a reason or a NaN, never a traceback."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,9 @@ def test_a_planted_rise_and_a_fall_after_a_transient_are_found():
     t = np.arange(40)
     rise = 1 / (1 + np.exp(-(t - 17.0) / 2))
     fall = 10.0 ** np.where(t < 5, t / 5, 1 - 3 / (1 + np.exp(-(t - 22.0) / 2)))  # grows, then falls 1000x
-    found = events.series_events("rows", t, {"rise": rise}) + \
-        events.series_events("rows", t, {"fall": fall}, falling=True, log=True)
+    found = events.series_events("rows", t, {"rise": rise}) + events.series_events(
+        "rows", t, {"fall": fall}, falling=True, log=True
+    )
     assert [ev.label for ev in found] == ["rise", "fall"]
     assert found[0].epoch == pytest.approx(17, abs=0.2) and found[1].epoch == pytest.approx(22, abs=0.5)
     assert events.series_events("rows", t, {"flat": np.ones(40)}) == []
@@ -27,11 +29,16 @@ def test_phase_changes_and_named_epochs():
 
 
 def _snaps(labels, acts_of, layers=("fc1", "fc2", "out")):
-    by_epoch = {e: snapshot.Snapshot(e, list(layers), acts_of(e), {}, {"num_spikes": np.full(len(layers), 1.0)},
-                                     [], np.eye(len(layers))) for e in range(4)}
+    by_epoch = {
+        e: snapshot.Snapshot(
+            e, list(layers), acts_of(e), {}, {"num_spikes": np.full(len(layers), 1.0)}, [], np.eye(len(layers))
+        )
+        for e in range(4)
+    }
     classes = [f"c{c}" for c in range(int(labels.max()) + 1)]
-    return snapshot.Snapshots(list(range(4)), labels, np.arange(labels.size), classes, list(layers),
-                              dict.fromkeys(layers, 0), by_epoch)
+    return snapshot.Snapshots(
+        list(range(4)), labels, np.arange(labels.size), classes, list(layers), dict.fromkeys(layers, 0), by_epoch
+    )
 
 
 def test_collapse_step_reports_missing_layers_and_nan_activations(tmp_path):
@@ -40,8 +47,11 @@ def test_collapse_step_reports_missing_layers_and_nan_activations(tmp_path):
 
     def acts(e):
         fc2 = rng.standard_normal((12, 4)) + 3 * e * np.eye(2, 4)[labels]
-        return {"fc2": fc2, "out": rng.standard_normal((12, 2)),
-                "fc1": np.full((12, 4), np.nan) if e == 2 else rng.standard_normal((12, 4))}
+        return {
+            "fc2": fc2,
+            "out": rng.standard_normal((12, 2)),
+            "fc1": np.full((12, 4), np.nan) if e == 2 else rng.standard_normal((12, 4)),
+        }
 
     s = _snaps(labels, acts)
     w = {3: (rng.standard_normal((2, 4)), np.zeros(2))}

@@ -1,4 +1,5 @@
 """Array helpers of the run analysis, on inputs whose answer is known."""
+
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ def test_leading_feature_picks_the_planted_unit():
 
 
 def test_cka_by_distance_and_near_layers():
-    cka = np.array([[1, .9, .6, .3], [.9, 1, .8, .5], [.6, .8, 1, .7], [.3, .5, .7, 1]])
+    cka = np.array([[1, 0.9, 0.6, 0.3], [0.9, 1, 0.8, 0.5], [0.6, 0.8, 1, 0.7], [0.3, 0.5, 0.7, 1]])
     d, mean = cka_by_distance(cka)
     np.testing.assert_allclose(mean, [0.8, 0.55, 0.3])
     assert d.tolist() == [1, 2, 3]

@@ -1,4 +1,5 @@
 """Grouping statistics and trend tests (dsc.core.groups) against values computed by hand."""
+
 import math
 
 import numpy as np
@@ -24,8 +25,10 @@ def test_summary_of_two_values_by_hand():
     assert (s.low, s.high) == pytest.approx((4 - 12.706205, 4 + 12.706205), abs=1e-6)
 
 
-@pytest.mark.parametrize("values, n, note", [([7.0], 1, groups.ONE_RUN), ([], 0, "no run has a value"),
-                                             ([math.nan], 0, "no run has a value")])
+@pytest.mark.parametrize(
+    "values, n, note",
+    [([7.0], 1, groups.ONE_RUN), ([], 0, "no run has a value"), ([math.nan], 0, "no run has a value")],
+)
 def test_too_few_values_have_no_interval_and_say_so(values, n, note):
     s = groups.summarise(values)
     assert s.n == n and s.note == note
@@ -53,12 +56,15 @@ def test_rho_matches_the_ranks_by_hand():
     assert groups.trend(["1", "2", "3", "4"], [10, 30, 20, 40], "k").rho == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("x, y, words", [
-    (["adam", "sgd", "adam"], [1, 2, 3], "not numeric ('adam'): no trend test"),
-    (["1", "2"], [1, 2], "2 run(s) with a value"),
-    (["1", "1", "1"], [1, 2, 3], "param 'k' does not vary over the 3 runs"),
-    (["1", "2", "3"], [2, 2, 2], "the quantity does not vary"),
-])
+@pytest.mark.parametrize(
+    "x, y, words",
+    [
+        (["adam", "sgd", "adam"], [1, 2, 3], "not numeric ('adam'): no trend test"),
+        (["1", "2"], [1, 2], "2 run(s) with a value"),
+        (["1", "1", "1"], [1, 2, 3], "param 'k' does not vary over the 3 runs"),
+        (["1", "2", "3"], [2, 2, 2], "the quantity does not vary"),
+    ],
+)
 def test_no_trend_test_says_why(x, y, words):
     t = groups.trend(x, y, "k")
     assert math.isnan(t.rho) and math.isnan(t.p) and words in t.note

@@ -1,4 +1,5 @@
 """The heartbeat that keeps one writer per run, and the signal handling that stops training gracefully."""
+
 from __future__ import annotations
 
 import os
@@ -37,12 +38,16 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-@pytest.mark.parametrize("host, pid, age, busy", [
-    (None, 0, 0, False),
-    (HERE, os.getpid(), 0, True),  # alive, here
-    ("elsewhere", 1, 5, True),  # fresh, on a host whose pids cannot be checked from here
-    ("elsewhere", 1, 16, False),  # three intervals without a renewal
-], ids=["no-heartbeat", "alive-here", "fresh-elsewhere", "stale-elsewhere"])
+@pytest.mark.parametrize(
+    "host, pid, age, busy",
+    [
+        (None, 0, 0, False),
+        (HERE, os.getpid(), 0, True),  # alive, here
+        ("elsewhere", 1, 5, True),  # fresh, on a host whose pids cannot be checked from here
+        ("elsewhere", 1, 16, False),  # three intervals without a renewal
+    ],
+    ids=["no-heartbeat", "alive-here", "fresh-elsewhere", "stale-elsewhere"],
+)
 def test_a_run_is_busy_while_its_holder_is_alive(store, host, pid, age, busy):
     run = _run_held_by(Holder(host, pid, time.time() - age, 5.0, "t") if host else None)
     assert (busy_reason(run) is not None) == busy
@@ -56,8 +61,11 @@ def test_a_dead_holder_on_this_host_releases_its_run_at_once(store):
 
 def test_the_refusal_names_the_holder_and_what_to_do(store):
     run = _run_held_by(Holder("gpu7", 4242, time.time() - 2, 5.0, "t"))
-    with pytest.raises(TrackingError, match=r"trained by pid 4242 on host gpu7 \(heartbeat \d+ s ago\): "
-                                            r"stop it with `kill 4242` on gpu7 .* wait \d+ s or pass --takeover"):
+    with pytest.raises(
+        TrackingError,
+        match=r"trained by pid 4242 on host gpu7 \(heartbeat \d+ s ago\): "
+        r"stop it with `kill 4242` on gpu7 .* wait \d+ s or pass --takeover",
+    ):
         require_free(run)
 
 
@@ -78,9 +86,8 @@ def test_of_two_claims_at_once_the_overwritten_one_refuses(store):
     other = Holder("elsewhere", 1, time.time(), 5.0, "other")
     # the other claimant writes while this one waits to read its own heartbeat back
     threading.Timer(0.1, client.set_tag, (rid, HEARTBEAT_TAG, other.to_tag())).start()
-    with pytest.raises(TrackingError, match="on host elsewhere"):
-        with Heartbeat(rid, claim=True):
-            pass
+    with pytest.raises(TrackingError, match="on host elsewhere"), Heartbeat(rid, claim=True):
+        pass
     assert holder_of(client.get_run(rid)).token == "other"  # the other's heartbeat is left alone
 
 

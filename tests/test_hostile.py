@@ -7,6 +7,7 @@ store that holds a finished training run, runs of other kinds and broken ones, a
 - every run that existed keeps its status, every metric point and every artifact;
 - a run the command itself opened is marked FAILED.
 """
+
 import contextlib
 import errno
 import os
@@ -51,97 +52,272 @@ CASES = [
     Case("train-lr-zero", "`train --lr 0`", ("train", "--lr", "0"), 2, "--lr"),
     Case("train-epochs-negative", "`train --epochs -1`", ("train", "--epochs", "-1"), 2, "--epochs"),
     Case("train-optimizer", "`train --optimizer rmsprop`", ("train", "--optimizer", "rmsprop"), 2, "rmsprop"),
-    Case("train-val-fraction", "`train --val-fraction 1.5`", ("train", "--val-fraction", "1.5"), 2,
-         "--val-fraction"),
+    Case("train-val-fraction", "`train --val-fraction 1.5`", ("train", "--val-fraction", "1.5"), 2, "--val-fraction"),
     Case("train-unknown-option", "`train --epoch 3` (misspelt)", ("train", "--epoch", "3"), 2, "No such option"),
-    Case("train-even-kernel", "`train --kernel-size 4`", ("train", *TINY, "--kernel-size", "4"), 1,
-         "positive odd", True),
+    Case(
+        "train-even-kernel", "`train --kernel-size 4`", ("train", *TINY, "--kernel-size", "4"), 1, "positive odd", True
+    ),
     Case("train-data-kind", "`train --data imagenet`", ("train", "--data", "imagenet"), 1, "use 'synthetic'", True),
-    Case("train-missing-folder", "`train --data folder:/no/such/dir`", ("train", "--data", "folder:/no/such/dir"),
-         1, "does not exist", True),
-    Case("train-yale-subjects", "`train --data yale:DIR --subjects x,y`",
-         ("train", "--data", "yale:{tmp}", "--subjects", "x,y"), 1, "--subjects", True),
-    Case("train-absent-cuda", "`train --device cuda:0` on a machine without CUDA",
-         ("train", *TINY, "--device", "cuda:0"), 1, "CUDA is not available", True),
-    Case("train-register-name", "`train --register-name \"a/b c\"`", ("train", *TINY, "--register-name", "a/b c"),
-         1, "Names cannot contain '/'", True),
-    Case("train-vgg11-small", "`train --arch vgg11 --image-size 16`",
-         ("train", "--arch", "vgg11", "--image-size", "16", "--no-progress"), 1, "needs --image-size >= 32", True),
-    Case("train-data-seed", "`train --data-seed 99999999999999999999`",
-         ("train", *TINY, "--data-seed", "99999999999999999999"), 1, "--data-seed", True),
+    Case(
+        "train-missing-folder",
+        "`train --data folder:/no/such/dir`",
+        ("train", "--data", "folder:/no/such/dir"),
+        1,
+        "does not exist",
+        True,
+    ),
+    Case(
+        "train-yale-subjects",
+        "`train --data yale:DIR --subjects x,y`",
+        ("train", "--data", "yale:{tmp}", "--subjects", "x,y"),
+        1,
+        "--subjects",
+        True,
+    ),
+    Case(
+        "train-absent-cuda",
+        "`train --device cuda:0` on a machine without CUDA",
+        ("train", *TINY, "--device", "cuda:0"),
+        1,
+        "CUDA is not available",
+        True,
+    ),
+    Case(
+        "train-register-name",
+        '`train --register-name "a/b c"`',
+        ("train", *TINY, "--register-name", "a/b c"),
+        1,
+        "Names cannot contain '/'",
+        True,
+    ),
+    Case(
+        "train-vgg11-small",
+        "`train --arch vgg11 --image-size 16`",
+        ("train", "--arch", "vgg11", "--image-size", "16", "--no-progress"),
+        1,
+        "needs --image-size >= 32",
+        True,
+    ),
+    Case(
+        "train-data-seed",
+        "`train --data-seed 99999999999999999999`",
+        ("train", *TINY, "--data-seed", "99999999999999999999"),
+        1,
+        "--data-seed",
+        True,
+    ),
     Case("train-seed-negative", "`train --seed -1`", ("train", *TINY, "--seed", "-1"), 1, "--seed -1", True),
-    Case("train-decompression-bomb", "`train --data folder:DIR` where DIR holds a decompression-bomb PNG",
-         ("train", *TINY, "--data", "folder:{bomb}"), 1, "decompression bomb", True),
-    Case("train-no-server", "`train` with `MLFLOW_TRACKING_URI=http://127.0.0.1:9` (no server there)",
-         ("train", *TINY), 1, "cannot reach the tracking server", uri="http://127.0.0.1:9"),
-    Case("train-deleted-experiment", "`train --experiment` a deleted experiment",
-         ("train", *TINY, "--experiment", "gone"), 1, "deleted experiment"),
-    Case("train-takeover-alone", "`train --takeover` without --resume", ("train", "--takeover"), 1,
-         "--takeover applies"),
-    Case("resume-unknown", "`train --resume` an id that is no run", ("train", "--resume", "0123456789abcdef"), 1,
-         "no run with id"),
-    Case("resume-finished", "`train --resume` a FINISHED run", ("train", "--resume", "{finished}"), 1,
-         "already FINISHED"),
-    Case("resume-other-kind", "`train --resume` a comparison run", ("train", "--resume", "{compare}"), 1,
-         "is a compare run"),
-    Case("resume-no-checkpoint", "`train --resume` a run that died before its first checkpoint",
-         ("train", "--resume", "{nockpt}"), 1, "no complete checkpoint"),
-    Case("resume-entry-without-run", "`mlflow run . -e resume` without --run-id (a fresh run)",
-         ("train", "--resume", "{fresh}"), 1, "pass its id with --run-id"),
-    Case("resume-with-options", "`train --resume RUN --epochs 9`",
-         ("train", "--resume", "{nockpt}", "--epochs", "9"), 1, "drop --epochs"),
-    Case("resume-held", "`train --resume` a run whose training process is alive (a fresh heartbeat)",
-         ("train", "--resume", "{held}"), 1, "is being trained by pid"),
+    Case(
+        "train-decompression-bomb",
+        "`train --data folder:DIR` where DIR holds a decompression-bomb PNG",
+        ("train", *TINY, "--data", "folder:{bomb}"),
+        1,
+        "decompression bomb",
+        True,
+    ),
+    Case(
+        "train-no-server",
+        "`train` with `MLFLOW_TRACKING_URI=http://127.0.0.1:9` (no server there)",
+        ("train", *TINY),
+        1,
+        "cannot reach the tracking server",
+        uri="http://127.0.0.1:9",
+    ),
+    Case(
+        "train-deleted-experiment",
+        "`train --experiment` a deleted experiment",
+        ("train", *TINY, "--experiment", "gone"),
+        1,
+        "deleted experiment",
+    ),
+    Case(
+        "train-takeover-alone", "`train --takeover` without --resume", ("train", "--takeover"), 1, "--takeover applies"
+    ),
+    Case(
+        "resume-unknown",
+        "`train --resume` an id that is no run",
+        ("train", "--resume", "0123456789abcdef"),
+        1,
+        "no run with id",
+    ),
+    Case(
+        "resume-finished", "`train --resume` a FINISHED run", ("train", "--resume", "{finished}"), 1, "already FINISHED"
+    ),
+    Case(
+        "resume-other-kind",
+        "`train --resume` a comparison run",
+        ("train", "--resume", "{compare}"),
+        1,
+        "is a compare run",
+    ),
+    Case(
+        "resume-no-checkpoint",
+        "`train --resume` a run that died before its first checkpoint",
+        ("train", "--resume", "{nockpt}"),
+        1,
+        "no complete checkpoint",
+    ),
+    Case(
+        "resume-entry-without-run",
+        "`mlflow run . -e resume` without --run-id (a fresh run)",
+        ("train", "--resume", "{fresh}"),
+        1,
+        "pass its id with --run-id",
+    ),
+    Case(
+        "resume-with-options",
+        "`train --resume RUN --epochs 9`",
+        ("train", "--resume", "{nockpt}", "--epochs", "9"),
+        1,
+        "drop --epochs",
+    ),
+    Case(
+        "resume-held",
+        "`train --resume` a run whose training process is alive (a fresh heartbeat)",
+        ("train", "--resume", "{held}"),
+        1,
+        "is being trained by pid",
+    ),
     # snapshot
     Case("snapshot-no-run-id", "`snapshot` without --run-id", ("snapshot",), 2, "--run-id"),
-    Case("snapshot-unknown", "`snapshot --run-id` an id that is no run", ("snapshot", "--run-id", "nope"), 1,
-         "no run with id"),
-    Case("snapshot-other-kind", "`snapshot` of a comparison run", ("snapshot", "--run-id", "{compare}"), 1,
-         "no checkpoints"),
-    Case("snapshot-overwrite", "`snapshot` of a run that has snapshots, without --overwrite",
-         ("snapshot", "--run-id", "{finished}"), 1, "already has snapshots/"),
-    Case("snapshot-every-zero", "`snapshot --every 0`", ("snapshot", "--run-id", "{finished}", "--every", "0"), 2,
-         "--every"),
-    Case("snapshot-corrupt-checkpoint", "`snapshot --child` of a run whose checkpoint is corrupt",
-         ("snapshot", "--run-id", "{badckpt}", "--child", "--no-progress"), 1, "unreadable", True),
+    Case(
+        "snapshot-unknown",
+        "`snapshot --run-id` an id that is no run",
+        ("snapshot", "--run-id", "nope"),
+        1,
+        "no run with id",
+    ),
+    Case(
+        "snapshot-other-kind",
+        "`snapshot` of a comparison run",
+        ("snapshot", "--run-id", "{compare}"),
+        1,
+        "no checkpoints",
+    ),
+    Case(
+        "snapshot-overwrite",
+        "`snapshot` of a run that has snapshots, without --overwrite",
+        ("snapshot", "--run-id", "{finished}"),
+        1,
+        "already has snapshots/",
+    ),
+    Case(
+        "snapshot-every-zero",
+        "`snapshot --every 0`",
+        ("snapshot", "--run-id", "{finished}", "--every", "0"),
+        2,
+        "--every",
+    ),
+    Case(
+        "snapshot-corrupt-checkpoint",
+        "`snapshot --child` of a run whose checkpoint is corrupt",
+        ("snapshot", "--run-id", "{badckpt}", "--child", "--no-progress"),
+        1,
+        "unreadable",
+        True,
+    ),
     # analyze
-    Case("analyze-unknown", "`analyze --run-id` an id that is no run", ("analyze", "--run-id", "nope"), 1,
-         "no run with id"),
-    Case("analyze-other-kind", "`analyze` a comparison run", ("analyze", "--run-id", "{compare}"), 1,
-         "'compare' run"),
+    Case(
+        "analyze-unknown",
+        "`analyze --run-id` an id that is no run",
+        ("analyze", "--run-id", "nope"),
+        1,
+        "no run with id",
+    ),
+    Case("analyze-other-kind", "`analyze` a comparison run", ("analyze", "--run-id", "{compare}"), 1, "'compare' run"),
     Case("analyze-unfinished", "`analyze` a FAILED run", ("analyze", "--run-id", "{nockpt}"), 1, "is FAILED"),
-    Case("analyze-empty-experiment", "`analyze --experiment` an experiment with no runs",
-         ("analyze", "--experiment", "empty"), 1, "no FINISHED training run"),
-    Case("analyze-no-experiment", "`analyze --experiment` a name that does not exist",
-         ("analyze", "--experiment", "nosuch"), 1, "no such experiment"),
-    Case("analyze-layer", "`analyze --layer conv9`", ("analyze", "--run-id", "{finished}", "--layer", "conv9"), 1,
-         "not in the snapshots"),
-    Case("analyze-esd-word", "`analyze --esd-epochs first`",
-         ("analyze", "--run-id", "{finished}", "--esd-epochs", "first"), 1, "comma list"),
-    Case("analyze-esd-absent", "`analyze --esd-epochs 99` (no such snapshot)",
-         ("analyze", "--run-id", "{finished}", "--esd-epochs", "99"), 1, "no snapshot at epoch"),
-    Case("analyze-corrupt-snapshot", "`analyze` a run whose snapshot file is truncated",
-         ("analyze", "--run-id", "{badsnap}"), 1, "fails its checksum"),
+    Case(
+        "analyze-empty-experiment",
+        "`analyze --experiment` an experiment with no runs",
+        ("analyze", "--experiment", "empty"),
+        1,
+        "no FINISHED training run",
+    ),
+    Case(
+        "analyze-no-experiment",
+        "`analyze --experiment` a name that does not exist",
+        ("analyze", "--experiment", "nosuch"),
+        1,
+        "no such experiment",
+    ),
+    Case(
+        "analyze-layer",
+        "`analyze --layer conv9`",
+        ("analyze", "--run-id", "{finished}", "--layer", "conv9"),
+        1,
+        "not in the snapshots",
+    ),
+    Case(
+        "analyze-esd-word",
+        "`analyze --esd-epochs first`",
+        ("analyze", "--run-id", "{finished}", "--esd-epochs", "first"),
+        1,
+        "comma list",
+    ),
+    Case(
+        "analyze-esd-absent",
+        "`analyze --esd-epochs 99` (no such snapshot)",
+        ("analyze", "--run-id", "{finished}", "--esd-epochs", "99"),
+        1,
+        "no snapshot at epoch",
+    ),
+    Case(
+        "analyze-corrupt-snapshot",
+        "`analyze` a run whose snapshot file is truncated",
+        ("analyze", "--run-id", "{badsnap}"),
+        1,
+        "fails its checksum",
+    ),
     Case("analyze-components", "`analyze --components 1`", ("analyze", "--components", "1"), 2, "--components"),
     # compare
-    Case("compare-empty-experiment", "`compare --experiment` an experiment with no runs",
-         ("compare", "--experiment", "empty"), 1, "no runs to compare"),
-    Case("compare-no-experiment", "`compare --experiment` a name that does not exist",
-         ("compare", "--experiment", "nosuch"), 1, "no experiment named"),
-    Case("compare-metric", "`compare --metric` a metric the run lacks",
-         ("compare", "--run-id", "{finished}", "--metric", "acc/test"), 1, "has no metric"),
-    Case("compare-other-kind", "`compare --run-id` a comparison run", ("compare", "--run-id", "{compare}"), 1,
-         "not a training run"),
-    Case("compare-unfinished", "`compare --run-id` a FAILED run", ("compare", "--run-id", "{nockpt}"), 1,
-         "not FINISHED"),
-    Case("compare-filter", "`compare --filter \"params.lr ==\"`", ("compare", "--filter", "params.lr =="), 1,
-         "invalid --filter"),
-    Case("compare-components", "`compare --max-components 9`", ("compare", "--max-components", "9"), 2,
-         "--max-components"),
+    Case(
+        "compare-empty-experiment",
+        "`compare --experiment` an experiment with no runs",
+        ("compare", "--experiment", "empty"),
+        1,
+        "no runs to compare",
+    ),
+    Case(
+        "compare-no-experiment",
+        "`compare --experiment` a name that does not exist",
+        ("compare", "--experiment", "nosuch"),
+        1,
+        "no experiment named",
+    ),
+    Case(
+        "compare-metric",
+        "`compare --metric` a metric the run lacks",
+        ("compare", "--run-id", "{finished}", "--metric", "acc/test"),
+        1,
+        "has no metric",
+    ),
+    Case(
+        "compare-other-kind",
+        "`compare --run-id` a comparison run",
+        ("compare", "--run-id", "{compare}"),
+        1,
+        "not a training run",
+    ),
+    Case(
+        "compare-unfinished", "`compare --run-id` a FAILED run", ("compare", "--run-id", "{nockpt}"), 1, "not FINISHED"
+    ),
+    Case(
+        "compare-filter",
+        '`compare --filter "params.lr =="`',
+        ("compare", "--filter", "params.lr =="),
+        1,
+        "invalid --filter",
+    ),
+    Case(
+        "compare-components",
+        "`compare --max-components 9`",
+        ("compare", "--max-components", "9"),
+        2,
+        "--max-components",
+    ),
     # sweep: every value is checked before any run starts
     Case("sweep-grid-key", "`sweep --grid lrr=1e-4`", ("sweep", "--grid", "lrr=1e-4"), 1, "did you mean lr"),
-    Case("sweep-grid-value", "`sweep --grid kernel-size=3,4`", ("sweep", "--grid", "kernel-size=3,4"), 1,
-         "kernel"),
+    Case("sweep-grid-value", "`sweep --grid kernel-size=3,4`", ("sweep", "--grid", "kernel-size=3,4"), 1, "kernel"),
     Case("sweep-seeds", "`sweep --seeds 1,1`", ("sweep", "--seeds", "1,1"), 1, "listed twice"),
     Case("sweep-set-seed", "`sweep --set seed=3`", ("sweep", "--set", "seed=3"), 1, "--seeds"),
     Case("sweep-parallel", "`sweep --parallel 0`", ("sweep", "--parallel", "0"), 2, "--parallel"),
@@ -153,8 +329,8 @@ def decompression_bomb(path: Path) -> None:
     Image.new("L", (1, 1)).save(path)
     data = bytearray(path.read_bytes())
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", 30000, 30000)
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 30000, 30000)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
     path.write_bytes(bytes(data))
 
 
@@ -191,7 +367,7 @@ def world(tmp_path_factory, cache_dir, empty_store):
         local = Path(mlflow.artifacts.download_artifacts(run_id=runs["badsnap"], artifact_path="snapshots"))
         src = Path(client.get_run(runs["badsnap"]).info.artifact_uri.removeprefix("file://")) / "snapshots"
         whole = (local / "epoch_0001.npz").read_bytes()
-        (src / "epoch_0001.npz").write_bytes(whole[:len(whole) // 3])  # as a full disk leaves it
+        (src / "epoch_0001.npz").write_bytes(whole[: len(whole) // 3])  # as a full disk leaves it
         compare = client.create_run("0", tags={"dsc.kind": "compare"}, run_name="compare")
         client.log_metric(compare.info.run_id, "acc/val", 0.5, step=0)
         client.set_terminated(compare.info.run_id, "FINISHED")
@@ -207,8 +383,9 @@ def world(tmp_path_factory, cache_dir, empty_store):
         runs["fresh"] = client.create_run("0", tags={"mlflow.project.entryPoint": "resume"}).info.run_id
         # a run held by a live process (this one), whose heartbeat stays fresh for an hour
         holder = Holder(socket.gethostname(), os.getpid(), time.time(), 3600.0, "t")
-        runs["held"] = client.create_run("0", tags={"dsc.kind": "train", tracking.HEARTBEAT_TAG: holder.to_tag()},
-                                         run_name="held").info.run_id
+        runs["held"] = client.create_run(
+            "0", tags={"dsc.kind": "train", tracking.HEARTBEAT_TAG: holder.to_tag()}, run_name="held"
+        ).info.run_id
         for cls in ("a", "b"):
             (tmp / "bomb" / cls).mkdir(parents=True)
             Image.new("RGB", (8, 8)).save(tmp / "bomb" / cls / "ok.png")

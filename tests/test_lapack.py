@@ -1,4 +1,5 @@
 """dsc.core.lapack: SciPy's BLAS/LAPACK through their C pointers, against SciPy's own wrappers."""
+
 from __future__ import annotations
 
 import threading

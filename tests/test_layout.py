@@ -4,6 +4,7 @@ Imports are read from the source (every ``import`` statement, also those inside 
 a function-level import is still a dependency); the core's lightness is checked in a fresh
 interpreter, where what a module really loads shows in ``sys.modules``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,7 +55,9 @@ def imports_of(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] != "dsc":
                 continue
             for alias in node.names:
@@ -83,13 +86,15 @@ def test_core_loads_no_heavy_library():
     that needs one of them fails to import here.
     """
     core = sorted(m for m in MODULES if m.startswith("dsc.core."))
-    code = ("import importlib, sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            f"        if name.split('.')[0] in {HEAVY!r}: raise ImportError(f'blocked: {{name}}')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            f"for m in {core!r}: importlib.import_module(m)\n"
-            f"assert not set({HEAVY!r}) & {{k.split('.')[0] for k in sys.modules}}\n")
+    code = (
+        "import importlib, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {HEAVY!r}: raise ImportError(f'blocked: {{name}}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for m in {core!r}: importlib.import_module(m)\n"
+        f"assert not set({HEAVY!r}) & {{k.split('.')[0] for k in sys.modules}}\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr.strip().splitlines()[-1]
     assert len(core) >= 7
@@ -104,7 +109,7 @@ def test_no_import_cycle():
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycles.append(path[path.index(n):] + [n])
+                cycles.append(path[path.index(n) :] + [n])
             elif n not in state:
                 visit(n, path + [n])
         state[m] = 2
@@ -116,8 +121,12 @@ def test_no_import_cycle():
 
 
 def test_layers_import_only_downwards():
-    wrong = sorted(f"{m} imports {n}" for m in MODULES for n in imports_of(m)
-                   if layer(n) != layer(m) and layer(n) not in ALLOWED[layer(m)])
+    wrong = sorted(
+        f"{m} imports {n}"
+        for m in MODULES
+        for n in imports_of(m)
+        if layer(n) != layer(m) and layer(n) not in ALLOWED[layer(m)]
+    )
     assert wrong == []
 
 

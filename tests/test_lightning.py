@@ -1,13 +1,14 @@
 """The recorder as a Lightning callback, in a real ``Trainer.fit``."""
+
 import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from test_recorder import SmallCNN, digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dsc import tracking
-from test_recorder import SmallCNN, digits
 
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning is optional: uv sync --group lightning")
 from dsc.integrations.lightning import RecorderCallback  # noqa: E402
@@ -37,9 +38,16 @@ def fit(logger, probe, epochs=2):
     (xt, yt), _ = digits()
     torch.manual_seed(0)
     callback = RecorderCallback(probe=probe, snapshot_every=1, checkpoint_every=1)
-    trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=[callback], enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu",
-                         num_sanity_val_steps=1)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=1,
+    )
     loader = DataLoader(TensorDataset(xt[:400], yt[:400]), batch_size=100)
     trainer.fit(Module(), loader, DataLoader(TensorDataset(*probe), batch_size=100))
     return callback

@@ -297,18 +297,14 @@ def test_statistics_match_plain_lmfit_fit(t, y, n):
     theta = lld_search.search(frame, n)[n]
     plain = lld_model.model(n).fit(frame.y, lld_model.params(frame, n, theta), x=frame.t)
     assert plain.success and plain.errorbars
-    names = ["c_c"] + [
-        f"l{i}_{k}" for k in ("amplitude", "center", "sigma") for i in range(1, n + 1)
-    ]
+    names = ["c_c"] + [f"l{i}_{k}" for k in ("amplitude", "center", "sigma") for i in range(1, n + 1)]
     lm_values = np.array([plain.params[name].value for name in names])
     lm_stderr = np.array([plain.params[name].stderr for name in names])
 
     result = lld.fit(t, y, n)
     keys = ("amplitude", "center", "width")
     values = np.array([result.constant] + [c[k] for k in keys for c in result.components])
-    stderr = np.array(
-        [result.constant_stderr] + [c[f"{k}_stderr"] for k in keys for c in result.components]
-    )
+    stderr = np.array([result.constant_stderr] + [c[f"{k}_stderr"] for k in keys for c in result.components])
     np.testing.assert_allclose(stderr, lm_stderr, rtol=2e-3)
     assert np.all(np.abs(values - lm_values) < 1e-2 * lm_stderr)
     assert result.aic == pytest.approx(plain.aic, abs=1e-6)
@@ -348,8 +344,7 @@ def test_search_jacobian_matches_finite_differences(n):
     assert jac.shape == (3 * n + 1, t.size)
     eps = 1e-6
     numeric = np.array(
-        [(problem.residual(u + eps * e) - problem.residual(u - eps * e)) / (2 * eps)
-         for e in np.eye(u.size)]
+        [(problem.residual(u + eps * e) - problem.residual(u - eps * e)) / (2 * eps) for e in np.eye(u.size)]
     )
     np.testing.assert_allclose(jac, numeric, atol=1e-6 * np.abs(numeric).max())
     # The cached sigmoids of another point must not leak into the Jacobian at u.

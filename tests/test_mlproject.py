@@ -1,4 +1,5 @@
 """MLproject entry points agree with the command line they call."""
+
 from pathlib import Path
 
 import pytest

@@ -43,25 +43,31 @@ def test_vgg11_is_torchvisions_with_c_classes():
     assert m.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"arch": "resnet"}, "arch must be one of"),
-    ({"num_classes": 1}, "num_classes must be >= 2"),
-    ({"kernel_size": 4}, "odd"),
-    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"arch": "resnet"}, "arch must be one of"),
+        ({"num_classes": 1}, "num_classes must be >= 2"),
+        ({"kernel_size": 4}, "odd"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ],
+)
 def test_bad_model_options_raise_with_the_value(kw, match):
     with pytest.raises(ConfigError, match=match):
         ModelConfig(**kw)
 
 
-@pytest.mark.parametrize("shape,out", [
-    ((4, 3, 128, 128), 20),  # the default: windows of 6 and 7 that overlap
-    ((2, 3, 37, 53), (7, 11)),  # non-square, non-divisible
-    ((2, 5, 9, 6), 13),  # output larger than the input: windows repeat
-    ((3, 1, 16, 20), (None, 3)),  # None keeps that side
-    ((2, 8, 24, 24), 24),  # identity
-    ((4, 17, 17), 5),  # unbatched (C, H, W)
-])
+@pytest.mark.parametrize(
+    "shape,out",
+    [
+        ((4, 3, 128, 128), 20),  # the default: windows of 6 and 7 that overlap
+        ((2, 3, 37, 53), (7, 11)),  # non-square, non-divisible
+        ((2, 5, 9, 6), 13),  # output larger than the input: windows repeat
+        ((3, 1, 16, 20), (None, 3)),  # None keeps that side
+        ((2, 8, 24, 24), 24),  # identity
+        ((4, 17, 17), 5),  # unbatched (C, H, W)
+    ],
+)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_grid_pool_equals_torchs_adaptive_pool_with_gradients(shape, out, channels_last):
     from dsc.nn.model import GridAvgPool2d

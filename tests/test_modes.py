@@ -1,4 +1,5 @@
 """Known answers for the mode decomposition (Eckart-Young) and the two-segment power-law fit."""
+
 import numpy as np
 import pytest
 
@@ -62,8 +63,13 @@ def test_conv_kernel_is_read_as_out_by_in_times_kernel():
 
 
 @pytest.mark.parametrize(
-    ("k", "modes", "match"), [(26, "leading", "k must be"), (-1, "leading", "k must be"),
-                              (2.5, "leading", "k must be"), (3, "trailing", "unknown modes")]
+    ("k", "modes", "match"),
+    [
+        (26, "leading", "k must be"),
+        (-1, "leading", "k must be"),
+        (2.5, "leading", "k must be"),
+        (3, "trailing", "unknown modes"),
+    ],
 )
 def test_modes_rejects_bad_arguments(weight, k, modes, match):
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,5 @@
 """The mode evaluator scores a model with replaced weights exactly as the replaced model would."""
+
 import copy
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Each snapshot's pictures for the image grid: cheap reused canvases, drawn once per epoch and key."""
+
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -17,9 +18,11 @@ def _epoch(canvas, i):
     labels = np.repeat(np.arange(3), 20)
     ev = np.sort(rng.chisquare(3, 200)) * (i + 1)
     mx = np.linspace(0.5, 8, 50)
-    return (canvas.pca(rng.standard_normal((60, 2)) * (i + 1), labels, CLASSES, f"epoch {i}"),
-            canvas.esd([("fc1", ev, mx, np.exp(-mx)), ("fc2", 2 * ev, None, None)], f"epoch {i}"),
-            canvas.cka(rng.random((len(LAYERS), len(LAYERS))), LAYERS, f"epoch {i}"))
+    return (
+        canvas.pca(rng.standard_normal((60, 2)) * (i + 1), labels, CLASSES, f"epoch {i}"),
+        canvas.esd([("fc1", ev, mx, np.exp(-mx)), ("fc2", 2 * ev, None, None)], f"epoch {i}"),
+        canvas.cka(rng.random((len(LAYERS), len(LAYERS))), LAYERS, f"epoch {i}"),
+    )
 
 
 def test_a_reused_canvas_draws_what_a_fresh_one_draws():
@@ -46,12 +49,20 @@ def test_a_new_layout_rebuilds_the_picture():
 def _snapshots(epochs):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 10)
-    weights = {"conv1": rng.standard_normal((3, 3, 3, 3)), "fc1": rng.standard_normal((16, 12)),
-               "fc2": rng.standard_normal((16, 16)), "out": rng.standard_normal((3, 16))}
+    weights = {
+        "conv1": rng.standard_normal((3, 3, 3, 3)),
+        "fc1": rng.standard_normal((16, 12)),
+        "fc2": rng.standard_normal((16, 16)),
+        "out": rng.standard_normal((3, 16)),
+    }
     by_epoch = {}
     for e in epochs:
-        acts = {"conv1": rng.random((30, 3, 2, 2)), "fc1": rng.random((30, 16)),
-                "fc2": rng.random((30, 16)) + labels[:, None] * e, "out": rng.random((30, 3))}
+        acts = {
+            "conv1": rng.random((30, 3, 2, 2)),
+            "fc1": rng.random((30, 16)),
+            "fc2": rng.random((30, 16)) + labels[:, None] * e,
+            "out": rng.random((30, 3)),
+        }
         by_epoch[e] = snapshot.compute(e, acts, {k: w * (1 + e) for k, w in weights.items()})
     snaps = snapshot.Snapshots(list(epochs), labels, np.arange(30), CLASSES, list(weights), {}, by_epoch)
     return snaps, {n: w.shape[:2] for n, w in weights.items()}
@@ -80,10 +91,13 @@ def test_image_steps_reads_back_what_log_image_wrote(store):
     assert tracking.image_steps(client.create_run("0").info.run_id) == {}
 
 
-@pytest.mark.parametrize("name, key, step", [
-    ("esd%step%12%timestamp%1700000000000%0a1b.png", "esd", 12),  # MLflow before 3.5
-    ("esd+step+4+timestamp+1700000000000+0a1b+compressed.webp", None, None),
-])
+@pytest.mark.parametrize(
+    "name, key, step",
+    [
+        ("esd%step%12%timestamp%1700000000000%0a1b.png", "esd", 12),  # MLflow before 3.5
+        ("esd+step+4+timestamp+1700000000000+0a1b+compressed.webp", None, None),
+    ],
+)
 def test_image_steps_reads_both_name_forms(store, tmp_path, name, key, step):
     client = MlflowClient()
     run_id = client.create_run("0").info.run_id

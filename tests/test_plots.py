@@ -1,4 +1,5 @@
 """Figures are built from the data they are given: checked on the artists, rarely rendered."""
+
 from __future__ import annotations
 
 import ast
@@ -63,63 +64,117 @@ def vlines_at(ax, x):
 CASES = {
     "learning_curves": (
         lambda: curves.learning_curves(EPOCHS, {"acc/train": ACC, "acc/val": ACC, "loss/val": 1 - ACC}, 0.2),
-        2, lambda: curves.learning_curves(EPOCHS, {"acc/val": _with_nan(ACC)})),
+        2,
+        lambda: curves.learning_curves(EPOCHS, {"acc/val": _with_nan(ACC)}),
+    ),
     "change_point": (
-        lambda: curves.change_point(EPOCHS, ACC, 2), 1,
-        lambda: curves.change_point(EPOCHS, _with_nan(ACC), float("nan"))),
+        lambda: curves.change_point(EPOCHS, ACC, 2),
+        1,
+        lambda: curves.change_point(EPOCHS, _with_nan(ACC), float("nan")),
+    ),
     "pca_scatter": (
-        lambda: pca.pca_scatter(PROJ[0], LABELS, NAMES, "t"), 1,
-        lambda: pca.pca_scatter(_with_nan(PROJ[0]), LABELS, NAMES, "t")),
+        lambda: pca.pca_scatter(PROJ[0], LABELS, NAMES, "t"),
+        1,
+        lambda: pca.pca_scatter(_with_nan(PROJ[0]), LABELS, NAMES, "t"),
+    ),
     "pca_scatter_grid": (
-        lambda: pca.pca_scatter_grid(PROJ, LABELS, NAMES, EPOCHS, max_panels=4), 4,
-        lambda: pca.pca_scatter_grid(_with_nan(PROJ), LABELS, NAMES, EPOCHS, accuracy=_with_nan(ACC))),
+        lambda: pca.pca_scatter_grid(PROJ, LABELS, NAMES, EPOCHS, max_panels=4),
+        4,
+        lambda: pca.pca_scatter_grid(_with_nan(PROJ), LABELS, NAMES, EPOCHS, accuracy=_with_nan(ACC)),
+    ),
     "pca_timeline": (
-        lambda: pca.pca_timeline(EPOCHS, RNG.random((E, 4)), ACC), 2,
-        lambda: pca.pca_timeline(EPOCHS, _with_nan(RNG.random((E, 4))), _with_nan(ACC), ratio=True)),
+        lambda: pca.pca_timeline(EPOCHS, RNG.random((E, 4)), ACC),
+        2,
+        lambda: pca.pca_timeline(EPOCHS, _with_nan(RNG.random((E, 4))), _with_nan(ACC), ratio=True),
+    ),
     "emergence": (
-        lambda: pca.emergence(EPOCHS, RNG.random((E, C)), NAMES, {0: 2, 1: 4, 2: None}, 0.25), 1,
-        lambda: pca.emergence(EPOCHS, _with_nan(RNG.random((E, C))), NAMES, {}, 0.25)),
+        lambda: pca.emergence(EPOCHS, RNG.random((E, C)), NAMES, {0: 2, 1: 4, 2: None}, 0.25),
+        1,
+        lambda: pca.emergence(EPOCHS, _with_nan(RNG.random((E, C))), NAMES, {}, 0.25),
+    ),
     "variance_maps": (
-        lambda: inputs.variance_maps(RNG.random((C, 8, 6)), NAMES), C + 1,
-        lambda: inputs.variance_maps(_with_nan(RNG.random((C, 8, 6))), NAMES, shared_scale=False)),
+        lambda: inputs.variance_maps(RNG.random((C, 8, 6)), NAMES),
+        C + 1,
+        lambda: inputs.variance_maps(_with_nan(RNG.random((C, 8, 6))), NAMES, shared_scale=False),
+    ),
     "top_inputs": (
-        lambda: inputs.top_inputs(RNG.random((C, 4, 8, 6)), NAMES), C * 4,
-        lambda: inputs.top_inputs(_with_nan(RNG.random((C, 2, 8, 6))), NAMES)),
+        lambda: inputs.top_inputs(RNG.random((C, 4, 8, 6)), NAMES),
+        C * 4,
+        lambda: inputs.top_inputs(_with_nan(RNG.random((C, 2, 8, 6))), NAMES),
+    ),
     "layer_similarity": (
-        lambda: similarity.layer_similarity(EPOCHS, {"c1-c2": ACC, "c2-c3": ACC / 2}, epoch_cp=3), 1,
-        lambda: similarity.layer_similarity(EPOCHS, {"c1-c2": _with_nan(ACC)}, "CKA")),
+        lambda: similarity.layer_similarity(EPOCHS, {"c1-c2": ACC, "c2-c3": ACC / 2}, epoch_cp=3),
+        1,
+        lambda: similarity.layer_similarity(EPOCHS, {"c1-c2": _with_nan(ACC)}, "CKA"),
+    ),
     "cka_heatmap": (
-        lambda: similarity.cka_heatmap(np.eye(3), ["a", "b", "c"]), 2,
-        lambda: similarity.cka_heatmap(_with_nan(np.eye(3)), ["a", "b", "c"])),
+        lambda: similarity.cka_heatmap(np.eye(3), ["a", "b", "c"]),
+        2,
+        lambda: similarity.cka_heatmap(_with_nan(np.eye(3)), ["a", "b", "c"]),
+    ),
     "spectra_over_epochs": (
-        lambda: spectra.spectra_over_epochs(EPOCHS, {"fc1": ACC * 5, "fc2": ACC * 3}), 1,
-        lambda: spectra.spectra_over_epochs(EPOCHS, {"fc1": _with_nan(ACC)})),
+        lambda: spectra.spectra_over_epochs(EPOCHS, {"fc1": ACC * 5, "fc2": ACC * 3}),
+        1,
+        lambda: spectra.spectra_over_epochs(EPOCHS, {"fc1": _with_nan(ACC)}),
+    ),
     "phase_heatmap": (
-        lambda: spectra.phase_heatmap(EPOCHS, ["conv1", "fc1"], PHASE_GRID, PHASES), 1,
-        lambda: spectra.phase_heatmap(EPOCHS, ["conv1", "fc1"], np.where(PHASE_GRID == PHASES[0], None, PHASE_GRID), PHASES)),
+        lambda: spectra.phase_heatmap(EPOCHS, ["conv1", "fc1"], PHASE_GRID, PHASES),
+        1,
+        lambda: spectra.phase_heatmap(
+            EPOCHS, ["conv1", "fc1"], np.where(PHASES[0] == PHASE_GRID, None, PHASE_GRID), PHASES
+        ),
+    ),
     "esd_grid": (
-        lambda: spectra.esd_grid([("a", EVALS, MP_X, MP_D, 12.0), ("b", EVALS, None, None, None)]), 2,
-        lambda: spectra.esd_grid([("a", _with_nan(EVALS), MP_X, _with_nan(MP_D), None), ("b", [np.nan], None, None, None)])),
+        lambda: spectra.esd_grid([("a", EVALS, MP_X, MP_D, 12.0), ("b", EVALS, None, None, None)]),
+        2,
+        lambda: spectra.esd_grid(
+            [("a", _with_nan(EVALS), MP_X, _with_nan(MP_D), None), ("b", [np.nan], None, None, None)]
+        ),
+    ),
     "modes_curves": (
-        lambda: modes.modes_curves(K, {"fc1/leading": 1 / K, "fc1/random": 2 / K, "all/leading": K / 64}), 1,
-        lambda: modes.modes_curves(K, {"fc1/leading": _with_nan(1 / K)}, "loss (nats)", logx=False)),
+        lambda: modes.modes_curves(K, {"fc1/leading": 1 / K, "fc1/random": 2 / K, "all/leading": K / 64}),
+        1,
+        lambda: modes.modes_curves(K, {"fc1/leading": _with_nan(1 / K)}, "loss (nats)", logx=False),
+    ),
     "power_law_fit": (
-        lambda: modes.power_law_fit(K, np.exp(-0.3) * K ** -0.5, FIT), 1,
-        lambda: modes.power_law_fit(_with_nan(K), np.r_[-1.0, K[1:]], dict(FIT, breakpoint=np.nan))),
+        lambda: modes.power_law_fit(K, np.exp(-0.3) * K**-0.5, FIT),
+        1,
+        lambda: modes.power_law_fit(_with_nan(K), np.r_[-1.0, K[1:]], dict(FIT, breakpoint=np.nan)),
+    ),
     "lld_fit": (
-        lambda: lld.lld_fit(EPOCHS, ACC, 0.2 + COMPS.sum(0), COMPS, 0.2, r2=0.99), 1,
-        lambda: lld.lld_fit(EPOCHS, _with_nan(ACC), np.full(E, np.nan), np.zeros((0, E)), np.nan, r2=np.nan)),
+        lambda: lld.lld_fit(EPOCHS, ACC, 0.2 + COMPS.sum(0), COMPS, 0.2, r2=0.99),
+        1,
+        lambda: lld.lld_fit(EPOCHS, _with_nan(ACC), np.full(E, np.nan), np.zeros((0, E)), np.nan, r2=np.nan),
+    ),
     "lld_overlay": (
-        lambda: lld.lld_overlay([dict(label=i, t=EPOCHS, y=ACC, curve=ACC, component_curves=COMPS, constant=0.2)
-                                   for i in range(4)], ncols=3), 4,
-        lambda: lld.lld_overlay([dict(label="a", t=EPOCHS, y=_with_nan(ACC), curve=_with_nan(ACC),
-                                        component_curves=COMPS, constant=0.2, r2=None)])),
+        lambda: lld.lld_overlay(
+            [dict(label=i, t=EPOCHS, y=ACC, curve=ACC, component_curves=COMPS, constant=0.2) for i in range(4)], ncols=3
+        ),
+        4,
+        lambda: lld.lld_overlay(
+            [
+                dict(
+                    label="a",
+                    t=EPOCHS,
+                    y=_with_nan(ACC),
+                    curve=_with_nan(ACC),
+                    component_curves=COMPS,
+                    constant=0.2,
+                    r2=None,
+                )
+            ]
+        ),
+    ),
     "lld_centers_widths": (
-        lambda: lld.lld_centers_widths([10, 20, 30], [1, 2, 3], ["1e-3", "1e-4", "1e-3"], "lr"), 2,
-        lambda: lld.lld_centers_widths([10, np.nan, 30], [1, 2, np.nan], ["adam", "sgd", "adam"], "opt")),
+        lambda: lld.lld_centers_widths([10, 20, 30], [1, 2, 3], ["1e-3", "1e-4", "1e-3"], "lr"),
+        2,
+        lambda: lld.lld_centers_widths([10, np.nan, 30], [1, 2, np.nan], ["adam", "sgd", "adam"], "opt"),
+    ),
     "lld_variance_explained": (
-        lambda: lld.lld_variance_explained(["a", "b"], [0.94, 0.93], [0.99, 0.98]), 1,
-        lambda: lld.lld_variance_explained(["a", "b"], [np.nan, 0.93], [np.nan, np.nan])),
+        lambda: lld.lld_variance_explained(["a", "b"], [0.94, 0.93], [0.99, 0.98]),
+        1,
+        lambda: lld.lld_variance_explained(["a", "b"], [np.nan, 0.93], [np.nan, np.nan]),
+    ),
 }
 
 EMPTY = {
@@ -171,8 +226,12 @@ def test_empty_inputs_give_a_no_data_figure(name):
 
 
 def test_every_public_figure_is_covered():
-    public = {n for m in FAMILIES for n, f in vars(m).items()
-              if callable(f) and getattr(f, "__module__", "") == m.__name__ and not n.startswith("_")}
+    public = {
+        n
+        for m in FAMILIES
+        for n, f in vars(m).items()
+        if callable(f) and getattr(f, "__module__", "") == m.__name__ and not n.startswith("_")
+    }
     assert public - set(CASES) == {"limits"}
     assert set(EMPTY) == set(CASES)
 
@@ -198,7 +257,7 @@ def test_pca_scatter_offsets_are_the_points_of_each_class():
     collections = fig.axes[0].collections
     assert len(collections) == C
     for c, coll in enumerate(collections):
-        np.testing.assert_array_equal(coll.get_offsets(), PROJ[0][LABELS == c])
+        np.testing.assert_array_equal(coll.get_offsets(), PROJ[0][c == LABELS])
         assert coll.get_label() == NAMES[c]
 
 
@@ -343,10 +402,15 @@ def test_modes_curves_random_modes_are_dashed_in_their_layer_colour():
     np.testing.assert_array_equal(random.get_ydata(), 2 / K)
 
 
-@pytest.mark.parametrize("fit", [FIT, PowerLawFit(**FIT, r2=1.0, single_slope=-1.0, single_r2=0.9,
-                                                  n_points=7, n_dropped=0, success=True, message="")])
+@pytest.mark.parametrize(
+    "fit",
+    [
+        FIT,
+        PowerLawFit(**FIT, r2=1.0, single_slope=-1.0, single_r2=0.9, n_points=7, n_dropped=0, success=True, message=""),
+    ],
+)
 def test_power_law_fit_follows_both_segments(fit):
-    ax = modes.power_law_fit(K, np.exp(-0.3) * K ** -0.5, fit).axes[0]
+    ax = modes.power_law_fit(K, np.exp(-0.3) * K**-0.5, fit).axes[0]
     fitted = [l for l in lines(ax) if l.get_label().startswith("fit")][0]
     k, y = np.asarray(fitted.get_xdata()), np.asarray(fitted.get_ydata())
     assert k[0] == 1.0 and y[0] == pytest.approx(np.exp(-0.3 + -0.5 * np.log(1.0)))
@@ -403,8 +467,9 @@ def test_to_base64_png_is_a_png():
 def test_module_imports_no_pyplot_torch_mlflow_or_click_and_runs_nothing(module):
     tree = ast.parse(Path(module.__file__).read_text())
     imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {f"{node.module}.{alias.name}" for node in tree.body
-                 if isinstance(node, ast.ImportFrom) for alias in node.names}
+    imported |= {
+        f"{node.module}.{alias.name}" for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
     assert not {n for n in imported if n.split(".")[0] in {"torch", "mlflow", "click"}}
     assert not {n for n in imported if "pyplot" in n}
     assert not [node for node in tree.body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]

@@ -1,11 +1,13 @@
 """The recorder on a user's own model and loop: scikit-learn's digits, a hand-written CNN with
 BatchNorm and Dropout, trained by a plain loop of this file's own."""
+
 import copy
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import fresh_store
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 from torch import nn
@@ -15,7 +17,6 @@ from dsc.core.scores import probe_metrics
 from dsc.errors import ConfigError, TrainingDiverged
 from dsc.jobs.recorder import Recorder
 from dsc.nn.layers import list_layers, resolve_layers
-from conftest import fresh_store
 
 
 def digits(n_val=200, side=8):
@@ -34,9 +35,15 @@ def digits(n_val=200, side=8):
 class SmallCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                      nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(4))
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(256, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 10))
 
     def forward(self, x):
@@ -48,7 +55,7 @@ def train_epoch(model, opt, x, y, epoch, batch=64):
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch))
     total = 0.0
     for i in range(0, len(y), batch):
-        idx = order[i:i + batch]
+        idx = order[i : i + batch]
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         loss.backward()
@@ -64,8 +71,16 @@ def run_loop(record, epochs=3, seed=0, **options):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     rec = None
     if record:
-        rec = Recorder(model, probe=probe, class_names=[f"d{i}" for i in range(10)], experiment="mine",
-                       params={"lr": 3e-3}, optimizer=opt, epochs=epochs, **options)
+        rec = Recorder(
+            model,
+            probe=probe,
+            class_names=[f"d{i}" for i in range(10)],
+            experiment="mine",
+            params={"lr": 3e-3},
+            optimizer=opt,
+            epochs=epochs,
+            **options,
+        )
         with rec:
             rec.epoch(0)
             for e in range(1, epochs + 1):
@@ -101,8 +116,16 @@ def test_a_recorded_run_is_a_training_run_with_the_metrics_of_dsc_train(recorded
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.KIND_TAG] == "train"
     keys = set(run.data.metrics)
-    for name in ("acc/val", "loss/val", "loss/train", "acc_class/d3", "prob_class/d3", "alpha/head.1",
-                 "stable_rank/features.0", "cka/features.0-features.3"):
+    for name in (
+        "acc/val",
+        "loss/val",
+        "loss/train",
+        "acc_class/d3",
+        "prob_class/d3",
+        "alpha/head.1",
+        "stable_rank/features.0",
+        "cka/features.0-features.3",
+    ):
         assert name in keys, name
     steps, acc = tracking.metric_history(rec.run_id, "acc/val")
     assert steps.tolist() == [0, 1, 2, 3]
@@ -151,12 +174,21 @@ def test_layers_by_pattern_callable_and_wrapper_prefixes():
     assert {r["name"]: r["output"] for r in rows}["features.6"] == (16, 4, 4)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(probe=(torch.zeros(20, 1, 8, 8), torch.zeros(20))), "integer class indices"),
-    (dict(probe=(torch.zeros(20, 1, 8, 8), torch.arange(20) % 2), layers=["nothing.*"]), "matches no module.*features.0"),
-    (dict(probe=(torch.zeros(20, 1, 8, 8), torch.arange(20) % 2), class_names=["a", "b"]), "2 names but the model gives 10"),
-    (dict(probe=(torch.zeros(20, 1, 8, 8), torch.arange(20) % 2), snapshot_every=-1), "snapshot_every=-1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(probe=(torch.zeros(20, 1, 8, 8), torch.zeros(20))), "integer class indices"),
+        (
+            dict(probe=(torch.zeros(20, 1, 8, 8), torch.arange(20) % 2), layers=["nothing.*"]),
+            "matches no module.*features.0",
+        ),
+        (
+            dict(probe=(torch.zeros(20, 1, 8, 8), torch.arange(20) % 2), class_names=["a", "b"]),
+            "2 names but the model gives 10",
+        ),
+        (dict(probe=(torch.zeros(20, 1, 8, 8), torch.arange(20) % 2), snapshot_every=-1), "snapshot_every=-1"),
+    ],
+)
 def test_bad_arguments_are_one_line_before_any_run(bad, match, store):
     with pytest.raises(ConfigError, match=match) as info:
         Recorder(SmallCNN(), **bad)
@@ -176,9 +208,8 @@ def test_a_probe_larger_than_memory_says_how_to_shrink_it(store):
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2))
     x = torch.zeros(1, 3, 512, 512).expand(200_000, -1, -1, -1)  # no memory of its own
     rec = Recorder(model, probe=(x, torch.arange(200_000) % 2), grid=512, log_model=False)
-    with pytest.raises(ConfigError, match=r"probe_size=\d+") as info:
-        with rec:
-            pass
+    with pytest.raises(ConfigError, match=r"probe_size=\d+") as info, rec:
+        pass
     run = MlflowClient().get_run(rec.run_id)
     assert run.info.status == "FAILED" and "probe_size=" in run.data.tags["error"]
     assert "\n" not in str(info.value)
@@ -187,11 +218,10 @@ def test_a_probe_larger_than_memory_says_how_to_shrink_it(store):
 def test_an_epoch_recorded_twice_fails_the_run_and_keeps_what_was_logged(store):
     _, probe = digits(n_val=60)
     rec = Recorder(SmallCNN(), probe=probe, snapshot_every=0, log_model=False)
-    with pytest.raises(ConfigError, match="epoch 1 recorded twice"):
-        with rec:
-            rec.epoch(0)
-            rec.epoch(1)
-            rec.epoch(1)
+    with pytest.raises(ConfigError, match="epoch 1 recorded twice"), rec:
+        rec.epoch(0)
+        rec.epoch(1)
+        rec.epoch(1)
     run = MlflowClient().get_run(rec.run_id)
     assert run.info.status == "FAILED"
     assert tracking.metric_history(rec.run_id, "acc/val")[0].tolist() == [0, 1]
@@ -201,10 +231,9 @@ def test_an_epoch_recorded_twice_fails_the_run_and_keeps_what_was_logged(store):
 def test_a_diverging_loss_ends_the_run_failed(store):
     _, probe = digits(n_val=60)
     rec = Recorder(SmallCNN(), probe=probe, snapshot_every=0, checkpoint_every=0, log_model=False)
-    with pytest.raises(TrainingDiverged, match="loss/train is nan at epoch 1"):
-        with rec:
-            rec.epoch(0)
-            rec.epoch(1, **{"loss/train": float("nan")})
+    with pytest.raises(TrainingDiverged, match="loss/train is nan at epoch 1"), rec:
+        rec.epoch(0)
+        rec.epoch(1, **{"loss/train": float("nan")})
     assert MlflowClient().get_run(rec.run_id).info.status == "FAILED"
 
 
@@ -212,8 +241,7 @@ def test_inside_an_active_run_the_recorder_records_into_it(store):
     _, probe = digits(n_val=60)
     model = SmallCNN()
     with mlflow.start_run() as run:
-        with Recorder(copy.deepcopy(model), probe=probe, snapshot_every=0, checkpoint_every=0,
-                      log_model=False) as rec:
+        with Recorder(copy.deepcopy(model), probe=probe, snapshot_every=0, checkpoint_every=0, log_model=False) as rec:
             rec.epoch(0)
         assert rec.run_id == run.info.run_id
         assert mlflow.active_run().info.status == "RUNNING"  # its owner ends it
@@ -270,12 +298,17 @@ def test_a_run_no_dsc_code_made_is_compared_on_the_steps_it_logged(store):
     steps = np.arange(100_000)
     values = 0.2 + 0.7 / (1 + np.exp(-(steps - 40_000) / 5_000)) + np.random.default_rng(0).normal(0, 0.01, steps.size)
     for i in range(0, steps.size, 1000):
-        client.log_batch(run.info.run_id, metrics=[Metric("val_score", float(v), 0, int(s))
-                                                   for s, v in zip(steps[i:i + 1000], values[i:i + 1000])])
+        client.log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric("val_score", float(v), 0, int(s)) for s, v in zip(steps[i : i + 1000], values[i : i + 1000])
+            ],
+        )
     client.set_terminated(run.info.run_id)
     assert tracking.metric_history(run.info.run_id, "val_score")[0].size == 100_000
-    cmp = compare_job(CompareConfig(experiments=("plain",), metric="val_score", max_components=1, jobs=1),
-                      warn=lambda line: None)
+    cmp = compare_job(
+        CompareConfig(experiments=("plain",), metric="val_score", max_components=1, jobs=1), warn=lambda line: None
+    )
     assert MlflowClient().get_run(cmp).info.status == "FINISHED"
     fitted = MlflowClient().get_run(run.info.run_id).data.metrics
     assert fitted["lld/n_components"] == 1

@@ -1,4 +1,5 @@
 """What a training run offers besides metrics: any epoch in the registry, system metrics, per-epoch pictures."""
+
 import re
 
 import mlflow
@@ -20,9 +21,11 @@ def _trained(tmp_path_factory, cache_dir, empty_store):
     with pytest.MonkeyPatch.context() as mp:
         store = fresh_store(tmp_path_factory.mktemp("register"), mp, cache_dir, empty_store)
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # a tiny run lasts seconds
-        res = CliRunner().invoke(main, ["train", *TINY, "--epochs", str(EPOCHS), "--register-name", "reg",
-                                        "--snapshot-images"],
-                                 catch_exceptions=False)
+        res = CliRunner().invoke(
+            main,
+            ["train", *TINY, "--epochs", str(EPOCHS), "--register-name", "reg", "--snapshot-images"],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         yield store, mlflow.search_runs(output_format="list")[0]
 
@@ -57,10 +60,13 @@ def test_registered_epoch_predicts_like_its_checkpoint(trained):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["--epoch", "9"], r"has no checkpoint of epoch 9 \(it has epochs 0-2\); choose one with --epoch"),
-    (["--epoch", "1", "--name", "bad/name"], r"registered-model name 'bad/name'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epoch", "9"], r"has no checkpoint of epoch 9 \(it has epochs 0-2\); choose one with --epoch"),
+        (["--epoch", "1", "--name", "bad/name"], r"registered-model name 'bad/name'"),
+    ],
+)
 def test_bad_register_request_is_one_line(trained, args, message):
     _, run = trained
     res = register("--run-id", run.info.run_id, *args)
@@ -74,16 +80,20 @@ def test_a_non_training_run_is_refused(trained):
     other = MlflowClient().create_run("0", tags={tracking.KIND_TAG: "compare"}).info.run_id
     res = register("--run-id", other, "--epoch", "0")
     assert res.exit_code == 1
-    assert res.stderr.strip() == (f"error: run {other} is a compare run; only runs of `dsc train` "
-                                  "have checkpoints to register")
+    assert res.stderr.strip() == (
+        f"error: run {other} is a compare run; only runs of `dsc train` have checkpoints to register"
+    )
 
 
 @pytest.mark.slow
 def test_training_run_has_system_metrics(trained):
     _, run = trained
     names = set(MlflowClient().get_run(run.info.run_id).data.metrics)
-    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
-                "system/disk_usage_megabytes"):
+    for key in (
+        "system/cpu_utilization_percentage",
+        "system/system_memory_usage_megabytes",
+        "system/disk_usage_megabytes",
+    ):
         assert key in names, sorted(n for n in names if n.startswith("system/"))
 
 
@@ -92,6 +102,9 @@ def test_snapshot_images_logs_each_snapshots_pictures_during_training(trained):
     _, run = trained
     images = [f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")]
     for key in ("pca_fc2", "esd", "cka"):
-        steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images
-                       if p.startswith(f"images/{key}+step+") and p.endswith(".png") and "compressed" not in p)
+        steps = sorted(
+            int(p.split("+step+")[1].split("+")[0])
+            for p in images
+            if p.startswith(f"images/{key}+step+") and p.endswith(".png") and "compressed" not in p
+        )
         assert steps == list(range(EPOCHS + 1)), (key, images[:6])

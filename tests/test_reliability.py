@@ -1,4 +1,5 @@
 """One writer per run, and a run that outlives its tracking server's restart (real processes)."""
+
 from __future__ import annotations
 
 import signal
@@ -35,8 +36,11 @@ def epochs_once(client: MlflowClient, rid: str) -> dict[str, list[int]]:
     ``best/*`` is logged once, at the best epoch; ``system/*`` (MLflow's monitor) is sampled
     by time, not by epoch.
     """
-    return {k: sorted(m.step for m in client.get_metric_history(rid, k))
-            for k in client.get_run(rid).data.metrics if not k.startswith(("best/", "system/"))}
+    return {
+        k: sorted(m.step for m in client.get_metric_history(rid, k))
+        for k in client.get_run(rid).data.metrics
+        if not k.startswith(("best/", "system/"))
+    }
 
 
 @pytest.mark.slow
@@ -44,12 +48,22 @@ def test_a_second_writer_is_refused_and_a_second_signal_stops_at_once(store, tmp
     client = MlflowClient(store)
     env = dsc_env(store, cache_dir)
     first = start("train", *TINY, "--epochs", "500", "--run-name", "first", env=env, cwd=tmp_path)
-    run = wait_for(lambda r: tracking.HEARTBEAT_TAG in r.data.tags
-                   and int(r.data.tags.get("dsc.complete.checkpoints", -1)) >= 0, client, "first", first)
+    run = wait_for(
+        lambda r: tracking.HEARTBEAT_TAG in r.data.tags and int(r.data.tags.get("dsc.complete.checkpoints", -1)) >= 0,
+        client,
+        "first",
+        first,
+    )
     rid = run.info.run_id
 
-    second = subprocess.run([sys.executable, "-m", "dsc", "train", "--resume", rid, "--no-progress"], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "dsc", "train", "--resume", rid, "--no-progress"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert second.returncode == 1 and len(errors) == 1, second.stderr[-2000:]
     assert f"is being trained by pid {first.pid}" in errors[0] and f"kill {first.pid}" in errors[0]
@@ -71,8 +85,9 @@ def test_a_server_restarted_mid_run_loses_nothing(tmp_path, cache_dir, monkeypat
     port, epochs = free_port(), 4
     with mlflow_server(backend, artifacts, log, port=port) as uri:
         client = MlflowClient(uri)
-        proc = start("train", *TINY, "--epochs", str(epochs), "--run-name", "survivor",
-                     env=dsc_env(uri, cache_dir), cwd=tmp_path)
+        proc = start(
+            "train", *TINY, "--epochs", str(epochs), "--run-name", "survivor", env=dsc_env(uri, cache_dir), cwd=tmp_path
+        )
         wait_for(lambda r: int(r.data.tags.get("dsc.complete.checkpoints", -1)) >= 1, client, "survivor", proc)
     assert proc.poll() is None  # the server is down mid-run: the run retries, then carries on with the new one
     with mlflow_server(backend, artifacts, log, port=port) as uri:

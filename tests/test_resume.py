@@ -1,4 +1,5 @@
 """Runs that survive faults: a killed or stopped run resumed, parallel runs on one store, half-written files."""
+
 import os
 import re
 import signal
@@ -26,8 +27,11 @@ TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progr
 
 def env_for(store: str) -> dict:
     # One thread: the same arithmetic in every process, whatever the machine's load.
-    inherited = {k: v for k, v in os.environ.items()
-                 if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
+    }
     return {**inherited, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
 
 
@@ -54,8 +58,13 @@ def _reference_store(tmp_path_factory, cache_dir, empty_store):
     tmp = tmp_path_factory.mktemp("resume")
     with pytest.MonkeyPatch.context() as mp:
         store = fresh_store(tmp, mp, cache_dir, empty_store)
-        ref = subprocess.run(dsc("train", *COMMON, "--run-name", "reference"), env=env_for(store),
-                             capture_output=True, text=True, timeout=600)
+        ref = subprocess.run(
+            dsc("train", *COMMON, "--run-name", "reference"),
+            env=env_for(store),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert ref.returncode == 0, ref.stderr[-2000:]
         yield store, run_named("reference")
 
@@ -73,8 +82,9 @@ def start_victim(store: str, name: str, log: Path, args: list[str] = COMMON) -> 
     mid-epoch, between optimizer steps. Returns the process and its run id.
     """
     with open(log, "w") as err:
-        victim = subprocess.Popen(dsc("train", *args, "--run-name", name), env=env_for(store),
-                                  stdout=subprocess.DEVNULL, stderr=err)
+        victim = subprocess.Popen(
+            dsc("train", *args, "--run-name", name), env=env_for(store), stdout=subprocess.DEVNULL, stderr=err
+        )
     deadline = time.time() + 300
     while time.time() < deadline:
         run = run_named(name)
@@ -112,8 +122,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     assert tracking.HEARTBEAT_TAG in killed.data.tags  # left behind, and fresh: its pid is dead here
 
     # Continue through the MLproject entry point, into the same run.
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", rid,
-           "--env-manager", "local"]
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", rid, "--env-manager", "local"]
     proc = subprocess.run(cmd, env=env_for(store), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert MlflowClient().get_run(rid).data.tags["dsc.resumed_from"] == str(done)
@@ -124,16 +133,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
 def test_killed_step_budget_run_resumes_to_the_same_weights(store, tmp_path):
     """``--steps 100`` at 29 steps an epoch: epochs 1-3 whole, epoch 4 partial (13 steps)."""
     args = [*TINY, "--steps", "100", "--seed", "3", "--snapshot-every", "0", "--register-name", "budget"]
-    ref = subprocess.run(dsc("train", *args, "--run-name", "whole"), env=env_for(store),
-                         capture_output=True, text=True, timeout=600)
+    ref = subprocess.run(
+        dsc("train", *args, "--run-name", "whole"), env=env_for(store), capture_output=True, text=True, timeout=600
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
     whole = run_named("whole")
     assert whole.data.params["steps_epochs"] == "4" and whole.data.params["steps_last_epoch"] == "13"
     victim, rid = start_victim(store, "killed", tmp_path / "victim.log", args)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=60) == -signal.SIGKILL
-    res = subprocess.run(dsc("train", "--resume", rid, "--no-progress"), env=env_for(store),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        dsc("train", "--resume", rid, "--no-progress"), env=env_for(store), capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     want, got = histories(whole.info.run_id), histories(rid)
     assert got["train/steps"] == want["train/steps"] and want["train/steps"][-1] == (4, 100.0)
@@ -149,16 +160,20 @@ def test_stopped_run_ends_killed_and_resumes_to_the_uninterrupted_result(referen
     victim.send_signal(sig)
     assert victim.wait(timeout=120) == 128 + sig  # 143, 130: the shells' convention
     lines = (tmp_path / "victim.log").read_text().strip().splitlines()
-    found = re.fullmatch(rf"interrupted at epoch (\d+) by {sig.name} \(epochs 0-\d+ kept\); "
-                         rf"continue with dsc train --resume {rid}", lines[-1])
+    found = re.fullmatch(
+        rf"interrupted at epoch (\d+) by {sig.name} \(epochs 0-\d+ kept\); "
+        rf"continue with dsc train --resume {rid}",
+        lines[-1],
+    )
     assert found, lines[-3:]
     stopped = MlflowClient().get_run(rid)
     assert stopped.info.status == "KILLED" and sig.name in stopped.data.tags["error"]
     assert tracking.HEARTBEAT_TAG not in stopped.data.tags  # released: resumable at once
     assert int(stopped.data.tags["dsc.complete.checkpoints"]) == int(found.group(1)) - 1
 
-    res = subprocess.run(dsc("train", "--resume", rid, "--no-progress"), env=env_for(store),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        dsc("train", "--resume", rid, "--no-progress"), env=env_for(store), capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert sig.name in MlflowClient().get_run(rid).data.tags["dsc.previous_error"]
     assert_resumed_like(ref, rid)
@@ -169,10 +184,17 @@ def test_four_runs_at_once_on_a_new_sqlite_store(tmp_path, cache_dir):
     """Four processes create one SQLite store together, train and register into one model name."""
     store = f"sqlite:///{tmp_path / 'shared.db'}"  # does not exist yet: all four race to create it
     env = {**env_for(store), "DSC_CACHE_DIR": str(cache_dir)}
-    procs = [subprocess.Popen(dsc("train", *TINY, "--epochs", "2", "--seed", str(i), "--run-name", f"p{i}",
-                                  "--register-name", "shared"),
-                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            dsc("train", *TINY, "--epochs", "2", "--seed", str(i), "--run-name", f"p{i}", "--register-name", "shared"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
     errors = [p.communicate(timeout=900)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-1500:] for e in errors)
     client = MlflowClient(tracking_uri=store)

@@ -1,4 +1,5 @@
 """The order the data predicts: planted input-output modes learned by a deep linear network."""
+
 import numpy as np
 import pytest
 
@@ -56,7 +57,7 @@ def test_predicted_times_weight_each_mode_by_the_strength_it_carries():
     modes = saxe.Modes(np.array([4.0, 1.0]), np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), np.eye(3, 2))
     times = saxe.predicted_times(modes)
     assert times[:2] == pytest.approx([0.25, 1.0])
-    w = (0.6 * 4) ** 2 / ((0.6 * 4) ** 2 + 0.8 ** 2)
+    w = (0.6 * 4) ** 2 / ((0.6 * 4) ** 2 + 0.8**2)
     assert times[2] == pytest.approx(w / 4 + (1 - w) / 1)
 
 

@@ -6,6 +6,7 @@ pipeline runs on one backend: PostgreSQL, as a shared server would be, or SQLite
 without it. SQLite-backed servers carry the Ray sweeps (tests/test_sweep_ray.py) and the
 server restart (tests/test_reliability.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,31 +38,48 @@ def backend(tmp_path: Path):
 def test_pipeline_through_a_tracking_server(tmp_path, cache_dir):
     artifacts, client_dir = tmp_path / "served-artifacts", tmp_path / "client"
     client_dir.mkdir()
-    with backend(tmp_path) as backend_uri, \
-            mlflow_server(backend_uri, artifacts, tmp_path / "server.log") as uri:
+    with backend(tmp_path) as backend_uri, mlflow_server(backend_uri, artifacts, tmp_path / "server.log") as uri:
         client = MlflowClient(uri)
         # Created once up front: two runs racing to create it would collide.
         exp_id = client.create_experiment(EXPERIMENT)
         env = dsc_env(uri, cache_dir)
         common = [*TINY, "--experiment", EXPERIMENT, "--register-name", MODEL]
         # Run b has no snapshots: only a is snapshotted again and analysed
-        trainings = [start("train", *common, "--seed", "0", env=env, cwd=client_dir),
-                     start("train", *common, "--seed", "1", "--snapshot-every", "0", env=env, cwd=client_dir)]
+        trainings = [
+            start("train", *common, "--seed", "0", env=env, cwd=client_dir),
+            start("train", *common, "--seed", "1", "--snapshot-every", "0", env=env, cwd=client_dir),
+        ]
         a, b = (run_id(finish(p)) for p in trainings)
 
         # snapshot (child run), analyze and compare only read the runs: run them side by side
-        steps = [start("snapshot", "--run-id", a, "--child", "--no-progress", env=env, cwd=client_dir),
-                 start("analyze", "--run-id", a, "--modes-max-images", "30", "--modes-points", "2",
-                       "--no-progress", env=env, cwd=client_dir),
-                 start("compare", "--run-id", a, "--run-id", b, "--jobs", "1", env=env, cwd=client_dir)]
+        steps = [
+            start("snapshot", "--run-id", a, "--child", "--no-progress", env=env, cwd=client_dir),
+            start(
+                "analyze",
+                "--run-id",
+                a,
+                "--modes-max-images",
+                "30",
+                "--modes-points",
+                "2",
+                "--no-progress",
+                env=env,
+                cwd=client_dir,
+            ),
+            start("compare", "--run-id", a, "--run-id", b, "--jobs", "1", env=env, cwd=client_dir),
+        ]
         child, _, comparison = (finish(p) for p in steps)
         child, comparison = run_id(child), run_id(comparison)
 
         _check_training_runs(client, exp_id, a, b)
         _check_snapshot_child(client, a, child)
-        summary = json.loads(Path(mlflow.artifacts.download_artifacts(
-            run_id=a, artifact_path="analysis/summary.json", dst_path=str(tmp_path / "dl"),
-            tracking_uri=uri)).read_text())
+        summary = json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=a, artifact_path="analysis/summary.json", dst_path=str(tmp_path / "dl"), tracking_uri=uri
+                )
+            ).read_text()
+        )
         assert summary["run_id"] == a and summary["epochs"] == STEPS
         _check_comparison(client, a, b, comparison)
         _check_registry(client, a, b)
@@ -75,8 +93,9 @@ def _check_training_runs(client: MlflowClient, exp_id: str, *runs: str) -> None:
         assert run.info.status == "FINISHED" and run.info.experiment_id == exp_id
         for key in ("acc/val", "loss/train", "acc_class/face3"):
             assert [m.step for m in client.get_metric_history(rid, key)] == STEPS, key
-        assert sorted(f.path for f in client.list_artifacts(rid, "checkpoints")) == \
-            [f"checkpoints/epoch_{e:04d}.pt" for e in STEPS]
+        assert sorted(f.path for f in client.list_artifacts(rid, "checkpoints")) == [
+            f"checkpoints/epoch_{e:04d}.pt" for e in STEPS
+        ]
     assert {client.get_run(r).data.params["seed"] for r in runs} == {"0", "1"}
     snaps = {f.path for f in client.list_artifacts(runs[0], "snapshots")}
     assert {"snapshots/probe.npz", f"snapshots/epoch_{EPOCHS:04d}.npz"} <= snaps
@@ -88,16 +107,19 @@ def _check_snapshot_child(client: MlflowClient, source: str, child: str) -> None
     run = client.get_run(child)
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == source and run.data.tags["dsc.kind"] == "snapshot"
-    assert sorted(f.path for f in client.list_artifacts(child, "snapshots")) == \
-        [*(f"snapshots/epoch_{e:04d}.npz" for e in STEPS), "snapshots/probe.npz"]
+    assert sorted(f.path for f in client.list_artifacts(child, "snapshots")) == [
+        *(f"snapshots/epoch_{e:04d}.npz" for e in STEPS),
+        "snapshots/probe.npz",
+    ]
 
 
 def _check_comparison(client: MlflowClient, a: str, b: str, comparison: str) -> None:
     run = client.get_run(comparison)
     assert run.info.status == "FINISHED" and run.data.tags["dsc.kind"] == "compare"
     assert run.data.metrics["lld/n_runs"] == 2
-    assert {"lld/table.csv", "lld/runs.json", "lld/overlay.png"} <= \
-        {f.path for f in client.list_artifacts(comparison, "lld")}
+    assert {"lld/table.csv", "lld/runs.json", "lld/overlay.png"} <= {
+        f.path for f in client.list_artifacts(comparison, "lld")
+    }
     for rid in (a, b):  # written back onto the source runs
         metrics = client.get_run(rid).data.metrics
         assert "lld/r2_1" in metrics and 0.0 <= metrics["lld/r2_1"] <= 1.0 + 1e-9

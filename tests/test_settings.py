@@ -1,4 +1,5 @@
 """Settings declared once: the checks on construction and the command line agree."""
+
 from __future__ import annotations
 
 import click
@@ -26,8 +27,15 @@ def click_params(command: str) -> dict[str, click.Option]:
     return {p.name: p for p in main.commands[command].params if isinstance(p, click.Option)}
 
 
-@pytest.mark.parametrize("command, classes", [("train", TRAIN_CONFIGS), ("sweep", (DataConfig, SweepConfig)),
-                                              ("compare", (CompareConfig,)), ("analyze", (AnalyzeConfig,))])
+@pytest.mark.parametrize(
+    "command, classes",
+    [
+        ("train", TRAIN_CONFIGS),
+        ("sweep", (DataConfig, SweepConfig)),
+        ("compare", (CompareConfig,)),
+        ("analyze", (AnalyzeConfig,)),
+    ],
+)
 def test_every_declared_setting_is_an_option_with_its_default_and_help(command, classes):
     params = click_params(command)
     for name, opt in options_of(*classes).items():
@@ -65,8 +73,26 @@ def test_click_and_construction_draw_the_range_at_the_same_place(param):
         assert by_click == built, (param, value)
 
 
-TEXTS = ["3", "0", "-1", "1e-3", "0.5", "1.5", "fast", "", "yes", "no", "maybe", "adam", "rmsprop",
-         "auto", "vgg11", "65537", "1024", "15"]
+TEXTS = [
+    "3",
+    "0",
+    "-1",
+    "1e-3",
+    "0.5",
+    "1.5",
+    "fast",
+    "",
+    "yes",
+    "no",
+    "maybe",
+    "adam",
+    "rmsprop",
+    "auto",
+    "vgg11",
+    "65537",
+    "1024",
+    "15",
+]
 
 
 @pytest.mark.parametrize("param", list(TRAIN_OPTIONS))
@@ -85,20 +111,38 @@ def test_sweep_values_are_refused_in_the_command_lines_own_words(param):
             assert parse_text(opt, text) == expected, (param, text)
 
 
-@pytest.mark.parametrize("cls, kw, error, line", [
-    (TrainConfig, {"lr": 0.0}, ConfigError, "--lr 0.0: must be > 0"),
-    (TrainConfig, {"lr": float("inf")}, ConfigError, "--lr inf: must be a finite number"),
-    (TrainConfig, {"epochs": 1.5}, ConfigError, "--epochs 1.5: must be an integer"),
-    (TrainConfig, {"conv_kernel": "numba"}, ConfigError, "--conv-kernel 'numba': must be one of 'auto', 'dsc', 'torch'"),
-    (ModelConfig, {"kernel_size": 4}, ConfigError, "kernel_size must be a positive odd int, got 4"),
-    (ModelConfig, {"depth": 33}, ConfigError, "depth must be in 1..32, got 33"),
-    (DataConfig, {"image_size": 8}, DataError, "--image-size 8: must be in 16..1024"),
-    (DataConfig, {"data": "imagenet"}, DataError, "--data 'imagenet': use 'synthetic', 'yale:PATH' or 'folder:PATH'"),
-    (CompareConfig, {"jobs": True}, ConfigError, "jobs must be an integer, got True"),
-    (SweepConfig, {"parallel": 0}, ConfigError, "--parallel 0: must be an integer >= 1"),
-    (SweepConfig, {"seeds": "1,1"}, ConfigError, "--seeds '1,1': seed 1 is listed twice"),
-    (AnalyzeConfig, {"esd_epochs": "first"}, ConfigError, "--esd-epochs 'first': use a comma list of epochs, e.g. 0,25,60"),
-])
+@pytest.mark.parametrize(
+    "cls, kw, error, line",
+    [
+        (TrainConfig, {"lr": 0.0}, ConfigError, "--lr 0.0: must be > 0"),
+        (TrainConfig, {"lr": float("inf")}, ConfigError, "--lr inf: must be a finite number"),
+        (TrainConfig, {"epochs": 1.5}, ConfigError, "--epochs 1.5: must be an integer"),
+        (
+            TrainConfig,
+            {"conv_kernel": "numba"},
+            ConfigError,
+            "--conv-kernel 'numba': must be one of 'auto', 'dsc', 'torch'",
+        ),
+        (ModelConfig, {"kernel_size": 4}, ConfigError, "kernel_size must be a positive odd int, got 4"),
+        (ModelConfig, {"depth": 33}, ConfigError, "depth must be in 1..32, got 33"),
+        (DataConfig, {"image_size": 8}, DataError, "--image-size 8: must be in 16..1024"),
+        (
+            DataConfig,
+            {"data": "imagenet"},
+            DataError,
+            "--data 'imagenet': use 'synthetic', 'yale:PATH' or 'folder:PATH'",
+        ),
+        (CompareConfig, {"jobs": True}, ConfigError, "jobs must be an integer, got True"),
+        (SweepConfig, {"parallel": 0}, ConfigError, "--parallel 0: must be an integer >= 1"),
+        (SweepConfig, {"seeds": "1,1"}, ConfigError, "--seeds '1,1': seed 1 is listed twice"),
+        (
+            AnalyzeConfig,
+            {"esd_epochs": "first"},
+            ConfigError,
+            "--esd-epochs 'first': use a comma list of epochs, e.g. 0,25,60",
+        ),
+    ],
+)
 def test_a_refused_value_is_one_line_with_the_value_and_the_rule(cls, kw, error, line):
     with pytest.raises(error) as got:
         cls(**kw)
@@ -114,5 +158,5 @@ def test_text_settings_are_parsed_on_construction():
 def test_build_takes_option_names_and_keeps_other_defaults():
     data, snap = build([DataConfig, TRAIN_CONFIGS[3]], {"image_size": 32, "snapshot_every": 0, "lr": 1.0})
     assert data == DataConfig(image_size=32) and snap.every == 0
-    snap, = build([TRAIN_CONFIGS[3]], {"every": 2}, by_field=True)
+    (snap,) = build([TRAIN_CONFIGS[3]], {"every": 2}, by_field=True)
     assert snap.every == 2

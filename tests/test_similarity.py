@@ -1,4 +1,5 @@
 """Known answers for layer similarity: CKA invariances, the HSIC formula, Pearson correlation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,9 +45,7 @@ def _orthogonal(rng, p):
 def test_invariances(xy, transform):
     X, Y = xy
     rng = np.random.default_rng(1)
-    assert similarity.linear_cka(transform(X, rng), Y) == pytest.approx(
-        similarity.linear_cka(X, Y), rel=1e-10
-    )
+    assert similarity.linear_cka(transform(X, rng), Y) == pytest.approx(similarity.linear_cka(X, Y), rel=1e-10)
 
 
 def test_self_symmetric_and_hsic(xy):
@@ -63,9 +62,7 @@ def test_gram_and_feature_forms_agree(n, p1, p2):
     X, Y = rng.standard_normal((n, p1)), rng.standard_normal((n, p2))
     gram = similarity._gram_cka(similarity._centred_gram(X), similarity._centred_gram(Y))
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
-    feature = np.linalg.norm(Yc.T @ Xc) ** 2 / (
-        np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc)
-    )
+    feature = np.linalg.norm(Yc.T @ Xc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
     assert gram == pytest.approx(feature, rel=1e-10)
     assert similarity.linear_cka(X, Y) == pytest.approx(feature, rel=1e-10)
 
@@ -146,8 +143,12 @@ def test_successive_correlation():
 def test_the_two_halves_give_the_pairwise_formula():
     """`unit_gram` + `cka_of_units` equal the Gram form <K, L> / (|K| |L|), pair by pair."""
     rng = np.random.default_rng(9)
-    acts = [rng.standard_normal((30, 7)), np.maximum(rng.standard_normal((30, 2, 4, 4)), 0),
-            np.full((30, 3), 2.0), rng.standard_normal((30, 50)).astype(np.float16)]
+    acts = [
+        rng.standard_normal((30, 7)),
+        np.maximum(rng.standard_normal((30, 2, 4, 4)), 0),
+        np.full((30, 3), 2.0),
+        rng.standard_normal((30, 50)).astype(np.float16),
+    ]
     units = [similarity.unit_gram(a) for a in acts]
     assert units[2] is None  # constant over the probes
     table = similarity.cka_of_units(units)

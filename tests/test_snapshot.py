@@ -92,8 +92,11 @@ def _fake_snapshot(epoch=3, n=40):
     torch.manual_seed(epoch)
     model = DenseVGG(num_classes=4, hidden=32)
     acts = {f"conv{i}": rng.random((n, 3, 6, 6)).astype(np.float16) for i in range(1, 6)}
-    acts.update(fc1=rng.random((n, 32)).astype(np.float16), fc2=rng.random((n, 32)).astype(np.float16),
-                out=rng.standard_normal((n, 4)).astype(np.float16))
+    acts.update(
+        fc1=rng.random((n, 32)).astype(np.float16),
+        fc2=rng.random((n, 32)).astype(np.float16),
+        out=rng.standard_normal((n, 4)).astype(np.float16),
+    )
     return snapshot.compute(epoch, acts, layer_weights(model))
 
 
@@ -103,13 +106,18 @@ def test_the_snapshot_is_the_same_on_one_thread_and_on_several():
     torch.manual_seed(5)
     model = DenseVGG(num_classes=5, hidden=300)  # fc1 300 x 1200: an eigensolver of some size
     acts = {f"conv{i}": np.maximum(rng.normal(size=(60, 3, 4, 4)), 0).astype(np.float16) for i in range(1, 6)}
-    acts.update(fc1=rng.random((60, 300)).astype(np.float16), fc2=rng.random((60, 300)).astype(np.float16),
-                out=rng.standard_normal((60, 5)).astype(np.float16))
+    acts.update(
+        fc1=rng.random((60, 300)).astype(np.float16),
+        fc2=rng.random((60, 300)).astype(np.float16),
+        out=rng.standard_normal((60, 5)).astype(np.float16),
+    )
     weights = layer_weights(model)
     one, many = snapshot.compute(2, acts, weights, threads=1), snapshot.compute(2, acts, weights, threads=3)
     assert one.layers == many.layers == list(weights) and one.phases == many.phases
     for n in one.layers:
-        np.testing.assert_allclose(many.eigenvalues[n], one.eigenvalues[n], rtol=1e-5, atol=1e-7 * one.eigenvalues[n].max())
+        np.testing.assert_allclose(
+            many.eigenvalues[n], one.eigenvalues[n], rtol=1e-5, atol=1e-7 * one.eigenvalues[n].max()
+        )
     for k in snapshot.SPECTRAL_KEYS:
         np.testing.assert_allclose(many.spectra[k], one.spectra[k], rtol=1e-4, equal_nan=True, err_msg=k)
     np.testing.assert_allclose(many.cka, one.cka, rtol=1e-12)
@@ -167,8 +175,7 @@ TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progr
 
 @pytest.mark.slow
 def test_training_snapshots_equal_recomputed_ones(store):
-    res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "2", "--register-name", "t"],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "2", "--register-name", "t"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     run_id = mlflow.search_runs(output_format="list")[0].info.run_id
     live = load_snapshots(run_id)
@@ -178,8 +185,7 @@ def test_training_snapshots_equal_recomputed_ones(store):
     assert sorted(m.step for m in hist) == [0, 1, 2]
 
     # recompute into a child run: identical arrays
-    res = CliRunner().invoke(main, ["snapshot", "--run-id", run_id, "--child", "--no-progress"],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(main, ["snapshot", "--run-id", run_id, "--child", "--no-progress"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     child = [r for r in mlflow.search_runs(output_format="list") if r.info.run_id != run_id][0]
     assert child.data.tags["mlflow.parentRunId"] == run_id and child.info.status == "FINISHED"
@@ -222,9 +228,11 @@ def test_record_writes_what_compute_and_write_do(tmp_path):
     torch.manual_seed(4)
     weights = layer_weights(DenseVGG(num_classes=4, hidden=32))
     acts = {f"conv{i}": np.maximum(rng.normal(size=(40, 3, 6, 6)), 0).astype(np.float16) for i in range(1, 6)}
-    acts.update(fc1=np.maximum(rng.normal(size=(40, 32)), 0).astype(np.float16),
-                fc2=np.maximum(rng.normal(size=(40, 32)), 0).astype(np.float16),
-                out=rng.standard_normal((40, 4)).astype(np.float16))
+    acts.update(
+        fc1=np.maximum(rng.normal(size=(40, 32)), 0).astype(np.float16),
+        fc2=np.maximum(rng.normal(size=(40, 32)), 0).astype(np.float16),
+        out=rng.standard_normal((40, 4)).astype(np.float16),
+    )
     (tmp_path / "ref").mkdir()
     ref = snapshot.write(snapshot.compute(4, acts, weights), tmp_path / "ref")
     rec, path = snapshot.record(4, acts, weights, tmp_path)

@@ -1,4 +1,5 @@
 """Known answers for the weight spectra: MP edges, power-law exponents, spikes and phases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -180,8 +181,7 @@ def test_float32_zeros_are_numerically_zero(n, m, rank, heavy):
     rng = np.random.default_rng(10)
     if rank:  # singular values in [1, 3], or i^-1/2 (a heavy tail down to rank^-1/2), then 0
         s = np.arange(1, rank + 1) ** -0.5 if heavy else np.linspace(1.0, 3.0, rank)
-        W = _with_singular_values(rng, max(n, m), min(n, m), np.concatenate(
-            [s, np.zeros(min(n, m) - rank)]))
+        W = _with_singular_values(rng, max(n, m), min(n, m), np.concatenate([s, np.zeros(min(n, m) - rank)]))
         W = W if n >= m else W.T
     else:  # dead units: 60 zero inputs null the ESD; 60 zero outputs of 300 leave 240 >= M
         W = rng.standard_normal((n, m))  # rows, so W^T W keeps rank M - 60
@@ -210,9 +210,7 @@ def test_precision_and_scale():
     np.testing.assert_array_equal(spectra.esd(W.astype(np.float32)), evals)
     for exp in (-150, -60, 60, 150):  # squares under- or overflow float32 without rescaling
         np.testing.assert_array_equal(spectra.esd(np.ldexp(W, exp)), np.ldexp(evals, 2 * exp))
-    assert spectra.layer_spectrum(1e30 * W)["alpha"] == pytest.approx(
-        spectra.layer_spectrum(W)["alpha"], rel=1e-5
-    )
+    assert spectra.layer_spectrum(1e30 * W)["alpha"] == pytest.approx(spectra.layer_spectrum(W)["alpha"], rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -245,11 +243,7 @@ def test_zero_matrix_is_rank_collapse():
 def test_conv_pools_kernel_positions(shape):
     W = np.random.default_rng(8).standard_normal(shape)
     manual = np.concatenate(
-        [
-            np.linalg.svd(W[:, :, i, j], compute_uv=False) ** 2
-            for i in range(shape[2])
-            for j in range(shape[3])
-        ]
+        [np.linalg.svd(W[:, :, i, j], compute_uv=False) ** 2 for i in range(shape[2]) for j in range(shape[3])]
     )
     evals = spectra.esd(W)
     assert evals.shape == (shape[2] * shape[3] * min(shape[:2]),)

@@ -1,5 +1,6 @@
 """Storage faults that lose nothing: files corrupted at rest are caught by the checksums recorded
 when they were written, and named; every reader falls back, skips or refuses in one line."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,11 @@ def _trained(tmp_path_factory, cache_dir, empty_store):
     tmp = tmp_path_factory.mktemp("faults")
     with pytest.MonkeyPatch.context() as mp:
         store = fresh_store(tmp, mp, cache_dir, empty_store)
-        res = CliRunner().invoke(main, ["train", *TINY, "--epochs", str(EPOCHS), "--state-every", "2",
-                                        "--register-name", "faults"], catch_exceptions=False)
+        res = CliRunner().invoke(
+            main,
+            ["train", *TINY, "--epochs", str(EPOCHS), "--state-every", "2", "--register-name", "faults"],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         yield store, MlflowClient().search_runs(["0"])[0]
 
@@ -54,7 +58,7 @@ def corrupted(path: Path, how: str):
     data = bytearray(original)
     middle = len(data) // 2
     if how == "zeroed":
-        data[middle:middle + 64] = bytes(64)
+        data[middle : middle + 64] = bytes(64)
     elif how == "truncated":
         del data[middle:]
     else:
@@ -68,8 +72,11 @@ def corrupted(path: Path, how: str):
 
 def test_every_checkpoint_and_snapshot_has_its_checksum(trained):
     tags = trained.data.tags
-    files = [*tracking.list_checkpoints(trained.info.run_id).values(), "snapshots/probe.npz",
-             *(f"snapshots/epoch_{e:04d}.npz" for e in range(EPOCHS + 1))]
+    files = [
+        *tracking.list_checkpoints(trained.info.run_id).values(),
+        "snapshots/probe.npz",
+        *(f"snapshots/epoch_{e:04d}.npz" for e in range(EPOCHS + 1)),
+    ]
     for path in files:
         assert tags[tracking.CHECKSUM_TAG.format(path)] == tracking.integrity.sha256_of(stored(trained, path)), path
 
@@ -77,9 +84,14 @@ def test_every_checkpoint_and_snapshot_has_its_checksum(trained):
 @pytest.mark.parametrize("how", ["zeroed", "truncated", "flipped"])
 def test_a_corrupted_checkpoint_is_named_not_unpickled(trained, how):
     path = "checkpoints/epoch_0002.pt"
-    with corrupted(stored(trained, path), how), \
-            pytest.raises(TrackingError, match=rf"^checkpoint {path} of run {trained.info.run_id} fails its "
-                                               r"checksum \(its SHA-256 is [0-9a-f]{12}\.\.\. \(\d+ bytes\), not the"):
+    with (
+        corrupted(stored(trained, path), how),
+        pytest.raises(
+            TrackingError,
+            match=rf"^checkpoint {path} of run {trained.info.run_id} fails its "
+            r"checksum \(its SHA-256 is [0-9a-f]{12}\.\.\. \(\d+ bytes\), not the",
+        ),
+    ):
         tracking.load_checkpoint(trained.info.run_id, path)
     assert tracking.load_checkpoint(trained.info.run_id, path)["epoch"] == 2  # put back: it reads again
 
@@ -93,8 +105,10 @@ def test_resume_passes_over_a_corrupted_latest_state_to_the_one_before(trained):
 
 
 def test_register_refuses_a_corrupted_checkpoint_in_one_line(trained):
-    with corrupted(stored(trained, "checkpoints/epoch_0001.pt"), "zeroed"), \
-            pytest.raises(TrackingError, match=r"checkpoint checkpoints/epoch_0001.pt of run \w+ fails its checksum"):
+    with (
+        corrupted(stored(trained, "checkpoints/epoch_0001.pt"), "zeroed"),
+        pytest.raises(TrackingError, match=r"checkpoint checkpoints/epoch_0001.pt of run \w+ fails its checksum"),
+    ):
         register_job(trained.info.run_id, 1)
     assert len(MlflowClient().search_model_versions("name = 'faults'")) == 2  # final and best, nothing new
 
@@ -107,8 +121,10 @@ def test_snapshot_readers_refuse_or_skip_a_corrupted_epoch(trained):
         snaps, skipped = tracking.snapshot.load_verified(run_id)
     assert snaps.epochs == [0, 1, 3]
     assert list(skipped) == [2] and "snapshots/epoch_0002.npz fails its checksum" in skipped[2]
-    with corrupted(stored(trained, "snapshots/probe.npz"), "flipped"), \
-            pytest.raises(TrackingError, match="probe.npz of run .* fails its checksum"):
+    with (
+        corrupted(stored(trained, "snapshots/probe.npz"), "flipped"),
+        pytest.raises(TrackingError, match="probe.npz of run .* fails its checksum"),
+    ):
         tracking.snapshot.load_verified(run_id)
     assert tracking.snapshot.load(run_id).epochs == list(range(EPOCHS + 1))
 
@@ -135,8 +151,9 @@ def test_a_file_written_before_checksums_were_kept_is_read_as_it_is(store, tmp_p
 def small_filesystem(path: Path, size: int):
     """A tmpfs of ``size`` bytes mounted at ``path`` (needs root); skips the test where mounting is refused."""
     path.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if proc.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
     try:
@@ -156,11 +173,16 @@ def test_a_full_artifact_store_fails_the_run_in_one_line_and_resume_finishes_it(
     FAILED with one line, its earlier epochs' files intact; once the tmpfs is made bigger,
     `--resume` finishes it with the reference's final weights."""
     ref = trained.info.run_id
-    sizes = {f: stored(trained, f).stat().st_size for f in
-             ["snapshots/probe.npz", *(f"{d}/epoch_{e:04d}.{x}" for e in (0, 1)
-                                       for d, x in (("snapshots", "npz"), ("checkpoints", "pt")))]}
-    room = 4096 * (sum(_pages(s) for s in sizes.values()) + _pages(stored(trained, "snapshots/epoch_0002.npz")
-                                                                      .stat().st_size) // 2)
+    sizes = {
+        f: stored(trained, f).stat().st_size
+        for f in [
+            "snapshots/probe.npz",
+            *(f"{d}/epoch_{e:04d}.{x}" for e in (0, 1) for d, x in (("snapshots", "npz"), ("checkpoints", "pt"))),
+        ]
+    }
+    room = 4096 * (
+        sum(_pages(s) for s in sizes.values()) + _pages(stored(trained, "snapshots/epoch_0002.npz").stat().st_size) // 2
+    )
     args = ["train", *TINY, "--epochs", str(EPOCHS), "--state-every", "2", "--register-name", "faults-full"]
     with small_filesystem(tmp_path / "small", room) as enlarge:
         experiment = MlflowClient().create_experiment("full", artifact_location=(tmp_path / "small").as_uri())
@@ -169,8 +191,11 @@ def test_a_full_artifact_store_fails_the_run_in_one_line_and_resume_finishes_it(
         run = MlflowClient().search_runs([experiment])[0]
         line = res.output.strip().splitlines()[-1]
         assert line.startswith(f"error: the artifact store {run.info.artifact_uri} is full: ")
-        assert re.search(r"is full: snapshots/epoch_0002\.npz needs \d+ bytes, \d+ free there; .* "
-                         rf"`dsc train --resume {run.info.run_id}`$", line), line
+        assert re.search(
+            r"is full: snapshots/epoch_0002\.npz needs \d+ bytes, \d+ free there; .* "
+            rf"`dsc train --resume {run.info.run_id}`$",
+            line,
+        ), line
         assert run.info.status == "FAILED" and "is full" in run.data.tags["error"]
         assert tracking.complete_through(run, "checkpoints") == 1 and tracking.complete_through(run, "snapshots") == 1
         for path in sizes:  # every earlier epoch's files: there, whole, as they were written
@@ -183,6 +208,8 @@ def test_a_full_artifact_store_fails_the_run_in_one_line_and_resume_finishes_it(
         resumed = MlflowClient().get_run(run.info.run_id)
         assert resumed.info.status == "FINISHED"
         assert tracking.snapshot.load(run.info.run_id).epochs == list(range(EPOCHS + 1))
-        final = {r: tracking.load_checkpoint(r, f"checkpoints/epoch_{EPOCHS:04d}.pt")["model_state"]
-                 for r in (ref, run.info.run_id)}
+        final = {
+            r: tracking.load_checkpoint(r, f"checkpoints/epoch_{EPOCHS:04d}.pt")["model_state"]
+            for r in (ref, run.info.run_id)
+        }
         assert all(torch.equal(final[ref][k], final[run.info.run_id][k]) for k in final[ref])

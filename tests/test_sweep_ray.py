@@ -4,6 +4,7 @@ The cluster tests start `ray.cluster_utils.Cluster` (a head that runs nothing an
 of one CPU each, every node its own raylet on this machine) and a loopback `mlflow server`,
 and drive `python -m dsc sweep --engine ray` as a user does.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,9 @@ def test_a_file_store_declared_shared_is_kept_but_not_through_ray_client():
         store_for_cluster("sqlite:////nfs/m.db", ["10.0.0.1"], remote=True)
 
 
-@pytest.mark.parametrize("uri", ["http://127.0.0.1:5000", "http://localhost:5000",
-                                 "postgresql://u:p@127.0.0.1/mlflow", "http://[::1]:5000"])
+@pytest.mark.parametrize(
+    "uri", ["http://127.0.0.1:5000", "http://localhost:5000", "postgresql://u:p@127.0.0.1/mlflow", "http://[::1]:5000"]
+)
 def test_a_loopback_server_serves_one_machine_only(uri):
     assert store_for_cluster(uri, SAME) == uri
     with pytest.raises(ConfigError, match="loopback address"):
@@ -74,12 +76,17 @@ def test_a_server_every_node_reaches_is_kept(uri):
 # --------------------------------------------------------------------------- options and packaging
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--cpus-per-run", "2"], "error: --cpus-per-run applies to --engine ray only"),
-    (["--ray-address", "auto"], "error: --ray-address applies to --engine ray only"),
-    (["--engine", "ray", "--set", "device=cuda"],
-     "error: sweep member seed=0: --device cuda on --engine ray needs GPUs reserved with --gpus-per-run"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--cpus-per-run", "2"], "error: --cpus-per-run applies to --engine ray only"),
+        (["--ray-address", "auto"], "error: --ray-address applies to --engine ray only"),
+        (
+            ["--engine", "ray", "--set", "device=cuda"],
+            "error: sweep member seed=0: --device cuda on --engine ray needs GPUs reserved with --gpus-per-run",
+        ),
+    ],
+)
 def test_engine_options_are_checked_before_anything_runs(store, args, line):
     res = CliRunner().invoke(main, ["sweep", *args, "--no-progress"])
     assert res.exit_code == 1 and res.stderr.strip().splitlines() == [line]
@@ -88,15 +95,18 @@ def test_engine_options_are_checked_before_anything_runs(store, args, line):
 
 def test_nothing_imports_ray_unless_the_engine_is_asked_for(store):
     """With Ray made unimportable: the CLI and both engines' modules load, and --engine ray says how to install it."""
-    code = ("import sys; sys.modules['ray'] = None\n"
-            "import dsc.cli, dsc.jobs.sweep, dsc.jobs.sweep_ray\n"
-            "from dsc.cli import main\n"
-            "main(['sweep', '--engine', 'ray', '--no-progress'])\n")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "import dsc.cli, dsc.jobs.sweep, dsc.jobs.sweep_ray\n"
+        "from dsc.cli import main\n"
+        "main(['sweep', '--engine', 'ray', '--no-progress'])\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
         "error: --engine ray needs Ray, an optional dependency: install it with `uv sync --group ray` "
-        "(or `pip install 'ray[default]'`), or use --engine local")
+        "(or `pip install 'ray[default]'`), or use --engine local"
+    )
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
@@ -135,17 +145,31 @@ def server(tmp_path_factory):
 
 def refuses_a_local_sqlite_store(c, store: str, cache_dir) -> None:
     """A local SQLite store on a cluster of several nodes is refused in one line before any run exists."""
-    res = subprocess.run([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
-                          *SETTINGS, "--no-progress"], env=dsc_env(store, cache_dir),
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsc",
+            "sweep",
+            "--engine",
+            "ray",
+            "--ray-address",
+            c.address,
+            *SETTINGS,
+            "--no-progress",
+        ],
+        env=dsc_env(store, cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 1
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "is a file on this machine, which the 3 nodes of the Ray cluster" in errors[0]
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
-def _wait_for_checkpoint(client: MlflowClient, sweep_id_of, proc: subprocess.Popen, epoch: int,
-                         timeout: float = 400):
+def _wait_for_checkpoint(client: MlflowClient, sweep_id_of, proc: subprocess.Popen, epoch: int, timeout: float = 400):
     """A member run of the sweep that has completed checkpoint ``epoch`` and is still training."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -168,10 +192,32 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     env = dsc_env(server, cache_dir)
     mlflow.set_tracking_uri(server)
     client = MlflowClient()
-    proc = subprocess.Popen([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
-                             *SETTINGS[:-1], f"{SETTINGS[-1]} lr=1e-3", "--seeds", "0,1", "--experiment", "ray",
-                             "--register", "--no-progress"], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsc",
+            "sweep",
+            "--engine",
+            "ray",
+            "--ray-address",
+            c.address,
+            *SETTINGS[:-1],
+            f"{SETTINGS[-1]} lr=1e-3",
+            "--seeds",
+            "0,1",
+            "--experiment",
+            "ray",
+            "--register",
+            "--no-progress",
+        ],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def members():
             exp = client.get_experiment_by_name("ray")
             return [] if exp is None else client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train'")
@@ -192,8 +238,10 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     last = [ln for ln in out.splitlines() if ln.startswith("sweep ")][-1].split()
     sweep_id, comparison = last[1].rstrip(":"), last[-2]
 
-    runs = client.search_runs([client.get_experiment_by_name("ray").experiment_id],
-                              f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`dsc.kind` = 'train'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("ray").experiment_id],
+        f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`dsc.kind` = 'train'",
+    )
     assert sorted(r.data.tags["dsc.sweep_member"] for r in runs) == ["seed=0", "seed=1"]  # one run each
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["dsc.sweep_engine"] == "ray"
@@ -208,10 +256,33 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
 
     # The same member trained without interruption, one thread as Ray gave each member.
     seed = victim.data.tags["dsc.sweep_member"].split("=")[1]
-    ref = subprocess.run([sys.executable, "-m", "dsc", "train", "--identities", "3", "--image-size", "16",
-                          "--hidden", "32", "--epochs", str(EPOCHS), "--lr", "1e-3", "--seed", seed,
-                          "--run-name", "reference", "--no-progress"], env={**env, "CUDA_VISIBLE_DEVICES": ""},
-                         capture_output=True, text=True, timeout=600)
+    ref = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsc",
+            "train",
+            "--identities",
+            "3",
+            "--image-size",
+            "16",
+            "--hidden",
+            "32",
+            "--epochs",
+            str(EPOCHS),
+            "--lr",
+            "1e-3",
+            "--seed",
+            seed,
+            "--run-name",
+            "reference",
+            "--no-progress",
+        ],
+        env={**env, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
     (reference,) = client.search_runs(["0"], "attributes.run_name = 'reference'")
     skip = ("system/", "lld/", "lld_class/")  # the machine's samples, and what the comparison wrote back
@@ -224,11 +295,33 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
 
 
 def does_not_retry_a_member_failing_by_itself(c, server: str, cache_dir) -> None:
-    res = subprocess.run([sys.executable, "-m", "dsc", "sweep", "--engine", "ray", "--ray-address", c.address,
-                          "--identities", "3", "--image-size", "16", "--grid", "lr=1e8",
-                          "--set", "epochs=1 hidden=32 snapshot-every=0", "--experiment", "diverge",
-                          "--no-progress"], env=dsc_env(server, cache_dir), capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsc",
+            "sweep",
+            "--engine",
+            "ray",
+            "--ray-address",
+            c.address,
+            "--identities",
+            "3",
+            "--image-size",
+            "16",
+            "--grid",
+            "lr=1e8",
+            "--set",
+            "epochs=1 hidden=32 snapshot-every=0",
+            "--experiment",
+            "diverge",
+            "--no-progress",
+        ],
+        env=dsc_env(server, cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 1
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "1 of 1 runs failed" in errors[0] and "diverged" in errors[0]

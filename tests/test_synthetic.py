@@ -1,4 +1,5 @@
 """The synthetic Yale B stand-in: layout, determinism, cache, shading conventions, difficulty."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ def test_counts_shapes_and_dtypes(small):
     assert small.classes == ("face1", "face2")
     assert small.class_counts() == {"face1": 576, "face2": 576}
     assert small.name == "synthetic"
-    assert small.source == ("synthetic(n_identities=2,size=32,seed=0,noise=0.02,"
-                            f"v={GENERATOR_VERSION})")
+    assert small.source == (f"synthetic(n_identities=2,size=32,seed=0,noise=0.02,v={GENERATOR_VERSION})")
 
 
 def test_metadata_order_is_identity_pose_light(small):
@@ -76,8 +76,9 @@ def test_lights_behind_the_face_give_dark_images(small):
     assert small.images[behind].mean() < 0.3 * small.images[front].mean()
 
 
-@pytest.mark.parametrize(("azimuth", "elevation", "expected"),
-                         [(0, 0, 1.0), (60, 0, 0.5), (-60, 0, 0.5), (0, 60, 0.5), (120, 0, 0.0)])
+@pytest.mark.parametrize(
+    ("azimuth", "elevation", "expected"), [(0, 0, 1.0), (60, 0, 0.5), (-60, 0, 0.5), (0, 60, 0.5), (120, 0, 0.0)]
+)
 def test_render_face_follows_lamberts_law_on_a_plane(azimuth, elevation, expected):
     flat, ones = np.zeros((32, 32)), np.ones((32, 32))
     light = light_vector(azimuth, elevation)[None]  # (1, 3)
@@ -123,8 +124,7 @@ def test_load_caches_and_keys_on_every_parameter(tmp_path, monkeypatch):
     assert len(list(tmp_path.iterdir())) == 3  # one file per parameter set, no temp files left
 
 
-@pytest.mark.parametrize(("value", "expected"), [("{tmp}/env", "{tmp}/env"),
-                                               ("", "{tmp}/home/.cache/dsc")])
+@pytest.mark.parametrize(("value", "expected"), [("{tmp}/env", "{tmp}/env"), ("", "{tmp}/home/.cache/dsc")])
 def test_load_uses_the_cache_dir_from_the_environment(tmp_path, monkeypatch, value, expected):
     """An empty DSC_CACHE_DIR counts as unset: ~/.cache/dsc, never the working directory."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -154,14 +154,17 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"n_identities": 1}, "n_identities must be an integer >= 2, got 1"),
-    ({"n_identities": 2.5}, "got 2.5"),
-    ({"size": 8}, "size must be an integer >= 16, got 8"),
-    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-    ({"noise": -0.1}, r"noise must be a finite number >= 0, got -0.1"),
-    ({"noise": float("nan")}, "got nan"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_identities": 1}, "n_identities must be an integer >= 2, got 1"),
+        ({"n_identities": 2.5}, "got 2.5"),
+        ({"size": 8}, "size must be an integer >= 16, got 8"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"noise": -0.1}, r"noise must be a finite number >= 0, got -0.1"),
+        ({"noise": float("nan")}, "got nan"),
+    ],
+)
 @pytest.mark.parametrize("fn", [generate, load])
 def test_bad_arguments_raise_data_error(fn, kwargs, match, tmp_path):
     extra = {"cache_dir": tmp_path} if fn is load else {}
@@ -178,13 +181,13 @@ def test_identity_is_learnable_but_not_linearly_trivial():
     data = generate(size=64, seed=0)
     n = len(data.labels)
     x = data.images.reshape(n, 32, 2, 32, 2).mean((2, 4)).reshape(n, -1) / 255  # (2880, 1024)
-    x_tr, x_va, y_tr, y_va = train_test_split(x, data.labels, test_size=0.2,
-                                              stratify=data.labels, random_state=0)
+    x_tr, x_va, y_tr, y_va = train_test_split(x, data.labels, test_size=0.2, stratify=data.labels, random_state=0)
     # One BLAS thread: on a small shared machine, more threads make lbfgs several times slower.
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")  # lbfgs may stop at max_iter; the bound still holds
         linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(x_tr, y_tr)
-        pca = make_pipeline(StandardScaler(), PCA(50, random_state=0),
-                            LogisticRegression(max_iter=1000)).fit(x_tr, y_tr)
+        pca = make_pipeline(StandardScaler(), PCA(50, random_state=0), LogisticRegression(max_iter=1000)).fit(
+            x_tr, y_tr
+        )
     assert 0.6 < linear.score(x_va, y_va) < 1.0
     assert pca.score(x_va, y_va) > 0.6

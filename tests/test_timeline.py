@@ -1,4 +1,5 @@
 """Known answers for the PCA timeline, class emergence and change-point detection."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import silhouette_samples

@@ -80,8 +80,14 @@ def test_steps_take_exactly_that_many_optimizer_steps(tiny, steps):
     taken = []
     optimizer.register_step_post_hook(lambda *_: taken.append(1))
     rows = []
-    train(model, tiny, cfg, on_epoch=lambda r: rows.append((r.epoch, r.metrics["train/steps"])),
-          optimizer=optimizer, progress=False)
+    train(
+        model,
+        tiny,
+        cfg,
+        on_epoch=lambda r: rows.append((r.epoch, r.metrics["train/steps"])),
+        optimizer=optimizer,
+        progress=False,
+    )
     assert len(taken) == steps
     assert rows[-1] == (epochs_to_train(cfg, len(tiny.train_idx)), float(steps))
     assert [s for _, s in rows] == [min(e * per_epoch, steps) for e, _ in rows]
@@ -99,8 +105,15 @@ def test_divergence_is_reported_with_a_hint(tiny):
         history(tiny, optimizer="sgd", lr=1e8)
 
 
-@pytest.mark.parametrize("kw, match", [({"lr": 0.0}, "--lr"), ({"lr": float("nan")}, "--lr"),
-                                       ({"optimizer": "rmsprop"}, "--optimizer"), ({"epochs": -1}, "--epochs")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": float("nan")}, "--lr"),
+        ({"optimizer": "rmsprop"}, "--optimizer"),
+        ({"epochs": -1}, "--epochs"),
+    ],
+)
 def test_bad_training_options(kw, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kw)
@@ -126,9 +139,11 @@ def test_fused_optimizer_follows_torchs_reference_update(optimizer):
     cfg = TrainConfig(optimizer=optimizer, lr=1e-2, weight_decay=1e-3)
     opt = make_optimizer(ours, cfg)
     assert opt.param_groups[0]["fused"] is True
-    ref_opt = (torch.optim.Adam(ref.parameters(), lr=1e-2, weight_decay=1e-3, foreach=False)
-               if optimizer == "adam" else
-               torch.optim.SGD(ref.parameters(), lr=1e-2, momentum=0.9, weight_decay=1e-3, foreach=False))
+    ref_opt = (
+        torch.optim.Adam(ref.parameters(), lr=1e-2, weight_decay=1e-3, foreach=False)
+        if optimizer == "adam"
+        else torch.optim.SGD(ref.parameters(), lr=1e-2, momentum=0.9, weight_decay=1e-3, foreach=False)
+    )
     x, y = torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     for _ in range(5):
         for m, o in ((ours, opt), (ref, ref_opt)):
@@ -179,15 +194,18 @@ def test_micro_batches_give_the_full_batch_update(tiny):
             torch.testing.assert_close(other[k], results[0][k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-@pytest.mark.parametrize("shape,device,micro,expected", [
-    ((1, 128, 128), "cpu", 0, 16),  # 32 grey images of 128x128 as 3 channels: 6 MB -> 2 x 16
-    ((3, 128, 128), "cpu", 0, 16),
-    ((1, 256, 256), "cpu", 0, 6),  # 24 MB -> 6 parts: five of 6 and one of 2
-    ((1, 32, 32), "cpu", 0, 32),  # fits: one pass
-    ((1, 128, 128), "cuda", 0, 32),  # the GPU keeps the whole batch
-    ((1, 128, 128), "cpu", 8, 8),  # explicit
-    ((1, 128, 128), "cpu", 100, 32),  # never more than the batch
-])
+@pytest.mark.parametrize(
+    "shape,device,micro,expected",
+    [
+        ((1, 128, 128), "cpu", 0, 16),  # 32 grey images of 128x128 as 3 channels: 6 MB -> 2 x 16
+        ((3, 128, 128), "cpu", 0, 16),
+        ((1, 256, 256), "cpu", 0, 6),  # 24 MB -> 6 parts: five of 6 and one of 2
+        ((1, 32, 32), "cpu", 0, 32),  # fits: one pass
+        ((1, 128, 128), "cuda", 0, 32),  # the GPU keeps the whole batch
+        ((1, 128, 128), "cpu", 8, 8),  # explicit
+        ((1, 128, 128), "cpu", 100, 32),  # never more than the batch
+    ],
+)
 def test_micro_batch_size_rule(shape, device, micro, expected):
     from dsc.nn.train import micro_batch_size
 
@@ -225,8 +243,9 @@ def test_the_conv_kernel_keeps_the_whole_batch():
 
     cfg = TrainConfig(batch_size=32)
     assert micro_batch_size(cfg, (1, 128, 128), torch.device("cpu"), conv3=True) == 32
-    assert micro_batch_size(TrainConfig(batch_size=32, micro_batch=8), (1, 128, 128), torch.device("cpu"),
-                            conv3=True) == 8  # an explicit size still wins
+    assert (
+        micro_batch_size(TrainConfig(batch_size=32, micro_batch=8), (1, 128, 128), torch.device("cpu"), conv3=True) == 8
+    )  # an explicit size still wins
     with pytest.raises(ConfigError, match="--conv-kernel 'numba'"):
         TrainConfig(conv_kernel="numba")
 
@@ -245,8 +264,9 @@ def test_evaluation_through_the_kernel_matches_torchs_layers(tiny):
     torch.manual_seed(0)
     model = DenseVGG(num_classes=3, hidden=64)
     cfgs = [TrainConfig(conv_kernel=kernel, device="cpu") for kernel in ("dsc", "torch")]
-    (loss, acc, pred), (ref_loss, ref_acc, ref_pred) = [evaluate(model, tiny, tiny.val_idx, torch.device("cpu"), c)
-                                                        for c in cfgs]
+    (loss, acc, pred), (ref_loss, ref_acc, ref_pred) = [
+        evaluate(model, tiny, tiny.val_idx, torch.device("cpu"), c) for c in cfgs
+    ]
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert acc == ref_acc and np.array_equal(pred, ref_pred)
     out, ref = [logits(model, tiny, tiny.val_idx, torch.device("cpu"), c) for c in cfgs]
@@ -254,11 +274,14 @@ def test_evaluation_through_the_kernel_matches_torchs_layers(tiny):
     assert model.training  # the train flag is restored
 
 
-@pytest.mark.parametrize("shape,batch,expected", [
-    ((1, 128, 128), 256, 128),  # 48 MB of maps: two passes of 128 (24 MB each)
-    ((3, 128, 128), 32, 32),  # fits: one pass
-    ((1, 256, 256), 256, 43),  # 192 MB: six parts
-])
+@pytest.mark.parametrize(
+    "shape,batch,expected",
+    [
+        ((1, 128, 128), 256, 128),  # 48 MB of maps: two passes of 128 (24 MB each)
+        ((3, 128, 128), 32, 32),  # fits: one pass
+        ((1, 256, 256), 256, 43),  # 192 MB: six parts
+    ],
+)
 def test_kernel_evaluation_passes_fit_the_blocks_glibc_keeps(shape, batch, expected):
     from dsc.nn.train import KEPT_BLOCK_BYTES, _pass_size
 

@@ -7,6 +7,7 @@ docs/figures/mlflow_compare_ui.png and docs/figures/mlflow_run_images.png (the g
 page shows them). A fast check beside them: a dsc command leaves MLflow's per-artifact download
 bars off, so the command's own bar is the only one.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,16 @@ from served import EPOCHS, ROOT, TINY, dsc, dsc_env, finish, run_id, start
 from dsc.tracking.server import mlflow_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LLD = ["lld/center_1", "lld/width_1", "lld/r2_1"]
 FIGURE = ROOT / "docs" / "figures" / "mlflow_compare_ui.png"
 IMAGES_FIGURE = ROOT / "docs" / "figures" / "mlflow_run_images.png"
@@ -50,20 +59,32 @@ def test_compare_page_and_a_runs_image_grid(sync_playwright, tmp_path, cache_dir
     """Two runs compared: the compare page's curves and decomposition; then one run's Model metrics
     tab, whose per-epoch pictures step through the epochs with the slider. One server, two
     trainings and one browser serve both pages (each costs tens of seconds)."""
-    with mlflow_server(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts",
-                       tmp_path / "server.log") as uri:
+    with mlflow_server(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts", tmp_path / "server.log") as uri:
         env = dsc_env(uri, cache_dir)
         # seed 0 draws its pictures while it trains; seed 1 keeps no snapshots
-        trainings = [start("train", *TINY, "--seed", str(s), "--run-name", f"seed-{s}",
-                           *(["--snapshot-images"] if s == 0 else ["--snapshot-every", "0"]),
-                           env=env, cwd=tmp_path) for s in (0, 1)]
+        trainings = [
+            start(
+                "train",
+                *TINY,
+                "--seed",
+                str(s),
+                "--run-name",
+                f"seed-{s}",
+                *(["--snapshot-images"] if s == 0 else ["--snapshot-every", "0"]),
+                env=env,
+                cwd=tmp_path,
+            )
+            for s in (0, 1)
+        ]
         runs = [run_id(finish(p)) for p in trainings]
         dsc("compare", "--run-id", runs[0], "--run-id", runs[1], "--color-by", "seed", env=env, cwd=tmp_path)
         client = MlflowClient(uri)
         metrics = [client.get_run(r).data.metrics for r in runs]
         experiment = client.get_run(runs[0]).info.experiment_id
-        url = (f"{uri}/#/compare-runs?runs={urllib.parse.quote(json.dumps(runs))}"
-               f"&experiments={urllib.parse.quote(json.dumps([experiment]))}")
+        url = (
+            f"{uri}/#/compare-runs?runs={urllib.parse.quote(json.dumps(runs))}"
+            f"&experiments={urllib.parse.quote(json.dumps([experiment]))}"
+        )
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
@@ -81,9 +102,12 @@ def test_compare_page_and_a_runs_image_grid(sync_playwright, tmp_path, cache_dir
 
 def _inside(inner: dict, outer: dict) -> bool:
     """Whether bounding box ``inner`` lies within ``outer`` (Playwright's x, y, width, height)."""
-    return (inner["x"] >= outer["x"] and inner["y"] >= outer["y"]
-            and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
-            and inner["y"] + inner["height"] <= outer["y"] + outer["height"])
+    return (
+        inner["x"] >= outer["x"]
+        and inner["y"] >= outer["y"]
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"]
+    )
 
 
 def _picture_shows(page, image) -> tuple[bool, dict, dict]:
@@ -96,8 +120,7 @@ def _picture_shows(page, image) -> tuple[bool, dict, dict]:
 
 def _hide_run_params(page, image) -> None:
     """Switch off the card's list of run parameters, as the getting-started page tells users."""
-    page.locator(CARD).filter(has=image).first.locator(
-        "[data-testid='experiment-view-compare-runs-card-menu']").click()
+    page.locator(CARD).filter(has=image).first.locator("[data-testid='experiment-view-compare-runs-card-menu']").click()
     page.get_by_role("menuitem", name="Configure").click()
     switch = page.get_by_role("switch", name="Show run parameters")
     assert switch.get_attribute("aria-checked") == "true"
@@ -123,8 +146,10 @@ def _check_image_grid(page, url: str, tmp_path: Path) -> None:
     # storage, not on the server: nothing dsc logs can turn it off. docs/getting-started.md says
     # so and how to switch it off; this holds the page to that text.
     shows, box, card_box = _picture_shows(page, image)
-    assert not shows, ("MLflow now shows the picture inside its card as the page opens: drop the "
-                       f"note on the image cards in docs/getting-started.md and this step ({box} in {card_box})")
+    assert not shows, (
+        "MLflow now shows the picture inside its card as the page opens: drop the "
+        f"note on the image cards in docs/getting-started.md and this step ({box} in {card_box})"
+    )
     _hide_run_params(page, image)
     image = page.locator(f"img.rc-image-img[src*='{KEY}']").first
     image.wait_for()
@@ -137,8 +162,11 @@ def _check_image_grid(page, url: str, tmp_path: Path) -> None:
     step = int(slider.get_attribute("aria-valuenow"))
     slider.focus()
     page.keyboard.press("ArrowLeft" if step == EPOCHS else "ArrowRight")
-    page.wait_for_function("([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
-                           arg=[f"img.rc-image-img[src*='{KEY}']", before], timeout=30_000)
+    page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
+        arg=[f"img.rc-image-img[src*='{KEY}']", before],
+        timeout=30_000,
+    )
     after = page.locator(f"img.rc-image-img[src*='{KEY}']").first.get_attribute("src")
     moved = step - 1 if step == EPOCHS else step + 1
     assert f"{KEY}{step}%2B" in before and f"{KEY}{moved}%2B" in after, (before, after)
@@ -176,8 +204,9 @@ def _check_acc_val_chart(page, metrics: list[dict]) -> None:
     for name in ("seed-0", "seed-1"):
         page.get_by_text(f"{name} (acc/val)").first.wait_for(timeout=30_000)
     # Two distinct curves (plotly draws each line twice), each through steps 0..EPOCHS
-    lines = set(page.locator(".js-plotly-plot path.js-line").evaluate_all(
-        "paths => paths.map(p => p.getAttribute('d'))"))
+    lines = set(
+        page.locator(".js-plotly-plot path.js-line").evaluate_all("paths => paths.map(p => p.getAttribute('d'))")
+    )
     assert len(lines) == 2 and all(d.count("L") == EPOCHS for d in lines), lines
     for name, m in zip(("seed-0", "seed-1"), metrics):
         row = page.get_by_role("row").filter(has_text=name)

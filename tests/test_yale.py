@@ -78,8 +78,7 @@ def test_archives_go_under_the_home_cache_when_the_variable_is_empty(tmp_path, m
     monkeypatch.setenv("DSC_CACHE_DIR", "")
     monkeypatch.chdir(tmp_path)
     records = yale.scan(_archive_folder(tmp_path))
-    assert records and all((tmp_path / "home" / ".cache" / "dsc" / "yale") in r.path.parents
-                           for r in records)
+    assert records and all((tmp_path / "home" / ".cache" / "dsc" / "yale") in r.path.parents for r in records)
     assert not (tmp_path / "yale").exists()
 
 
@@ -122,8 +121,10 @@ def test_random_subjects_by_seed(tmp_path):
     assert any(yale.choose_subjects(list(range(1, 11)), "5", seed=s) != a for s in range(1, 5))
 
 
-@pytest.mark.parametrize("subjects, match", [("9", "need between 2 and 3"), ("1,9", r"\[9\] not found"),
-                                             ("1", "need between 2"), ("a,b", "comma list")])
+@pytest.mark.parametrize(
+    "subjects, match",
+    [("9", "need between 2 and 3"), ("1,9", r"\[9\] not found"), ("1", "need between 2"), ("a,b", "comma list")],
+)
 def test_bad_subjects(tmp_path, subjects, match):
     with pytest.raises(DataError, match=match):
         yale.load(make_tree(tmp_path / "yale"), size=16, subjects=subjects)

@@ -1,4 +1,5 @@
 """dsc.core.zips: zip archives written by hand, read back by zipfile, NumPy and torch."""
+
 from __future__ import annotations
 
 import io
@@ -14,11 +15,13 @@ from dsc.core import zips
 
 def _entries():
     rng = np.random.default_rng(3)
-    return [("zeros.bin", bytes(200_000)),  # deflates
-            ("noise.bin", rng.bytes(100_000)),  # does not: stored
-            ("tiny", b"x"),
-            ("empty", b""),
-            ("dir/naïve-ñame.txt", "text ✓".encode() * 500)]
+    return [
+        ("zeros.bin", bytes(200_000)),  # deflates
+        ("noise.bin", rng.bytes(100_000)),  # does not: stored
+        ("tiny", b"x"),
+        ("empty", b""),
+        ("dir/naïve-ñame.txt", "text ✓".encode() * 500),
+    ]
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])

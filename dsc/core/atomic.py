@@ -1,4 +1,5 @@
 """Writing a file so that a reader sees the old contents or the new, never half of the new."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object], *,
-                 mode: int | None = None, durable: bool = True) -> None:
+def write_atomic(
+    path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int | None = None, durable: bool = True
+) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     The temporary file lives in the same folder (a rename within one file system is atomic)

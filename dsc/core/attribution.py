@@ -15,6 +15,7 @@ The overall accuracy is the class-weighted mean of the per-class recalls, with w
 classes' shares of the validation images; `attribute` reports how well the same weighted sum
 of the per-class *fitted* curves reproduces the overall curve (R^2).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -94,9 +95,13 @@ def r_squared(y: np.ndarray, fitted: np.ndarray) -> float:
     return 1.0 - float(np.sum((y - fitted) ** 2)) / total
 
 
-def attribute(overall: lld.Selection, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-              weights: Mapping[str, float], max_components: int = 3,
-              tolerance: float = TOLERANCE) -> Attribution:
+def attribute(
+    overall: lld.Selection,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    weights: Mapping[str, float],
+    max_components: int = 3,
+    tolerance: float = TOLERANCE,
+) -> Attribution:
     """Decompose each class's curve and attribute the overall components to classes.
 
     Parameters
@@ -126,8 +131,20 @@ def attribute(overall: lld.Selection, curves: Mapping[str, tuple[np.ndarray, np.
     t, y = overall.best.t, overall.best.y
     recon = sum(w[c] * selections[c].best.evaluate(t) for c in classes)
     raw = sum(w[c] * np.interp(t, *_sorted(*curves[c]), left=np.nan, right=np.nan) for c in classes)
-    return Attribution(classes, selections, main, components, members, unattributed, w, t, y,
-                       np.asarray(recon, dtype=float), r_squared(y, recon), r_squared(y, raw))
+    return Attribution(
+        classes,
+        selections,
+        main,
+        components,
+        members,
+        unattributed,
+        w,
+        t,
+        y,
+        np.asarray(recon, dtype=float),
+        r_squared(y, recon),
+        r_squared(y, raw),
+    )
 
 
 def _sorted(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ runs where they are equal and Spearman's rho with its p-value.
 
 Everything here takes and returns plain NumPy arrays and dicts.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,16 @@ from dsc.core import lld
 CLUSTER_FACTOR = 2.0  # widths: see the module docstring
 NOISE_DRAWS = 5  # noisy copies of the summed curve, drawn from seeds 0..NOISE_DRAWS-1
 
-__all__ = ["CLUSTER_FACTOR", "NOISE_DRAWS", "Agreement", "agreement", "class_clusters", "main_rise",
-           "n_from_classes", "summed_curve"]
+__all__ = [
+    "CLUSTER_FACTOR",
+    "NOISE_DRAWS",
+    "Agreement",
+    "agreement",
+    "class_clusters",
+    "main_rise",
+    "n_from_classes",
+    "summed_curve",
+]
 
 
 def main_rise(fit: Mapping[str, Any]) -> dict[str, float] | None:
@@ -65,8 +74,7 @@ def main_rise(fit: Mapping[str, Any]) -> dict[str, float] | None:
     return dict(rise) if t.size and t[0] <= rise["center"] <= t[-1] else None
 
 
-def class_clusters(rises: Mapping[str, Mapping[str, float] | None],
-                   factor: float = CLUSTER_FACTOR) -> list[list[str]]:
+def class_clusters(rises: Mapping[str, Mapping[str, float] | None], factor: float = CLUSTER_FACTOR) -> list[list[str]]:
     """Group classes whose main rises lie close in time.
 
     Parameters
@@ -89,8 +97,10 @@ def class_clusters(rises: Mapping[str, Mapping[str, float] | None],
     """
     if not factor > 0:
         raise ValueError(f"factor must be > 0, got {factor!r}")
-    named = sorted(((r["center"], name, r["width"]) for name, r in rises.items()
-                    if r is not None and math.isfinite(r["center"])), key=lambda x: (x[0], x[1]))
+    named = sorted(
+        ((r["center"], name, r["width"]) for name, r in rises.items() if r is not None and math.isfinite(r["center"])),
+        key=lambda x: (x[0], x[1]),
+    )
     parent = list(range(len(named)))
 
     def root(i: int) -> int:
@@ -110,8 +120,12 @@ def class_clusters(rises: Mapping[str, Mapping[str, float] | None],
     return list(groups.values())
 
 
-def summed_curve(t: np.ndarray, components: Mapping[str, Sequence[Mapping[str, float]]],
-                 constants: Mapping[str, float], weights: Mapping[str, float]) -> np.ndarray:
+def summed_curve(
+    t: np.ndarray,
+    components: Mapping[str, Sequence[Mapping[str, float]]],
+    constants: Mapping[str, float],
+    weights: Mapping[str, float],
+) -> np.ndarray:
     """The class-weighted sum of per-class fitted curves at epochs ``t``.
 
     Parameters
@@ -138,8 +152,7 @@ def summed_curve(t: np.ndarray, components: Mapping[str, Sequence[Mapping[str, f
     return out
 
 
-def n_from_classes(t: np.ndarray, summed: np.ndarray, noise_sd: float,
-                   max_components: int = 3) -> int:
+def n_from_classes(t: np.ndarray, summed: np.ndarray, noise_sd: float, max_components: int = 3) -> int:
     """The BIC-chosen N of ``summed`` (n,) on epochs ``t`` (n,) with Gaussian noise of ``noise_sd``.
 
     The most common N over ``NOISE_DRAWS`` noisy copies (seeds 0, 1, ...; ties to the smaller
@@ -150,8 +163,10 @@ def n_from_classes(t: np.ndarray, summed: np.ndarray, noise_sd: float,
     y = np.asarray(summed, dtype=float)
     if not noise_sd:
         return lld.select(t, y, max_components).n
-    chosen = [lld.select(t, y + np.random.default_rng(seed).normal(0.0, noise_sd, y.shape),
-                         max_components).n for seed in range(NOISE_DRAWS)]
+    chosen = [
+        lld.select(t, y + np.random.default_rng(seed).normal(0.0, noise_sd, y.shape), max_components).n
+        for seed in range(NOISE_DRAWS)
+    ]
     return max(sorted(set(chosen)), key=chosen.count)
 
 

@@ -17,6 +17,7 @@ and entry c of ``bias`` belong to the c-th smallest label. A value that is undef
 five for fewer than two classes or non-finite features, ``nc1`` when the class means coincide,
 ``nc2_*`` when a centred mean is zero, ``nc3`` and ``nc4`` without ``weights``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ from scipy.spatial.distance import cdist
 KEYS = ("nc1", "nc2_equinorm", "nc2_equiangle", "nc3", "nc4")
 
 
-def neural_collapse(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
-                    bias: np.ndarray | None = None) -> dict[str, float]:
+def neural_collapse(
+    features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, bias: np.ndarray | None = None
+) -> dict[str, float]:
     """The five neural-collapse figures of one layer, as floats under `KEYS` (NaN where undefined).
 
     Parameters
@@ -98,5 +100,5 @@ def _nc1(within: np.ndarray, M: np.ndarray) -> float:
         return float("nan")
     keep = s > max(M.shape) * np.finfo(float).eps * s[0]
     proj = within @ vt[keep].T  # (n, r): the deviations along Sigma_B's eigenvectors
-    spread = (proj ** 2).mean(axis=0)  # (r,) b_j^T Sigma_W b_j
+    spread = (proj**2).mean(axis=0)  # (r,) b_j^T Sigma_W b_j
     return float(np.sum(spread * C / s[keep] ** 2) / C)

@@ -30,6 +30,7 @@ construction (no seed, the same in every layer and epoch, so a change between sn
 representation's), and ridge regression has it in closed form, one fit per snapshot. With
 p > n an unreduced probe would separate the classes at random initialisation.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -102,8 +103,9 @@ def first_sustained(above: np.ndarray, patience: int) -> np.ndarray:
     return np.where(ok.any(axis=0), ok.argmax(axis=0), -1)
 
 
-def behavioural_emergence(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[str],
-                          patience: int = 3) -> Behaviour:
+def behavioural_emergence(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[str], patience: int = 3
+) -> Behaviour:
     """First epoch each class's recall stays above halfway from chance to its final value.
 
     Parameters
@@ -178,8 +180,9 @@ def pairwise_auc(decision: np.ndarray, labels: np.ndarray, n_classes: int) -> np
     return out
 
 
-def probe_scores(acts: np.ndarray, labels: np.ndarray, n_classes: int, n_components: int = 32,
-                 seed: int = 0) -> np.ndarray:
+def probe_scores(
+    acts: np.ndarray, labels: np.ndarray, n_classes: int, n_components: int = 32, seed: int = 0
+) -> np.ndarray:
     """The probe's per-class score at each epoch (see the module docstring).
 
     Parameters
@@ -225,8 +228,9 @@ def probe_scores(acts: np.ndarray, labels: np.ndarray, n_classes: int, n_compone
     return scores
 
 
-def representational_emergence(layer: str, epochs: Sequence[int], scores: np.ndarray, classes: Sequence[str],
-                               gain: float = 0.5, patience: int = 3) -> Representation:
+def representational_emergence(
+    layer: str, epochs: Sequence[int], scores: np.ndarray, classes: Sequence[str], gain: float = 0.5, patience: int = 3
+) -> Representation:
     """Emergence epochs from `probe_scores` (E, C) at the snapshot ``epochs`` (E,).
 
     A class emerges at the first snapshot from which its score stays above
@@ -246,5 +250,13 @@ def representational_emergence(layer: str, epochs: Sequence[int], scores: np.nda
     return Representation(layer, epochs, scores, start, level, when)
 
 
-__all__ = ["Behaviour", "Representation", "behavioural_emergence", "first_sustained", "pairwise_auc",
-           "probe_rows", "probe_scores", "representational_emergence"]
+__all__ = [
+    "Behaviour",
+    "Representation",
+    "behavioural_emergence",
+    "first_sustained",
+    "pairwise_auc",
+    "probe_rows",
+    "probe_scores",
+    "representational_emergence",
+]

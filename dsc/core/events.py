@@ -13,6 +13,7 @@ The rules that turn a series into an epoch are here:
 - a layer's phase change is each epoch whose Martin & Mahoney phase differs from the previous
   snapshot's.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,7 @@ def halfway_epoch(epochs: Sequence[int], y: np.ndarray, falling: bool) -> float:
     if len(y) < 5:
         return float("nan")
     start = int(np.argmin(y))
-    final = y[-max(1, len(y) // 5):].mean()
+    final = y[-max(1, len(y) // 5) :].mean()
     if not final > y[start]:
         return float("nan")
     half = (y[start] + final) / 2
@@ -58,8 +59,9 @@ def halfway_epoch(epochs: Sequence[int], y: np.ndarray, falling: bool) -> float:
     return float(t0 + (half - y0) / (y1 - y0) * (t1 - t0))
 
 
-def series_events(row: str, epochs: Sequence[int], series: Mapping[str, np.ndarray], falling: bool = False,
-                  log: bool = False) -> list[Event]:
+def series_events(
+    row: str, epochs: Sequence[int], series: Mapping[str, np.ndarray], falling: bool = False, log: bool = False
+) -> list[Event]:
     """One event per series (E,) over ``epochs`` (E,): its half-way epoch (none when it does not move)."""
     out = []
     for label, y in series.items():
@@ -75,8 +77,7 @@ def series_events(row: str, epochs: Sequence[int], series: Mapping[str, np.ndarr
 
 def epoch_events(row: str, epochs: Mapping[str, float | int | None], prefix: str = "") -> list[Event]:
     """One event per named epoch; a missing (None or NaN) epoch is left off."""
-    return [Event(row, f"{prefix}{name}", float(e)) for name, e in epochs.items()
-            if e is not None and np.isfinite(e)]
+    return [Event(row, f"{prefix}{name}", float(e)) for name, e in epochs.items() if e is not None and np.isfinite(e)]
 
 
 def table(events: Sequence[Event]) -> list[dict[str, object]]:

@@ -2,6 +2,7 @@
 
 NumPy (and scikit-learn for the stratified split) only; the analysis job composes them.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,12 @@ def near_layers_summary(cka: np.ndarray) -> dict[str, Any]:
     d, mean = cka_by_distance(cka)
     ok = np.isfinite(mean)
     slope = float(np.polyfit(d[ok], mean[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
-    return {"distance": d, "mean_cka": mean, "slope": slope,
-            "near_more_alike": bool(slope < 0) if math.isfinite(slope) else None}
+    return {
+        "distance": d,
+        "mean_cka": mean,
+        "slope": slope,
+        "near_more_alike": bool(slope < 0) if math.isfinite(slope) else None,
+    }
 
 
 def pick_esd_epochs(epochs: list[int], requested: tuple[int, ...], transition: int | None) -> list[int]:
@@ -106,8 +111,10 @@ def pick_esd_epochs(epochs: list[int], requested: tuple[int, ...], transition: i
     if requested:
         missing = [e for e in requested if e not in epochs]
         if missing:
-            raise ConfigError(f"--esd-epochs {','.join(map(str, requested))}: no snapshot at epoch(s) "
-                              f"{missing}; snapshots exist at {epochs[0]}..{epochs[-1]}")
+            raise ConfigError(
+                f"--esd-epochs {','.join(map(str, requested))}: no snapshot at epoch(s) "
+                f"{missing}; snapshots exist at {epochs[0]}..{epochs[-1]}"
+            )
         return list(dict.fromkeys(requested))
     picks = [epochs[0]]
     if transition is not None:

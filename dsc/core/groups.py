@@ -7,6 +7,7 @@ of one run has no interval (NaN bounds, with a note saying so). A trend of a qua
 a numeric param is Spearman's rho over the runs (not the group means), with its two-sided
 p-value, from :func:`scipy.stats.spearmanr`.
 """
+
 from __future__ import annotations
 
 import math
@@ -110,8 +111,12 @@ def trend(x: Sequence[str], y: Sequence[float], param: str) -> Trend:
         return Trend(math.nan, math.nan, int(xs.size), f"{xs.size} run(s) with a value: no trend test")
     if np.ptp(xs) == 0 or np.ptp(ys) == 0:
         what = f"param {param!r}" if np.ptp(xs) == 0 else "the quantity"
-        return Trend(math.nan, math.nan, int(xs.size),
-                     f"{what} does not vary over the {xs.size} runs with a value: no trend test")
+        return Trend(
+            math.nan,
+            math.nan,
+            int(xs.size),
+            f"{what} does not vary over the {xs.size} runs with a value: no trend test",
+        )
     res = stats.spearmanr(xs, ys)
     return Trend(float(res.statistic), float(res.pvalue), int(xs.size))
 
@@ -173,11 +178,11 @@ def mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.
         have = set(np.asarray(t)[np.isfinite(y)].tolist())
         common = have if common is None else common & have
     epochs = np.array(sorted(common or ()), dtype=float)
-    stack = np.array([np.interp(epochs, np.asarray(t, dtype=float), np.asarray(y, dtype=float))
-                      for t, y in curves]).reshape(len(curves), epochs.size)
+    stack = np.array(
+        [np.interp(epochs, np.asarray(t, dtype=float), np.asarray(y, dtype=float)) for t, y in curves]
+    ).reshape(len(curves), epochs.size)
     mean = stack.mean(axis=0) if len(curves) else np.full(epochs.size, np.nan)
     if len(curves) < 2:
-        return {"t": epochs, "mean": mean, "low": np.full_like(mean, np.nan),
-                "high": np.full_like(mean, np.nan)}
+        return {"t": epochs, "mean": mean, "low": np.full_like(mean, np.nan), "high": np.full_like(mean, np.nan)}
     half = stats.t.ppf(0.5 + LEVEL / 2, len(curves) - 1) * stack.std(axis=0, ddof=1) / math.sqrt(len(curves))
     return {"t": epochs, "mean": mean, "low": mean - half, "high": mean + half}

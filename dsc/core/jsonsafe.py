@@ -1,4 +1,5 @@
 """Plain-JSON conversion shared by the summaries and tables the project writes."""
+
 from __future__ import annotations
 
 import math

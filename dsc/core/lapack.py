@@ -9,6 +9,7 @@ threads' NumPy work. Same library, same routines, same arguments as ``scipy.lina
 wrappers (``eigvalsh(..., driver="evr")``: RANGE='A', ABSTOL=0, the optimal workspace), so the
 results are bit-identical to theirs.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,9 +39,14 @@ def _routine(module: str, name: str, nargs: int) -> ctypes._CFuncPtr:
 def _call(fn: ctypes._CFuncPtr, *args: bytes | int | float | np.ndarray) -> None:
     """``fn`` on pointers to ``args``: characters as strings, ints as C ints (the Cython modules'
     LAPACK integer), floats as float32, arrays in place. Every temporary lives until ``fn`` returns."""
-    held = [ctypes.c_char_p(a) if isinstance(a, bytes)
-            else np.array([a], dtype=np.intc if isinstance(a, int) else np.float32) if np.isscalar(a)
-            else a for a in args]
+    held = [
+        ctypes.c_char_p(a)
+        if isinstance(a, bytes)
+        else np.array([a], dtype=np.intc if isinstance(a, int) else np.float32)
+        if np.isscalar(a)
+        else a
+        for a in args
+    ]
     fn(*[h if isinstance(h, ctypes.c_char_p) else h.ctypes.data for h in held])
 
 
@@ -79,8 +85,7 @@ def eigvalsh_upper(c: np.ndarray) -> np.ndarray:
 
     def call(work: np.ndarray, lwork: int, iwork: np.ndarray, liwork: int) -> None:
         # JOBZ RANGE UPLO N A LDA VL VU IL IU ABSTOL M W Z LDZ ISUPPZ WORK LWORK IWORK LIWORK INFO
-        _call(fn, b"N", b"A", b"U", n, c, n, 0.0, 0.0, 1, n, 0.0, m, w, z, 1, isuppz, work, lwork,
-              iwork, liwork, info)
+        _call(fn, b"N", b"A", b"U", n, c, n, 0.0, 0.0, 1, n, 0.0, m, w, z, 1, isuppz, work, lwork, iwork, liwork, info)
 
     work, iwork = np.zeros(1, np.float32), np.zeros(1, np.intc)
     call(work, -1, iwork, -1)  # workspace query

@@ -121,9 +121,7 @@ class LLDResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON types: floats, lists, NaN and inf as None."""
-        return jsonable(
-            {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        )
+        return jsonable({field.name: getattr(self, field.name) for field in dataclasses.fields(self)})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -319,17 +317,28 @@ def _constant_only(frame: Frame) -> LLDResult:
     if frame.flat:  # exact: lmfit's R² would be 0/0 and its BIC log(0)
         c = float(np.mean(frame.y))
         return dataclasses.replace(
-            failed, success=True, message="no learning process: the curve is constant",
-            r2=1.0, aic=-math.inf, bic=-math.inf, constant=c, constant_stderr=0.0,
+            failed,
+            success=True,
+            message="no learning process: the curve is constant",
+            r2=1.0,
+            aic=-math.inf,
+            bic=-math.inf,
+            constant=c,
+            constant_stderr=0.0,
             curve=_frozen(np.full(frame.t.shape, c)),
         )
     model = ConstantModel(prefix="c_")
     fitted = model.fit(frame.y, model.make_params(c=float(np.mean(frame.y))), x=frame.t)
     c = fitted.params["c_c"]
     return dataclasses.replace(
-        failed, success=True, message="no learning process: the constant alone",
-        r2=float(fitted.rsquared), aic=float(fitted.aic), bic=float(fitted.bic),
-        constant=float(c.value), constant_stderr=math.nan if c.stderr is None else float(c.stderr),
+        failed,
+        success=True,
+        message="no learning process: the constant alone",
+        r2=float(fitted.rsquared),
+        aic=float(fitted.aic),
+        bic=float(fitted.bic),
+        constant=float(c.value),
+        constant_stderr=math.nan if c.stderr is None else float(c.stderr),
         curve=_frozen(np.full(frame.t.shape, c.value)),
     )
 
@@ -358,8 +367,7 @@ def _component_curves(t: np.ndarray, components: list[dict[str, float]]) -> np.n
     """Each component's curve on t, shape (N, len(t)), by lmfit's own logistic step."""
     with np.errstate(over="ignore"):
         rows = [
-            step(t, amplitude=c["amplitude"], center=c["center"], sigma=c["width"], form="logistic")
-            for c in components
+            step(t, amplitude=c["amplitude"], center=c["center"], sigma=c["width"], form="logistic") for c in components
         ]
     return np.array(rows, dtype=float).reshape(len(components), t.size)
 
@@ -381,8 +389,10 @@ def _choose(fits: dict[int, LLDResult], baseline: LLDResult | None = None) -> tu
     else:
         return 1, f"no fit succeeded: {fits[1].message}"
     if baseline is not None and baseline.success and baseline.bic <= ok[n].bic:
-        return 0, (f"no learning process: the constant alone has the lowest BIC ({baseline.bic:.2f}, "
-                   f"against {ok[n].bic:.2f} for N = {n})")
+        return 0, (
+            f"no learning process: the constant alone has the lowest BIC ({baseline.bic:.2f}, "
+            f"against {ok[n].bic:.2f} for N = {n})"
+        )
     return n, reason
 
 
@@ -393,5 +403,3 @@ def _frozen(arr: np.ndarray) -> np.ndarray:
     out = np.array(arr, dtype=float)
     out.setflags(write=False)
     return out
-
-

@@ -6,6 +6,7 @@ and need nothing but NumPy to read. :func:`fit_stream` consumes its curves lazil
 each fit as it finishes, so that a caller can read curves and use results while later chunks
 fit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,27 +49,43 @@ def fit_curve(t: np.ndarray, y: np.ndarray, max_components: int) -> dict[str, An
         "n": sel.n,
         "reason": sel.reason,
         "fits": [_summary(sel.fits[n]) for n in range(1, max_components + 1)],
-        "curve": {"t": best.t, "y": best.y, "curve": best.curve,
-                  "component_curves": best.component_curves, "constant": best.constant,
-                  "r2": best.r2},
+        "curve": {
+            "t": best.t,
+            "y": best.y,
+            "curve": best.curve,
+            "component_curves": best.component_curves,
+            "constant": best.constant,
+            "r2": best.r2,
+        },
     }
 
 
 def _summary(res: lld.LLDResult) -> dict[str, Any]:
-    return {"n_components": res.n_components, "success": res.success, "message": res.message,
-            "n_points": int(res.t.size), "r2": res.r2, "aic": res.aic, "bic": res.bic,
-            "constant": res.constant, "constant_stderr": res.constant_stderr,
-            "components": [dict(c) for c in res.components], "degenerate": list(res.degenerate)}
+    return {
+        "n_components": res.n_components,
+        "success": res.success,
+        "message": res.message,
+        "n_points": int(res.t.size),
+        "r2": res.r2,
+        "aic": res.aic,
+        "bic": res.bic,
+        "constant": res.constant,
+        "constant_stderr": res.constant_stderr,
+        "components": [dict(c) for c in res.components],
+        "degenerate": list(res.degenerate),
+    }
 
 
-def _fit_chunk(chunk: list[tuple[int, np.ndarray, np.ndarray]],
-               max_components: int) -> list[tuple[int, dict[str, Any]]]:
+def _fit_chunk(
+    chunk: list[tuple[int, np.ndarray, np.ndarray]], max_components: int
+) -> list[tuple[int, dict[str, Any]]]:
     """Worker task: ``(index, t, y)`` in, ``(index, fit_curve(...))`` out."""
     return [(i, fit_curve(t, y, max_components)) for i, t, y in chunk]
 
 
-def fit_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_components: int = 3,
-               jobs: int = 0) -> list[dict[str, Any]]:
+def fit_curves(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], max_components: int = 3, jobs: int = 0
+) -> list[dict[str, Any]]:
     """:func:`fit_curve` over many curves, in ``jobs`` processes (0: every CPU).
 
     Parameters
@@ -107,9 +124,9 @@ def workers(jobs: int, n: int) -> Iterator[ProcessPoolExecutor | None]:
         pool.shutdown(cancel_futures=True)
 
 
-def fit_stream(curves: Iterable[tuple[int, np.ndarray, np.ndarray]], n: int,
-               max_components: int,
-               pool: ProcessPoolExecutor | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def fit_stream(
+    curves: Iterable[tuple[int, np.ndarray, np.ndarray]], n: int, max_components: int, pool: ProcessPoolExecutor | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(index, fit)`` as fits finish, in no fixed order.
 
     ``curves`` holds ``(index, t, y)`` with ``t`` and ``y`` of shape (n_i,), ``n`` of them;

@@ -127,18 +127,14 @@ class Frame:
             a, ctr, w = abs(comp["amplitude"]), comp["center"], comp["width"]
             if a < floor:
                 reasons.append(
-                    f"component {k}: amplitude {a:.3g} < {MIN_AMPLITUDE_FRACTION:.0%} of the "
-                    f"range {self.yrange:.3g}"
+                    f"component {k}: amplitude {a:.3g} < {MIN_AMPLITUDE_FRACTION:.0%} of the range {self.yrange:.3g}"
                 )
             elif w <= w_lo * (1 + _AT_BOUND):
                 reasons.append(f"component {k}: width {w:.3g} at its lower bound (unresolved step)")
             elif w >= w_hi * (1 - _AT_BOUND):
                 reasons.append(f"component {k}: width {w:.3g} at its upper bound (the whole span)")
             elif not self.t[0] <= ctr <= self.t[-1]:
-                reasons.append(
-                    f"component {k}: centre {ctr:.3g} outside the data [{self.t[0]:.3g}, "
-                    f"{self.t[-1]:.3g}]"
-                )
+                reasons.append(f"component {k}: centre {ctr:.3g} outside the data [{self.t[0]:.3g}, {self.t[-1]:.3g}]")
         return reasons
 
     def bounds(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,9 +173,7 @@ def sigmoids(t: np.ndarray, centres: np.ndarray, widths: np.ndarray) -> np.ndarr
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def derivatives(
-    t: np.ndarray, s: np.ndarray, amps: np.ndarray, centres: np.ndarray, widths: np.ndarray
-) -> np.ndarray:
+def derivatives(t: np.ndarray, s: np.ndarray, amps: np.ndarray, centres: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """d model / d theta, the search vector [c, A_1..A_N, t_1, delta_2..delta_N, w_1..w_N].
 
     ``s`` holds the components' `sigmoids` on ``t``, shape (N, n); amplitudes, centres and
@@ -259,7 +253,7 @@ class Problem:
     Jacobian transposed (``col_deriv``, MINPACK's own layout).
     """
 
-    __slots__ = ("n", "t", "ys", "lower", "upper", "width", "_key", "_theta", "_centres", "_s")
+    __slots__ = ("_centres", "_key", "_s", "_theta", "lower", "n", "t", "upper", "width", "ys")
 
     def __init__(self, frame: Frame, n: int) -> None:
         self.n = n

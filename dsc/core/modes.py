@@ -10,6 +10,7 @@ Convolution kernels, shape (out, in, kh, kw), are read as the matrix (out, in * 
 row is one output channel's whole filter, the matrix the convolution applies to every
 unfolded input patch (im2col), so its modes are modes of the layer's linear map.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,9 +37,7 @@ class ModeDecomposition:
     def __init__(self, weight: np.ndarray) -> None:
         weight = np.asarray(weight)
         if weight.ndim not in (2, 4):
-            raise ValueError(
-                f"weight must be 2-D (out, in) or 4-D (out, in, kh, kw), got shape {weight.shape}"
-            )
+            raise ValueError(f"weight must be 2-D (out, in) or 4-D (out, in, kh, kw), got shape {weight.shape}")
         self.shape = weight.shape
         matrix = weight.reshape(weight.shape[0], -1).astype(np.float64)
         self.u_, self.s_, self.vt_ = np.linalg.svd(matrix, full_matrices=False)
@@ -51,9 +50,7 @@ class ModeDecomposition:
     def modes(self, k: int, modes: str = "leading", rng=None) -> np.ndarray:
         """Indices (k,) of the modes kept: the k largest, or k drawn without replacement."""
         if not isinstance(k, (int, np.integer)) or not 0 <= k <= self.n_modes:
-            raise ValueError(
-                f"k must be an int in [0, {self.n_modes}] for weight {self.shape}, got {k!r}"
-            )
+            raise ValueError(f"k must be an int in [0, {self.n_modes}] for weight {self.shape}, got {k!r}")
         if modes == "leading":
             return np.arange(k)
         if modes == "random":
@@ -172,6 +169,15 @@ def fit_two_segment_power_law(k: np.ndarray, err: np.ndarray, min_points: int = 
     r2 = 1 - rss / sst if sst > 0 else nan
     msg = f"fit {n} points (dropped {dropped})"
     return PowerLawFit(
-        float(np.exp(cands[best])), float(s1), float(s1 + ds), float(a), r2,
-        float(single[0]), single_r2, n, dropped, True, msg,
+        float(np.exp(cands[best])),
+        float(s1),
+        float(s1 + ds),
+        float(a),
+        r2,
+        float(single[0]),
+        single_r2,
+        n,
+        dropped,
+        True,
+        msg,
     )

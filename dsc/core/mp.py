@@ -6,6 +6,7 @@ For W of shape N x M (N >= M) with iid entries of variance sigma2, the M eigenva
 function (`mp_cdf`), a fit of sigma2 by the median (`fit_mp`), and the Kolmogorov-Smirnov
 distance of a bulk from the fitted law (`mp_ks_distance`, by ``scipy.stats.kstest``).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ error ``1.06 / sqrt(n - 3)`` (Fieller, Hartley & Pearson 1957; the 1.06 is Spear
 inflation over Pearson's ``1 / sqrt(n - 3)``). A two-sided test at level ``alpha`` detects a
 true rho with probability ``power`` when ``atanh(rho) >= (z_{1-alpha/2} + z_power) * se``.
 """
+
 from __future__ import annotations
 
 import math

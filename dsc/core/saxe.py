@@ -18,6 +18,7 @@ Rules of record:
   correlation of its centred outputs with the centred pixels (`network_strengths`); each
   ``a_k(t)`` is fitted by one logistic whose centre is ``t_k`` (`mode_times`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,8 +91,9 @@ def predicted_times(modes: Modes) -> np.ndarray:
         return (carried / total) @ (1 / modes.strengths)
 
 
-def separability(x: np.ndarray, labels: np.ndarray, n_classes: int, n_components: int = 32,
-                 folds: int = 5, seed: int = 0) -> np.ndarray:
+def separability(
+    x: np.ndarray, labels: np.ndarray, n_classes: int, n_components: int = 32, folds: int = 5, seed: int = 0
+) -> np.ndarray:
     """(C,) one-vs-rest linear separability of each class in pixel space (higher: more separable).
 
     ``x`` (n, d) or (n, ...) pixels, ``labels`` (n,) in 0..C-1. NaN for a class with fewer than

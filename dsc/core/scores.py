@@ -3,6 +3,7 @@
 The metric names are those every training run logs with step = epoch (``loss/val``,
 ``acc/val``, ``acc_class/<name>``, ``prob_class/<name>``), whoever ran the pass.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,8 +12,9 @@ import numpy as np
 from scipy.special import log_softmax
 
 
-def probe_metrics(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
-                  split: str = "val") -> dict[str, float]:
+def probe_metrics(
+    logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], split: str = "val"
+) -> dict[str, float]:
     """Mean cross-entropy, accuracy and, per class present, recall and mean true-class probability.
 
     Parameters

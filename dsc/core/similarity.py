@@ -11,6 +11,7 @@ Activations come as arrays of shape (n, ...) with one row per probe input; trail
 are flattened into units. Everything accumulates in float64, so float16 snapshots are fine.
 Degenerate inputs (a layer constant over the probes) give NaN, never an exception.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -51,9 +52,7 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     """
     X, Y = _as_rows(X, "X"), _as_rows(Y, "Y")
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(
-            f"X and Y must hold the same probes (rows), got {X.shape[0]} and {Y.shape[0]}"
-        )
+        raise ValueError(f"X and Y must hold the same probes (rows), got {X.shape[0]} and {Y.shape[0]}")
     n, p1, p2 = X.shape[0], X.shape[1], Y.shape[1]
     if n * n * (p1 + p2) <= n * (p1 * p2 + p1 * p1 + p2 * p2):
         return _gram_cka(_centred_gram(X), _centred_gram(Y))
@@ -166,9 +165,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip(sab / np.sqrt(saa * sbb), -1.0, 1.0))
 
 
-def successive_correlation(
-    acts: Mapping[str, np.ndarray], names: Sequence[str]
-) -> dict[str, float]:
+def successive_correlation(acts: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, float]:
     """Pearson correlation between each layer's activations and the next one's (Fig. 17).
 
     Parameters

@@ -10,6 +10,7 @@ as one ``.npz`` per epoch; :func:`read_dir` reads them back by epoch (``dsc.trac
   ``spec__<key>`` (L,) per-layer spectral scalars, ``phase`` (L,) strings, ``cka`` (L, L),
   ``corr_pairs`` / ``corr`` successive-layer Pearson correlations.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,12 +37,17 @@ from dsc.core.similarity import (
 from dsc.core.spectra import PHASES, esd, spectrum_of_esd
 from dsc.errors import TrackingError
 
-SPECTRAL_KEYS = ("alpha", "xmin", "ks_distance", "lambda_max", "stable_rank", "log_norm",
-                 "lambda_plus", "num_spikes")
+SPECTRAL_KEYS = ("alpha", "xmin", "ks_distance", "lambda_max", "stable_rank", "log_norm", "lambda_plus", "num_spikes")
 # spectral scalar -> MLflow metric prefix (metric name = prefix/layer)
-METRIC_PREFIX = {"alpha": "alpha", "num_spikes": "spikes", "stable_rank": "stable_rank",
-                 "log_norm": "log_norm", "lambda_max": "lambda_max", "lambda_plus": "lambda_plus",
-                 "ks_distance": "ks"}
+METRIC_PREFIX = {
+    "alpha": "alpha",
+    "num_spikes": "spikes",
+    "stable_rank": "stable_rank",
+    "log_norm": "log_norm",
+    "lambda_max": "lambda_max",
+    "lambda_plus": "lambda_plus",
+    "ks_distance": "ks",
+}
 EPOCH_FMT = "epoch_{:04d}.npz"
 # How a snapshot's entries are packed: run-length deflate (``zlib.Z_RLE``, matches of the
 # previous byte only) where it saves a tenth. On float16 activations it takes half of level 1's
@@ -86,8 +92,9 @@ class Snapshot:
         return out
 
 
-def compute(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
-            threads: int = 2) -> Snapshot:
+def compute(
+    epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], threads: int = 2
+) -> Snapshot:
     """A snapshot from probe activations (n, ...) and weights by layer.
 
     Every weight gets a spectrum (``weight_layers``, in ``weights`` order); every activation
@@ -104,8 +111,13 @@ def compute(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
         return _submit(epoch, activations, weights, pool, {})()
 
 
-def record(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
-           directory: str | os.PathLike, threads: int = 2) -> tuple[Snapshot, Path]:
+def record(
+    epoch: int,
+    activations: Mapping[str, np.ndarray],
+    weights: Mapping[str, np.ndarray],
+    directory: str | os.PathLike,
+    threads: int = 2,
+) -> tuple[Snapshot, Path]:
     """`compute` then `write`, with the activations deflated beside the spectra and CKA.
 
     The activations' entries (most of the file) do not wait for the spectra: they are packed
@@ -129,8 +141,13 @@ def _workers(threads: int) -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
-            pool: ThreadPoolExecutor, packed: dict[str, Future] | None) -> Callable[[], Snapshot]:
+def _submit(
+    epoch: int,
+    activations: Mapping[str, np.ndarray],
+    weights: Mapping[str, np.ndarray],
+    pool: ThreadPoolExecutor,
+    packed: dict[str, Future] | None,
+) -> Callable[[], Snapshot]:
     """Queue a snapshot's computations on ``pool``; returns the function that waits for them.
 
     With ``packed`` (a dict), the activations' file entries are queued too, into it.
@@ -151,8 +168,10 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
     grams = [pool.submit(unit_gram, activations[n], n) for n in layers]
     jobs |= {n: pool.submit(spectrum, n) for n in by_size[1:2]}
     if packed is not None:
-        packed |= {f"act__{n}": pool.submit(_pack_array, activations[n])
-                   for n in sorted(layers, key=lambda n: -activations[n].size)}
+        packed |= {
+            f"act__{n}": pool.submit(_pack_array, activations[n])
+            for n in sorted(layers, key=lambda n: -activations[n].size)
+        }
     jobs |= {n: pool.submit(spectrum, n) for n in by_size[2:]}
     corr = pool.submit(_successive, activations, layers)
 
@@ -162,10 +181,16 @@ def _submit(epoch: int, activations: Mapping[str, np.ndarray], weights: Mapping[
         eigs, specs = {n: done[n][0] for n in weight_layers}, [done[n][1] for n in weight_layers]
         spectra = {k: np.array([s[k] for s in specs], dtype=np.float64) for k in SPECTRAL_KEYS}
         return Snapshot(
-            epoch=epoch, layers=layers, activations={n: activations[n] for n in layers},
+            epoch=epoch,
+            layers=layers,
+            activations={n: activations[n] for n in layers},
             eigenvalues={n: e.astype(np.float32) for n, e in eigs.items()},
-            spectra=spectra, phases=[s["phase"] for s in specs], cka=cka_table, corr=corr.result(),
-            weight_layers=weight_layers, weight_shapes={n: _esd_shape(weights[n]) for n in weight_layers},
+            spectra=spectra,
+            phases=[s["phase"] for s in specs],
+            cka=cka_table,
+            corr=corr.result(),
+            weight_layers=weight_layers,
+            weight_shapes={n: _esd_shape(weights[n]) for n in weight_layers},
         )
 
     return finish
@@ -217,11 +242,16 @@ def _arrays(snap: Snapshot) -> dict[str, np.ndarray]:
     arrays.update({f"spec__{k}": v for k, v in snap.spectra.items()})
     pairs = list(snap.corr)
     wl = snap.weight_layers
-    arrays.update(epoch=np.array(snap.epoch), layers=np.array(snap.layers), wlayers=np.array(wl, dtype=str),
-                  wshape=np.array([snap.weight_shapes[n] for n in wl], dtype=np.int64).reshape(len(wl), 2),
-                  phase=np.array(snap.phases),
-                  cka=snap.cka.astype(np.float32), corr_pairs=np.array(pairs, dtype=str),
-                  corr=np.array([snap.corr[p] for p in pairs], dtype=np.float64))
+    arrays.update(
+        epoch=np.array(snap.epoch),
+        layers=np.array(snap.layers),
+        wlayers=np.array(wl, dtype=str),
+        wshape=np.array([snap.weight_shapes[n] for n in wl], dtype=np.int64).reshape(len(wl), 2),
+        phase=np.array(snap.phases),
+        cka=snap.cka.astype(np.float32),
+        corr_pairs=np.array(pairs, dtype=str),
+        corr=np.array([snap.corr[p] for p in pairs], dtype=np.float64),
+    )
     return arrays
 
 
@@ -246,11 +276,15 @@ def read(path: str | os.PathLike) -> Snapshot:
         wl = [str(s) for s in z["wlayers"]] if "wlayers" in z else layers
         shapes = {n: (int(a), int(b)) for n, (a, b) in zip(wl, z["wshape"])} if "wshape" in z else {}
         return Snapshot(
-            epoch=int(z["epoch"]), layers=layers,
+            epoch=int(z["epoch"]),
+            layers=layers,
             activations={n: z[f"act__{n}"] for n in layers if f"act__{n}" in z},
-            eigenvalues={n: z[f"eig__{n}"] for n in wl}, weight_layers=wl, weight_shapes=shapes,
+            eigenvalues={n: z[f"eig__{n}"] for n in wl},
+            weight_layers=wl,
+            weight_shapes=shapes,
             spectra={k: z[f"spec__{k}"] for k in SPECTRAL_KEYS},
-            phases=[str(p) for p in z["phase"]], cka=z["cka"].astype(np.float64),
+            phases=[str(p) for p in z["phase"]],
+            cka=z["cka"].astype(np.float64),
             corr={str(k): float(v) for k, v in zip(z["corr_pairs"], z["corr"])},
         )
 
@@ -258,15 +292,29 @@ def read(path: str | os.PathLike) -> Snapshot:
 DEFAULT_OUTPUT = "out"  # the logits layer of a dsc model, and of probe files that name none
 
 
-def write_probe(directory: Path, labels: np.ndarray, indices: np.ndarray, classes: Sequence[str],
-                layers: Sequence[str], grids: Mapping[str, int | None], output: str = DEFAULT_OUTPUT) -> Path:
+def write_probe(
+    directory: Path,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    classes: Sequence[str],
+    layers: Sequence[str],
+    grids: Mapping[str, int | None],
+    output: str = DEFAULT_OUTPUT,
+) -> Path:
     """``probe.npz``: the probe's labels and dataset indices, the classes, the layers and their
     grids, and ``output``, the layer whose activations are the model's logits ("" for none)."""
     path = Path(directory) / "probe.npz"
-    _atomic_savez(path, {"labels": np.asarray(labels, np.int64), "indices": np.asarray(indices, np.int64),
-                         "classes": np.array(list(classes)), "layers": np.array(list(layers)),
-                         "grids": np.array([grids.get(n) or 0 for n in layers], np.int64),
-                         "output": np.array(output)})
+    _atomic_savez(
+        path,
+        {
+            "labels": np.asarray(labels, np.int64),
+            "indices": np.asarray(indices, np.int64),
+            "classes": np.array(list(classes)),
+            "layers": np.array(list(layers)),
+            "grids": np.array([grids.get(n) or 0 for n in layers], np.int64),
+            "output": np.array(output),
+        },
+    )
     return path
 
 
@@ -317,7 +365,7 @@ class Snapshots:
 
 
 def _epoch_of(path: Path) -> int | None:
-    digits = path.stem[len("epoch_"):]
+    digits = path.stem[len("epoch_") :]
     return int(digits) if digits.isdigit() else None
 
 
@@ -331,12 +379,19 @@ def read_dir(directory: str | os.PathLike, through: int | None = None) -> Snapsh
     try:
         with np.load(directory / "probe.npz", allow_pickle=False) as z:
             layers = [str(s) for s in z["layers"]]
-            probe = dict(labels=z["labels"], indices=z["indices"], classes=[str(c) for c in z["classes"]],
-                         layers=layers, grids={n: int(g) for n, g in zip(layers, z["grids"])},
-                         output=str(z["output"]) if "output" in z else DEFAULT_OUTPUT)
+            probe = dict(
+                labels=z["labels"],
+                indices=z["indices"],
+                classes=[str(c) for c in z["classes"]],
+                layers=layers,
+                grids={n: int(g) for n, g in zip(layers, z["grids"])},
+                output=str(z["output"]) if "output" in z else DEFAULT_OUTPUT,
+            )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise TrackingError(f"{directory / 'probe.npz'} is unreadable ({type(exc).__name__}: {exc}); "
-                            "recompute the snapshots with `dsc snapshot --overwrite`") from None
+        raise TrackingError(
+            f"{directory / 'probe.npz'} is unreadable ({type(exc).__name__}: {exc}); "
+            "recompute the snapshots with `dsc snapshot --overwrite`"
+        ) from None
     epochs = {p: _epoch_of(p) for p in sorted(directory.glob("epoch_*.npz"))}
     paths = [p for p, e in epochs.items() if e is not None and (through is None or e <= through)]
     snaps = {}
@@ -344,7 +399,9 @@ def read_dir(directory: str | os.PathLike, through: int | None = None) -> Snapsh
         try:
             snap = read(path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise TrackingError(f"snapshot {path.name} is unreadable ({type(exc).__name__}: {exc}); "
-                                "recompute the snapshots with `dsc snapshot --overwrite`") from None
+            raise TrackingError(
+                f"snapshot {path.name} is unreadable ({type(exc).__name__}: {exc}); "
+                "recompute the snapshots with `dsc snapshot --overwrite`"
+            ) from None
         snaps[snap.epoch] = snap
     return Snapshots(epochs=sorted(snaps), by_epoch=snaps, **probe)

@@ -11,6 +11,7 @@ Marchenko-Pastur (MP) bulk edge and the spikes beyond it, and one of Martin & Ma
 of training (JMLR 2021, "Implicit self-regularization in deep neural networks"), listed in
 `PHASES`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,13 @@ from dsc.core.mp import fit_mp, mp_density, mp_ks_distance
 
 # fit_mp and mp_density live in dsc.core.mp and are part of this module's interface too.
 __all__ = [
-    "PHASES", "esd", "fit_mp", "fit_power_law", "layer_spectrum", "mp_density", "spectrum_of_esd",
+    "PHASES",
+    "esd",
+    "fit_mp",
+    "fit_power_law",
+    "layer_spectrum",
+    "mp_density",
+    "spectrum_of_esd",
 ]
 
 PHASES = (
@@ -295,8 +302,10 @@ def _phase(evals, sigma2, n, m, threshold, num_spikes, lam_plus, alpha, ks) -> s
     if lam_max <= 0 or np.mean(evals <= NULL_RTOL * lam_max) >= RANK_COLLAPSE_FRACTION:
         return "rank-collapse"
     bulk = evals[evals <= threshold]
-    mp_like = bulk.size > 0 and sigma2 > 0 and (
-        mp_ks_distance(bulk, sigma2, n, m) <= max(MP_KS_MIN, 1.36 / np.sqrt(bulk.size))
+    mp_like = (
+        bulk.size > 0
+        and sigma2 > 0
+        and (mp_ks_distance(bulk, sigma2, n, m) <= max(MP_KS_MIN, 1.36 / np.sqrt(bulk.size)))
     )
     if mp_like and num_spikes == 0:
         return "random-like"
@@ -317,10 +326,7 @@ def _as_slices(W: np.ndarray) -> tuple[np.ndarray, int]:
     """
     W = np.asarray(W)
     if W.ndim not in (2, 4):
-        raise ValueError(
-            f"W must be a 2-D weight (N, M) or a 4-D conv weight (out, in, kh, kw), got shape "
-            f"{W.shape}"
-        )
+        raise ValueError(f"W must be a 2-D weight (N, M) or a 4-D conv weight (out, in, kh, kw), got shape {W.shape}")
     if W.size == 0:
         raise ValueError(f"W is empty (shape {W.shape})")
     if not np.issubdtype(W.dtype, np.number) or np.iscomplexobj(W):

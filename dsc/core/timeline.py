@@ -11,6 +11,7 @@ activations of a fixed probe set captured at each snapshot epoch:
 ``epochs`` arguments give the epoch number of each snapshot (snapshots may be taken every k
 epochs); results are in those units. They default to ``0, 1, ..., E-1``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -192,9 +193,7 @@ def _pc_scores(acts: Activations | PCATimeline, k: int):
         yield from ((z, total) for z, _, total in (_pca(_as_matrix(x), k) for x in acts))
         return
     if acts.scores.shape[2] < k:
-        raise ValueError(
-            f"the PCATimeline has {acts.scores.shape[2]} PCs, fewer than n_components={k}"
-        )
+        raise ValueError(f"the PCATimeline has {acts.scores.shape[2]} PCs, fewer than n_components={k}")
     yield from zip(acts.scores[:, :, :k], acts.total_variance)
 
 

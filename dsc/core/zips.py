@@ -6,6 +6,7 @@ side; the archive is then written here, in the plain zip format (no zip64: entri
 archive under 4 GiB, else :mod:`zipfile` writes it), which :mod:`zipfile`, ``np.load`` and
 ``torch.load`` read as any other.
 """
+
 from __future__ import annotations
 
 import struct
@@ -79,12 +80,10 @@ def pack(data: bytes, how: Chooser = choose) -> Packed:
 
 def _dos_time(stamp: float) -> tuple[int, int]:
     t = time.localtime(stamp)
-    return ((t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday,
-            t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2)
+    return ((t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday, t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2)
 
 
-def write_zip(f: BinaryIO, entries: Sequence[tuple[str, bytes]], threads: int = 2,
-              how: Chooser = choose) -> None:
+def write_zip(f: BinaryIO, entries: Sequence[tuple[str, bytes]], threads: int = 2, how: Chooser = choose) -> None:
     """Write the zip archive of ``entries`` ((name, contents), in order) to the binary file ``f``.
 
     Each entry is packed as `pack` does with ``how``, on ``threads`` threads, then written in
@@ -111,11 +110,33 @@ def write_packed(f: BinaryIO, entries: Sequence[tuple[str, Packed]]) -> None:
     for name, p in entries:
         raw = name.encode("utf-8")
         flags = 0x800 if not raw.isascii() else 0  # bit 11: the name is UTF-8
-        f.write(_LOCAL.pack(0x04034B50, 20, flags, p.method, clock, date, p.crc, len(p.payload), len(p.data),
-                            len(raw), 0) + raw)
+        f.write(
+            _LOCAL.pack(0x04034B50, 20, flags, p.method, clock, date, p.crc, len(p.payload), len(p.data), len(raw), 0)
+            + raw
+        )
         f.write(p.payload)
-        central.append(_CENTRAL.pack(0x02014B50, 20, 20, flags, p.method, clock, date, p.crc, len(p.payload),
-                                     len(p.data), len(raw), 0, 0, 0, 0, 0o600 << 16, offset) + raw)
+        central.append(
+            _CENTRAL.pack(
+                0x02014B50,
+                20,
+                20,
+                flags,
+                p.method,
+                clock,
+                date,
+                p.crc,
+                len(p.payload),
+                len(p.data),
+                len(raw),
+                0,
+                0,
+                0,
+                0,
+                0o600 << 16,
+                offset,
+            )
+            + raw
+        )
         offset += _LOCAL.size + len(raw) + len(p.payload)
     directory = b"".join(central)
     f.write(directory)

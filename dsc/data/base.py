@@ -1,4 +1,5 @@
 """The in-memory form every data source produces, before tensors and splits."""
+
 from __future__ import annotations
 
 import hashlib

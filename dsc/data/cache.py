@@ -1,4 +1,5 @@
 """Where generated data sets and extracted archives are kept, decided in one place."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """One ``--data`` spec to a normalised tensor dataset with a stratified train/validation split."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,19 +20,18 @@ def load_imageset(cfg: DataConfig) -> ImageSet:
     if cfg.kind == "synthetic":
         from dsc.data import synthetic
 
-        return synthetic.load(n_identities=cfg.identities, size=cfg.image_size,
-                              seed=cfg.data_seed, cache_dir=cache_dir)
+        return synthetic.load(n_identities=cfg.identities, size=cfg.image_size, seed=cfg.data_seed, cache_dir=cache_dir)
     if not cfg.path.exists():
         raise DataError(f"--data {cfg.data!r}: path {cfg.path} does not exist")
     if cfg.kind == "yale":
         from dsc.data import yale
 
-        return yale.load(cfg.path, size=cfg.image_size, subjects=cfg.subjects,
-                         seed=cfg.data_seed, extract_dir=cache_dir / "yale")
+        return yale.load(
+            cfg.path, size=cfg.image_size, subjects=cfg.subjects, seed=cfg.data_seed, extract_dir=cache_dir / "yale"
+        )
     from dsc.data import folder
 
-    return folder.load(cfg.path, size=cfg.image_size, classes=parse_classes(cfg.pick_classes),
-                       seed=cfg.data_seed)
+    return folder.load(cfg.path, size=cfg.image_size, classes=parse_classes(cfg.pick_classes), seed=cfg.data_seed)
 
 
 def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,15 +41,18 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[n
         raise DataError(f"dataset has {(counts > 0).sum()} class; a classification task needs at least 2")
     n_val = int(round(val_fraction * len(labels)))
     if counts[counts > 0].min() < 2 or n_val < (counts > 0).sum() or len(labels) - n_val < (counts > 0).sum():
-        raise DataError(f"dataset too small to split: class counts {counts.tolist()} with val_fraction {val_fraction}; "
-                        "each class needs at least 2 images and both splits one image per class")
+        raise DataError(
+            f"dataset too small to split: class counts {counts.tolist()} with val_fraction {val_fraction}; "
+            "each class needs at least 2 images and both splits one image per class"
+        )
     idx = np.arange(len(labels))
     train, val = train_test_split(idx, test_size=n_val, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(val)
 
 
-def per_class_subset(labels: np.ndarray, train_idx: np.ndarray, k: int, seed: int,
-                     classes: tuple[str, ...] = ()) -> np.ndarray:
+def per_class_subset(
+    labels: np.ndarray, train_idx: np.ndarray, k: int, seed: int, classes: tuple[str, ...] = ()
+) -> np.ndarray:
     """``k`` training indices per class drawn by ``seed``, sorted; ``k = 0`` keeps them all.
 
     Each class's training indices are put in one seeded order and the first ``k`` kept, so
@@ -101,8 +104,9 @@ class Prepared:
     def classes(self) -> tuple[str, ...]:
         return self.imageset.classes
 
-    def batch(self, idx: np.ndarray | torch.Tensor, device: torch.device,
-              channels_last: bool = False, expanded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, idx: np.ndarray | torch.Tensor, device: torch.device, channels_last: bool = False, expanded: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, 3, H, W) and labels (B,) for the given indices, on ``device``.
 
         Grey images are replicated to 3 channels; with ``expanded`` as a view (channel stride 0,
@@ -120,8 +124,7 @@ class Prepared:
 def prepare(imageset: ImageSet, cfg: DataConfig) -> Prepared:
     """Split ``imageset`` and normalise its pixels with the training split's mean and std."""
     train_idx, val_idx = split_indices(imageset.labels, cfg.val_fraction, cfg.data_seed)
-    train_idx = per_class_subset(imageset.labels, train_idx, cfg.exemplars_per_class, cfg.data_seed,
-                                 imageset.classes)
+    train_idx = per_class_subset(imageset.labels, train_idx, cfg.exemplars_per_class, cfg.data_seed, imageset.classes)
     pixels = torch.from_numpy(imageset.images).float().div_(255.0)  # (N, C, H, W) in [0, 1]
     mean = float(pixels[train_idx].mean())
     std = float(pixels[train_idx].std())

@@ -10,6 +10,7 @@ Frames (orthographic camera): x to the image right, y up, z towards the camera; 
 azimuth lights the image's right half (the subject's left side). Positive yaw turns the nose
 towards the image right, positive pitch turns it up.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -42,8 +43,7 @@ class Identity:
     marks: np.ndarray  # (M, 4): cx, cy, radius, albedo factor of moles and freckles
 
 
-def sample_identities(rng: np.random.Generator, n: int,
-                      scale: float = _IDENTITY_SCALE) -> list[Identity]:
+def sample_identities(rng: np.random.Generator, n: int, scale: float = _IDENTITY_SCALE) -> list[Identity]:
     """Draw ``n`` identities; ``scale`` multiplies every deviation from the mean face.
 
     The main face parameters are z-scores standardised over the ``n`` people (mean 0, std 1
@@ -54,27 +54,45 @@ def sample_identities(rng: np.random.Generator, n: int,
     z = (z - z.mean(0)) / z.std(0)  # (n, 9)
     people = []
     for zi in z:
-        dev = dict(zip(("width", "nose_length", "nose_height", "brow_y", "eye_dx", "mouth_y",
-                        "skin", "hairline", "brow_tilt"), scale * zi))
+        dev = dict(
+            zip(
+                ("width", "nose_length", "nose_height", "brow_y", "eye_dx", "mouth_y", "skin", "hairline", "brow_tilt"),
+                scale * zi,
+            )
+        )
         k, m = 8, int(rng.integers(1, 4))
-        bumps = np.column_stack([
-            rng.uniform(-0.45, 0.45, k), rng.uniform(-0.7, 0.45, k),
-            rng.uniform(0.08, 0.2, k), rng.uniform(0.08, 0.2, k),
-            scale * 0.02 * rng.standard_normal(k),
-        ])
-        marks = np.column_stack([
-            rng.uniform(-0.4, 0.4, m), rng.uniform(-0.6, 0.3, m),
-            rng.uniform(0.012, 0.025, m), rng.uniform(0.45, 0.75, m),
-        ])
-        people.append(Identity(
-            width=0.62 * (1 + 0.04 * dev["width"]),
-            nose_length=0.42 * (1 + 0.1 * dev["nose_length"]),
-            nose_height=0.14 * (1 + 0.15 * dev["nose_height"]),
-            brow_y=0.32 + 0.025 * dev["brow_y"], eye_dx=0.22 + 0.015 * dev["eye_dx"],
-            mouth_y=-0.45 + 0.02 * dev["mouth_y"], skin=0.72 + 0.04 * dev["skin"],
-            hairline=0.52 + 0.05 * dev["hairline"], brow_tilt=0.1 * dev["brow_tilt"],
-            bumps=bumps, marks=marks,
-        ))
+        bumps = np.column_stack(
+            [
+                rng.uniform(-0.45, 0.45, k),
+                rng.uniform(-0.7, 0.45, k),
+                rng.uniform(0.08, 0.2, k),
+                rng.uniform(0.08, 0.2, k),
+                scale * 0.02 * rng.standard_normal(k),
+            ]
+        )
+        marks = np.column_stack(
+            [
+                rng.uniform(-0.4, 0.4, m),
+                rng.uniform(-0.6, 0.3, m),
+                rng.uniform(0.012, 0.025, m),
+                rng.uniform(0.45, 0.75, m),
+            ]
+        )
+        people.append(
+            Identity(
+                width=0.62 * (1 + 0.04 * dev["width"]),
+                nose_length=0.42 * (1 + 0.1 * dev["nose_length"]),
+                nose_height=0.14 * (1 + 0.15 * dev["nose_height"]),
+                brow_y=0.32 + 0.025 * dev["brow_y"],
+                eye_dx=0.22 + 0.015 * dev["eye_dx"],
+                mouth_y=-0.45 + 0.02 * dev["mouth_y"],
+                skin=0.72 + 0.04 * dev["skin"],
+                hairline=0.52 + 0.05 * dev["hairline"],
+                brow_tilt=0.1 * dev["brow_tilt"],
+                bumps=bumps,
+                marks=marks,
+            )
+        )
     return people
 
 
@@ -190,7 +208,7 @@ def _cast_shadows(depth: np.ndarray, light: np.ndarray) -> np.ndarray:
     if lxy < 1e-6 or light[2] <= 0 or rows.size == 0:
         return shadow
     # Only the head casts and receives shadows: march over its bounding box.
-    box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     d, out = depth[box], shadow[box]
     h, w = d.shape
     drow, dcol = -light[1] / lxy, light[0] / lxy  # image rows grow downwards
@@ -205,15 +223,14 @@ def _cast_shadows(depth: np.ndarray, light: np.ndarray) -> np.ndarray:
         if abs(dr) >= h or abs(dc) >= w:
             break
         # Compare each pixel (dst) with the surface t pixels towards the light (src).
-        dst = np.s_[max(0, -dr):h - max(0, dr), max(0, -dc):w - max(0, dc)]
-        src = np.s_[max(0, dr):h + min(0, dr), max(0, dc):w + min(0, dc)]
+        dst = np.s_[max(0, -dr) : h - max(0, dr), max(0, -dc) : w - max(0, dc)]
+        src = np.s_[max(0, dr) : h + min(0, dr), max(0, dc) : w + min(0, dc)]
         out[dst] |= d[src] > d[dst] + (t * rise + bias)
         t += 1 + t // 16  # far occluders are large and smooth: sample them more sparsely
     return shadow
 
 
-def _ray_cast(height: np.ndarray, rot: np.ndarray,
-              sample: Callable[..., np.ndarray]) -> tuple[np.ndarray, ...]:
+def _ray_cast(height: np.ndarray, rot: np.ndarray, sample: Callable[..., np.ndarray]) -> tuple[np.ndarray, ...]:
     """Face coordinates of the surface point seen at each pixel of the rotated head.
 
     Marches the orthographic ray of pixel (u, v), p(s) = R^T (u, v, s), from the front to the
@@ -254,9 +271,16 @@ def _ray_cast(height: np.ndarray, rot: np.ndarray,
     return x, y, s, np.abs(g) < 0.01
 
 
-def render_face(height: np.ndarray, albedo: np.ndarray, inside: np.ndarray, yaw: float,
-                pitch: float, lights: np.ndarray, ambient: float = _AMBIENT,
-                shadows: bool = True) -> np.ndarray:
+def render_face(
+    height: np.ndarray,
+    albedo: np.ndarray,
+    inside: np.ndarray,
+    yaw: float,
+    pitch: float,
+    lights: np.ndarray,
+    ambient: float = _AMBIENT,
+    shadows: bool = True,
+) -> np.ndarray:
     """Render a height-field face under several distant lights, without noise.
 
     Parameters

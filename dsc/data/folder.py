@@ -1,4 +1,5 @@
 """Any torchvision ImageFolder tree (one sub-directory per class) as an ImageSet."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,9 @@ from dsc.data.base import DataError, ImageSet
 from dsc.data.images import read_images
 
 
-def load(root: str | os.PathLike, size: int = 128, classes: int | Sequence[str] | None = None,
-         seed: int = 0) -> ImageSet:
+def load(
+    root: str | os.PathLike, size: int = 128, classes: int | Sequence[str] | None = None, seed: int = 0
+) -> ImageSet:
     """Images under ``root/<class>/...``; kept grey (1 channel) when every image is grey.
 
     ``classes``: None for every class, a count drawn at random by ``seed``, or class names;
@@ -21,7 +23,9 @@ def load(root: str | os.PathLike, size: int = 128, classes: int | Sequence[str] 
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"folder dataset {root} is not an existing directory; pass folder:PATH with one sub-directory per class")
+        raise DataError(
+            f"folder dataset {root} is not an existing directory; pass folder:PATH with one sub-directory per class"
+        )
     try:
         # torchvision does the class discovery and file filtering; we read pixels ourselves
         # so that a corrupt file is reported by name instead of failing mid-training.
@@ -29,7 +33,9 @@ def load(root: str | os.PathLike, size: int = 128, classes: int | Sequence[str] 
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"folder dataset {root}: {exc}; expected {root}/<class>/<image files>") from None
     if len(tree.classes) < 2:
-        raise DataError(f"folder dataset {root} has {len(tree.classes)} class ({tree.classes}); a classification task needs at least 2")
+        raise DataError(
+            f"folder dataset {root} has {len(tree.classes)} class ({tree.classes}); a classification task needs at least 2"
+        )
     names = _choose(tree.classes, classes, seed, root)
     keep = {tree.class_to_idx[name]: label for label, name in enumerate(names)}
     samples = [(Path(p), keep[t]) for p, t in tree.samples if t in keep]

@@ -1,4 +1,5 @@
 """Reading image files into one uint8 array, with errors that name the bad file."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,8 +19,10 @@ def read_image(path: Path, size: int, grey: bool) -> np.ndarray:
             img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # Pillow's guard against a tiny file of huge pixels
-        raise DataError(f"cannot read image {path}: a decompression bomb (DecompressionBombError: {exc}); "
-                        "remove or replace the file") from None
+        raise DataError(
+            f"cannot read image {path}: a decompression bomb (DecompressionBombError: {exc}); "
+            "remove or replace the file"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path} ({type(exc).__name__}: {exc}); remove or replace the file") from exc
     return arr[None] if grey else arr.transpose(2, 0, 1)

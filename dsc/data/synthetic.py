@@ -4,6 +4,7 @@ Each identity (a height field with an albedo map, :mod:`dsc.data.faces`) is rend
 pose under every light, plus Gaussian pixel noise. Illumination dominates the pixel variance;
 identity is a smaller signal, as in the real data. :func:`load` caches the generated set.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,26 +36,29 @@ DEFAULT_NOISE: float = 0.02  # pixel noise std, in units of full scale (0.02 * 2
 def _check(n_identities: int, size: int, seed: int, noise: float) -> None:
     """Raise DataError for arguments outside their range."""
     if not isinstance(n_identities, (int, np.integer)) or n_identities < 2:
-        raise DataError(f"n_identities must be an integer >= 2, got {n_identities!r}; "
-                        "the task needs at least two classes (the paper uses 5)")
+        raise DataError(
+            f"n_identities must be an integer >= 2, got {n_identities!r}; "
+            "the task needs at least two classes (the paper uses 5)"
+        )
     if not isinstance(size, (int, np.integer)) or size < 16:
-        raise DataError(f"size must be an integer >= 16, got {size!r}; "
-                        "faces are unrecognisable below 16 pixels (the paper uses 128)")
+        raise DataError(
+            f"size must be an integer >= 16, got {size!r}; "
+            "faces are unrecognisable below 16 pixels (the paper uses 128)"
+        )
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"seed must be an integer >= 0, got {seed!r}; "
-                        "it seeds np.random.default_rng")
+        raise DataError(f"seed must be an integer >= 0, got {seed!r}; it seeds np.random.default_rng")
     if not isinstance(noise, (int, float, np.number)) or not np.isfinite(noise) or noise < 0:
-        raise DataError(f"noise must be a finite number >= 0, got {noise!r}; "
-                        f"use 0 for clean images or about {DEFAULT_NOISE} for sensor-like noise")
+        raise DataError(
+            f"noise must be a finite number >= 0, got {noise!r}; "
+            f"use 0 for clean images or about {DEFAULT_NOISE} for sensor-like noise"
+        )
 
 
 def _source(n_identities: int, size: int, seed: int, noise: float) -> str:
-    return (f"synthetic(n_identities={n_identities},size={size},seed={seed},"
-            f"noise={noise},v={GENERATOR_VERSION})")
+    return f"synthetic(n_identities={n_identities},size={size},seed={seed},noise={noise},v={GENERATOR_VERSION})"
 
 
-def generate(n_identities: int = 5, size: int = 128, seed: int = 0,
-             noise: float = DEFAULT_NOISE) -> ImageSet:
+def generate(n_identities: int = 5, size: int = 128, seed: int = 0, noise: float = DEFAULT_NOISE) -> ImageSet:
     """Generate the dense-sample face task: identities x 9 poses x 64 Yale B lights.
 
     Parameters
@@ -90,8 +94,7 @@ def generate(n_identities: int = 5, size: int = 128, seed: int = 0,
             img = render_face(height, albedo, inside, yaw, pitch, lights)  # (64, S, S)
             img += noise * rng.standard_normal(img.shape, dtype=np.float32)
             images[i, j, :, 0] = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-    identity, pose, light = np.meshgrid(np.arange(n_identities), np.arange(n_p),
-                                        np.arange(n_l), indexing="ij")
+    identity, pose, light = np.meshgrid(np.arange(n_identities), np.arange(n_p), np.arange(n_l), indexing="ij")
     az, el = np.array(YALE_LIGHTS).T
     meta = {
         "identity": identity.ravel().astype(np.int64),
@@ -100,15 +103,26 @@ def generate(n_identities: int = 5, size: int = 128, seed: int = 0,
         "elevation": el[light.ravel()].astype(np.int64),
     }
     return ImageSet(
-        images=images.reshape(-1, 1, size, size), labels=meta["identity"].copy(),
-        classes=tuple(f"face{k + 1}" for k in range(n_identities)), meta=meta,
-        name="synthetic", source=_source(n_identities, size, seed, noise),
+        images=images.reshape(-1, 1, size, size),
+        labels=meta["identity"].copy(),
+        classes=tuple(f"face{k + 1}" for k in range(n_identities)),
+        meta=meta,
+        name="synthetic",
+        source=_source(n_identities, size, seed, noise),
     )
 
 
 def _cache_path(cache_dir: Path, n_identities: int, size: int, seed: int, noise: float) -> Path:
-    key = json.dumps({"n_identities": int(n_identities), "size": int(size), "seed": int(seed),
-                      "noise": float(noise), "version": GENERATOR_VERSION}, sort_keys=True)
+    key = json.dumps(
+        {
+            "n_identities": int(n_identities),
+            "size": int(size),
+            "seed": int(seed),
+            "noise": float(noise),
+            "version": GENERATOR_VERSION,
+        },
+        sort_keys=True,
+    )
     return cache_dir / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
@@ -117,9 +131,14 @@ def _read_cache(path: Path, expected_shape: tuple[int, ...]) -> ImageSet | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = {k[5:]: f[k] for k in f.files if k.startswith("meta_")}
-            data = ImageSet(images=f["images"], labels=f["labels"],
-                            classes=tuple(str(c) for c in f["classes"]), meta=meta,
-                            name="synthetic", source=str(f["source"]))
+            data = ImageSet(
+                images=f["images"],
+                labels=f["labels"],
+                classes=tuple(str(c) for c in f["classes"]),
+                meta=meta,
+                name="synthetic",
+                source=str(f["source"]),
+            )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     return data if data.images.shape == expected_shape else None
@@ -128,15 +147,25 @@ def _read_cache(path: Path, expected_shape: tuple[int, ...]) -> ImageSet | None:
 def _write_cache(path: Path, data: ImageSet) -> None:
     """Write the set as a compressed ``.npz`` at ``path``, atomically, readable by every user."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"images": data.images, "labels": data.labels, "classes": np.array(data.classes),
-              "source": np.array(data.source), **{f"meta_{k}": v for k, v in data.meta.items()}}
+    arrays = {
+        "images": data.images,
+        "labels": data.labels,
+        "classes": np.array(data.classes),
+        "source": np.array(data.source),
+        **{f"meta_{k}": v for k, v in data.meta.items()},
+    }
     # A torn file fails to read and is generated again, so no fsync; the cache is shared by
     # every user of the folder, hence not mkstemp's owner-only mode.
     write_atomic(path, lambda f: np.savez_compressed(f, **arrays), mode=0o644, durable=False)
 
 
-def load(n_identities: int = 5, size: int = 128, seed: int = 0, noise: float = DEFAULT_NOISE,
-         cache_dir: str | Path | None = None) -> ImageSet:
+def load(
+    n_identities: int = 5,
+    size: int = 128,
+    seed: int = 0,
+    noise: float = DEFAULT_NOISE,
+    cache_dir: str | Path | None = None,
+) -> ImageSet:
     """``generate(...)``, cached as a compressed .npz keyed by every parameter and the version.
 
     Parameters

@@ -6,6 +6,7 @@ captures (``*.pgm.bad``), ``.info`` lists and anything else that does not match 
 left out. The original distribution ships one ``yaleBSS_PNN.tar.gz`` per subject and pose;
 those are extracted (members checked first) into a cache directory and scanned the same way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -106,8 +107,9 @@ def scan(root: str | os.PathLike, extract_dir: str | os.PathLike | None = None) 
             raise DataError(f"{root} is neither a directory nor a .tar.gz archive of Yale B images")
         dirs = [extract_archive(root, dest_root)]
     else:
-        dirs = [root] + [extract_archive(a, dest_root) for a in sorted(root.rglob("*"))
-                         if a.is_file() and ARCHIVE_RE.search(a.name)]
+        dirs = [root] + [
+            extract_archive(a, dest_root) for a in sorted(root.rglob("*")) if a.is_file() and ARCHIVE_RE.search(a.name)
+        ]
     records = []
     for d in dirs:
         for path in d.rglob("*"):
@@ -125,8 +127,9 @@ def choose_subjects(available: list[int], subjects: str, seed: int) -> list[int]
         return sorted(available)
     if isinstance(wanted, int):
         if not 2 <= wanted <= len(available):
-            raise DataError(f"--subjects {wanted}: need between 2 and {len(available)} "
-                            f"(subjects found: {sorted(available)})")
+            raise DataError(
+                f"--subjects {wanted}: need between 2 and {len(available)} (subjects found: {sorted(available)})"
+            )
         rng = np.random.default_rng(seed)
         return sorted(int(s) for s in rng.choice(sorted(available), size=wanted, replace=False))
     missing = sorted(set(wanted) - set(available))
@@ -137,8 +140,13 @@ def choose_subjects(available: list[int], subjects: str, seed: int) -> list[int]
     return wanted
 
 
-def load(root: str | os.PathLike, size: int = 128, subjects: str = "", seed: int = 0,
-         extract_dir: str | os.PathLike | None = None) -> ImageSet:
+def load(
+    root: str | os.PathLike,
+    size: int = 128,
+    subjects: str = "",
+    seed: int = 0,
+    extract_dir: str | os.PathLike | None = None,
+) -> ImageSet:
     """Yale B images as an ImageSet, one class per subject, resized to ``size`` x ``size``."""
     records = scan(root, extract_dir)
     if not records:

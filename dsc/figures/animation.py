@@ -6,6 +6,7 @@ figures), laid out and drawn once without the moving parts; each frame restores 
 background, draws only the points and the title, and pastes the legend back on top. The
 frames go to Pillow as palette images.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,8 +20,16 @@ from PIL import Image
 from dsc.figures import pca
 
 
-def pca_gif(projections: Any, labels: Any, class_names: Sequence[str], epochs: Any,
-            path: str | Path, fps: float = 4.0, accuracy: Any = None, dpi: int = 80) -> Path:
+def pca_gif(
+    projections: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    epochs: Any,
+    path: str | Path,
+    fps: float = 4.0,
+    accuracy: Any = None,
+    dpi: int = 80,
+) -> Path:
     """Write an animated GIF of the 2-D PCA, one frame per epoch, axes fixed across frames.
 
     Parameters
@@ -43,8 +52,10 @@ def pca_gif(projections: Any, labels: Any, class_names: Sequence[str], epochs: A
     lab = np.asarray(labels).ravel()
     x = np.asarray(epochs, dtype=float).ravel()
     if proj.ndim != 3 or proj.shape[1:] != (lab.size, 2) or proj.shape[0] != x.size or x.size == 0:
-        raise ValueError(f"projections must have shape (E, n, 2) with E = {x.size} >= 1 epochs and "
-                         f"n = {lab.size} labels, got {proj.shape}")
+        raise ValueError(
+            f"projections must have shape (E, n, 2) with E = {x.size} >= 1 epochs and "
+            f"n = {lab.size} labels, got {proj.shape}"
+        )
     acc = None if accuracy is None else np.asarray(accuracy, dtype=float).ravel()
     fig = pca.pca_scatter(proj[0], lab, class_names)
     fig.set_dpi(dpi)

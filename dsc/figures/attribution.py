@@ -1,5 +1,6 @@
 """Which classes make each learning process: the overall curve's components, and the per-class
 fitted curves coloured by the component each class is attributed to."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -13,9 +14,16 @@ from dsc.figures.style import ACC, EPOCH, SERIES_PALETTE
 
 
 def class_components(
-    t: Any, y: Any, component_curves: Any, constant: float, centres: Sequence[float], widths: Sequence[float],
-    class_curves: Mapping[str, tuple[Any, Any, Any]], component_of: Mapping[str, int | None],
-    tolerance: float = 2.0, title: str = "Which classes make each learning process",
+    t: Any,
+    y: Any,
+    component_curves: Any,
+    constant: float,
+    centres: Sequence[float],
+    widths: Sequence[float],
+    class_curves: Mapping[str, tuple[Any, Any, Any]],
+    component_of: Mapping[str, int | None],
+    tolerance: float = 2.0,
+    title: str = "Which classes make each learning process",
 ) -> Figure:
     """Top: the overall curve, its components and each component's window (centre +- tolerance
     widths). Bottom: each class's recall and fitted curve, in the colour of its component

@@ -1,4 +1,5 @@
 """Neural collapse over epochs: NC1 to NC4 per layer, and the out layer's spikes against C - 1."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -9,13 +10,21 @@ from matplotlib.figure import Figure
 from dsc.figures import style
 from dsc.figures.style import EPOCH
 
-PANELS = (("nc1", "NC1: tr(Σ_W Σ_B⁺)/C", True), ("nc2_equinorm", "NC2: equinorm (std/mean)", True),
-          ("nc2_equiangle", "NC2: equiangle (|cos + 1/(C−1)|)", True), ("nc3", "NC3: ‖W − M‖² (normalised)", True),
-          ("nc4", "NC4: classifier ≠ nearest mean", False))
+PANELS = (
+    ("nc1", "NC1: tr(Σ_W Σ_B⁺)/C", True),
+    ("nc2_equinorm", "NC2: equinorm (std/mean)", True),
+    ("nc2_equiangle", "NC2: equiangle (|cos + 1/(C−1)|)", True),
+    ("nc3", "NC3: ‖W − M‖² (normalised)", True),
+    ("nc4", "NC4: classifier ≠ nearest mean", False),
+)
 
 
-def collapse_over_epochs(epochs: Sequence[int], values: Mapping[str, Mapping[str, np.ndarray]],
-                         change_epoch: float | None = None, title: str = "Neural collapse over epochs") -> Figure:
+def collapse_over_epochs(
+    epochs: Sequence[int],
+    values: Mapping[str, Mapping[str, np.ndarray]],
+    change_epoch: float | None = None,
+    title: str = "Neural collapse over epochs",
+) -> Figure:
     """One panel per NC figure; ``values`` maps layer -> key (`dsc.core.collapse.KEYS`) -> (E,)."""
     fig, axes = style.panel_grid(len(PANELS), 3, panel=(3.6, 3.0))
     for ax, (key, label, log) in zip(axes, PANELS):
@@ -38,8 +47,9 @@ def collapse_over_epochs(epochs: Sequence[int], values: Mapping[str, Mapping[str
     return fig
 
 
-def spikes_against_classes(epochs: Sequence[int], spikes: Sequence[float], n_classes: int,
-                           title: str = "Spikes of the out layer's spectrum") -> Figure:
+def spikes_against_classes(
+    epochs: Sequence[int], spikes: Sequence[float], n_classes: int, title: str = "Spikes of the out layer's spectrum"
+) -> Figure:
     """Spikes outside the Marchenko-Pastur bulk of ``out``'s ESD over epochs (E,), with C − 1 marked."""
     fig, axes = style.new_figure(size=(6.0, 3.4))
     ax = axes[0, 0]

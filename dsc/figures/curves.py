@@ -1,4 +1,5 @@
 """Learning curves: accuracy and loss by epoch, and the end of the latent phase."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -19,7 +20,9 @@ from dsc.figures.style import (
 
 
 def learning_curves(
-    epochs: Any, metrics: Mapping[str, Any], chance: float | None = None,
+    epochs: Any,
+    metrics: Mapping[str, Any],
+    chance: float | None = None,
     title: str = "Learning curves",
 ) -> Figure:
     """One panel per metric kind (accuracy, then loss, then others), train and val overlaid.
@@ -46,16 +49,19 @@ def learning_curves(
             ax.plot(x, y, color=color, ls=ls, label=split)
         if kind == "acc":
             style.chance_line(ax, chance)
-        ax.set(xlabel=EPOCH, ylabel=METRIC_LABELS.get(kind, kind),
-               title=METRIC_TITLES.get(kind, kind))
+        ax.set(xlabel=EPOCH, ylabel=METRIC_LABELS.get(kind, kind), title=METRIC_TITLES.get(kind, kind))
         style.legend(ax)
     fig.suptitle(title)
     return fig
 
 
 def change_point(
-    epochs: Any, acc: Any, epoch_cp: float | None, ylabel: str = ACC,
-    title: str = "End of the latent phase", chance: float | None = None,
+    epochs: Any,
+    acc: Any,
+    epoch_cp: float | None,
+    ylabel: str = ACC,
+    title: str = "End of the latent phase",
+    chance: float | None = None,
 ) -> Figure:
     """The learning curve with the latent phase shaded and the change point marked.
 
@@ -78,8 +84,15 @@ def change_point(
     else:
         ax.axvspan(np.nanmin(x), epoch_cp, color="0.9", zorder=0, label="latent phase")
         style.mark_change_point(ax, epoch_cp)
-        ax.annotate(f"epoch {epoch_cp:g}", (epoch_cp, 0.5), xycoords=("data", "axes fraction"),
-                    xytext=(4, 0), textcoords="offset points", rotation=90, va="center")
+        ax.annotate(
+            f"epoch {epoch_cp:g}",
+            (epoch_cp, 0.5),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            rotation=90,
+            va="center",
+        )
     ax.set(xlabel=EPOCH, ylabel=ylabel, title=title)
     style.legend(ax, loc="lower right")
     return fig

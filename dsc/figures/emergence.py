@@ -1,5 +1,6 @@
 """When each class is learned: its recall against the behavioural level, and the layer x class
 grid of representational emergence epochs with each class's lead over behaviour."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -15,8 +16,12 @@ from dsc.figures.style import EPOCH
 
 
 def recall_emergence(
-    curves: Mapping[str, tuple[Any, Any]], classes: Sequence[str], levels: Mapping[str, float],
-    epochs: Mapping[str, int | None], chance: float, title: str = "Behavioural emergence of each class",
+    curves: Mapping[str, tuple[Any, Any]],
+    classes: Sequence[str],
+    levels: Mapping[str, float],
+    epochs: Mapping[str, int | None],
+    chance: float,
+    title: str = "Behavioural emergence of each class",
 ) -> Figure:
     """Each class's validation recall, its halfway level dashed and its emergence epoch dotted.
 
@@ -37,8 +42,13 @@ def recall_emergence(
             continue
         color, epoch = style.class_color(j), epochs.get(name)
         when = "never" if epoch is None else f"epoch {epoch}"
-        ax.plot(style.vec(curves[name][0], "epochs"), style.vec(curves[name][1], "recall"), color=color,
-                lw=1.3, label=f"{name} ({when})")
+        ax.plot(
+            style.vec(curves[name][0], "epochs"),
+            style.vec(curves[name][1], "recall"),
+            color=color,
+            lw=1.3,
+            label=f"{name} ({when})",
+        )
         if np.isfinite(levels.get(name, np.nan)):
             ax.axhline(levels[name], color=color, ls="--", lw=0.8, alpha=0.7)
         if epoch is not None:
@@ -50,7 +60,10 @@ def recall_emergence(
 
 
 def emergence_grid(
-    layers: Sequence[str], classes: Sequence[str], repr_epochs: Any, behaviour: Any,
+    layers: Sequence[str],
+    classes: Sequence[str],
+    repr_epochs: Any,
+    behaviour: Any,
     title: str = "Emergence by representation (probe) and by behaviour",
 ) -> Figure:
     """Left: the layer x class grid of emergence epochs, behaviour as the last row. Right: each
@@ -71,15 +84,24 @@ def emergence_grid(
     grid = np.vstack([rep, beh[None, :]])
     rows = [*layers, "behaviour"]
     lead = beh[None, :] - rep
-    panels = ((axes[0, 0], grid, rows, colormaps["viridis"], None, "emergence epoch", "{:.0f}"),
-              (axes[0, 1], lead, list(layers), colormaps["RdBu"], _centred(lead), "lead (epochs)", "{:+.0f}"))
+    panels = (
+        (axes[0, 0], grid, rows, colormaps["viridis"], None, "emergence epoch", "{:.0f}"),
+        (axes[0, 1], lead, list(layers), colormaps["RdBu"], _centred(lead), "lead (epochs)", "{:+.0f}"),
+    )
     for ax, values, names, cmap, norm, label, fmt in panels:
         shown = np.ma.masked_invalid(values)
         image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto")
         fig.colorbar(image, ax=ax, label=label, shrink=0.85)
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, "–" if not np.isfinite(v) else fmt.format(v), ha="center", va="center",
-                    fontsize="small", color=_ink(image, v))
+            ax.text(
+                j,
+                i,
+                "–" if not np.isfinite(v) else fmt.format(v),
+                ha="center",
+                va="center",
+                fontsize="small",
+                color=_ink(image, v),
+            )
         ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
         ax.set_yticks(range(len(names)), names)
     axes[0, 0].set_title("epoch each class emerges (– never)")

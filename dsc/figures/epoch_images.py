@@ -9,6 +9,7 @@ is rebuilt only when its layout changes (other classes, panels or layers). Margi
 each picture comes back as an RGB array for ``mlflow.log_image``. Drawing epoch B after epoch
 A gives the same pixels as drawing B on a fresh object (tested).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
@@ -67,9 +68,17 @@ class EpochImages:
 
         def build(fig: Figure) -> dict:
             ax = fig.add_subplot()
-            dots = {c: ax.scatter(np.empty(0), np.empty(0), s=6, color=style.class_color(c),
-                                  marker=style.class_marker(c), label=style.class_name(classes, c))
-                    for c in present}
+            dots = {
+                c: ax.scatter(
+                    np.empty(0),
+                    np.empty(0),
+                    s=6,
+                    color=style.class_color(c),
+                    marker=style.class_marker(c),
+                    label=style.class_name(classes, c),
+                )
+                for c in present
+            }
             ax.set(xlabel="PC 1", ylabel="PC 2", xticks=[], yticks=[])
             if len(present) <= 10:
                 ax.legend(fontsize=6, markerscale=1.5, loc="best")
@@ -85,8 +94,9 @@ class EpochImages:
             setter(*_padded(coords[:, axis]))
         return self._render(pic)
 
-    def esd(self, panels: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
-            title: str) -> np.ndarray:
+    def esd(
+        self, panels: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]], title: str
+    ) -> np.ndarray:
         """Side-by-side ESD histograms (log axes), each with its fitted Marchenko-Pastur density.
 
         ``panels``: (layer, eigenvalues (m,), MP grid (q,) or None, MP density (q,) or None).
@@ -99,9 +109,10 @@ class EpochImages:
                 ax.set_title(name, fontsize=8)
                 ax.tick_params(labelsize=6)
                 bars = ax.stairs(np.ones(ESD_BINS), np.geomspace(1, 2, ESD_BINS + 1), fill=True, color="0.65")
-                line, = ax.plot([], [], color=SERIES_PALETTE[1], lw=1.2)
-                note = ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center",
-                               color="0.4", visible=False)
+                (line,) = ax.plot([], [], color=SERIES_PALETTE[1], lw=1.2)
+                note = ax.text(
+                    0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.4", visible=False
+                )
                 ax.set(xscale="log", yscale="log", xlabel="λ")
                 # Log axes' minor ticks cost most of this picture's drawing time (a frame per epoch).
                 ax.xaxis.set_minor_locator(NullLocator())
@@ -132,6 +143,7 @@ class EpochImages:
 
     def cka(self, matrix: np.ndarray, layers: Sequence[str], title: str) -> np.ndarray:
         """Linear CKA between layers, ``matrix`` (L, L) in ``layers`` order, on a fixed 0-1 scale."""
+
         def build(fig: Figure) -> dict:
             ax = fig.add_subplot()
             im = ax.imshow(np.zeros((len(layers), len(layers))), vmin=0, vmax=1, cmap="viridis")

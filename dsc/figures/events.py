@@ -1,4 +1,5 @@
 """One event timeline: every signal's change of a run on one epoch axis, over the validation accuracy."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,12 +12,22 @@ from dsc.figures import style
 from dsc.figures.style import ACC, EPOCH
 
 
-def timeline(events: Sequence[Event], rows: Sequence[str], steps: Sequence[float], acc: Sequence[float],
-             title: str = "Event timeline") -> Figure:
+def timeline(
+    events: Sequence[Event],
+    rows: Sequence[str],
+    steps: Sequence[float],
+    acc: Sequence[float],
+    title: str = "Event timeline",
+) -> Figure:
     """Top: acc/val over ``steps`` (n,), each row's events as thin lines. Bottom: one line per row in
     ``rows`` (top to bottom), each event a marker at its epoch with its label."""
-    fig, axes = style.new_figure(2, 1, size=(10.0, 2.6 + 0.55 * len(rows)), sharex=True,
-                                 gridspec_kw={"height_ratios": [1.4, max(1.0, 0.45 * len(rows))]})
+    fig, axes = style.new_figure(
+        2,
+        1,
+        size=(10.0, 2.6 + 0.55 * len(rows)),
+        sharex=True,
+        gridspec_kw={"height_ratios": [1.4, max(1.0, 0.45 * len(rows))]},
+    )
     top, bottom = axes[0, 0], axes[1, 0]
     top.plot(steps, acc, color="0.25", lw=1.5, label="acc/val")
     top.set(ylabel=ACC, title=title)
@@ -27,8 +38,14 @@ def timeline(events: Sequence[Event], rows: Sequence[str], steps: Sequence[float
         for j, ev in enumerate(sorted(mine, key=lambda ev: ev.epoch)):
             top.axvline(ev.epoch, color=color, lw=0.6, alpha=0.5)
             bottom.plot(ev.epoch, y_of[row], "|", color=color, ms=14, mew=2)
-            bottom.annotate(ev.label, (ev.epoch, y_of[row]), xytext=(2, 6 if j % 2 else -10),
-                            textcoords="offset points", fontsize=6, color=color)
+            bottom.annotate(
+                ev.label,
+                (ev.epoch, y_of[row]),
+                xytext=(2, 6 if j % 2 else -10),
+                textcoords="offset points",
+                fontsize=6,
+                color=color,
+            )
     bottom.set_yticks(list(y_of.values()), list(y_of))
     bottom.set_ylim(-0.7, len(rows) - 0.3)
     if events:

@@ -1,4 +1,5 @@
 """Runs grouped by a swept parameter: mean curves with bands, and quantities against the param."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -9,8 +10,9 @@ from matplotlib.figure import Figure
 from dsc.figures import style
 
 
-def group_curves(groups: Sequence[Mapping], ylabel: str,
-                 title: str = "Mean learning curve per group, 95% band") -> Figure:
+def group_curves(
+    groups: Sequence[Mapping], ylabel: str, title: str = "Mean learning curve per group, 95% band"
+) -> Figure:
     """The mean curve of each group with its band.
 
     Parameters
@@ -34,8 +36,9 @@ def group_curves(groups: Sequence[Mapping], ylabel: str,
     return fig
 
 
-def against_param(param: str, panels: Sequence[Mapping], positions: Sequence[float],
-                  tick_labels: Sequence[str], title: str = "") -> Figure:
+def against_param(
+    param: str, panels: Sequence[Mapping], positions: Sequence[float], tick_labels: Sequence[str], title: str = ""
+) -> Figure:
     """Per-run values and group means with 95% intervals against a param, one panel per quantity.
 
     Parameters
@@ -55,8 +58,15 @@ def against_param(param: str, panels: Sequence[Mapping], positions: Sequence[flo
         mean = np.asarray(panel["mean"], dtype=float)
         low, high = np.asarray(panel["low"], dtype=float), np.asarray(panel["high"], dtype=float)
         err = np.vstack([mean - low, high - mean])
-        ax.errorbar(gx, mean, yerr=np.where(np.isfinite(err), err, 0), color="k", marker="o",
-                    capsize=3, label="group mean, 95% interval")
+        ax.errorbar(
+            gx,
+            mean,
+            yerr=np.where(np.isfinite(err), err, 0),
+            color="k",
+            marker="o",
+            capsize=3,
+            label="group mean, 95% interval",
+        )
         ax.set_xticks(gx, list(tick_labels))
         ax.set(xlabel=param, ylabel=panel["ylabel"])
         if panel.get("note"):

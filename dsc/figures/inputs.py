@@ -1,4 +1,5 @@
 """What the network looks at: pixel variance maps and each class's most activating inputs (Figs 15, 16)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,7 +12,10 @@ from dsc.figures import style
 
 
 def variance_maps(
-    maps: Any, class_names: Sequence[str], shared_scale: bool = True, cmap: str = "magma",
+    maps: Any,
+    class_names: Sequence[str],
+    shared_scale: bool = True,
+    cmap: str = "magma",
     title: str = "Pixel-wise variance across the exemplars of each class",
 ) -> Figure:
     """Heat map of pixel-wise variance per class, with a colour bar (Figs 15, 16).
@@ -47,7 +51,8 @@ def variance_maps(
 
 
 def top_inputs(
-    images: Any, class_names: Sequence[str],
+    images: Any,
+    class_names: Sequence[str],
     title: str = "Inputs that most activate each class's leading feature",
 ) -> Figure:
     """A grid, one row per class, of the k inputs that most activate its leading feature.

@@ -1,4 +1,5 @@
 """Logistic learning decomposition (Figs 11, 12): one run's fit, and fits across runs."""
+
 from __future__ import annotations
 
 import math
@@ -24,14 +25,19 @@ def _lld_on_ax(ax: Axes, t, y, curve, component_curves, constant, title: str, r2
     ax.plot(tt, fitted, color="0.05", lw=1.6, label="sum of logistics")
     comps = np.asarray(component_curves, dtype=float).reshape(-1, tt.size)
     for i, comp in enumerate(comps):
-        ax.plot(tt, comp + constant, color=SERIES_PALETTE[i % len(SERIES_PALETTE)], ls="--",
-                label=f"component {i + 1}")
+        ax.plot(tt, comp + constant, color=SERIES_PALETTE[i % len(SERIES_PALETTE)], ls="--", label=f"component {i + 1}")
     style.legend(ax, loc="lower right")
 
 
 def lld_fit(
-    t: Any, y: Any, curve: Any, component_curves: Any, constant: float,
-    title: str = "Logistic learning decomposition", r2: float | None = None, ylabel: str = ACC,
+    t: Any,
+    y: Any,
+    curve: Any,
+    component_curves: Any,
+    constant: float,
+    title: str = "Logistic learning decomposition",
+    r2: float | None = None,
+    ylabel: str = ACC,
 ) -> Figure:
     """A learning curve, its fitted sum of logistics and each component (Figs 11, 12).
 
@@ -53,7 +59,9 @@ def lld_fit(
 
 
 def lld_overlay(
-    runs: Sequence[Mapping[str, Any]], ncols: int = 3, ylabel: str = ACC,
+    runs: Sequence[Mapping[str, Any]],
+    ncols: int = 3,
+    ylabel: str = ACC,
     title: str = "Logistic learning decomposition of each run",
 ) -> Figure:
     """Small multiples of `lld_fit`, one per run, shared y axis.
@@ -68,8 +76,16 @@ def lld_overlay(
         return style.no_data(title)
     fig, axes = style.panel_grid(len(runs), ncols, panel=(4.0, 3.2), sharey=True)
     for ax, run in zip(axes, runs):
-        _lld_on_ax(ax, run["t"], run["y"], run["curve"], run["component_curves"],
-                   run["constant"], str(run["label"]), run.get("r2"))
+        _lld_on_ax(
+            ax,
+            run["t"],
+            run["y"],
+            run["curve"],
+            run["component_curves"],
+            run["constant"],
+            str(run["label"]),
+            run.get("r2"),
+        )
     fig.supxlabel(EPOCH)
     fig.supylabel(ylabel)
     fig.suptitle(title)
@@ -85,7 +101,10 @@ def _numeric(values: Any) -> np.ndarray | None:
 
 
 def lld_centers_widths(
-    centers: Any, widths: Any, colour_values: Any, colour_label: str,
+    centers: Any,
+    widths: Any,
+    colour_values: Any,
+    colour_label: str,
     title: str = "Logistic components across runs",
 ) -> Figure:
     """Centre against width of each logistic component, coloured by a run parameter.
@@ -104,8 +123,7 @@ def lld_centers_widths(
     cx, wy = style.vec(centers, "centers"), style.vec(widths, "widths")
     values = np.asarray(colour_values, dtype=object).ravel()
     if not cx.size == wy.size == values.size:
-        raise ValueError(f"centers, widths and colour_values differ in length: "
-                         f"{cx.size}, {wy.size}, {values.size}")
+        raise ValueError(f"centers, widths and colour_values differ in length: {cx.size}, {wy.size}, {values.size}")
     keep = np.isfinite(cx) & np.isfinite(wy)
     if not keep.any():
         return style.no_data(title)
@@ -115,8 +133,7 @@ def lld_centers_widths(
     if numeric is not None:
         finite = numeric[keep & np.isfinite(numeric)]
         decades = finite.size and finite.min() > 0 and finite.max() >= 100 * finite.min()
-        sc = ax.scatter(cx[keep], wy[keep], c=numeric[keep], cmap="viridis", s=30,
-                        norm="log" if decades else None)
+        sc = ax.scatter(cx[keep], wy[keep], c=numeric[keep], cmap="viridis", s=30, norm="log" if decades else None)
         fig.colorbar(sc, ax=ax, label=colour_label)
     else:
         for i, v in enumerate(dict.fromkeys(values[keep])):
@@ -129,7 +146,9 @@ def lld_centers_widths(
 
 
 def lld_variance_explained(
-    run_labels: Sequence[str], r2_1: Any, r2_2: Any,
+    run_labels: Sequence[str],
+    r2_1: Any,
+    r2_2: Any,
     title: str = "Variance explained by one and by two logistics",
 ) -> Figure:
     """Grouped bars of R² for one and two logistic components, one group per run.
@@ -146,8 +165,10 @@ def lld_variance_explained(
     fig, axes = style.new_figure(size=(max(4.8, 1.0 + 0.9 * n), 4.0))
     ax = axes[0, 0]
     x = np.arange(n)
-    for shift, r2, label, color in ((-0.2, r2_1, "1 logistic", SERIES_PALETTE[0]),
-                                    (0.2, r2_2, "2 logistics", SERIES_PALETTE[1])):
+    for shift, r2, label, color in (
+        (-0.2, r2_1, "1 logistic", SERIES_PALETTE[0]),
+        (0.2, r2_2, "2 logistics", SERIES_PALETTE[1]),
+    ):
         heights = style.vec(r2, label, n, per="run")
         bars = ax.bar(x + shift, np.nan_to_num(heights), width=0.4, color=color, label=label)
         ax.bar_label(bars, ["" if np.isnan(h) else f"{h:.3f}" for h in heights], fontsize="x-small")

@@ -1,4 +1,5 @@
 """Hierarchical modes: a metric against the singular modes kept, and the two-segment power law."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -12,8 +13,12 @@ from dsc.figures.style import ACC, SERIES_PALETTE
 
 
 def modes_curves(
-    k: Any, series: Mapping[str, Any], ylabel: str = ACC, logx: bool = True,
-    title: str = "Keeping only the k leading singular modes", chance: float | None = None,
+    k: Any,
+    series: Mapping[str, Any],
+    ylabel: str = ACC,
+    logx: bool = True,
+    title: str = "Keeping only the k leading singular modes",
+    chance: float | None = None,
 ) -> Figure:
     """A metric against the number k of singular modes kept, one line per series.
 
@@ -56,7 +61,10 @@ def _field(fit: Any, name: str) -> float:
 
 
 def power_law_fit(
-    k: Any, err: Any, fit: Any, ylabel: str = "error (1 − accuracy)",
+    k: Any,
+    err: Any,
+    fit: Any,
+    ylabel: str = "error (1 − accuracy)",
     title: str = "Two-segment power law of error against modes kept",
 ) -> Figure:
     """Log-log error against k with the fitted two-segment power law and its breakpoint.
@@ -81,8 +89,9 @@ def power_law_fit(
     if np.isfinite([b, s1, s2, c]).all() and b > 0:
         inside = [b] if kk.min() < b < kk.max() else []
         grid = np.union1d(np.geomspace(kk.min(), kk.max(), 200), inside)
-        ax.plot(grid, _two_segment(grid, b, s1, s2, c), color=SERIES_PALETTE[1],
-                label=f"fit: slope {s1:.2f} then {s2:.2f}")
+        ax.plot(
+            grid, _two_segment(grid, b, s1, s2, c), color=SERIES_PALETTE[1], label=f"fit: slope {s1:.2f} then {s2:.2f}"
+        )
         ax.axvline(b, color="0.15", ls="--", lw=1, label=f"breakpoint k = {b:.3g}")
     else:
         ax.text(0.02, 0.04, "no fit", transform=ax.transAxes, color="0.3")

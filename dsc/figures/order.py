@@ -1,4 +1,5 @@
 """What predicted the order: predicted against observed class order, and the network's mode strengths."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -10,9 +11,12 @@ from dsc.figures import style
 from dsc.figures.style import EPOCH, SERIES_PALETTE
 
 
-def predicted_vs_observed(classes: Sequence[str], observed: Sequence[float],
-                          predictors: Mapping[str, tuple[Sequence[float], float]],
-                          title: str = "Predicted against observed class order") -> Figure:
+def predicted_vs_observed(
+    classes: Sequence[str],
+    observed: Sequence[float],
+    predictors: Mapping[str, tuple[Sequence[float], float]],
+    title: str = "Predicted against observed class order",
+) -> Figure:
     """One panel per predictor: its value per class (x) against the class's observed emergence epoch (y).
 
     Parameters
@@ -35,8 +39,13 @@ def predicted_vs_observed(classes: Sequence[str], observed: Sequence[float],
     return fig
 
 
-def mode_strengths(epochs: Sequence[int], strengths: np.ndarray, s: Sequence[float], times: Sequence[float],
-                   title: str = "The network's strength along each input-output mode") -> Figure:
+def mode_strengths(
+    epochs: Sequence[int],
+    strengths: np.ndarray,
+    s: Sequence[float],
+    times: Sequence[float],
+    title: str = "The network's strength along each input-output mode",
+) -> Figure:
     """Left: a_k(t) (E, r) over epochs, each mode's data strength s_k dashed and its fitted centre dotted.
     Right: the centres t_k against 1/s_k."""
     fig, axes = style.new_figure(1, 2, size=(10.0, 3.8))
@@ -57,6 +66,5 @@ def mode_strengths(epochs: Sequence[int], strengths: np.ndarray, s: Sequence[flo
         right.annotate(f" {k + 1}", (inv[k], t[k]), fontsize=8)
     if not np.isfinite(t).any():
         style.note_on(right, "no mode's logistic fit succeeded")
-    right.set(xlabel="1 / s_k (data)", ylabel=f"t_k, centre of a_k's rise ({EPOCH})",
-              title="Saxe: t_k ∝ 1/s_k")
+    right.set(xlabel="1 / s_k (data)", ylabel=f"t_k, centre of a_k's rise ({EPOCH})", title="Saxe: t_k ∝ 1/s_k")
     return fig

@@ -1,4 +1,5 @@
 """PCA of the hidden representation over epochs (Figs 9, 10, 13) and class emergence (Fig 14)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -28,8 +29,16 @@ def _scatter_classes(ax: Axes, points: np.ndarray, labels: np.ndarray, class_nam
     finite = np.isfinite(points).all(axis=1)
     for c in np.unique(labels).astype(int):
         pts = points[(labels == c) & finite]
-        ax.scatter(pts[:, 0], pts[:, 1], s=9, alpha=0.7, color=style.class_color(c),
-                   marker=style.class_marker(c), linewidths=0, label=style.class_name(class_names, c))
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=9,
+            alpha=0.7,
+            color=style.class_color(c),
+            marker=style.class_marker(c),
+            linewidths=0,
+            label=style.class_name(class_names, c),
+        )
 
 
 def _pc_labels(ax: Axes, variance_ratio=None) -> None:
@@ -39,8 +48,11 @@ def _pc_labels(ax: Axes, variance_ratio=None) -> None:
 
 
 def pca_scatter(
-    points: Any, labels: Any, class_names: Sequence[str],
-    title: str = "PCA of the hidden representation", variance_ratio: Any = None,
+    points: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    title: str = "PCA of the hidden representation",
+    variance_ratio: Any = None,
 ) -> Figure:
     """2-D PCA scatter of the probe set, one colour per class (Figs 9, 10).
 
@@ -73,8 +85,13 @@ def pca_scatter(
 
 
 def pca_scatter_grid(
-    projections: Any, labels: Any, class_names: Sequence[str], epochs: Any,
-    max_panels: int = 12, accuracy: Any = None, ncols: int = 4,
+    projections: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    epochs: Any,
+    max_panels: int = 12,
+    accuracy: Any = None,
+    ncols: int = 4,
     title: str = "PCA of the hidden representation over epochs",
 ) -> Figure:
     """Small multiples of the 2-D PCA at up to ``max_panels`` evenly spaced epochs, shared axes.
@@ -91,8 +108,10 @@ def pca_scatter_grid(
     proj = np.asarray(projections, dtype=float)
     lab = np.asarray(labels).ravel()
     if proj.ndim != 3 or proj.shape[2] != 2 or proj.shape[1] != lab.size:
-        raise ValueError(f"projections must have shape (E, n, 2) with n = {lab.size} labels, "
-                         f"got {proj.shape}; use PCATimeline.projections")
+        raise ValueError(
+            f"projections must have shape (E, n, 2) with n = {lab.size} labels, "
+            f"got {proj.shape}; use PCATimeline.projections"
+        )
     x = style.vec(epochs, "epochs")
     if proj.shape[0] != x.size:
         raise ValueError(f"projections has {proj.shape[0]} epochs but epochs has {x.size}")
@@ -114,7 +133,10 @@ def pca_scatter_grid(
 
 
 def pca_timeline(
-    epochs: Any, explained_variance: Any, accuracy: Any = None, ratio: bool = False,
+    epochs: Any,
+    explained_variance: Any,
+    accuracy: Any = None,
+    ratio: bool = False,
     title: str = "PCA timeline of the last hidden layer",
 ) -> Figure:
     """Variance along each leading PC over epochs, accuracy on a twin axis (Fig 13).
@@ -150,8 +172,13 @@ def pca_timeline(
 
 
 def emergence(
-    epochs: Any, scores: Any, class_names: Sequence[str], emergence_epochs: Mapping[int, Any],
-    threshold: float, classes: Any = None, title: str = "Emergence of each class",
+    epochs: Any,
+    scores: Any,
+    class_names: Sequence[str],
+    emergence_epochs: Mapping[int, Any],
+    threshold: float,
+    classes: Any = None,
+    title: str = "Emergence of each class",
 ) -> Figure:
     """Each class's separation score over epochs, its emergence epoch marked (Fig 14).
 
@@ -183,7 +210,6 @@ def emergence(
     ax.axhline(threshold, color="0.4", ls="--", lw=1, label=f"threshold ({threshold:g})")
     emerged = sorted((e, int(c)) for c, e in emergence_epochs.items() if e is not None)
     order = " → ".join(style.class_name(class_names, c) for _, c in emerged) or "none emerged"
-    ax.set(xlabel=EPOCH, ylabel="separation score (mean silhouette)",
-           title=f"{title}\norder: {order}")
+    ax.set(xlabel=EPOCH, ylabel="separation score (mean silhouette)", title=f"{title}\norder: {order}")
     style.legend(ax, loc="upper left")
     return fig

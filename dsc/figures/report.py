@@ -4,6 +4,7 @@ Every figure is embedded as base64 (PNG, or GIF for the animation), so the page 
 MLflow UI's artifact view or from disk with nothing beside it. Text is escaped with
 `html.escape`; the page is built from small string templates, no template engine.
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,8 +48,7 @@ def _table(rows: Mapping[str, object], header: Sequence[str] = ()) -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                   for k, v in rows.items())
+    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items())
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
@@ -60,8 +60,10 @@ def _fmt(value: object) -> str:
 
 def _image(img: Image) -> str:
     src = f"data:{img.mime};base64,{base64.b64encode(img.data).decode('ascii')}"
-    return (f'<figure id="{html.escape(img.name)}"><img src="{src}" alt="{html.escape(img.name)}">'
-            f"<figcaption>{html.escape(img.name)}: {html.escape(img.caption)}</figcaption></figure>")
+    return (
+        f'<figure id="{html.escape(img.name)}"><img src="{src}" alt="{html.escape(img.name)}">'
+        f"<figcaption>{html.escape(img.name)}: {html.escape(img.caption)}</figcaption></figure>"
+    )
 
 
 def _section(sec: Section) -> str:
@@ -75,8 +77,13 @@ def _section(sec: Section) -> str:
     return "\n".join(parts)
 
 
-def render(title: str, run: Mapping[str, object], params: Mapping[str, object],
-           metrics: Mapping[str, object], sections: Sequence[Section]) -> str:
+def render(
+    title: str,
+    run: Mapping[str, object],
+    params: Mapping[str, object],
+    metrics: Mapping[str, object],
+    sections: Sequence[Section],
+) -> str:
     """The whole page as one string.
 
     Parameters
@@ -86,10 +93,14 @@ def render(title: str, run: Mapping[str, object], params: Mapping[str, object],
     params, metrics : the run's params and final metric values, shown side by side
     sections : in page order
     """
-    header = (f'<div class="cols"><div><h3>Run</h3>{_table(run)}</div>'
-              f"<div><h3>Final metrics</h3>{_table(metrics, ('metric', 'value'))}</div>"
-              f"<div><h3>Params</h3>{_table(params, ('param', 'value'))}</div></div>")
+    header = (
+        f'<div class="cols"><div><h3>Run</h3>{_table(run)}</div>'
+        f"<div><h3>Final metrics</h3>{_table(metrics, ('metric', 'value'))}</div>"
+        f"<div><h3>Params</h3>{_table(params, ('param', 'value'))}</div></div>"
+    )
     body = "\n".join(_section(s) for s in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
-            f"<body><h1>{html.escape(title)}</h1>\n{header}\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
+        f"<body><h1>{html.escape(title)}</h1>\n{header}\n{body}\n</body></html>\n"
+    )

@@ -1,4 +1,5 @@
 """Similarity of layers: successive pairs over epochs (Fig 17) and every pair at one epoch."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -12,8 +13,11 @@ from dsc.figures.style import EPOCH
 
 
 def layer_similarity(
-    epochs: Any, series: Mapping[str, Any], ylabel: str = "correlation",
-    epoch_cp: float | None = None, title: str = "Similarity of successive layers over epochs",
+    epochs: Any,
+    series: Mapping[str, Any],
+    ylabel: str = "correlation",
+    epoch_cp: float | None = None,
+    title: str = "Similarity of successive layers over epochs",
 ) -> Figure:
     """Similarity (correlation or CKA) of layer pairs over epochs, near to far pairs (Fig 17).
 
@@ -41,8 +45,11 @@ def layer_similarity(
 
 
 def cka_heatmap(
-    matrix: Any, layer_names: Sequence[str], title: str = "Linear CKA between layers",
-    vmin: float = 0.0, vmax: float = 1.0,
+    matrix: Any,
+    layer_names: Sequence[str],
+    title: str = "Linear CKA between layers",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
 ) -> Figure:
     """Heat map of a layer-by-layer similarity matrix, values written in the cells up to 12 layers.
 
@@ -63,8 +70,15 @@ def cka_heatmap(
     if n <= 12:
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small",
-                        color="white" if v < (vmin + vmax) / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="white" if v < (vmin + vmax) / 2 else "black",
+                )
     fig.colorbar(image, ax=ax, label="similarity")
     ax.set_title(title)
     return fig

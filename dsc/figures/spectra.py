@@ -1,4 +1,5 @@
 """Weight spectra: power-law exponents and Martin & Mahoney phases over epochs, and ESD histograms."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,9 @@ from dsc.figures.style import EPOCH, PHASE_PALETTE, SERIES_PALETTE
 
 
 def spectra_over_epochs(
-    epochs: Any, alpha: Mapping[str, Any], band: tuple[float, float] = (2.0, 6.0),
+    epochs: Any,
+    alpha: Mapping[str, Any],
+    band: tuple[float, float] = (2.0, 6.0),
     title: str = "Power-law exponent of each layer's ESD",
 ) -> Figure:
     """Alpha of each layer over epochs, the heavy-tailed band shaded.
@@ -43,7 +46,10 @@ def spectra_over_epochs(
 
 
 def phase_heatmap(
-    epochs: Any, layers: Sequence[str], phases: Any, phase_names: Sequence[str],
+    epochs: Any,
+    layers: Sequence[str],
+    phases: Any,
+    phase_names: Sequence[str],
     title: str = "Spectral phase of each layer over epochs",
 ) -> Figure:
     """Categorical heat map of each layer's phase at each epoch, with a legend.
@@ -103,7 +109,9 @@ def _esd_on_ax(ax: Axes, title: str, evals, mp_x, mp_density, lambda_plus, log: 
 
 
 def esd_grid(
-    panels: Sequence[Sequence[Any]], ncols: int = 3, log: bool = True,
+    panels: Sequence[Sequence[Any]],
+    ncols: int = 3,
+    log: bool = True,
     title: str = "Empirical spectral densities",
 ) -> Figure:
     """Small multiples of empirical spectral densities, each with its fitted Marchenko-Pastur bulk.
@@ -122,8 +130,7 @@ def esd_grid(
     for ax, (name, evals, mp_x, mp_density, lambda_plus) in zip(axes, panels):
         _esd_on_ax(ax, name, evals, mp_x, mp_density, lambda_plus, log)
         ax.set(xlabel="λ", ylabel="density (per unit λ)")
-    handles = {h.get_label().split(" (")[0].split(" =")[0]: h for ax in axes
-               for h in ax.get_legend_handles_labels()[0]}
+    handles = {h.get_label().split(" (")[0].split(" =")[0]: h for ax in axes for h in ax.get_legend_handles_labels()[0]}
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=3)
     fig.suptitle(title)

@@ -7,6 +7,7 @@ cycle); other series (splits, layers, PCs, components) take colours from other p
 they are never read as classes. Non-finite values are skipped, and empty inputs give a figure
 that says "no data" instead of raising.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,6 +36,7 @@ METRIC_TITLES = {"acc": "Accuracy", "loss": "Loss"}
 
 # --- colours ---------------------------------------------------------------------------------
 
+
 def class_color(label: int) -> tuple[float, float, float]:
     """RGB colour of class ``label`` (tab10, cycling)."""
     return CLASS_PALETTE[int(label) % len(CLASS_PALETTE)]
@@ -56,6 +58,7 @@ def class_name(class_names: Sequence[str], label: int) -> str:
 
 
 # --- figures and panels ----------------------------------------------------------------------
+
 
 def new_figure(nrows: int = 1, ncols: int = 1, size=None, **kw) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure and its axes, shape (nrows, ncols)."""
@@ -114,6 +117,7 @@ def edges(x: np.ndarray) -> np.ndarray:
 
 # --- input checks ----------------------------------------------------------------------------
 
+
 def vec(values: Any, name: str, n: int | None = None, per: str = "epoch") -> np.ndarray:
     """``values`` as a float vector, checked to have ``n`` entries (one per ``per``) if given."""
     arr = np.asarray(values, dtype=float).ravel()
@@ -134,6 +138,7 @@ def matrix(values: Any, n: int, name: str) -> np.ndarray:
 
 
 # --- output ----------------------------------------------------------------------------------
+
 
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG at ``path`` (folders made as needed) and close it.

@@ -5,6 +5,7 @@ only, into the run of the trainer's ``MLFlowLogger`` where it has one (the metri
 logs and dsc's then share a run), else into a run of its own. Everything else is
 :class:`dsc.jobs.recorder.Recorder`'s. Lightning is optional: ``uv sync --group lightning``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -16,8 +17,9 @@ except ImportError:  # the standalone package of older installs
     try:
         import pytorch_lightning as pl
     except ImportError:
-        raise ImportError("dsc.integrations.lightning needs Lightning: `uv sync --group lightning` "
-                          "(or `pip install lightning`)") from None
+        raise ImportError(
+            "dsc.integrations.lightning needs Lightning: `uv sync --group lightning` (or `pip install lightning`)"
+        ) from None
 
 import mlflow
 
@@ -40,14 +42,31 @@ class RecorderCallback(pl.Callback):
     as ``lightning/<name>`` (step = epoch; the logger keeps its own by global step).
     """
 
-    def __init__(self, probe: Any, class_names: list[str] | None = None, layers: Any = None,
-                 experiment: str | None = None, run_name: str | None = None,
-                 params: Mapping[str, Any] | None = None, snapshot_every: int = 1, checkpoint_every: int = 1,
-                 callback_metrics: bool = True, **recorder_options: Any) -> None:
+    def __init__(
+        self,
+        probe: Any,
+        class_names: list[str] | None = None,
+        layers: Any = None,
+        experiment: str | None = None,
+        run_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        snapshot_every: int = 1,
+        checkpoint_every: int = 1,
+        callback_metrics: bool = True,
+        **recorder_options: Any,
+    ) -> None:
         super().__init__()
-        self.options = dict(probe=probe, class_names=class_names, layers=layers, experiment=experiment,
-                            run_name=run_name, params=params, snapshot_every=snapshot_every,
-                            checkpoint_every=checkpoint_every, **recorder_options)
+        self.options = dict(
+            probe=probe,
+            class_names=class_names,
+            layers=layers,
+            experiment=experiment,
+            run_name=run_name,
+            params=params,
+            snapshot_every=snapshot_every,
+            checkpoint_every=checkpoint_every,
+            **recorder_options,
+        )
         self.callback_metrics = callback_metrics
         self.recorder: Recorder | None = None
 

@@ -29,6 +29,7 @@ Steps 4, 7 and 10 rebuild the dataset from the checkpoint's data config; when it
 rebuilt (a moved folder, a changed generator) they are skipped with the reason written into
 the summary and the report, and the rest still runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,8 +78,23 @@ from dsc.settings import AnalyzeConfig
 
 ARTIFACT_DIR = "analysis"
 SWITCH_INTERVAL_S = 2e-4  # GIL switch interval while the modes thread runs beside the plots
-STEP_NAMES = ("model", "curves", "pca", "emergence", "change_point", "inputs", "similarity", "spectra",
-              "modes", "lld", "class_lld", "order", "collapse", "events", "pictures")
+STEP_NAMES = (
+    "model",
+    "curves",
+    "pca",
+    "emergence",
+    "change_point",
+    "inputs",
+    "similarity",
+    "spectra",
+    "modes",
+    "lld",
+    "class_lld",
+    "order",
+    "collapse",
+    "events",
+    "pictures",
+)
 
 __all__ = ["ARTIFACT_DIR", "Analysis", "Source", "analyze_job", "find_run", "read_source", "run_analysis"]
 
@@ -132,11 +148,13 @@ class _Clock(contextlib.AbstractContextManager):
 
     def timed(self, name: str, fn: Callable) -> Callable:
         """``fn``, recording its seconds under ``name`` when it returns (from any thread)."""
+
         def run(*args: Any) -> Any:
             t0 = time.perf_counter()
             out = fn(*args)
             self.timings[name] = time.perf_counter() - t0
             return out
+
         return run
 
 
@@ -177,8 +195,10 @@ def _validate(src: Source, cfg: AnalyzeConfig) -> AnalyzeConfig:
         feeds = layers[layers.index(out) - 1] if out in layers[1:] else layers[-1]
         cfg = dataclasses.replace(cfg, layer=feeds)
     if len(src.snaps.classes) < 2:
-        raise ConfigError(f"run {src.run_id} has one class ({', '.join(src.snaps.classes)}): analyze compares "
-                          "classes (emergence, per-class decomposition) and needs at least 2")
+        raise ConfigError(
+            f"run {src.run_id} has one class ({', '.join(src.snaps.classes)}): analyze compares "
+            "classes (emergence, per-class decomposition) and needs at least 2"
+        )
     if cfg.layer not in src.snaps.layers:
         raise ConfigError(f"--layer {cfg.layer!r}: not in the snapshots; choose one of {src.snaps.layers}")
     pick_esd_epochs(src.snaps.epochs, cfg.esd_epochs, None)
@@ -188,9 +208,15 @@ def _validate(src: Source, cfg: AnalyzeConfig) -> AnalyzeConfig:
 def _header(src: Source) -> tuple[dict, dict, dict]:
     """The report's run facts, the run's params, and its final acc/, loss/ and best/ metrics."""
     info, snaps = src.run.info, src.snaps
-    run = {"run id": info.run_id, "run name": info.run_name, "experiment id": info.experiment_id,
-           "status": info.status, "epochs": f"{snaps.epochs[0]}..{snaps.epochs[-1]}",
-           "classes": ", ".join(snaps.classes), "probe images": len(snaps.labels)}
+    run = {
+        "run id": info.run_id,
+        "run name": info.run_name,
+        "experiment id": info.experiment_id,
+        "status": info.status,
+        "epochs": f"{snaps.epochs[0]}..{snaps.epochs[-1]}",
+        "classes": ", ".join(snaps.classes),
+        "probe images": len(snaps.labels),
+    }
     metrics = {k: v for k, v in sorted(src.run.data.metrics.items()) if k.startswith(("acc/", "loss/", "best/"))}
     return run, dict(sorted(src.run.data.params.items())), metrics
 
@@ -213,12 +239,20 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             model = analyze_recorded.load_model(src.run_id) if src.recorded else load_model(src.checkpoint)
         if src.recorded:  # any model: the probe's inputs, the logged network's Linear layers
             images = analyze_recorded.ProbeImages(src.run_id, classes)
-            sweep = background.submit(clock.timed("modes_background", analyze_recorded.sweep_modes), model,
-                                      images, src.checkpoint, snaps.weight_layers, cfg, stop)
+            sweep = background.submit(
+                clock.timed("modes_background", analyze_recorded.sweep_modes),
+                model,
+                images,
+                src.checkpoint,
+                snaps.weight_layers,
+                cfg,
+                stop,
+            )
         else:
             images = RunImages(src)  # rebuilt once, by whichever of steps 4 and 7 asks first
-            sweep = background.submit(clock.timed("modes_background", analyze_images.sweep_modes),
-                                      model, images, src.checkpoint, cfg, stop)
+            sweep = background.submit(
+                clock.timed("modes_background", analyze_images.sweep_modes), model, images, src.checkpoint, cfg, stop
+            )
         # --- learning curves
         with clock("curves"):
             curves = analyze_steps.curves(src.history, len(classes), draw)
@@ -248,8 +282,9 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             lld = analyze_steps.lld(acc_steps, acc_val, cfg.lld_components, draw)
         # --- 9. which classes make each of its processes: each class's recall decomposed
         with clock("class_lld"):
-            class_lld = analyze_classes.class_lld(src.recall, classes, snaps.labels, lld.selection,
-                                                  cfg.lld_components, draw)
+            class_lld = analyze_classes.class_lld(
+                src.recall, classes, snaps.labels, lld.selection, cfg.lld_components, draw
+            )
         # --- 10. what predicted the order: the training split's input-output modes, pixel separability
         with clock("order"):
             order = analyze_order.order(images, snaps, emergence.behaviour, cfg.seed, draw)
@@ -259,32 +294,60 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw)
         # --- the event timeline: every step's changes on one epoch axis (the report's first section)
         with clock("events"):
-            timeline = analyze_events.timeline(acc_steps, acc_val, cfg.layer, change, lld, class_lld, emergence,
-                                               pca, nc, spectra, similarity, draw)
+            timeline = analyze_events.timeline(
+                acc_steps, acc_val, cfg.layer, change, lld, class_lld, emergence, pca, nc, spectra, similarity, draw
+            )
         # --- each snapshot's pictures for the image grid, where the run lacks them
         with clock("pictures"):
-            pictures = (epoch_pictures.missing_pictures(snaps, weight_shapes(src, model), src.pictures)
-                        if cfg.epoch_images else {})
+            pictures = (
+                epoch_pictures.missing_pictures(snaps, weight_shapes(src, model), src.pictures)
+                if cfg.epoch_images
+                else {}
+            )
 
     # --- summary.json and report.html
-    steps = {"events": timeline, "curves": curves, "pca": pca, "emergence": emergence, "change_point": change,
-             "inputs": inputs, "similarity": similarity, "spectra": spectra, "modes": modes, "lld": lld,
-             "class_lld": class_lld, "order": order, "collapse": nc}
+    steps = {
+        "events": timeline,
+        "curves": curves,
+        "pca": pca,
+        "emergence": emergence,
+        "change_point": change,
+        "inputs": inputs,
+        "similarity": similarity,
+        "spectra": spectra,
+        "modes": modes,
+        "lld": lld,
+        "class_lld": class_lld,
+        "order": order,
+        "collapse": nc,
+    }
     logged = emergence.metrics | change.metrics | class_lld.metrics | order.metrics
     run, params, final = _header(src)
     final |= logged
-    summary = {"run_id": src.run_id, "config": asdict(cfg), "layer": cfg.layer, "epochs": snaps.epochs,
-               "classes": classes, "params": params, "final_metrics": final,
-               **{name: step.summary() for name, step in steps.items()},
-               "logged_metrics": logged, "figures": sorted(p.name for p in draw.directory.iterdir()),
-               "epoch_images": {"drawn_epochs": sorted(pictures), "logged_before": {k: len(v) for k, v in src.pictures.items()}},
-               "timings": clock.timings}
+    summary = {
+        "run_id": src.run_id,
+        "config": asdict(cfg),
+        "layer": cfg.layer,
+        "epochs": snaps.epochs,
+        "classes": classes,
+        "params": params,
+        "final_metrics": final,
+        **{name: step.summary() for name, step in steps.items()},
+        "logged_metrics": logged,
+        "figures": sorted(p.name for p in draw.directory.iterdir()),
+        "epoch_images": {
+            "drawn_epochs": sorted(pictures),
+            "logged_before": {k: len(v) for k, v in src.pictures.items()},
+        },
+        "timings": clock.timings,
+    }
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False))
     sections = tuple(step.section for step in steps.values())
     title = f"Analysis of run {src.run.info.run_name or src.run_id}"
     (out / "report.html").write_text(report.render(title, run, params, final, sections), encoding="utf-8")
-    return Analysis(cfg, src, out, sections, summary, logged, clock.timings, epoch_metrics=nc.epoch_metrics(),
-                    epoch_images=pictures)
+    return Analysis(
+        cfg, src, out, sections, summary, logged, clock.timings, epoch_metrics=nc.epoch_metrics(), epoch_images=pictures
+    )
 
 
 def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | None = None) -> Analysis:

@@ -6,6 +6,7 @@ result with its report section, ``summary()`` (its entry of ``summary.json``) an
 (logged onto the run at step 0). The rules are documented in `dsc.core.emergence` and
 `dsc.core.attribution`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ EMERGENCE_TEXT = (
     "against another class, and it emerges once the score stays {gain:g} of the way from its epoch-0 value "
     "to 1 for {patience} snapshots. Lead = behaviour's epoch minus the layer's (positive: the layer first). "
     "Third view, silhouette: the mean silhouette of the class in {layer}'s {n_pcs}-PC space stays >= "
-    "{threshold:g} (dsc.core.emergence, dsc.core.timeline.class_emergence).")
+    "{threshold:g} (dsc.core.emergence, dsc.core.timeline.class_emergence)."
+)
 
 
 @dataclass(frozen=True)
@@ -62,23 +64,44 @@ class EmergenceResult:
     def lead(self) -> dict[str, dict[str, int | None]]:
         """Layer -> class name -> behaviour's epoch minus the layer's (None when either is missing)."""
         beh = self.behaviour.epochs if self.behaviour else {}
-        return {layer: {n: (None if beh.get(n) is None or e is None else beh[n] - e)
-                        for n, e in rep.emergence.items()} for layer, rep in self.representation.items()}
+        return {
+            layer: {n: (None if beh.get(n) is None or e is None else beh[n] - e) for n, e in rep.emergence.items()}
+            for layer, rep in self.representation.items()
+        }
 
     def summary(self) -> dict[str, Any]:
         beh, sil, names = self.behaviour, self.silhouette, self.names
         return {
-            "behaviour": None if beh is None else {
-                "rule": "recall above halfway from chance to its final value", "chance": beh.chance,
-                "patience": beh.patience, "epochs": beh.epochs, "final": beh.final, "level": beh.level,
-                "notes": beh.notes},
-            "representation": {layer: {"epochs": rep.emergence, "start": dict(zip(names.values(), rep.start)),
-                                       "level": dict(zip(names.values(), rep.level)),
-                                       "scores": rep.scores} for layer, rep in self.representation.items()},
-            "skipped_layers": self.skipped_layers, "lead": self.lead(),
-            "silhouette": {"criterion": "mean silhouette in PC space", "threshold": sil.threshold,
-                           "patience": sil.patience, "epochs": {names[c]: e for c, e in sil.epochs.items()},
-                           "order": [names[c] for c in sil.order], "scores": sil.scores},
+            "behaviour": None
+            if beh is None
+            else {
+                "rule": "recall above halfway from chance to its final value",
+                "chance": beh.chance,
+                "patience": beh.patience,
+                "epochs": beh.epochs,
+                "final": beh.final,
+                "level": beh.level,
+                "notes": beh.notes,
+            },
+            "representation": {
+                layer: {
+                    "epochs": rep.emergence,
+                    "start": dict(zip(names.values(), rep.start)),
+                    "level": dict(zip(names.values(), rep.level)),
+                    "scores": rep.scores,
+                }
+                for layer, rep in self.representation.items()
+            },
+            "skipped_layers": self.skipped_layers,
+            "lead": self.lead(),
+            "silhouette": {
+                "criterion": "mean silhouette in PC space",
+                "threshold": sil.threshold,
+                "patience": sil.patience,
+                "epochs": {names[c]: e for c, e in sil.epochs.items()},
+                "order": [names[c] for c in sil.order],
+                "scores": sil.scores,
+            },
         }
 
 
@@ -90,50 +113,82 @@ def _probe_layers(snaps: snapshot.Snapshots, cfg: AnalyzeConfig) -> tuple[dict, 
         if missing:
             skipped_layers[layer] = f"no activations in the snapshots of epoch(s) {missing[:5]}"
             continue
-        scores = emergence.probe_scores(snaps.activations(layer), snaps.labels, len(classes),
-                                        cfg.probe_components, cfg.seed)
-        out[layer] = emergence.representational_emergence(layer, snaps.epochs, scores, classes,
-                                                          cfg.probe_gain, cfg.patience)
+        scores = emergence.probe_scores(
+            snaps.activations(layer), snaps.labels, len(classes), cfg.probe_components, cfg.seed
+        )
+        out[layer] = emergence.representational_emergence(
+            layer, snaps.epochs, scores, classes, cfg.probe_gain, cfg.patience
+        )
     return out, skipped_layers
 
 
-def class_emergence(recall: Curves, snaps: snapshot.Snapshots, tl: timeline.PCATimeline, cfg: AnalyzeConfig,
-                    draw: FigureWriter) -> EmergenceResult:
+def class_emergence(
+    recall: Curves, snaps: snapshot.Snapshots, tl: timeline.PCATimeline, cfg: AnalyzeConfig, draw: FigureWriter
+) -> EmergenceResult:
     """Metrics ``emergence/class_<name>`` (behaviour) and ``emergence_repr/<layer>/class_<name>``."""
     classes = list(snaps.classes)
     names = dict(enumerate(classes))
     beh = emergence.behavioural_emergence(recall, classes, cfg.patience) if recall else None
     reps, skipped_layers = _probe_layers(snaps, cfg)
     absent = [n for c, n in names.items() if np.count_nonzero(snaps.labels == c) < emergence.MIN_PROBE_IMAGES]
-    sil = timeline.class_emergence(tl, snaps.labels, snaps.epochs, patience=cfg.patience,
-                                   n_components=cfg.n_components)
+    sil = timeline.class_emergence(tl, snaps.labels, snaps.epochs, patience=cfg.patience, n_components=cfg.n_components)
     images = []
     if beh is not None:
-        images.append(draw("emergence_behaviour", emergence_figures.recall_emergence(
-            recall, classes, beh.level, beh.epochs, beh.chance),
-            "each class's validation recall, its halfway level dashed, its emergence epoch dotted"))
+        images.append(
+            draw(
+                "emergence_behaviour",
+                emergence_figures.recall_emergence(recall, classes, beh.level, beh.epochs, beh.chance),
+                "each class's validation recall, its halfway level dashed, its emergence epoch dotted",
+            )
+        )
     if reps:
         grid = [[np.nan if rep.emergence[n] is None else rep.emergence[n] for n in classes] for rep in reps.values()]
         row = [np.nan if beh is None or beh.epochs.get(n) is None else beh.epochs[n] for n in classes]
-        images.append(draw("emergence_layers", emergence_figures.emergence_grid(list(reps), classes, grid, row),
-                           "epoch each class emerges in each layer's probe and in behaviour; the lead of "
-                           "representation over behaviour"))
-    images.append(draw("emergence", pca_figures.emergence(snaps.epochs, sil.scores, classes, sil.epochs,
-                                                          sil.threshold, sil.classes,
-                                                          title=f"Silhouette view: {cfg.layer}'s PC space"),
-                       "silhouette of each class over epochs, emergence epochs dotted (the third view)"))
+        images.append(
+            draw(
+                "emergence_layers",
+                emergence_figures.emergence_grid(list(reps), classes, grid, row),
+                "epoch each class emerges in each layer's probe and in behaviour; the lead of "
+                "representation over behaviour",
+            )
+        )
+    images.append(
+        draw(
+            "emergence",
+            pca_figures.emergence(
+                snaps.epochs,
+                sil.scores,
+                classes,
+                sil.epochs,
+                sil.threshold,
+                sil.classes,
+                title=f"Silhouette view: {cfg.layer}'s PC space",
+            ),
+            "silhouette of each class over epochs, emergence epochs dotted (the third view)",
+        )
+    )
     rows: dict[str, object] = {}
     for n in classes:
-        said = "no recall curve" if beh is None else (beh.epochs.get(n) if beh.epochs.get(n) is not None
-                                                       else beh.notes.get(n, "never"))
-        probe = ", ".join(f"{layer} {rep.emergence[n] if rep.emergence[n] is not None else '–'}"
-                          for layer, rep in reps.items())
+        said = (
+            "no recall curve"
+            if beh is None
+            else (beh.epochs.get(n) if beh.epochs.get(n) is not None else beh.notes.get(n, "never"))
+        )
+        probe = ", ".join(
+            f"{layer} {rep.emergence[n] if rep.emergence[n] is not None else '–'}" for layer, rep in reps.items()
+        )
         rows[f"{n}: behaviour"] = said
         rows[f"{n}: probe epoch by layer"] = probe or "no layer probed"
     rows |= {f"layer {layer}": f"skipped: {why}" for layer, why in skipped_layers.items()}
     rows |= {f"{n}: probe": f"fewer than {emergence.MIN_PROBE_IMAGES} probe images" for n in absent}
-    text = EMERGENCE_TEXT.format(patience=cfg.patience, k=cfg.probe_components, gain=cfg.probe_gain,
-                                 layer=cfg.layer, n_pcs=cfg.n_components, threshold=sil.threshold)
+    text = EMERGENCE_TEXT.format(
+        patience=cfg.patience,
+        k=cfg.probe_components,
+        gain=cfg.probe_gain,
+        layer=cfg.layer,
+        n_pcs=cfg.n_components,
+        threshold=sil.threshold,
+    )
     note = "" if beh is not None else "the run logged no acc_class/<name> metric: no behavioural emergence"
     metrics = {} if beh is None else {f"emergence/class_{n}": float(e) for n, e in beh.epochs.items() if e is not None}
     for layer, rep in reps.items():
@@ -149,7 +204,8 @@ CLASS_LLD_TEXT = (
     "Each class's validation recall decomposed like acc/val (N = 0..{k}, by BIC). A class's main rise is its "
     "largest component; it makes the overall component whose centre lies within {tol:g} widths of it (the "
     "larger of the two widths; the nearest centre when several). R² of the sum of the per-class fitted curves, "
-    "weighted by each class's share of the probe (validation) images, against acc/val.")
+    "weighted by each class's share of the probe (validation) images, against acc/val."
+)
 
 
 @dataclass(frozen=True)
@@ -162,15 +218,30 @@ class ClassLLDResult:
 
     def summary(self) -> dict[str, Any]:
         a = self.attribution
-        return {"weights": a.weights, "r2": a.r2, "identity_r2": a.identity_r2, "tolerance": attribution.TOLERANCE,
-                "components": [{**comp, "classes": m} for comp, m in zip(a.components, a.members)],
-                "unattributed": a.unattributed, "main_rise": a.main,
-                "classes": {n: {"n": s.n, "no_process": s.no_process, "reason": s.reason,
-                                "components": s.best.components, "r2": s.best.r2} for n, s in a.selections.items()}}
+        return {
+            "weights": a.weights,
+            "r2": a.r2,
+            "identity_r2": a.identity_r2,
+            "tolerance": attribution.TOLERANCE,
+            "components": [{**comp, "classes": m} for comp, m in zip(a.components, a.members)],
+            "unattributed": a.unattributed,
+            "main_rise": a.main,
+            "classes": {
+                n: {
+                    "n": s.n,
+                    "no_process": s.no_process,
+                    "reason": s.reason,
+                    "components": s.best.components,
+                    "r2": s.best.r2,
+                }
+                for n, s in a.selections.items()
+            },
+        }
 
 
-def class_lld(recall: Curves, classes: list[str], labels: np.ndarray, overall: Selection, max_components: int,
-              draw: FigureWriter) -> ClassLLDResult | Skipped:
+def class_lld(
+    recall: Curves, classes: list[str], labels: np.ndarray, overall: Selection, max_components: int, draw: FigureWriter
+) -> ClassLLDResult | Skipped:
     """Metrics ``lld_class/<name>/n_components``, ``center_<k>`` and ``width_<k>`` per class."""
     text = CLASS_LLD_TEXT.format(k=max_components, tol=attribution.TOLERANCE)
     curves = {n: recall[n] for n in classes if n in recall and np.isfinite(recall[n][1]).any()}
@@ -189,25 +260,39 @@ def class_lld(recall: Curves, classes: list[str], labels: np.ndarray, overall: S
             metrics |= {f"lld_class/{n}/center_{k}": comp["center"], f"lld_class/{n}/width_{k}": comp["width"]}
     rows: dict[str, object] = {}
     for k, (comp, members) in enumerate(zip(a.components, a.members), start=1):
-        rows[f"process {k} (centre {comp['center']:.1f}, width {comp['width']:.2g})"] = \
+        rows[f"process {k} (centre {comp['center']:.1f}, width {comp['width']:.2g})"] = (
             ", ".join(members) or "no class's main rise"
+        )
     if not a.components:
         rows["overall curve"] = "no learning process" if overall.no_process else overall.best.message
     for n, sel in a.selections.items():
         rise = a.main[n]
-        rows[f"{n}: N"] = ("no learning process" if sel.no_process else sel.n if sel.best.success
-                           else sel.best.message) if rise is None else \
-            f"{sel.n}, main rise at {rise['center']:.1f} (width {rise['width']:.2g})"
+        rows[f"{n}: N"] = (
+            ("no learning process" if sel.no_process else sel.n if sel.best.success else sel.best.message)
+            if rise is None
+            else f"{sel.n}, main rise at {rise['center']:.1f} (width {rise['width']:.2g})"
+        )
     rows["R² of the weighted sum of per-class fits"] = a.r2
     rows["R² of the weighted sum of per-class recalls"] = a.identity_r2
     best = overall.best
     fitted = {n: (*_finite(curves[n]), s.best.evaluate(_finite(curves[n])[0])) for n, s in a.selections.items()}
-    fig = attribution_figures.class_components(best.t, best.y, best.component_curves, best.constant,
-                                               [c["center"] for c in a.components],
-                                               [c["width"] for c in a.components], fitted,
-                                               {n: a.component_of(n) for n in a.classes}, attribution.TOLERANCE)
-    image = draw("lld_classes", fig, "overall components with their windows, and each class's recall and fitted "
-                 "curve coloured by the component it is attributed to")
+    fig = attribution_figures.class_components(
+        best.t,
+        best.y,
+        best.component_curves,
+        best.constant,
+        [c["center"] for c in a.components],
+        [c["width"] for c in a.components],
+        fitted,
+        {n: a.component_of(n) for n in a.classes},
+        attribution.TOLERANCE,
+    )
+    image = draw(
+        "lld_classes",
+        fig,
+        "overall components with their windows, and each class's recall and fitted "
+        "curve coloured by the component it is attributed to",
+    )
     return ClassLLDResult(a, metrics, report.Section(CLASS_LLD_TITLE, text, rows=rows, images=(image,)))
 
 

@@ -5,6 +5,7 @@ the layer that feeds the classifier with the classifier's weights at the same ep
 that epoch's checkpoint (``model_state`` only). An epoch without a checkpoint, and every other
 layer, has NaN there (`dsc.core.collapse`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,8 +30,9 @@ LAYERS = ("fc1", "fc2")  # always measured, with the analysed layer (--layer) wh
 Weights = dict[int, tuple[np.ndarray, np.ndarray]]  # epoch -> (W (C, d), b (C,))
 
 
-def classifier_weights(run_id: str, epochs: Sequence[int], most: int = WEIGHT_EPOCHS,
-                       classifier: str = CLASSIFIER) -> Weights:
+def classifier_weights(
+    run_id: str, epochs: Sequence[int], most: int = WEIGHT_EPOCHS, classifier: str = CLASSIFIER
+) -> Weights:
     """The weight and bias of layer ``classifier`` at up to ``most`` of ``epochs`` that have a
     checkpoint, evenly spread, the first and last included."""
     ckpts = tracking.list_checkpoints(run_id)
@@ -52,7 +54,8 @@ COLLAPSE_TEXT = (
     "‖W/‖W‖ − M/‖M‖‖² of the {clf} layer's weights against the centred class means, and NC4 = the share of "
     "probe images whose {clf} decision differs from the nearest class mean, both for {feeder} (the layer "
     "{clf} reads), at {n_w} epochs with a checkpoint, evenly spread. Below: the spikes of {clf}'s spectrum against C − 1 "
-    "(dsc.core.collapse).")
+    "(dsc.core.collapse)."
+)
 
 
 @dataclass(frozen=True)
@@ -80,20 +83,30 @@ class CollapseResult:
         """epoch -> ``nc/<layer>/<key>`` -> value, the finite ones, logged with step = epoch."""
         out: dict[int, dict[str, float]] = {}
         for i, e in enumerate(self.epochs):
-            out[e] = {f"nc/{layer}/{k}": float(v[i]) for layer, by_key in self.values.items()
-                      for k, v in by_key.items() if np.isfinite(v[i])}
+            out[e] = {
+                f"nc/{layer}/{k}": float(v[i])
+                for layer, by_key in self.values.items()
+                for k, v in by_key.items()
+                if np.isfinite(v[i])
+            }
         return out
 
     def summary(self) -> dict[str, Any]:
         at = np.flatnonzero(self.spikes == self.n_classes - 1)
-        return {"epochs": self.epochs, "layers": self.values, "weight_epochs": self.weight_epochs,
-                "skipped_layers": self.skipped_layers, "out_spikes": self.spikes,
-                "c_minus_1": self.n_classes - 1,
-                "first_epoch_spikes_eq_c_minus_1": int(self.epochs[at[0]]) if at.size else None}
+        return {
+            "epochs": self.epochs,
+            "layers": self.values,
+            "weight_epochs": self.weight_epochs,
+            "skipped_layers": self.skipped_layers,
+            "out_spikes": self.spikes,
+            "c_minus_1": self.n_classes - 1,
+            "first_epoch_spikes_eq_c_minus_1": int(self.epochs[at[0]]) if at.size else None,
+        }
 
 
-def neural_collapse(snaps: snapshot.Snapshots, weights: Weights, layer: str, change_epoch: int | None,
-                    draw: FigureWriter) -> CollapseResult:
+def neural_collapse(
+    snaps: snapshot.Snapshots, weights: Weights, layer: str, change_epoch: int | None, draw: FigureWriter
+) -> CollapseResult:
     """NC1..NC4 of fc1, fc2 and ``layer`` at every snapshot epoch; ``weights`` from `classifier_weights`."""
     epochs, n_cls = list(snaps.epochs), len(snaps.classes)
     clf = snaps.output or CLASSIFIER  # the layer whose activations are the logits
@@ -104,8 +117,11 @@ def neural_collapse(snaps: snapshot.Snapshots, weights: Weights, layer: str, cha
     for name in dict.fromkeys((*measured, layer)):
         missing = [e for e in epochs if name not in snaps.by_epoch[e].activations]
         if missing:
-            skipped_layers[name] = f"not snapshotted (epochs {missing[:5]})" if len(missing) < len(epochs) \
+            skipped_layers[name] = (
+                f"not snapshotted (epochs {missing[:5]})"
+                if len(missing) < len(epochs)
                 else f"not snapshotted; the snapshots hold {', '.join(snaps.layers)}"
+            )
             continue
         rows = []
         for e in epochs:
@@ -116,24 +132,36 @@ def neural_collapse(snaps: snapshot.Snapshots, weights: Weights, layer: str, cha
             rows.append(collapse.neural_collapse(acts, snaps.labels, *((w, b) if fits else (None, None))))
         values[name] = {k: np.array([r[k] for r in rows]) for k in collapse.KEYS}
     spikes = snaps.spectral("num_spikes")[clf] if clf in snaps.weight_layers else np.full(len(epochs), np.nan)
-    images = (draw("collapse", collapse_figures.collapse_over_epochs(epochs, values, change_epoch),
-                   "NC1 to NC4 of each layer over epochs (log scale but NC4), the change point marked"),
-              draw("collapse_spikes", collapse_figures.spikes_against_classes(epochs, spikes, n_cls),
-                   f"spikes of {clf}'s spectrum above the Marchenko-Pastur edge, against C − 1"))
+    images = (
+        draw(
+            "collapse",
+            collapse_figures.collapse_over_epochs(epochs, values, change_epoch),
+            "NC1 to NC4 of each layer over epochs (log scale but NC4), the change point marked",
+        ),
+        draw(
+            "collapse_spikes",
+            collapse_figures.spikes_against_classes(epochs, spikes, n_cls),
+            f"spikes of {clf}'s spectrum above the Marchenko-Pastur edge, against C − 1",
+        ),
+    )
     rows: dict[str, object] = {}
     for name, by_key in values.items():
         rows[f"{name}: NC1 first → last"] = f"{by_key['nc1'][0]:.3g} → {by_key['nc1'][-1]:.3g}"
-        rows[f"{name}: NC2 equinorm, equiangle (last)"] = \
+        rows[f"{name}: NC2 equinorm, equiangle (last)"] = (
             f"{by_key['nc2_equinorm'][-1]:.3g}, {by_key['nc2_equiangle'][-1]:.3g}"
+        )
         last = [i for i in range(len(epochs)) if np.isfinite(by_key["nc3"][i])]
         if last:
-            rows[f"{name}: NC3, NC4 at epoch {epochs[last[-1]]}"] = \
+            rows[f"{name}: NC3, NC4 at epoch {epochs[last[-1]]}"] = (
                 f"{by_key['nc3'][last[-1]]:.3g}, {by_key['nc4'][last[-1]]:.3g}"
+            )
     rows[f"{clf} spikes (last) against C − 1"] = f"{spikes[-1]:g} against {n_cls - 1}"
     rows |= {f"layer {n}": f"skipped: {why}" for n, why in skipped_layers.items()}
-    text = COLLAPSE_TEXT.format(layers=", ".join(values) or "no layer", clf=clf, feeder=feeder or "none",
-                                n_w=len(weights))
+    text = COLLAPSE_TEXT.format(
+        layers=", ".join(values) or "no layer", clf=clf, feeder=feeder or "none", n_w=len(weights)
+    )
     note = "" if weights else f"no checkpoint at a snapshot epoch holds {clf}'s weights: NC3 and NC4 are NaN"
     section = report.Section(COLLAPSE_TITLE, text, rows=rows, images=images, note=note)
-    return CollapseResult(epochs, values, np.asarray(spikes, dtype=float), n_cls, sorted(weights), skipped_layers,
-                          section)
+    return CollapseResult(
+        epochs, values, np.asarray(spikes, dtype=float), n_cls, sorted(weights), skipped_layers, section
+    )

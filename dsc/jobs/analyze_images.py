@@ -3,6 +3,7 @@
 When the dataset cannot be rebuilt as it was trained on (a moved folder, a changed generator)
 both return `Skipped` with the reason, and the other steps still run.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,13 +57,21 @@ class InputsResult:
 
     def summary(self) -> dict[str, Any]:
         maps = self.variance_maps
-        return {"variance_mean": dict(zip(self.classes, maps.mean(axis=(1, 2)))),
-                "variance_max": dict(zip(self.classes, maps.max(axis=(1, 2)))),
-                "leading_features": {name: asdict(f) for name, f in self.leading_features.items()}}
+        return {
+            "variance_mean": dict(zip(self.classes, maps.mean(axis=(1, 2)))),
+            "variance_max": dict(zip(self.classes, maps.max(axis=(1, 2)))),
+            "leading_features": {name: asdict(f) for name, f in self.leading_features.items()},
+        }
 
 
-def inputs(images: RunImages, snaps: snapshot.Snapshots, emergence_epochs: dict[int, int | None],
-           layer: str, top_k: int, draw: FigureWriter) -> InputsResult | Skipped:
+def inputs(
+    images: RunImages,
+    snaps: snapshot.Snapshots,
+    emergence_epochs: dict[int, int | None],
+    layer: str,
+    top_k: int,
+    draw: FigureWriter,
+) -> InputsResult | Skipped:
     """Variance maps of each class, and the ``top_k`` probe inputs of each class's leading unit.
 
     The leading unit of class c is read at its emergence epoch in ``layer`` (``emergence_epochs[c]``,
@@ -79,8 +88,13 @@ def inputs(images: RunImages, snaps: snapshot.Snapshots, emergence_epochs: dict[
         imgs = ims.images[ims.labels == c].astype(np.float32) / 255.0  # (N_c, C, H, W)
         maps.append(imgs.var(axis=0).mean(axis=0))  # (H, W), channels averaged
     maps = np.stack(maps)
-    figures = [draw("variance_maps", input_figures.variance_maps(maps, classes),
-                    "pixel-wise variance across all exemplars of each class (intensity in [0, 1])")]
+    figures = [
+        draw(
+            "variance_maps",
+            input_figures.variance_maps(maps, classes),
+            "pixel-wise variance across all exemplars of each class (intensity in [0, 1])",
+        )
+    ]
     rows, tops, features = {}, [], {}
     for c, name in enumerate(classes):
         epoch = emergence_epochs.get(c)
@@ -88,35 +102,50 @@ def inputs(images: RunImages, snaps: snapshot.Snapshots, emergence_epochs: dict[
         acts = snaps.by_epoch[at].activations[layer]
         unit, r = leading_feature(acts, snaps.labels, c)
         flat = acts.reshape(len(snaps.labels), -1)
-        order = np.argsort(-flat[:, unit].astype(np.float64), kind="stable")[:top_k] if unit is not None \
+        order = (
+            np.argsort(-flat[:, unit].astype(np.float64), kind="stable")[:top_k]
+            if unit is not None
             else np.arange(min(top_k, len(snaps.labels)))
+        )
         picked = ims.images[snaps.indices[order]].astype(np.float32) / 255.0  # (k, C, H, W)
         tops.append(picked[:, 0] if picked.shape[1] == 1 else picked.transpose(0, 2, 3, 1))
         features[name] = LeadingFeature(at, epoch is not None, unit, r, snaps.indices[order], snaps.labels[order])
         rows[name] = f"unit {unit} (r = {r:.2f}) at epoch {at}{'' if epoch is not None else ' (never emerged: last)'}"
-    fig = input_figures.top_inputs(np.stack(tops), classes, title="Probe inputs that most activate each "
-                                   f"class's leading {layer} unit at its emergence epoch")
-    figures.append(draw("top_inputs", fig, f"per class, the {layer} unit most correlated with the class "
-                        "indicator at its emergence epoch, and the probe images that drive it hardest"))
+    fig = input_figures.top_inputs(
+        np.stack(tops),
+        classes,
+        title=f"Probe inputs that most activate each class's leading {layer} unit at its emergence epoch",
+    )
+    figures.append(
+        draw(
+            "top_inputs",
+            fig,
+            f"per class, the {layer} unit most correlated with the class "
+            "indicator at its emergence epoch, and the probe images that drive it hardest",
+        )
+    )
     return InputsResult(classes, maps, features, report.Section(INPUTS_TITLE, rows=rows, images=tuple(figures)))
 
 
 # --- 7. hierarchical modes of the final weights ------------------------------------------------
+
 
 def _validation_subset(images: RunImages, checkpoint: dict, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A stratified subset of the validation split, normalised as in training: x (n, C, H, W), y (n,)."""
     cfg, ims = images.get()
     _, val = split_indices(ims.labels, cfg.val_fraction, cfg.data_seed)
     idx = stratified_subset(val, ims.labels, size, seed)
-    x = (torch.from_numpy(ims.images[idx]).float() / 255.0 - float(checkpoint["norm_mean"])) \
-        / float(checkpoint["norm_std"])
+    x = (torch.from_numpy(ims.images[idx]).float() / 255.0 - float(checkpoint["norm_mean"])) / float(
+        checkpoint["norm_std"]
+    )
     if x.shape[1] == 1 and ModelConfig(**checkpoint["model_config"]).in_channels == 3:
         x = x.expand(-1, 3, -1, -1)
     return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(ims.labels[idx])
 
 
-def sweep_modes(model: nn.Module, images: RunImages, checkpoint: dict, cfg: AnalyzeConfig,
-                stop: threading.Event) -> ModeSweep:
+def sweep_modes(
+    model: nn.Module, images: RunImages, checkpoint: dict, cfg: AnalyzeConfig, stop: threading.Event
+) -> ModeSweep:
     """`mode_sweep` of a copy of ``model`` on the validation subset (torch: meant for a background thread)."""
     x, y = _validation_subset(images, checkpoint, cfg.modes_max_images, cfg.seed)
     model = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -124,9 +153,11 @@ def sweep_modes(model: nn.Module, images: RunImages, checkpoint: dict, cfg: Anal
 
 
 MODES_TITLE = "7. Hierarchical modes of the final weights (Li & Huang)"
-MODES_TEXT = ("Each weight layer is replaced by its k leading singular modes (one layer at a time, the others "
-              "full; then every layer at the same fraction of its modes), against k modes drawn at random; "
-              "validation accuracy and loss on a stratified validation subset.")
+MODES_TEXT = (
+    "Each weight layer is replaced by its k leading singular modes (one layer at a time, the others "
+    "full; then every layer at the same fraction of its modes), against k modes drawn at random; "
+    "validation accuracy and loss on a stratified validation subset."
+)
 
 
 @dataclass(frozen=True)
@@ -154,15 +185,27 @@ def modes(sweep: Future[ModeSweep], n_classes: int, draw: FigureWriter) -> Modes
             for mode, curve in r.by_mode.items():
                 vals = dict(zip(r.k, getattr(curve, metric)))
                 series[f"{name}/{mode}"] = [vals.get(kk, np.nan) for kk in res.k]  # NaN beyond its modes
-        fig = mode_figures.modes_curves(res.k, series, label, chance=line,
-                                        title=f"One layer at a time: {metric} with k singular modes kept")
-        figures.append(draw(f"modes_{metric}_layers", fig,
-                            f"validation {metric} with k modes of one layer (solid: leading, dashed: random)"))
+        fig = mode_figures.modes_curves(
+            res.k, series, label, chance=line, title=f"One layer at a time: {metric} with k singular modes kept"
+        )
+        figures.append(
+            draw(
+                f"modes_{metric}_layers",
+                fig,
+                f"validation {metric} with k modes of one layer (solid: leading, dashed: random)",
+            )
+        )
         both = {f"all/{mode}": getattr(curve, metric) for mode, curve in res.together.by_mode.items()}
-        fig = mode_figures.modes_curves(res.together.k, both, label, chance=line,
-                                        title="All layers at once (k of the widest layer, same fraction elsewhere)")
-        figures.append(draw(f"modes_{metric}_all", fig,
-                            f"validation {metric} with the same fraction of every layer's modes kept"))
+        fig = mode_figures.modes_curves(
+            res.together.k,
+            both,
+            label,
+            chance=line,
+            title="All layers at once (k of the widest layer, same fraction elsewhere)",
+        )
+        figures.append(
+            draw(f"modes_{metric}_all", fig, f"validation {metric} with the same fraction of every layer's modes kept")
+        )
     rows = {"full model (accuracy, loss)": f"{res.full_acc:.3f}, {res.full_loss:.3f}", "images": res.n_images}
     for name, r in [*res.layers.items(), ("all", res.together)]:
         fit = r.fit_error
@@ -171,8 +214,14 @@ def modes(sweep: Future[ModeSweep], n_classes: int, draw: FigureWriter) -> Modes
             continue
         rows[f"{name}: breakpoint k, slopes"] = f"{fit.breakpoint:.3g}, {fit.slope_1:.2f} then {fit.slope_2:.2f}"
         err = res.full_acc - np.asarray(r.leading.acc)
-        fig = mode_figures.power_law_fit(r.k, err, fit, ylabel="error(k) − error(full)",
-                                         title=f"{name}: two-segment power law")
-        figures.append(draw(f"modes_fit_{name}", fig, f"{name}: error increase against k leading modes, "
-                            "two-segment power law and breakpoint"))
+        fig = mode_figures.power_law_fit(
+            r.k, err, fit, ylabel="error(k) − error(full)", title=f"{name}: two-segment power law"
+        )
+        figures.append(
+            draw(
+                f"modes_fit_{name}",
+                fig,
+                f"{name}: error increase against k leading modes, two-segment power law and breakpoint",
+            )
+        )
     return ModesResult(res, report.Section(MODES_TITLE, MODES_TEXT, rows=rows, images=tuple(figures)))

@@ -5,6 +5,7 @@ separability, and the network's own strength along each mode over epochs.
 The rules are documented in `dsc.core.saxe`. Like steps 4 and 7, it needs the images rebuilt;
 when they cannot be, it returns `Skipped` with the reason.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,7 @@ from dsc.jobs.analyze_source import RunImages
 from dsc.jobs.analyze_steps import FigureWriter, Skipped, skipped
 
 CLASSIFIER = "out"  # the layer whose logits give the network's outputs, where the snapshots name none
-NOT_KNOWN = ("the run was recorded by dsc.Recorder from a loop of its own: dsc knows its probe, "
-             "not its training split")
+NOT_KNOWN = "the run was recorded by dsc.Recorder from a loop of its own: dsc knows its probe, not its training split"
 SEPARABILITY_COMPONENTS = 32  # whitened pixel PCs the one-vs-rest separability reads
 
 ORDER_TITLE = "10. What predicted the order: the data's input-output modes (Saxe et al.)"
@@ -36,7 +36,8 @@ ORDER_TEXT = (
     "(Spearman ρ, positive: the predictor got the order right). The network's strength along mode k, "
     "a_k(t) = u_k^T Σ̂(t) v_k with Σ̂(t) the correlation of its centred softmax outputs on the probe with the "
     "probe's centred pixels, is fitted by one logistic; Saxe predicts its centre t_k ∝ 1/s_k "
-    "(dsc.core.saxe).")
+    "(dsc.core.saxe)."
+)
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,18 @@ class OrderResult:
 
     def summary(self) -> dict[str, Any]:
         names = self.classes
-        return {"rule": "sum_k w_ck / s_k, w_ck = (U_ck s_k)^2 / sum_j (U_cj s_j)^2",
-                "mode_strengths": self.strengths, "loadings": dict(zip(names, self.loadings)),
-                "predicted_time": dict(zip(names, self.predicted)),
-                "separability": dict(zip(names, self.separability)),
-                "observed_epoch": dict(zip(names, self.observed)),
-                "spearman": {k.removeprefix("order/"): v for k, v in self.spearman.items()},
-                "network_strengths": {"epochs": self.epochs, "a": self.network.T},
-                "mode_times": self.mode_times, "t_times_s": self.mode_times * self.strengths}
+        return {
+            "rule": "sum_k w_ck / s_k, w_ck = (U_ck s_k)^2 / sum_j (U_cj s_j)^2",
+            "mode_strengths": self.strengths,
+            "loadings": dict(zip(names, self.loadings)),
+            "predicted_time": dict(zip(names, self.predicted)),
+            "separability": dict(zip(names, self.separability)),
+            "observed_epoch": dict(zip(names, self.observed)),
+            "spearman": {k.removeprefix("order/"): v for k, v in self.spearman.items()},
+            "network_strengths": {"epochs": self.epochs, "a": self.network.T},
+            "mode_times": self.mode_times,
+            "t_times_s": self.mode_times * self.strengths,
+        }
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -83,8 +88,9 @@ def _pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
-def order(images: RunImages, snaps: snapshot.Snapshots, behaviour: emergence.Behaviour | None, seed: int,
-          draw: FigureWriter) -> OrderResult | Skipped:
+def order(
+    images: RunImages, snaps: snapshot.Snapshots, behaviour: emergence.Behaviour | None, seed: int, draw: FigureWriter
+) -> OrderResult | Skipped:
     """Metrics ``order/spearman_saxe``, ``order/spearman_separability``, ``order/spearman_mode_time``."""
     text = ORDER_TEXT.format(k=SEPARABILITY_COMPONENTS)
     if not getattr(images, "training_split", True):
@@ -113,23 +119,53 @@ def order(images: RunImages, snaps: snapshot.Snapshots, behaviour: emergence.Beh
         note = f"no {clf!r} activations in the snapshots: the network's mode strengths are not measured"
     if behaviour is None:
         note = "; ".join(filter(None, [note, "the run logged no acc_class/<name> metric: no observed order"]))
-    rho = {"order/spearman_saxe": saxe.spearman(predicted, observed),
-           "order/spearman_separability": saxe.spearman(-separable, observed),
-           "order/spearman_mode_time": saxe.spearman(times, 1 / modes.strengths)}
-    images_ = (draw("order_predicted", order_figures.predicted_vs_observed(classes, observed, {
-                        "predicted time, Σ w_ck / s_k": (predicted, rho["order/spearman_saxe"]),
-                        "− separability (log-likelihood)": (-separable, rho["order/spearman_separability"])}),
-                    "each class's predicted time (Saxe modes, left; pixel separability, right) against its "
-                    "behavioural emergence epoch"),
-               draw("order_modes", order_figures.mode_strengths(snaps.epochs, network, modes.strengths, times),
-                    "the network's strength a_k(t) along each data mode, s_k dashed, fitted centre dotted; "
-                    "the centres t_k against 1/s_k"))
-    rows = {"mode strengths s_k": ", ".join(f"{s:.4g}" for s in modes.strengths),
-            **{f"ρ({k.removeprefix('order/spearman_')})": v for k, v in rho.items()},
-            "t_k (epochs)": ", ".join(f"{t:.1f}" for t in times),
-            "t_k s_k": ", ".join(f"{p:.3g}" for p in times * modes.strengths),
-            **{f"{n}: predicted, separability, observed": f"{p:.4g}, {s:.3f}, {o:g}"
-               for n, p, s, o in zip(classes, predicted, separable, observed)}}
+    rho = {
+        "order/spearman_saxe": saxe.spearman(predicted, observed),
+        "order/spearman_separability": saxe.spearman(-separable, observed),
+        "order/spearman_mode_time": saxe.spearman(times, 1 / modes.strengths),
+    }
+    images_ = (
+        draw(
+            "order_predicted",
+            order_figures.predicted_vs_observed(
+                classes,
+                observed,
+                {
+                    "predicted time, Σ w_ck / s_k": (predicted, rho["order/spearman_saxe"]),
+                    "− separability (log-likelihood)": (-separable, rho["order/spearman_separability"]),
+                },
+            ),
+            "each class's predicted time (Saxe modes, left; pixel separability, right) against its "
+            "behavioural emergence epoch",
+        ),
+        draw(
+            "order_modes",
+            order_figures.mode_strengths(snaps.epochs, network, modes.strengths, times),
+            "the network's strength a_k(t) along each data mode, s_k dashed, fitted centre dotted; "
+            "the centres t_k against 1/s_k",
+        ),
+    )
+    rows = {
+        "mode strengths s_k": ", ".join(f"{s:.4g}" for s in modes.strengths),
+        **{f"ρ({k.removeprefix('order/spearman_')})": v for k, v in rho.items()},
+        "t_k (epochs)": ", ".join(f"{t:.1f}" for t in times),
+        "t_k s_k": ", ".join(f"{p:.3g}" for p in times * modes.strengths),
+        **{
+            f"{n}: predicted, separability, observed": f"{p:.4g}, {s:.3f}, {o:g}"
+            for n, p, s, o in zip(classes, predicted, separable, observed)
+        },
+    }
     section = report.Section(ORDER_TITLE, text, rows=rows, images=images_, note=note)
-    return OrderResult(classes, modes.strengths, modes.u, predicted, separable, observed, list(snaps.epochs),
-                       network, times, rho, section)
+    return OrderResult(
+        classes,
+        modes.strengths,
+        modes.u,
+        predicted,
+        separable,
+        observed,
+        list(snaps.epochs),
+        network,
+        times,
+        rho,
+        section,
+    )

@@ -5,6 +5,7 @@ The steps that need the training data itself (the order the data's modes predict
 with the reason; those that need only the probe (variance maps, leading inputs) read the probe
 inputs the recorder kept; the modes step cuts the logged model's Linear weights.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,6 +21,7 @@ from dsc.errors import DataError, DscError
 from dsc.jobs.recorder import PROBE_INPUTS
 from dsc.nn.modes import ModeSweep, mode_sweep
 from dsc.settings import AnalyzeConfig
+
 
 class ProbeImages:
     """The probe inputs a recorder kept, in the form of `RunImages` (``get()``: (None, ImageSet)).
@@ -42,16 +44,17 @@ class ProbeImages:
             if self._loaded is None:
                 kept = tracking.snapshot.probe_inputs(self.run_id, PROBE_INPUTS, self.prefix)
                 if kept is None:
-                    raise DataError(f"run {self.run_id} kept no probe inputs (a DataLoader probe, or over "
-                                    "64 MB): the steps that show or re-evaluate them are skipped")
+                    raise DataError(
+                        f"run {self.run_id} kept no probe inputs (a DataLoader probe, or over "
+                        "64 MB): the steps that show or re-evaluate them are skipped"
+                    )
                 self._loaded = (kept[0].astype(np.float32), kept[1].astype(np.int64))
             return self._loaded
 
     def get(self) -> tuple[None, ImageSet]:
         x, y = self.arrays()
         if x.ndim != 4 or x.shape[1] not in (1, 3):
-            raise DataError(f"run {self.run_id}'s probe inputs are not images (shape {x.shape[1:]}): "
-                            "no variance maps")
+            raise DataError(f"run {self.run_id}'s probe inputs are not images (shape {x.shape[1:]}): no variance maps")
         lo, hi = float(x.min()), float(x.max())
         scaled = np.round((x - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
         return None, ImageSet(scaled, y, tuple(self.classes), name="probe")
@@ -80,8 +83,14 @@ def linear_params(model: nn.Module, state: dict[str, torch.Tensor], layers: list
     return out
 
 
-def sweep_modes(model: nn.Module | None, images: ProbeImages, checkpoint: dict, layers: list[str],
-                cfg: AnalyzeConfig, stop: threading.Event) -> ModeSweep:
+def sweep_modes(
+    model: nn.Module | None,
+    images: ProbeImages,
+    checkpoint: dict,
+    layers: list[str],
+    cfg: AnalyzeConfig,
+    stop: threading.Event,
+) -> ModeSweep:
     """The modes sweep of the logged model's Linear layers on a stratified subset of the probe inputs."""
     if model is None:
         raise DataError("the run logged no model (Recorder(log_model=False)): the modes step needs the network")
@@ -90,5 +99,6 @@ def sweep_modes(model: nn.Module | None, images: ProbeImages, checkpoint: dict, 
         raise DataError("the logged model has no Linear layer to cut into modes")
     x, y = images.arrays()
     idx = stratified_subset(np.arange(len(y)), y, cfg.modes_max_images, cfg.seed)
-    return mode_sweep(model, torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), cfg.modes_points, cfg.seed,
-                      stop, params=params)
+    return mode_sweep(
+        model, torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), cfg.modes_points, cfg.seed, stop, params=params
+    )

@@ -2,6 +2,7 @@
 
 Everything here raises one-line errors (TrackingError, DataError) that say what is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,19 +37,24 @@ def find_run(run_id: str = "", experiment: str = "") -> Run:
         run = tracking.require_run(run_id)
         kind = tracking.run_kind(run) or "train"
         if kind != "train":
-            raise TrackingError(f"run {run_id} is a {kind!r} run; analyze reads training runs "
-                                f"({tracking.KIND_TAG}=train)")
+            raise TrackingError(
+                f"run {run_id} is a {kind!r} run; analyze reads training runs ({tracking.KIND_TAG}=train)"
+            )
         if run.info.status != "FINISHED":
-            raise TrackingError(f"run {run_id} is {run.info.status}; analyze needs a FINISHED training run "
-                                "(a failed or unfinished run has incomplete snapshots)")
+            raise TrackingError(
+                f"run {run_id} is {run.info.status}; analyze needs a FINISHED training run "
+                "(a failed or unfinished run has incomplete snapshots)"
+            )
         return run
     client = MlflowClient()
     where = ""
     if experiment:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            raise TrackingError(f"--experiment {experiment!r}: no such experiment in the tracking store; "
-                                "list them with `mlflow experiments search`")
+            raise TrackingError(
+                f"--experiment {experiment!r}: no such experiment in the tracking store; "
+                "list them with `mlflow experiments search`"
+            )
         ids = [exp.experiment_id]
         where = f" in experiment {experiment!r}"
     elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
@@ -58,11 +64,18 @@ def find_run(run_id: str = "", experiment: str = "") -> Run:
         ids = [exp.experiment_id] if exp else []
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, f"tags.`{tracking.KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if ids else []
+    runs = (
+        client.search_runs(
+            ids,
+            f"tags.`{tracking.KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if ids
+        else []
+    )
     if not runs:
-        raise TrackingError(f"no FINISHED training run{where}; train one with `dsc train`, "
-                            "or pass --run-id")
+        raise TrackingError(f"no FINISHED training run{where}; train one with `dsc train`, or pass --run-id")
     return runs[0]
 
 
@@ -98,15 +111,17 @@ class Source:
 def _last_checkpoint(run_id: str, recorded: bool) -> dict:
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
-        raise TrackingError(f"run {run_id} has no {tracking.CHECKPOINT_DIR}/ (no checkpoint); "
-                            "analyze needs the final weights")
+        raise TrackingError(
+            f"run {run_id} has no {tracking.CHECKPOINT_DIR}/ (no checkpoint); analyze needs the final weights"
+        )
     path = ckpts[max(ckpts)]
     ckpt = tracking.load_checkpoint(run_id, path)
     need = {"model_state", "classes"} | (set() if recorded else {"model_config", "data_config"})
     missing = need - set(ckpt)
     if missing:
-        raise TrackingError(f"checkpoint {path} of run {run_id} lacks {sorted(missing)}; "
-                            "was it written by `dsc train` or dsc.Recorder?")
+        raise TrackingError(
+            f"checkpoint {path} of run {run_id} lacks {sorted(missing)}; was it written by `dsc train` or dsc.Recorder?"
+        )
     return ckpt
 
 
@@ -119,14 +134,19 @@ def read_source(run: Run) -> Source:
         raise TrackingError(f"run {run_id} has snapshots/probe.npz but no epoch snapshots")
     history = {k: tracking.metric_history(run_id, k, client) for k in CURVES if k in run.data.metrics}
     if "acc/val" not in history or not history["acc/val"][0].size:
-        raise TrackingError(f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train` "
-                            "or dsc.Recorder")
+        raise TrackingError(
+            f"run {run_id} has no acc/val metric; analyze reads runs made by `dsc train` or dsc.Recorder"
+        )
     logged = run.data.metrics
-    recall = {name: tracking.metric_history(run_id, RECALL.format(name), client)
-              for name in snaps.classes if RECALL.format(name) in logged}
+    recall = {
+        name: tracking.metric_history(run_id, RECALL.format(name), client)
+        for name in snaps.classes
+        if RECALL.format(name) in logged
+    }
     recorded = RECORDER_TAG in run.data.tags
-    return Source(run, snaps, history, _last_checkpoint(run_id, recorded), recall,
-                  tracking.image_steps(run_id, client), recorded)
+    return Source(
+        run, snaps, history, _last_checkpoint(run_id, recorded), recall, tracking.image_steps(run_id, client), recorded
+    )
 
 
 def load_model(checkpoint: dict) -> nn.Module:
@@ -168,9 +188,13 @@ class RunImages:
         ims = load_imageset(cfg)
         digest = src.run.data.params.get("data_digest")
         if digest and ims.digest() != digest:
-            raise DataError(f"the dataset rebuilt from {cfg.data!r} differs from the one trained on "
-                            f"(digest {ims.digest()} != {digest})")
-        if src.snaps.indices.max(initial=0) >= len(ims.labels) or \
-                (ims.labels[src.snaps.indices] != src.snaps.labels).any():
+            raise DataError(
+                f"the dataset rebuilt from {cfg.data!r} differs from the one trained on "
+                f"(digest {ims.digest()} != {digest})"
+            )
+        if (
+            src.snaps.indices.max(initial=0) >= len(ims.labels)
+            or (ims.labels[src.snaps.indices] != src.snaps.labels).any()
+        ):
             raise DataError(f"the dataset rebuilt from {cfg.data!r} does not match the run's probe labels")
         return cfg, ims

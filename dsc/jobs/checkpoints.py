@@ -3,6 +3,7 @@
 The recorder (:mod:`dsc.jobs.recorder`) hands each epoch's report here; files go to the run's
 ``checkpoints/`` (the layout: :mod:`dsc.tracking.artifacts`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,9 +41,15 @@ class EpochLogger:
     checkpoint of it (:meth:`flush`).
     """
 
-    def __init__(self, extra: Mapping[str, object], checkpoint_every: int = 1,
-                 last_epoch: int | None = None, logged: LoggedSteps | None = None,
-                 state_every: int = 1, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        extra: Mapping[str, object],
+        checkpoint_every: int = 1,
+        last_epoch: int | None = None,
+        logged: LoggedSteps | None = None,
+        state_every: int = 1,
+        run_id: str | None = None,
+    ) -> None:
         self._run_id = run_id
         self.extra = dict(extra)
         self.checkpoint_every = checkpoint_every
@@ -84,8 +91,9 @@ class EpochLogger:
         if self.checkpoint_every > 0 and (periodic or report.epoch == self.final_epoch or new_best or full):
             self._save(run_id, {**weights, **resume_state(report.optimizer)} if full else weights)
         # Its tensors are the live model's and optimizer's: copied, as training goes on.
-        self._pending = None if full or report.optimizer is None else \
-            copy.deepcopy({**weights, **resume_state(report.optimizer)})
+        self._pending = (
+            None if full or report.optimizer is None else copy.deepcopy({**weights, **resume_state(report.optimizer)})
+        )
         self.last_epoch = report.epoch
 
     def _save(self, run_id: str, payload: dict) -> None:

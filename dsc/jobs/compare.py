@@ -35,6 +35,7 @@ the figures are drawn in the pool too, while the table is written.
 Public API: :class:`CompareConfig`, :func:`compare_job`, :func:`select_runs`, :func:`read_curve`,
 :func:`table_rows`; the fitting itself is :func:`dsc.core.lld_batch.fit_curves`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -94,19 +95,24 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
         warn(_skipped_line(skipped))
     compare_groups.check_params(runs, config.group_by)
     if not any(config.color_by in r.data.params for r in runs):
-        warn(f"no compared run has the param {config.color_by!r}: the centre/width scatter is "
-             "not coloured; choose another with --color-by")
+        warn(
+            f"no compared run has the param {config.color_by!r}: the centre/width scatter is "
+            "not coloured; choose another with --color-by"
+        )
     home = config.experiments[0] if config.experiments else ""
-    with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs",
-                              tags={tracking.KIND_TAG: "compare"}) as run:
+    with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs", tags={tracking.KIND_TAG: "compare"}) as run:
         tracking.log_params_once(config.params())
         with lld_batch.workers(config.jobs, len(runs)) as pool:
             fits = _fit_and_write_back(client, runs, config, pool)
             by_class = compare_classes.fit_and_write_back(client, runs, fits, config, pool)
             _log_comparison(runs, fits, skipped, config, pool)
         if config.group_by:
-            mlflow.log_metrics(compare_groups.log_groups(runs, fits, config.group_by, config.metric,
-                                                         config.max_components, warn, by_class), step=0)
+            mlflow.log_metrics(
+                compare_groups.log_groups(
+                    runs, fits, config.group_by, config.metric, config.max_components, warn, by_class
+                ),
+                step=0,
+            )
         _warn_unfitted(runs, fits, warn)
         return run.info.run_id
 
@@ -152,19 +158,24 @@ def _named_run(client: MlflowClient, run_id: str, metric: str) -> Run:
     run = tracking.require_run(run_id)
     info, kind = run.info, tracking.run_kind(run)
     if info.lifecycle_stage != "active":
-        raise TrackingError(f"run {run_id} is deleted; restore it with `mlflow runs restore "
-                            f"--run-id {run_id}` or leave it out")
+        raise TrackingError(
+            f"run {run_id} is deleted; restore it with `mlflow runs restore --run-id {run_id}` or leave it out"
+        )
     if info.status != RunStatus.to_string(RunStatus.FINISHED):
-        raise TrackingError(f"run {run_id} is {info.status}, not FINISHED: only finished "
-                            "training runs are compared; leave it out or train it again")
+        raise TrackingError(
+            f"run {run_id} is {info.status}, not FINISHED: only finished "
+            "training runs are compared; leave it out or train it again"
+        )
     if kind is not None and kind != "train":
-        raise TrackingError(f"run {run_id} is a {kind!r} run (tag {tracking.KIND_TAG}), not a training "
-                            "run; name training runs only")
+        raise TrackingError(
+            f"run {run_id} is a {kind!r} run (tag {tracking.KIND_TAG}), not a training run; name training runs only"
+        )
     if metric not in run.data.metrics:
         names = sorted(run.data.metrics)
         have = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "") or "none"
-        raise TrackingError(f"run {run_id} has no metric {metric!r} (it has: {have}); "
-                            "choose one with --metric or leave the run out")
+        raise TrackingError(
+            f"run {run_id} has no metric {metric!r} (it has: {have}); choose one with --metric or leave the run out"
+        )
     return run
 
 
@@ -172,13 +183,15 @@ def _search(client: MlflowClient, config: CompareConfig) -> list[Run]:
     ids = [_experiment_id(client, name) for name in config.experiments]
     if not ids:
         ids = [e.experiment_id for e in mlflow.search_experiments(ViewType.ACTIVE_ONLY)]
-    query = " and ".join(filter(None, [f"tags.`{tracking.KIND_TAG}` = 'train'" if config.dsc_only else "",
-                                         config.filter_string]))
+    query = " and ".join(
+        filter(None, [f"tags.`{tracking.KIND_TAG}` = 'train'" if config.dsc_only else "", config.filter_string])
+    )
     runs, token = [], None
     try:
         while True:
-            page = client.search_runs(ids, query, ViewType.ACTIVE_ONLY, _SEARCH_PAGE,
-                                      order_by=["attributes.start_time ASC"], page_token=token)
+            page = client.search_runs(
+                ids, query, ViewType.ACTIVE_ONLY, _SEARCH_PAGE, order_by=["attributes.start_time ASC"], page_token=token
+            )
             runs.extend(page)
             token = page.token
             if not token:
@@ -195,14 +208,14 @@ def _search(client: MlflowClient, config: CompareConfig) -> list[Run]:
 def _experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None or exp.lifecycle_stage != "active":
-        raise TrackingError(f"no experiment named {name!r} in {mlflow.get_tracking_uri()}; "
-                            "list them with `mlflow experiments search`")
+        raise TrackingError(
+            f"no experiment named {name!r} in {mlflow.get_tracking_uri()}; list them with `mlflow experiments search`"
+        )
     return exp.experiment_id
 
 
 def _nothing_found(config: CompareConfig, skipped: dict[str, str]) -> str:
-    where = (f"experiment(s) {', '.join(config.experiments)}" if config.experiments
-             else "any experiment")
+    where = f"experiment(s) {', '.join(config.experiments)}" if config.experiments else "any experiment"
     if config.filter_string:
         where += f" with filter {config.filter_string!r}"
     which = f"training run (tag {tracking.KIND_TAG} = train)" if config.dsc_only else "run"
@@ -218,13 +231,17 @@ def _skipped_line(skipped: dict[str, str], shown: int = 10) -> str:
     return f"skipped {len(skipped)} run(s) of the search: {', '.join(items)}{more}"
 
 
-def _warn_unfitted(runs: list[Run], fits: list[dict[str, Any]],
-                   warn: Callable[[str], None]) -> None:
-    unfitted = {r.info.run_id: f["fits"][0]["message"] for r, f in zip(runs, fits)
-                if f["n"] and not f["fits"][f["n"] - 1]["success"]}
+def _warn_unfitted(runs: list[Run], fits: list[dict[str, Any]], warn: Callable[[str], None]) -> None:
+    unfitted = {
+        r.info.run_id: f["fits"][0]["message"]
+        for r, f in zip(runs, fits)
+        if f["n"] and not f["fits"][f["n"] - 1]["success"]
+    }
     if unfitted:
-        warn(f"no logistic fit for {len(unfitted)} run(s), see lld/table.csv: "
-             + ", ".join(f"{rid} ({why})" for rid, why in list(unfitted.items())[:10]))
+        warn(
+            f"no logistic fit for {len(unfitted)} run(s), see lld/table.csv: "
+            + ", ".join(f"{rid} ({why})" for rid, why in list(unfitted.items())[:10])
+        )
 
 
 def _print_warning(line: str) -> None:
@@ -240,8 +257,9 @@ def read_curve(client: MlflowClient, run_id: str, metric: str) -> tuple[np.ndarr
     return steps.astype(float), values
 
 
-def _fit_and_write_back(client: MlflowClient, runs: list[Run], config: CompareConfig,
-                        pool: ProcessPoolExecutor | None) -> list[dict[str, Any]]:
+def _fit_and_write_back(
+    client: MlflowClient, runs: list[Run], config: CompareConfig, pool: ProcessPoolExecutor | None
+) -> list[dict[str, Any]]:
     """Read, fit and write back every run; the fits in run order."""
     ids = [r.info.run_id for r in runs]
     curves = ((i, *read_curve(client, rid, config.metric)) for i, rid in enumerate(ids))
@@ -278,24 +296,31 @@ def _chosen(fit: dict[str, Any]) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the comparison run
 
 
-def table_rows(runs: Sequence[Run], fits: Sequence[dict[str, Any]],
-               max_components: int) -> list[dict[str, Any]]:
+def table_rows(runs: Sequence[Run], fits: Sequence[dict[str, Any]], max_components: int) -> list[dict[str, Any]]:
     """One row per run and N; component columns up to ``max_components``, NaN beyond N."""
     param_names = sorted({p for r in runs for p in r.data.params})
     rows = []
     for run, fit in zip(runs, fits):
         params = {f"param.{p}": run.data.params.get(p, "") for p in param_names}
         for f in fit["fits"]:
-            rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
-                         "experiment_id": run.info.experiment_id,
-                         **_fit_columns(f, fit["n"], max_components),
-                         "selection": fit["reason"], **params})
+            rows.append(
+                {
+                    "run_id": run.info.run_id,
+                    "run_name": run.info.run_name,
+                    "experiment_id": run.info.experiment_id,
+                    **_fit_columns(f, fit["n"], max_components),
+                    "selection": fit["reason"],
+                    **params,
+                }
+            )
     return rows
 
 
 def _fit_columns(f: dict[str, Any], chosen: int, max_components: int) -> dict[str, Any]:
-    cols = {key: f[key] for key in ("n_components", "success", "n_points", "r2", "aic", "bic",
-                                    "constant", "constant_stderr")}
+    cols = {
+        key: f[key]
+        for key in ("n_components", "success", "n_points", "r2", "aic", "bic", "constant", "constant_stderr")
+    }
     cols["chosen"] = f["n_components"] == chosen
     cols["chosen_n"] = chosen
     cols["no_process"] = chosen == 0
@@ -309,20 +334,26 @@ def _fit_columns(f: dict[str, Any], chosen: int, max_components: int) -> dict[st
     return cols
 
 
-def _log_comparison(runs: list[Run], fits: list[dict[str, Any]], skipped: dict[str, str],
-                    config: CompareConfig, pool: ProcessPoolExecutor | None) -> None:
+def _log_comparison(
+    runs: list[Run],
+    fits: list[dict[str, Any]],
+    skipped: dict[str, str],
+    config: CompareConfig,
+    pool: ProcessPoolExecutor | None,
+) -> None:
     rows = table_rows(runs, fits, config.max_components)
     with tempfile.TemporaryDirectory(prefix="dsc-compare-") as tmp:
         out = Path(tmp)
         figures = [(name, kw, out / file) for name, kw, file in _figures(runs, fits, config)]
         drawing = [pool.submit(_draw, *fig) for fig in figures] if pool else []
         mlflow.log_metrics(_summary_metrics(fits, config.max_components), step=0)
-        mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]},
-                         artifact_file=f"{ARTIFACT_DIR}/table.json")
+        mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]}, artifact_file=f"{ARTIFACT_DIR}/table.json")
         _write_csv(rows, out / "table.csv")
-        (out / "runs.json").write_text(json.dumps(
-            {"metric": config.metric, "compared": [r.info.run_id for r in runs],
-             "skipped": skipped}, indent=1))
+        (out / "runs.json").write_text(
+            json.dumps(
+                {"metric": config.metric, "compared": [r.info.run_id for r in runs], "skipped": skipped}, indent=1
+            )
+        )
         for fig in figures if pool is None else []:
             _draw(*fig)
         for future in drawing:
@@ -332,8 +363,11 @@ def _log_comparison(runs: list[Run], fits: list[dict[str, Any]], skipped: dict[s
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
     chosen = [f["n"] for f in fits if _chosen(f) is None or _chosen(f)["success"]]
-    out = {"lld/n_runs": float(len(fits)), "lld/n_fitted": float(len(chosen)),
-           "lld/n_no_process": float(chosen.count(0))}
+    out = {
+        "lld/n_runs": float(len(fits)),
+        "lld/n_fitted": float(len(chosen)),
+        "lld/n_no_process": float(chosen.count(0)),
+    }
     if chosen:
         out["lld/mean_n_components"] = float(np.mean(chosen))
     for n in range(1, max_components + 1):
@@ -356,29 +390,42 @@ def _draw(name: str, kwargs: dict[str, Any], path: Path) -> None:
     save(getattr(lld_figures, name)(**kwargs), path)
 
 
-def _figures(runs: list[Run], fits: list[dict[str, Any]],
-             config: CompareConfig) -> list[tuple[str, dict[str, Any], str]]:
+def _figures(
+    runs: list[Run], fits: list[dict[str, Any]], config: CompareConfig
+) -> list[tuple[str, dict[str, Any], str]]:
     """``(dsc.figures.lld function, its arguments, file name)`` of each figure."""
     colour = [r.data.params.get(config.color_by, "(unset)") for r in runs]
-    labels = [f"{r.info.run_name or r.info.run_id[:8]} ({config.color_by}={c})"
-              for r, c in zip(runs, colour)]
+    labels = [f"{r.info.run_name or r.info.run_id[:8]} ({config.color_by}={c})" for r, c in zip(runs, colour)]
     # Evenly spaced picks: a figure with hundreds of panels or bars is unreadable and slow.
     picks = np.unique(np.linspace(0, len(runs) - 1, min(len(runs), OVERLAY_MAX_RUNS)).astype(int))
     of = "" if picks.size == len(runs) else f" ({picks.size} of {len(runs)} runs)"
     centers, widths, values = _components(fits, colour)
-    r2 = [[fits[i]["fits"][n - 1]["r2"] if n <= config.max_components else math.nan
-           for i in picks] for n in (1, 2)]
+    r2 = [[fits[i]["fits"][n - 1]["r2"] if n <= config.max_components else math.nan for i in picks] for n in (1, 2)]
     return [
-        ("lld_overlay", {"runs": [{"label": labels[i], **fits[i]["curve"]} for i in picks],
-                         "ylabel": config.metric,
-                         "title": f"Logistic learning decomposition of {config.metric}{of}"},
-         "overlay.png"),
-        ("lld_centers_widths", {"centers": centers, "widths": widths, "colour_values": values,
-                                "colour_label": config.color_by}, "centers_widths.png"),
-        ("lld_variance_explained",
-         {"run_labels": [labels[i] for i in picks], "r2_1": r2[0], "r2_2": r2[1],
-          "title": f"Variance of {config.metric} explained by one and by two logistics{of}"},
-         "variance_explained.png"),
+        (
+            "lld_overlay",
+            {
+                "runs": [{"label": labels[i], **fits[i]["curve"]} for i in picks],
+                "ylabel": config.metric,
+                "title": f"Logistic learning decomposition of {config.metric}{of}",
+            },
+            "overlay.png",
+        ),
+        (
+            "lld_centers_widths",
+            {"centers": centers, "widths": widths, "colour_values": values, "colour_label": config.color_by},
+            "centers_widths.png",
+        ),
+        (
+            "lld_variance_explained",
+            {
+                "run_labels": [labels[i] for i in picks],
+                "r2_1": r2[0],
+                "r2_2": r2[1],
+                "title": f"Variance of {config.metric} explained by one and by two logistics{of}",
+            },
+            "variance_explained.png",
+        ),
     ]
 
 
@@ -394,4 +441,4 @@ def _components(fits: list[dict[str, Any]], colour: list[str]) -> tuple[list, li
     return centers, widths, values
 
 
-__all__ = ["CompareConfig", "compare_job", "select_runs", "read_curve", "table_rows"]
+__all__ = ["CompareConfig", "compare_job", "read_curve", "select_runs", "table_rows"]

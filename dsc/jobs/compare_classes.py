@@ -19,6 +19,7 @@ observed N; with ``--group-by``, ``groups/agreement.json`` holds the same per gr
 
 Public API: :data:`CURVE_PREFIX`, :func:`class_names`, :func:`fit_and_write_back`.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,11 +46,16 @@ _FIELDS = ("center", "width", "amplitude")
 def class_names(run: Run, curve: str) -> list[str]:
     """The classes a run logged a ``curve`` ("prob" or "recall") metric for, sorted."""
     prefix = CURVE_PREFIX[curve]
-    return sorted(k[len(prefix):] for k in run.data.metrics if k.startswith(prefix))
+    return sorted(k[len(prefix) :] for k in run.data.metrics if k.startswith(prefix))
 
 
-def fit_and_write_back(client: MlflowClient, runs: Sequence[Run], fits: Sequence[dict[str, Any]],
-                       config: CompareConfig, pool: ProcessPoolExecutor | None) -> list[dict[str, float]]:
+def fit_and_write_back(
+    client: MlflowClient,
+    runs: Sequence[Run],
+    fits: Sequence[dict[str, Any]],
+    config: CompareConfig,
+    pool: ProcessPoolExecutor | None,
+) -> list[dict[str, float]]:
     """Fit every class curve of every run, log the results (see the module docstring).
 
     Parameters
@@ -92,9 +98,14 @@ def _curve(client: MlflowClient, run_id: str, key: str) -> tuple[np.ndarray, np.
 def _predict(fit: dict[str, Any], by_class: dict[str, dict[str, Any]], config: CompareConfig) -> dict[str, Any]:
     """One run's per-class results and both predictors (NaN where there is no class curve)."""
     observed = float(fit["n"]) if fit["n"] == 0 or fit["fits"][fit["n"] - 1]["success"] else math.nan
-    out: dict[str, Any] = {"class_curve": config.class_curve, "observed_n": observed,
-                           "n_from_classes": math.nan, "class_clusters": math.nan, "groups": [],
-                           "classes": {}}
+    out: dict[str, Any] = {
+        "class_curve": config.class_curve,
+        "observed_n": observed,
+        "n_from_classes": math.nan,
+        "class_clusters": math.nan,
+        "groups": [],
+        "classes": {},
+    }
     if not by_class:
         return out
     rises = {name: class_groups.main_rise(f) for name, f in by_class.items()}
@@ -105,11 +116,13 @@ def _predict(fit: dict[str, Any], by_class: dict[str, dict[str, Any]], config: C
     t, y = np.asarray(fit["curve"]["t"], dtype=float), np.asarray(fit["curve"]["y"], dtype=float)
     if t.size < 2 or any(c is None for c in chosen.values()):
         return out
-    summed = class_groups.summed_curve(t, {n: c["components"] for n, c in chosen.items()},
-                                       {n: c["constant"] for n, c in chosen.items()},
-                                       dict.fromkeys(chosen, 1.0))
-    out["n_from_classes"] = float(class_groups.n_from_classes(
-        t, summed, _noise_sd(fit, summed), config.max_components))
+    summed = class_groups.summed_curve(
+        t,
+        {n: c["components"] for n, c in chosen.items()},
+        {n: c["constant"] for n, c in chosen.items()},
+        dict.fromkeys(chosen, 1.0),
+    )
+    out["n_from_classes"] = float(class_groups.n_from_classes(t, summed, _noise_sd(fit, summed), config.max_components))
     return out
 
 
@@ -151,15 +164,30 @@ def _agreement(per_run: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _log_comparison(runs: Sequence[Run], per_run: list[dict[str, Any]], config: CompareConfig) -> None:
     overall = _agreement(per_run)
-    mlflow.log_dict(jsonable({"class_curve": config.class_curve, "cluster_factor": config.cluster_factor,
-                              "agreement": overall, "runs": per_run}), "lld/classes.json")
-    metrics = {f"lld/agree/{p}/{key}": a[key] for p, a in overall.items()
-               for key in ("share_equal", "rho", "p") if math.isfinite(a[key])}
+    mlflow.log_dict(
+        jsonable(
+            {
+                "class_curve": config.class_curve,
+                "cluster_factor": config.cluster_factor,
+                "agreement": overall,
+                "runs": per_run,
+            }
+        ),
+        "lld/classes.json",
+    )
+    metrics = {
+        f"lld/agree/{p}/{key}": a[key]
+        for p, a in overall.items()
+        for key in ("share_equal", "rho", "p")
+        if math.isfinite(a[key])
+    }
     mlflow.log_metrics(metrics, step=0)
     if config.group_by:
         keyed = groups.group([r.data.params for r in runs], config.group_by)
-        by_group = {" ".join(f"{n}={v}" for n, v in zip(config.group_by, key)):
-                    _agreement([per_run[i] for i in members]) for key, members in keyed.items()}
+        by_group = {
+            " ".join(f"{n}={v}" for n, v in zip(config.group_by, key)): _agreement([per_run[i] for i in members])
+            for key, members in keyed.items()
+        }
         mlflow.log_dict(jsonable({"all runs": overall, **by_group}), "groups/agreement.json")
 
 

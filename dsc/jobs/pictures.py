@@ -5,6 +5,7 @@ slider. `dsc analyze` renders them from the run's snapshots for every epoch that
 (so a rerun adds none); ``dsc train --snapshot-images`` renders them during training instead,
 at about 0.2 s per snapshot. Both paths draw the same pictures (:func:`epoch_pictures`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -37,8 +38,13 @@ def _pca_activations(snap: snapshot.Snapshot) -> np.ndarray:
     return acts.reshape(len(acts), -1)
 
 
-def epoch_pictures(canvas: EpochImages, snap: snapshot.Snapshot, labels: np.ndarray, classes: list[str],
-                   shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+def epoch_pictures(
+    canvas: EpochImages,
+    snap: snapshot.Snapshot,
+    labels: np.ndarray,
+    classes: list[str],
+    shapes: Mapping[str, tuple[int, int]],
+) -> dict[str, np.ndarray]:
     """The pictures of one snapshot, by image key (:func:`picture_keys`).
 
     ``labels`` (n,) the probe's classes; ``shapes`` each layer's (N, M) weight shape, for the
@@ -65,8 +71,9 @@ def epoch_pictures(canvas: EpochImages, snap: snapshot.Snapshot, labels: np.ndar
     return out
 
 
-def missing_pictures(snaps: snapshot.Snapshots, shapes: Mapping[str, tuple[int, int]],
-                     logged: Mapping[str, set[int]]) -> dict[int, dict[str, np.ndarray]]:
+def missing_pictures(
+    snaps: snapshot.Snapshots, shapes: Mapping[str, tuple[int, int]], logged: Mapping[str, set[int]]
+) -> dict[int, dict[str, np.ndarray]]:
     """``{epoch: {key: picture}}`` for every snapshot epoch and key not yet in ``logged``.
 
     ``logged`` is :func:`dsc.tracking.image_steps` of the run. An epoch with some of its keys

@@ -7,6 +7,7 @@ the user's own metrics, all with step = epoch, into one MLflow run tagged as a t
 ``dsc train`` records through the same object, so what a user's run and a ``dsc train`` run
 leave is laid out alike and read alike by ``dsc analyze``, ``dsc compare`` and ``dsc register``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,10 @@ class Recording:
     def report(self, report: EpochReport) -> None:
         """Record one epoch whose metrics are in ``report`` (its probe pass ran inside :meth:`capturing`)."""
         if report.epoch <= self.last_epoch:
-            raise ConfigError(f"epoch {report.epoch} recorded twice (the last recorded is {self.last_epoch}); "
-                              "record each epoch once, in increasing order")
+            raise ConfigError(
+                f"epoch {report.epoch} recorded twice (the last recorded is {self.last_epoch}); "
+                "record each epoch once, in increasing order"
+            )
         if self.snapshots is not None:
             self.snapshots(report)
         self.checkpoints(report)
@@ -124,15 +127,39 @@ class Recorder(Recording):
     ...         rec.epoch(epoch, **{"loss/train": loss})
     """
 
-    def __init__(self, model: nn.Module, probe: Any, class_names: list[str] | None = None,
-                 layers: LayerSpec = None, experiment: str | None = None, run_name: str | None = None,
-                 params: Mapping[str, Any] | None = None, snapshot_every: int = 1, checkpoint_every: int = 1,
-                 *, probe_size: int | None = None, grid: int | None = None, budget_mb: float = 16.0,
-                 probe_batch: int = 256, run_id: str | None = None, optimizer: torch.optim.Optimizer | None = None,
-                 state_every: int = 20, epochs: int | None = None, log_model: bool = True,
-                 register_name: str | None = None, tags: Mapping[str, str] | None = None) -> None:
-        _check_counts(snapshot_every=snapshot_every, checkpoint_every=checkpoint_every, probe_batch=probe_batch,
-                      state_every=state_every, probe_size=probe_size, grid=grid, epochs=epochs)
+    def __init__(
+        self,
+        model: nn.Module,
+        probe: Any,
+        class_names: list[str] | None = None,
+        layers: LayerSpec = None,
+        experiment: str | None = None,
+        run_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        snapshot_every: int = 1,
+        checkpoint_every: int = 1,
+        *,
+        probe_size: int | None = None,
+        grid: int | None = None,
+        budget_mb: float = 16.0,
+        probe_batch: int = 256,
+        run_id: str | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        state_every: int = 20,
+        epochs: int | None = None,
+        log_model: bool = True,
+        register_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        _check_counts(
+            snapshot_every=snapshot_every,
+            checkpoint_every=checkpoint_every,
+            probe_batch=probe_batch,
+            state_every=state_every,
+            probe_size=probe_size,
+            grid=grid,
+            epochs=epochs,
+        )
         if not budget_mb > 0:
             raise ConfigError(f"budget_mb={budget_mb!r}: give a positive number of megabytes")
         if register_name:
@@ -175,14 +202,18 @@ class Recorder(Recording):
     def __enter__(self) -> Recorder:
         stack = contextlib.ExitStack()
         try:
-            attached = self._given_run or (mlflow.active_run().info.run_id if mlflow.active_run() else None) \
+            attached = (
+                self._given_run
+                or (mlflow.active_run().info.run_id if mlflow.active_run() else None)
                 or os.environ.get("MLFLOW_RUN_ID")
+            )
             if self._given_run or (attached and mlflow.active_run()):
                 tracking.ensure_store()
                 self._run_id = tracking.require_run(attached).info.run_id
             else:  # a run of our own (or the one `mlflow run` made), ended when the block ends
-                run = stack.enter_context(tracking.run_context(self.experiment or "", self.run_name,
-                                                               system_metrics=True))
+                run = stack.enter_context(
+                    tracking.run_context(self.experiment or "", self.run_name, system_metrics=True)
+                )
                 self._run_id, self._owned = run.info.run_id, True
             stack.enter_context(_TermAsInterrupt())
             self._start()
@@ -210,26 +241,53 @@ class Recorder(Recording):
     def _start(self) -> None:
         client = MlflowClient()
         n_params = sum(p.numel() for p in self.inner.parameters() if p.requires_grad)
-        tags = {tracking.KIND_TAG: "train", RECORDER_TAG: f"{type(self.inner).__module__}.{type(self.inner).__qualname__}",
-                "dsc.device": str(model_device(self.inner)), "dsc.torch": torch.__version__,
-                "dsc.output_layer": self.output_layer, **self.tags}
+        tags = {
+            tracking.KIND_TAG: "train",
+            RECORDER_TAG: f"{type(self.inner).__module__}.{type(self.inner).__qualname__}",
+            "dsc.device": str(model_device(self.inner)),
+            "dsc.torch": torch.__version__,
+            "dsc.output_layer": self.output_layer,
+            **self.tags,
+        }
         for key, value in tags.items():
             client.set_tag(self._run_id, key, value)
         existing = client.get_run(self._run_id).data.params
-        params = {**self.params, "snapshot_every": self.snap_cfg.every, "checkpoint_every": self.checkpoint_every,
-                  "probe_images": len(self.probe), "snapshot_images": len(self.rows),
-                  "num_classes": len(self.classes), "n_parameters": n_params, "recorded_layers": len(self._sites)}
+        params = {
+            **self.params,
+            "snapshot_every": self.snap_cfg.every,
+            "checkpoint_every": self.checkpoint_every,
+            "probe_images": len(self.probe),
+            "snapshot_images": len(self.rows),
+            "num_classes": len(self.classes),
+            "n_parameters": n_params,
+            "recorded_layers": len(self._sites),
+        }
         fresh = {k: v for k, v in params.items() if k not in existing}
         if fresh:
             client.log_batch(self._run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in fresh.items()])
-        self.checkpoints = EpochLogger({"classes": list(self.classes), RECORDER_TAG: tags[RECORDER_TAG]},
-                                       checkpoint_every=self.checkpoint_every or 0, last_epoch=self.epochs,
-                                       state_every=self.state_every, run_id=self._run_id)
+        self.checkpoints = EpochLogger(
+            {"classes": list(self.classes), RECORDER_TAG: tags[RECORDER_TAG]},
+            checkpoint_every=self.checkpoint_every or 0,
+            last_epoch=self.epochs,
+            state_every=self.state_every,
+            run_id=self._run_id,
+        )
         if self.snap_cfg.every > 0:
             self.snapshots = SnapshotLogger(
-                self.inner, self._sites, self._weights, self.probe.head(1), self.rows, self.probe.labels[self.rows],
-                self.rows, self.classes, self.snap_cfg, run_id=self._run_id, defer_metrics=True, grid=self._grid,
-                output=self.output_layer)
+                self.inner,
+                self._sites,
+                self._weights,
+                self.probe.head(1),
+                self.rows,
+                self.probe.labels[self.rows],
+                self.rows,
+                self.classes,
+                self.snap_cfg,
+                run_id=self._run_id,
+                defer_metrics=True,
+                grid=self._grid,
+                output=self.output_layer,
+            )
             self._save_probe_inputs()
 
     def _finish(self) -> None:
@@ -237,8 +295,9 @@ class Recorder(Recording):
             self.checkpoints.flush()
         if self.log_model and self.last_epoch >= 0:
             example = self.probe.head(2).detach().float().cpu().numpy()
-            version = tracking.log_and_register(self.inner, "model", self.register_name or None, example,
-                                                run_id=self._run_id)
+            version = tracking.log_and_register(
+                self.inner, "model", self.register_name or None, example, run_id=self._run_id
+            )
             if version:
                 MlflowClient().set_tag(self._run_id, "dsc.registered_model", self.register_name)
 
@@ -292,8 +351,9 @@ class Recorder(Recording):
             logits = logits_of(self.model, self.probe, len(self.classes), self.capturing(epoch))
         scores = probe_metrics(logits, self.probe.labels, self.classes)
         if not math.isfinite(scores["loss/val"]):
-            raise TrainingDiverged(f"the probe's loss is {scores['loss/val']} at epoch {epoch}: training "
-                                   "diverged; lower the learning rate")
+            raise TrainingDiverged(
+                f"the probe's loss is {scores['loss/val']} at epoch {epoch}: training diverged; lower the learning rate"
+            )
         report = EpochReport(epoch, {**values, **scores}, self.inner, self.optimizer)
         self.report(report)
         return report.metrics
@@ -312,14 +372,16 @@ def _check_counts(**values: int | None) -> None:
 def _class_names(names: list[str] | None, n_out: int, labels: np.ndarray) -> list[str]:
     names = [str(i) for i in range(n_out)] if names is None else [str(n) for n in names]
     if len(names) != n_out:
-        raise ConfigError(f"class_names has {len(names)} names but the model gives {n_out} logits; "
-                          "give one name per output")
+        raise ConfigError(
+            f"class_names has {len(names)} names but the model gives {n_out} logits; give one name per output"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"class_names repeat a name ({names}); give each class its own")
     bad = labels[(labels < 0) | (labels >= n_out)]
     if bad.size:
-        raise ConfigError(f"probe labels must lie in 0..{n_out - 1} (the model gives {n_out} logits), "
-                          f"found {int(bad[0])}")
+        raise ConfigError(
+            f"probe labels must lie in 0..{n_out - 1} (the model gives {n_out} logits), found {int(bad[0])}"
+        )
     if len(np.unique(labels)) < 2:
         raise ConfigError("the probe holds one class only; give it images of at least two classes")
     return names

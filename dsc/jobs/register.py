@@ -1,4 +1,5 @@
 """Any epoch's checkpoint of a training run registered as a model version (``dsc register``)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,10 @@ def _probe_example(run_id: str) -> np.ndarray:
 
     kept = tracking.snapshot.probe_inputs(run_id, PROBE_INPUTS)
     if kept is None:
-        raise TrackingError(f"run {run_id} kept no probe inputs to give the model version an input example; "
-                            "register its final model (`model`) from the MLflow UI instead")
+        raise TrackingError(
+            f"run {run_id} kept no probe inputs to give the model version an input example; "
+            "register its final model (`model`) from the MLflow UI instead"
+        )
     return np.ascontiguousarray(kept[0][:2], dtype=np.float32)
 
 
@@ -58,8 +61,10 @@ def register_job(run_id: str, epoch: int, name: str = "", alias: str = "") -> tu
     if not ckpts:
         raise TrackingError(f"run {run_id} has no checkpoints; is it a dsc training run?")
     if epoch not in ckpts:
-        raise TrackingError(f"run {run_id} has no checkpoint of epoch {epoch} (it has epochs "
-                            f"{_epoch_list(sorted(ckpts))}); choose one with --epoch")
+        raise TrackingError(
+            f"run {run_id} has no checkpoint of epoch {epoch} (it has epochs "
+            f"{_epoch_list(sorted(ckpts))}); choose one with --epoch"
+        )
     name = name or source.data.tags.get("dsc.registered_model") or source.data.params.get("register_name", "")
     if not name:
         raise ConfigError(f"run {run_id} has registered no model yet; name one with --name NAME")
@@ -71,8 +76,9 @@ def register_job(run_id: str, epoch: int, name: str = "", alias: str = "") -> tu
     else:  # any model dsc.Recorder recorded: the network it logged, the probe's inputs as the example
         model, example = tracking.load_logged_model(run_id), _probe_example(run_id)
     model.load_state_dict(ckpt["model_state"])
-    version = tracking.log_and_register(model, f"model-epoch-{epoch}", name, example,
-                                        experiment_id=source.info.experiment_id)
+    version = tracking.log_and_register(
+        model, f"model-epoch-{epoch}", name, example, experiment_id=source.info.experiment_id
+    )
     tracking.tag_version(name, version, dict(zip(VERSION_TAGS, (run_id, str(epoch)))))
     if alias:
         tracking.set_alias(name, alias, version)

@@ -3,6 +3,7 @@
 The recorder (:mod:`dsc.jobs.recorder`) drives it for any model; ``dsc snapshot`` drives it on
 checkpoints, so both write identical files (the format: :mod:`dsc.core.snapshot`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,12 +53,24 @@ class SnapshotLogger:
     too (:mod:`dsc.jobs.pictures`); otherwise `dsc analyze` renders them.
     """
 
-    def __init__(self, model: nn.Module, sites: Mapping[str, tuple[nn.Module, bool]],
-                 weights: Mapping[str, nn.Module], sample: torch.Tensor, rows: np.ndarray,
-                 labels: np.ndarray, indices: np.ndarray, classes: Sequence[str], cfg: SnapshotConfig,
-                 prefix: str = "snapshots", run_id: str | None = None, logged: LoggedSteps | None = None,
-                 defer_metrics: bool = False, grid: int | None = None,
-                 output: str = snapshot.DEFAULT_OUTPUT) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        sites: Mapping[str, tuple[nn.Module, bool]],
+        weights: Mapping[str, nn.Module],
+        sample: torch.Tensor,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        indices: np.ndarray,
+        classes: Sequence[str],
+        cfg: SnapshotConfig,
+        prefix: str = "snapshots",
+        run_id: str | None = None,
+        logged: LoggedSteps | None = None,
+        defer_metrics: bool = False,
+        grid: int | None = None,
+        output: str = snapshot.DEFAULT_OUTPUT,
+    ) -> None:
         self.cfg, self.prefix = cfg, prefix
         # Training hands the snapshot's metrics on in the report, for the epoch logger's one batch
         # (one store transaction an epoch instead of two).
@@ -78,24 +91,39 @@ class SnapshotLogger:
         if missing:
             raise ConfigError(f"layers {missing} give no tensor output on the probe; record other layers")
         # MB = 10^6 bytes; 5% is left for eigenvalues, CKA and the npz headers
-        grids = grids_for(shapes, len(self.rows), 0.95 * cfg.budget_mb * 1e6) if grid is None \
+        grids = (
+            grids_for(shapes, len(self.rows), 0.95 * cfg.budget_mb * 1e6)
+            if grid is None
             else {n: grid if len(s) == 3 else None for n, s in shapes.items()}
+        )
         _check_memory(shapes, grids, len(self.rows))
         self.capture = ActivationCapture(model, grids, sites, rows=self.rows)
         self._tmp = tempfile.TemporaryDirectory(prefix="dsc-snap-")
-        probe = snapshot.write_probe(Path(self._tmp.name), self.labels, indices, self.classes, list(grids), grids,
-                                     output=output)
+        probe = snapshot.write_probe(
+            Path(self._tmp.name), self.labels, indices, self.classes, list(grids), grids, output=output
+        )
         self._upload(probe)
 
     @classmethod
-    def for_data(cls, model: nn.Module, data: Prepared, cfg: SnapshotConfig, device: torch.device,
-                 **kwargs) -> SnapshotLogger:
+    def for_data(
+        cls, model: nn.Module, data: Prepared, cfg: SnapshotConfig, device: torch.device, **kwargs
+    ) -> SnapshotLogger:
         """The snapshots of a dsc model trained on ``data``: its validation split is the pass."""
         labels = data.y[data.val_idx].numpy()
         rows = probe_rows(labels, cfg.probe_per_class)
         sample = data.batch(data.val_idx[:1], torch.device("cpu"))[0]
-        self = cls(model.cpu(), activation_sites(model), named_layers(model), sample, rows, labels[rows],
-                   data.val_idx[rows], data.classes, cfg, **kwargs)
+        self = cls(
+            model.cpu(),
+            activation_sites(model),
+            named_layers(model),
+            sample,
+            rows,
+            labels[rows],
+            data.val_idx[rows],
+            data.classes,
+            cfg,
+            **kwargs,
+        )
         model.to(device)
         return self
 
@@ -140,4 +168,5 @@ def _check_memory(shapes: Mapping[str, tuple], grids: Mapping[str, int | None], 
             f"the probe's {n} images need {per_image * n / 1e9:.1f} GB of activations a snapshot "
             f"({per_image / 1e6:.2f} MB an image, most of it {widest!r}), more than the {available / 1e9:.1f} GB "
             f"that can hold them; record at most {fits} images (probe_size={fits}), fewer layers "
-            "(layers=[...]), or pool conv maps further (grid=4)")
+            "(layers=[...]), or pool conv maps further (grid=4)"
+        )

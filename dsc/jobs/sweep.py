@@ -19,6 +19,7 @@ Public API: :func:`sweep_job`, :class:`SweepResult`; and, from :mod:`dsc.jobs.sw
 :class:`SweepConfig`, :class:`Member`, :func:`plan`, :func:`expand`, :func:`parse_seeds`,
 :func:`parse_assignments`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,12 @@ class _Launched:
     rc: Path | None = None  # where a batch process writes this member's exit status
 
 
-def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, progress: bool = True,
-              echo: Callable[[str], None] | None = None) -> SweepResult:
+def sweep_job(
+    config: SweepConfig,
+    data_kw: Mapping[str, object] | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> SweepResult:
     """Check, train every member (``config.parallel`` at a time), compare them; the result.
 
     Raises
@@ -104,8 +109,9 @@ def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, 
             mlflow.set_experiment(config.experiment)  # created once here, not raced by the members
         experiment_id = mlflow.tracking.fluent._get_experiment_id()
         sweep_id = uuid.uuid4().hex[:8]
-        bar = stack.enter_context(tqdm(total=len(the_plan.members), desc=f"sweep {sweep_id}", unit="run",
-                                       disable=not progress))
+        bar = stack.enter_context(
+            tqdm(total=len(the_plan.members), desc=f"sweep {sweep_id}", unit="run", disable=not progress)
+        )
         if cluster is not None:
             done = sweep_ray.train_all(the_plan, sweep_id, experiment_id, cluster, bar, echo)
         else:
@@ -115,11 +121,16 @@ def sweep_job(config: SweepConfig, data_kw: Mapping[str, object] | None = None, 
     run_ids = [rid for _, rid, _ in done]
     if failed:
         raise TrackingError(_failure_line(sweep_id, failed, len(done)))
-    comparison = compare_job(CompareConfig(run_ids=tuple(run_ids), metric=config.metric,
-                                           max_components=config.max_components,
-                                           color_by=the_plan.color_by,
-                                           group_by=_logged(the_plan.grid_keys, run_ids[0])),
-                             warn=lambda line: echo(f"warning: {line}"))
+    comparison = compare_job(
+        CompareConfig(
+            run_ids=tuple(run_ids),
+            metric=config.metric,
+            max_components=config.max_components,
+            color_by=the_plan.color_by,
+            group_by=_logged(the_plan.grid_keys, run_ids[0]),
+        ),
+        warn=lambda line: echo(f"warning: {line}"),
+    )
     mlflow.MlflowClient().set_tag(comparison, SWEEP_TAG, sweep_id)
     return SweepResult(sweep_id, run_ids, comparison)
 
@@ -132,8 +143,9 @@ def _logged(keys: Sequence[str], run_id: str) -> tuple[str, ...]:
     return tuple(k for k in keys if k in params)
 
 
-def _train_all(the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, bar,
-               echo: Callable[[str], None]) -> list[tuple[Member, str, str]]:
+def _train_all(
+    the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, bar, echo: Callable[[str], None]
+) -> list[tuple[Member, str, str]]:
     """Run the members; ``(member, run id, why it failed or "")`` in member order."""
     pending, running, done = deque(the_plan.members), [], {}
     try:
@@ -155,8 +167,7 @@ def _train_all(the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, ba
     return [done[i] for i in sorted(done)]
 
 
-def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: str,
-            logs: Path) -> list[_Launched]:
+def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: str, logs: Path) -> list[_Launched]:
     """Create the members' runs, then start one process for them, attached to each in turn.
 
     One member: ``python -m dsc train`` (MLFLOW_RUN_ID names its run); several:
@@ -181,8 +192,14 @@ def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: s
         for job in jobs:
             job.rc = job.log.with_suffix(".rc")
         spec = logs / f"{batch[0].index:04d}.batch.json"
-        spec.write_text(json.dumps([{"run_id": j.run_id, "argv": the_plan.argv(j.member), "log": str(j.log),
-                                     "rc": str(j.rc)} for j in jobs]))
+        spec.write_text(
+            json.dumps(
+                [
+                    {"run_id": j.run_id, "argv": the_plan.argv(j.member), "log": str(j.log), "rc": str(j.rc)}
+                    for j in jobs
+                ]
+            )
+        )
         command = [sys.executable, "-m", "dsc", "train-members", str(spec)]
         env.pop("MLFLOW_RUN_ID", None)
         out_path = spec.with_suffix(".log")
@@ -219,12 +236,27 @@ def _stop(running: list[_Launched]) -> None:
 def _failure_line(sweep_id: str, failed: list[tuple[Member, str, str]], total: int) -> str:
     shown = "; ".join(f"run {rid} ({m.label}): {why}" for m, rid, why in failed[:3])
     more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-    return (f"sweep {sweep_id}: {len(failed)} of {total} runs failed: {shown}{more}; kept: "
-            f"{total - len(failed)} finished run(s) (tag {SWEEP_TAG} = {sweep_id}); continue a "
-            "failed run with `dsc train --resume RUN_ID`, then compare with "
-            f"dsc compare --filter \"tags.`{SWEEP_TAG}` = '{sweep_id}'\"")
+    return (
+        f"sweep {sweep_id}: {len(failed)} of {total} runs failed: {shown}{more}; kept: "
+        f"{total - len(failed)} finished run(s) (tag {SWEEP_TAG} = {sweep_id}); continue a "
+        "failed run with `dsc train --resume RUN_ID`, then compare with "
+        f"dsc compare --filter \"tags.`{SWEEP_TAG}` = '{sweep_id}'\""
+    )
 
 
-__all__ = ["SweepConfig", "Member", "Plan", "SweepResult", "plan", "expand", "parse_seeds",
-           "parse_assignments", "train_options", "sweep_job", "SWEEP_TAG", "MEMBER_TAG", "ENGINE_TAG",
-           "RESERVED"]
+__all__ = [
+    "ENGINE_TAG",
+    "MEMBER_TAG",
+    "RESERVED",
+    "SWEEP_TAG",
+    "Member",
+    "Plan",
+    "SweepConfig",
+    "SweepResult",
+    "expand",
+    "parse_assignments",
+    "parse_seeds",
+    "plan",
+    "sweep_job",
+    "train_options",
+]

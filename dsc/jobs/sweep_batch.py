@@ -10,6 +10,7 @@ to one trained in a process of its own.
 
 Used by :mod:`dsc.jobs.sweep` for ``--per-process N`` > 1.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -9,6 +9,7 @@ anything trains.
 Public API: :class:`Member`, :class:`Plan`, :func:`plan`, :func:`expand`,
 :func:`parse_assignments`, :func:`train_options`, :func:`member_run`, :func:`member_outcome`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -98,8 +99,10 @@ def parse_assignments(items: Sequence[str], option: str, many: bool) -> dict[str
         key, eq, value = word.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
         if not eq or not key or not value:
-            raise ConfigError(f"{option} {word!r}: use KEY=VALUE{',VALUE...' if many else ''}, "
-                              f"e.g. {'lr=1e-4,3e-4' if many else 'epochs=30'}")
+            raise ConfigError(
+                f"{option} {word!r}: use KEY=VALUE{',VALUE...' if many else ''}, "
+                f"e.g. {'lr=1e-4,3e-4' if many else 'epochs=30'}"
+            )
         if key in out:
             raise ConfigError(f"{option} {word!r}: {key} is given twice")
         values = [v for v in value.split(",")] if many else [value]
@@ -172,8 +175,7 @@ def plan(config: SweepConfig, data_kw: Mapping[str, object] | None = None) -> Pl
     for key, raws in grid_raw.items():
         _check_key(key, "--grid", options)
         if key in fixed:
-            raise ConfigError(f"--grid {key}: also a fixed setting (--set or --{key.replace('_', '-')}); "
-                              "keep one")
+            raise ConfigError(f"--grid {key}: also a fixed setting (--set or --{key.replace('_', '-')}); keep one")
         grid[key] = [_convert(key, raw, "--grid", options) for raw in raws]
     members = expand(config.seeds, grid)
     for member in members:
@@ -217,7 +219,6 @@ def _argv(settings: Mapping[str, object]) -> list[str]:
     return out
 
 
-
 # --------------------------------------------------------------------------- each member's run
 
 
@@ -228,9 +229,15 @@ def member_run(the_plan: Plan, member: Member, sweep_id: str, experiment_id: str
     from dsc import tracking
 
     run = mlflow.MlflowClient().create_run(
-        experiment_id, run_name=f"sweep-{sweep_id} {member.label}",
-        tags={SWEEP_TAG: sweep_id, MEMBER_TAG: member.label, tracking.KIND_TAG: "train",
-              ENGINE_TAG: the_plan.config.engine})
+        experiment_id,
+        run_name=f"sweep-{sweep_id} {member.label}",
+        tags={
+            SWEEP_TAG: sweep_id,
+            MEMBER_TAG: member.label,
+            tracking.KIND_TAG: "train",
+            ENGINE_TAG: the_plan.config.engine,
+        },
+    )
     return run.info.run_id
 
 
@@ -254,5 +261,19 @@ def member_outcome(run_id: str, returncode: int, log_text: str) -> str:
     return lines[-1] if lines else f"exit status {returncode}, run {status}"
 
 
-__all__ = ["THREAD_VARS", "SWEEP_TAG", "MEMBER_TAG", "ENGINE_TAG", "RESERVED", "RAY_ONLY", "Member", "Plan",
-           "plan", "expand", "parse_assignments", "train_options", "member_run", "member_outcome"]
+__all__ = [
+    "ENGINE_TAG",
+    "MEMBER_TAG",
+    "RAY_ONLY",
+    "RESERVED",
+    "SWEEP_TAG",
+    "THREAD_VARS",
+    "Member",
+    "Plan",
+    "expand",
+    "member_outcome",
+    "member_run",
+    "parse_assignments",
+    "plan",
+    "train_options",
+]

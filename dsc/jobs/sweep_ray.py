@@ -22,6 +22,7 @@ this engine is asked for.
 Public API: :func:`connected`, :func:`store_for_cluster`, :func:`train_all`, :func:`run_member`,
 :class:`Cluster`, :class:`MemberLost`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,10 @@ from dsc.errors import ConfigError, TrackingError
 from dsc.jobs.sweep_members import THREAD_VARS, Member, Plan, member_outcome, member_run
 from dsc.settings import SweepConfig
 
-RAY_HINT = ("--engine ray needs Ray, an optional dependency: install it with `uv sync --group ray` "
-            "(or `pip install 'ray[default]'`), or use --engine local")
+RAY_HINT = (
+    "--engine ray needs Ray, an optional dependency: install it with `uv sync --group ray` "
+    "(or `pip install 'ray[default]'`), or use --engine local"
+)
 ATTEMPTS_TAG = "dsc.attempts"  # how many times a member's training was started
 NODE_TAG = "dsc.ray_node"  # the Ray node id of the member's latest attempt
 FREE_WAIT_S = 600.0  # how long a retry waits for a previous attempt's heartbeat to go stale
@@ -98,7 +101,7 @@ def store_for_cluster(uri: str, node_ips: Sequence[str], shared: bool = False, r
     parsed = urlparse(uri)
     scheme = parsed.scheme if len(parsed.scheme) > 1 else ""  # "C:" is a drive, not a scheme
     if scheme in _FILE_SCHEMES:
-        path = uri[len("sqlite:///"):] if scheme == "sqlite" else (parsed.path if scheme else uri)
+        path = uri[len("sqlite:///") :] if scheme == "sqlite" else (parsed.path if scheme else uri)
         absolute = str(Path(path).expanduser().resolve())
         uri = f"sqlite:///{absolute}" if scheme == "sqlite" else (f"file://{absolute}" if scheme else absolute)
         if (len(node_ips) > 1 or remote) and not shared:
@@ -107,14 +110,16 @@ def store_for_cluster(uri: str, node_ips: Sequence[str], shared: bool = False, r
                 f"the tracking store {uri} is a file on this machine, which {where} cannot all reach: "
                 "start `mlflow server --backend-store-uri URI --artifacts-destination DIR --host 0.0.0.0` "
                 "and set MLFLOW_TRACKING_URI=http://THIS_HOST:5000, or pass --shared-store if that path "
-                "is on a filesystem every node mounts")
+                "is on a filesystem every node mounts"
+            )
         return uri
     machines = len(set(node_ips))
     if _is_loopback(parsed.hostname) and (machines > 1 or remote):
         raise ConfigError(
             f"the tracking store {uri} is on a loopback address, which the other machines of the Ray "
             "cluster cannot reach: serve it on an address they reach (`mlflow server --host 0.0.0.0`) "
-            "and set MLFLOW_TRACKING_URI to that")
+            "and set MLFLOW_TRACKING_URI to that"
+        )
     return uri
 
 
@@ -137,12 +142,15 @@ def connected(config: SweepConfig) -> Iterator[Cluster]:
             ray.init(address=address, log_to_driver=False, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrackingError(f"--ray-address {config.ray_address}: cannot join the Ray cluster ({first}); "
-                                "start one with `ray start --head`, or correct the address") from None
+            raise TrackingError(
+                f"--ray-address {config.ray_address}: cannot join the Ray cluster ({first}); "
+                "start one with `ray start --head`, or correct the address"
+            ) from None
     try:
         ips = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
-        uri = store_for_cluster(mlflow.get_tracking_uri(), ips, config.shared_store,
-                                remote=address.startswith("ray://"))
+        uri = store_for_cluster(
+            mlflow.get_tracking_uri(), ips, config.shared_store, remote=address.startswith("ray://")
+        )
         yield Cluster(uri, os.getcwd(), len(ips))
     finally:
         if joined:
@@ -167,8 +175,9 @@ def _wait_free(run_id: str, wait_s: float = FREE_WAIT_S):
     return run
 
 
-def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, threads: int,
-               use_gpus: bool) -> dict[str, object]:
+def run_member(
+    argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, threads: int, use_gpus: bool
+) -> dict[str, object]:
     """One attempt at a member, in a Ray task: ``dsc train`` attached to its run, or ``--resume`` it.
 
     Resumes where the run already has a checkpoint (a previous attempt was lost), once no
@@ -185,8 +194,11 @@ def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, th
     client.set_tag(run_id, ATTEMPTS_TAG, str(attempt))
     client.set_tag(run_id, NODE_TAG, _ray().get_runtime_context().get_node_id())
     resumed = bool(tracking.list_checkpoints(run_id))
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
-                                                            "MLFLOW_EXPERIMENT_NAME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    }
     env.update({var: str(threads) for var in THREAD_VARS}, MLFLOW_TRACKING_URI=tracking_uri)
     if not use_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""  # none reserved: leave the node's GPUs to members that are
@@ -196,9 +208,14 @@ def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, th
         cmd = [sys.executable, "-m", "dsc", "train", *argv]
         env["MLFLOW_RUN_ID"] = run_id
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=cwd if os.path.isdir(cwd) else None,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd if os.path.isdir(cwd) else None,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         try:
             returncode = proc.wait()
         except BaseException:  # cancelled (Ray raises KeyboardInterrupt here): stop as Ctrl-C would
@@ -214,15 +231,17 @@ def run_member(argv: Sequence[str], run_id: str, tracking_uri: str, cwd: str, th
     return {"why": member_outcome(run_id, returncode, text), "attempt": attempt, "resumed": resumed}
 
 
-def train_all(the_plan: Plan, sweep_id: str, experiment_id: str, cluster: Cluster, bar,
-              echo: Callable[[str], None]) -> list[tuple[Member, str, str]]:
+def train_all(
+    the_plan: Plan, sweep_id: str, experiment_id: str, cluster: Cluster, bar, echo: Callable[[str], None]
+) -> list[tuple[Member, str, str]]:
     """Run every member as a Ray task; ``(member, run id, why it failed or "")`` in member order."""
     import mlflow
 
     ray = _ray()
     cfg = the_plan.config
-    task = ray.remote(num_cpus=cfg.cpus_per_run, num_gpus=cfg.gpus_per_run, max_retries=cfg.max_retries,
-                      retry_exceptions=[MemberLost])(run_member)
+    task = ray.remote(
+        num_cpus=cfg.cpus_per_run, num_gpus=cfg.gpus_per_run, max_retries=cfg.max_retries, retry_exceptions=[MemberLost]
+    )(run_member)
     client = mlflow.MlflowClient()
     pending: dict = {}
     done: dict[int, tuple[Member, str, str]] = {}
@@ -230,8 +249,14 @@ def train_all(the_plan: Plan, sweep_id: str, experiment_id: str, cluster: Cluste
         for member in the_plan.members:
             run_id = member_run(the_plan, member, sweep_id, experiment_id)
             client.update_run(run_id, status="SCHEDULED")  # RUNNING once its training starts
-            ref = task.remote(the_plan.argv(member), run_id, cluster.tracking_uri, cluster.cwd,
-                              max(1, int(cfg.cpus_per_run)), cfg.gpus_per_run > 0)
+            ref = task.remote(
+                the_plan.argv(member),
+                run_id,
+                cluster.tracking_uri,
+                cluster.cwd,
+                max(1, int(cfg.cpus_per_run)),
+                cfg.gpus_per_run > 0,
+            )
             pending[ref] = (member, run_id)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -255,8 +280,11 @@ def _result(ray, ref, run_id: str, max_retries: int) -> tuple[str, str]:
         out = ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # raised in the task: MemberLost past its retries, or a bug
         cause = exc.cause if exc.cause is not None else exc
-        why = f"{cause} and was not retried further (--max-retries {max_retries})" \
-            if isinstance(cause, MemberLost) else str(cause).strip().splitlines()[-1]
+        why = (
+            f"{cause} and was not retried further (--max-retries {max_retries})"
+            if isinstance(cause, MemberLost)
+            else str(cause).strip().splitlines()[-1]
+        )
     except ray.exceptions.RuntimeEnvSetupError as exc:
         why = f"its Ray worker could not start ({_first_line(exc)})"
     except ray.exceptions.RayError as exc:  # the worker or node died once more than the retries allow
@@ -291,5 +319,13 @@ def _cancel(ray, pending: dict) -> None:
                 client.set_terminated(run_id, "KILLED")
 
 
-__all__ = ["Cluster", "MemberLost", "connected", "store_for_cluster", "run_member", "train_all",
-           "ATTEMPTS_TAG", "NODE_TAG"]
+__all__ = [
+    "ATTEMPTS_TAG",
+    "NODE_TAG",
+    "Cluster",
+    "MemberLost",
+    "connected",
+    "run_member",
+    "store_for_cluster",
+    "train_all",
+]

@@ -1,4 +1,5 @@
 """Training jobs: a new training run (:func:`train_job`) and a stopped one continued (:func:`resume_job`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -51,11 +52,18 @@ def provenance_tags(model: torch.nn.Module, data, device: torch.device) -> dict[
     import sklearn
     import torchvision
 
-    return {"dsc.device": str(device), "dsc.python": platform.python_version(),
-            "dsc.torch": torch.__version__, "dsc.torchvision": torchvision.__version__,
-            "dsc.mlflow": mlflow.__version__, "dsc.numpy": np.__version__,
-            "dsc.lmfit": lmfit.__version__, "dsc.sklearn": sklearn.__version__,
-            "dsc.data_digest": data.imageset.digest(), "dsc.init_weights": weights_digest(model)}
+    return {
+        "dsc.device": str(device),
+        "dsc.python": platform.python_version(),
+        "dsc.torch": torch.__version__,
+        "dsc.torchvision": torchvision.__version__,
+        "dsc.mlflow": mlflow.__version__,
+        "dsc.numpy": np.__version__,
+        "dsc.lmfit": lmfit.__version__,
+        "dsc.sklearn": sklearn.__version__,
+        "dsc.data_digest": data.imageset.digest(),
+        "dsc.init_weights": weights_digest(model),
+    }
 
 
 @contextlib.contextmanager
@@ -110,18 +118,27 @@ def _interrupted(run_id: str, epoch: int, signum: int) -> Interrupted:
     """The one line of a training stopped by ``signum`` while epoch ``epoch`` was under way."""
     name = signal.Signals(signum).name if signum else "a stop request"
     if epoch == 0:
-        return Interrupted(f"interrupted by {name} before epoch 0 was recorded; nothing to resume: "
-                           "start again with dsc train", epoch, signum)
-    return Interrupted(f"interrupted at epoch {epoch} by {name} (epochs 0-{epoch - 1} kept); "
-                       f"continue with dsc train --resume {run_id}", epoch, signum)
+        return Interrupted(
+            f"interrupted by {name} before epoch 0 was recorded; nothing to resume: start again with dsc train",
+            epoch,
+            signum,
+        )
+    return Interrupted(
+        f"interrupted at epoch {epoch} by {name} (epochs 0-{epoch - 1} kept); "
+        f"continue with dsc train --resume {run_id}",
+        epoch,
+        signum,
+    )
 
 
 def _check_fits(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
     need = min_image_size(model_cfg)
     if data_cfg.image_size < need:
-        raise ConfigError(f"--arch {model_cfg.arch} needs --image-size >= {need} (its poolings halve the "
-                          f"image down to 1 pixel at {need}), got {data_cfg.image_size}; "
-                          f"use a larger --image-size or --arch dense-vgg")
+        raise ConfigError(
+            f"--arch {model_cfg.arch} needs --image-size >= {need} (its poolings halve the "
+            f"image down to 1 pixel at {need}), got {data_cfg.image_size}; "
+            f"use a larger --image-size or --arch dense-vgg"
+        )
 
 
 def _tune_process() -> None:
@@ -131,12 +148,18 @@ def _tune_process() -> None:
 
 
 def _training_run(track: TrackConfig):
-    return tracking.run_context(track.experiment, track.run_name or None, tags={tracking.KIND_TAG: "train"},
-                                system_metrics=True)
+    return tracking.run_context(
+        track.experiment, track.run_name or None, tags={tracking.KIND_TAG: "train"}, system_metrics=True
+    )
 
 
-def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, track: TrackConfig,
-              snap_cfg: SnapshotConfig | None = None) -> str:
+def train_job(
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    track: TrackConfig,
+    snap_cfg: SnapshotConfig | None = None,
+) -> str:
     """Train and log everything to a run; returns the run id.
 
     ``model_cfg.num_classes`` is replaced by the number of classes of the data. Params are
@@ -146,10 +169,18 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
     _tune_process()
     tracking.preflight(track.experiment)
     with _training_run(track) as run, GracefulStop() as stop, tracking.Heartbeat(run.info.run_id):
-        tracking.log_params_once({**data_cfg.to_dict(), **train_cfg.to_dict(), **_option_params(model_cfg),
-                                  **_option_params(snap_cfg), "checkpoint_every": track.checkpoint_every,
-                                  "state_every": track.state_every, "register": track.register,
-                                  "register_name": track.register_name})
+        tracking.log_params_once(
+            {
+                **data_cfg.to_dict(),
+                **train_cfg.to_dict(),
+                **_option_params(model_cfg),
+                **_option_params(snap_cfg),
+                "checkpoint_every": track.checkpoint_every,
+                "state_every": track.state_every,
+                "register": track.register,
+                "register_name": track.register_name,
+            }
+        )
         _check_fits(model_cfg, data_cfg)
         torch.manual_seed(train_cfg.seed)
         device = pick_device(train_cfg.device)
@@ -159,12 +190,20 @@ def train_job(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConf
         tracking.log_dataset(data)
         model_cfg = dataclasses.replace(model_cfg, num_classes=len(data.classes))
         model = build_model(model_cfg)
-        mlflow.log_params({"num_classes": model_cfg.num_classes, "n_parameters": count_parameters(model),
-                           **_step_params(train_cfg, len(data.train_idx))})
+        mlflow.log_params(
+            {
+                "num_classes": model_cfg.num_classes,
+                "n_parameters": count_parameters(model),
+                **_step_params(train_cfg, len(data.train_idx)),
+            }
+        )
         mlflow.set_tags(provenance_tags(model, data, device))
-        logger = EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                             checkpoint_every=track.checkpoint_every, last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
-                             state_every=track.state_every)
+        logger = EpochLogger(
+            _checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+            checkpoint_every=track.checkpoint_every,
+            last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
+            state_every=track.state_every,
+        )
         _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
@@ -176,8 +215,11 @@ def _step_params(train_cfg: TrainConfig, n_train: int) -> dict:
     if not train_cfg.steps:
         return {}
     epochs, per_epoch = epochs_to_train(train_cfg, n_train), steps_per_epoch(train_cfg, n_train)
-    return {"steps_epochs": epochs, "steps_last_epoch": train_cfg.steps - (epochs - 1) * per_epoch,
-            "steps_per_epoch": per_epoch}
+    return {
+        "steps_epochs": epochs,
+        "steps_last_epoch": train_cfg.steps - (epochs - 1) * per_epoch,
+        "steps_per_epoch": per_epoch,
+    }
 
 
 def _option_params(cfg) -> dict:
@@ -188,8 +230,12 @@ def _option_params(cfg) -> dict:
 def _snapshot_config(params: dict[str, str]) -> SnapshotConfig:
     """The snapshot settings a run was trained with, read back from its params."""
     default = SnapshotConfig(every=0)  # runs without the params took no snapshots
-    return SnapshotConfig(**{o.field: _param_value(o.kind, params.get(o.param, getattr(default, o.field)))
-                             for o in options_of(SnapshotConfig).values()})
+    return SnapshotConfig(
+        **{
+            o.field: _param_value(o.kind, params.get(o.param, getattr(default, o.field)))
+            for o in options_of(SnapshotConfig).values()
+        }
+    )
 
 
 def _param_value(kind: type, value: object) -> object:
@@ -199,15 +245,29 @@ def _param_value(kind: type, value: object) -> object:
 
 def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
     """What every checkpoint carries besides weights: the configs that rebuild the run."""
-    return {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
-            "data_config": data_cfg.to_dict(), "classes": list(data.classes),
-            "norm_mean": data.mean, "norm_std": data.std}
+    return {
+        "model_config": model_cfg.to_dict(),
+        "train_config": train_cfg.to_dict(),
+        "data_config": data_cfg.to_dict(),
+        "classes": list(data.classes),
+        "norm_mean": data.mean,
+        "norm_std": data.std,
+    }
 
 
-def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, logger: EpochLogger,
-                  snap_cfg: SnapshotConfig, progress: bool, start_epoch: int = 0,
-                  optimizer_state: dict | None = None, logged: tracking.LoggedSteps | None = None,
-                  stop: GracefulStop | None = None) -> None:
+def _train_logged(
+    model,
+    data,
+    train_cfg: TrainConfig,
+    device: torch.device,
+    logger: EpochLogger,
+    snap_cfg: SnapshotConfig,
+    progress: bool,
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+    logged: tracking.LoggedSteps | None = None,
+    stop: GracefulStop | None = None,
+) -> None:
     """Train, recording each epoch (:class:`dsc.jobs.recorder.Recording`): the validation pass is
     the probe, and snapshots, when due, are taken on it.
 
@@ -216,13 +276,25 @@ def _train_logged(model, data, train_cfg: TrainConfig, device: torch.device, log
     kept, and :class:`Interrupted` carries the line to print.
     """
     # the snapshot's metrics go out in the epoch logger's batch (the logger runs after it)
-    snaps = SnapshotLogger.for_data(model, data, snap_cfg, device, logged=logged, defer_metrics=True) \
-        if snap_cfg.every > 0 else None
+    snaps = (
+        SnapshotLogger.for_data(model, data, snap_cfg, device, logged=logged, defer_metrics=True)
+        if snap_cfg.every > 0
+        else None
+    )
     rec = Recording(snaps, logger)
     rec.last_epoch = start_epoch if start_epoch > 0 else -1
     try:
-        train(model, data, train_cfg, on_epoch=rec.report, progress=progress, val_context=rec.capturing,
-              start_epoch=start_epoch, optimizer_state=optimizer_state, stop=stop)
+        train(
+            model,
+            data,
+            train_cfg,
+            on_epoch=rec.report,
+            progress=progress,
+            val_context=rec.capturing,
+            start_epoch=start_epoch,
+            optimizer_state=optimizer_state,
+            stop=stop,
+        )
     except Interrupted as exc:
         logger.flush()
         raise _interrupted(mlflow.active_run().info.run_id, exc.epoch, stop.signum if stop else 0) from None
@@ -244,39 +316,52 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
     source = tracking.require_run(run_id)
     kind = tracking.run_kind(source)
     if kind is None and source.data.tags.get("mlflow.project.entryPoint") == "resume":
-        raise TrackingError("`mlflow run . -e resume` continues an existing training run: "
-                            "pass its id with --run-id RUN_ID")
+        raise TrackingError(
+            "`mlflow run . -e resume` continues an existing training run: pass its id with --run-id RUN_ID"
+        )
     if kind != "train":
-        raise TrackingError(f"run {run_id} is {'a ' + kind if kind else 'not a dsc'} run; "
-                            "only runs of `dsc train` can be resumed")
+        raise TrackingError(
+            f"run {run_id} is {'a ' + kind if kind else 'not a dsc'} run; only runs of `dsc train` can be resumed"
+        )
     if source.info.status == "FINISHED":
         raise TrackingError(f"run {run_id} already FINISHED; there is nothing to resume")
     tracking.require_free(source, takeover)
     ckpts = tracking.list_checkpoints(run_id)
     if not ckpts:
-        raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; "
-                            "start a new run with `dsc train`")
+        raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; start a new run with `dsc train`")
     params = source.data.params
-    with tracking.Heartbeat(run_id, claim=True), tracking.run_context(run_id=run_id, system_metrics=True) as run, \
-            GracefulStop() as stop:
+    with (
+        tracking.Heartbeat(run_id, claim=True),
+        tracking.run_context(run_id=run_id, system_metrics=True) as run,
+        GracefulStop() as stop,
+    ):
         start, ckpt = _latest_full(source, ckpts)
         data, model, train_cfg = restore(ckpt)
         digest = data.imageset.digest()
         if digest != source.data.tags.get("dsc.data_digest", digest):
-            raise DataError(f"the data of run {run_id} changed since it started (digest "
-                            f"{digest} != {source.data.tags['dsc.data_digest']}); "
-                            "restore the dataset or start a new run")
+            raise DataError(
+                f"the data of run {run_id} changed since it started (digest "
+                f"{digest} != {source.data.tags['dsc.data_digest']}); "
+                "restore the dataset or start a new run"
+            )
         model_cfg, data_cfg = ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"])
         snap_cfg = _snapshot_config(params)
-        track = TrackConfig(register=params.get("register", "True") == "True",
-                            register_name=params.get("register_name", ""),
-                            checkpoint_every=int(params.get("checkpoint_every", 1)),
-                            state_every=int(params.get("state_every", 1)), progress=progress)
+        track = TrackConfig(
+            register=params.get("register", "True") == "True",
+            register_name=params.get("register_name", ""),
+            checkpoint_every=int(params.get("checkpoint_every", 1)),
+            state_every=int(params.get("state_every", 1)),
+            progress=progress,
+        )
         device = pick_device(train_cfg.device)
         logged = tracking.LoggedSteps(run_id)
-        logger = EpochLogger(_checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-                             checkpoint_every=track.checkpoint_every, last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
-                             logged=logged, state_every=track.state_every)
+        logger = EpochLogger(
+            _checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+            checkpoint_every=track.checkpoint_every,
+            last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
+            logged=logged,
+            state_every=track.state_every,
+        )
         _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
         mlflow.set_tags({"dsc.resumed_from": str(max(ckpts)), "dsc.replayed_from": str(start)})
         if "error" in source.data.tags:  # the failure that stopped it, kept under another name
@@ -284,8 +369,19 @@ def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> st
             MlflowClient().delete_tag(run_id, "error")
         if "rng_state" in ckpt:  # checkpoints written before generators were saved lack it
             set_rng_state(ckpt["rng_state"])
-        _train_logged(model, data, train_cfg, device, logger, snap_cfg, progress, start_epoch=start,
-                      optimizer_state=ckpt["optimizer_state"], logged=logged, stop=stop)
+        _train_logged(
+            model,
+            data,
+            train_cfg,
+            device,
+            logger,
+            snap_cfg,
+            progress,
+            start_epoch=start,
+            optimizer_state=ckpt["optimizer_state"],
+            logged=logged,
+            stop=stop,
+        )
         _register(model, model_cfg, data, logger, track)
         return run.info.run_id
 
@@ -310,12 +406,13 @@ def _latest_full(source: mlflow.entities.Run, ckpts: dict[int, str]) -> tuple[in
             return epoch, ckpt
         passed.append(f"{epoch} (no optimizer state)")
     tried = "; ".join(passed) or "none is recorded as full"
-    raise TrackingError(f"run {run_id} has no readable checkpoint with the optimizer state to resume from "
-                        f"(tried: {tried}); start a new run with `dsc train`")
+    raise TrackingError(
+        f"run {run_id} has no readable checkpoint with the optimizer state to resume from "
+        f"(tried: {tried}); start a new run with `dsc train`"
+    )
 
 
-def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: EpochLogger,
-                  loaded: dict) -> None:
+def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: EpochLogger, loaded: dict) -> None:
     """Give a resumed run's logger the best validation accuracy (and its weights) so far.
 
     ``loaded`` is the checkpoint of epoch ``through``, already read: not downloaded again when
@@ -336,8 +433,7 @@ def _model_name(track: TrackConfig, data, model_cfg: ModelConfig) -> str:
     return track.register_name or f"dsc-{data.imageset.name}-{model_cfg.arch}"
 
 
-def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: EpochLogger,
-              track: TrackConfig) -> None:
+def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: EpochLogger, track: TrackConfig) -> None:
     """Log the final (and, if different, the best-validation) model; alias both versions.
 
     Without ``track.register`` only the best validation accuracy and its epoch are logged.
@@ -355,8 +451,9 @@ def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: Epoc
         best.load_state_dict(logger.best_state)
         best_version = tracking.log_and_register(best, "model-best", name, example)
     tracking.set_alias(name, tracking.ALIAS_BEST, best_version)
-    mlflow.set_tags({"dsc.registered_model": name, "dsc.version_final": final_version,
-                     "dsc.version_best": best_version})
+    mlflow.set_tags(
+        {"dsc.registered_model": name, "dsc.version_final": final_version, "dsc.version_best": best_version}
+    )
     _log_best(logger)
 
 

@@ -4,6 +4,7 @@ We use hooks rather than torchvision's ``create_feature_extractor`` because the 
 ride along the validation pass that training already does (no second forward), and must work
 on any model that :func:`dsc.nn.model.named_layers` understands (DenseVGG and VGG-11 alike).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,13 @@ from dsc.nn.model import named_layers
 BYTES_F16 = 2
 
 
-def plan_grids(model: nn.Module, sample: torch.Tensor, n_probe: int, budget_bytes: float,
-               sites: Mapping[str, tuple[nn.Module, bool]] | None = None) -> dict[str, int | None]:
+def plan_grids(
+    model: nn.Module,
+    sample: torch.Tensor,
+    n_probe: int,
+    budget_bytes: float,
+    sites: Mapping[str, tuple[nn.Module, bool]] | None = None,
+) -> dict[str, int | None]:
     """The side of the average-pooling grid of each conv layer (None = full resolution).
 
     ``sites`` (default :func:`activation_sites` of a dsc model) are the modules read. Flat
@@ -79,9 +85,13 @@ class ActivationCapture:
     :meth:`take` returns ``{layer: (n, ...) float16 array}`` and clears the buffers.
     """
 
-    def __init__(self, model: nn.Module, grids: dict[str, int | None],
-                 sites: Mapping[str, tuple[nn.Module, bool]] | None = None,
-                 rows: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        grids: dict[str, int | None],
+        sites: Mapping[str, tuple[nn.Module, bool]] | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
         sites = activation_sites(model) if sites is None else sites
         self.sites = {n: site for n, site in sites.items() if n in grids}
         self.layers = list(self.sites)
@@ -95,8 +105,12 @@ class ActivationCapture:
         # A model that taps its own conv maps (DenseVGG: pooled inside dsc.nn.conv3's kernel, with
         # no map leaving the cache) records them, where every conv is captured at one grid.
         convs = [n for n in named_layers(model) if n.startswith("conv")]
-        self.tapped = bool(hasattr(model, "tapping") and convs and all(n in grids for n in convs)
-                       and len({grids[n] for n in convs}) == 1)
+        self.tapped = bool(
+            hasattr(model, "tapping")
+            and convs
+            and all(n in grids for n in convs)
+            and len({grids[n] for n in convs}) == 1
+        )
         self.tap_grid = grids[convs[0]] if self.tapped else None
 
     def _keep(self, name: str, out: torch.Tensor) -> None:

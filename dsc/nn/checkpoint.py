@@ -4,6 +4,7 @@ A *full* checkpoint (:func:`checkpoint_payload`) carries everything resuming nee
 *weights* checkpoint (:func:`weights_payload`) only what analysis, ``dsc snapshot`` and the
 registry read. Both are dicts that ``torch.load(weights_only=True)`` reads.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

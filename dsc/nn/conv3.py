@@ -14,6 +14,7 @@ zero-padded maps, image by image. This module wraps those kernels for torch:
 
 :func:`supports` says when they apply.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,11 +41,22 @@ MIN_PIXELS = 64 * 64
 def supports(conv: nn.Conv2d, device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
     """Whether :func:`conv3x3_relu` computes ``relu(conv(x))`` for this layer on inputs of
     ``dtype`` on ``device``: CPU, float32 or float64, 3 -> 3 channels, 3x3, stride 1, padding 1."""
-    return (HAVE_NUMBA and device.type == "cpu" and conv.weight.device.type == "cpu"
-            and dtype in (torch.float32, torch.float64) and conv.weight.dtype == dtype
-            and conv.in_channels == 3 and conv.out_channels == 3 and conv.kernel_size == (3, 3)
-            and conv.stride == (1, 1) and conv.padding == (1, 1) and conv.dilation == (1, 1)
-            and conv.groups == 1 and conv.padding_mode == "zeros" and conv.bias is not None)
+    return (
+        HAVE_NUMBA
+        and device.type == "cpu"
+        and conv.weight.device.type == "cpu"
+        and dtype in (torch.float32, torch.float64)
+        and conv.weight.dtype == dtype
+        and conv.in_channels == 3
+        and conv.out_channels == 3
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.bias is not None
+    )
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -85,8 +97,9 @@ class _Conv3x3ReLU(torch.autograd.Function):
         n, dtype = x.shape[0], _np(x).dtype
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         gw, gb = np.empty((n, 3, 3, 3, 3), dtype), np.empty((n, 3), dtype)
-        _threads().layer_backward(_np(gy.contiguous()), _np(y), _np(x), _np(w),
-                                  _np(gx if gx is not None else x), gx is not None, gw, gb)
+        _threads().layer_backward(
+            _np(gy.contiguous()), _np(y), _np(x), _np(w), _np(gx if gx is not None else x), gx is not None, gw, gb
+        )
         return gx, _sum_parts(gw), _sum_parts(gb)
 
 
@@ -151,8 +164,7 @@ class _Conv3x3ReLUStack(torch.autograd.Function):
         # Each layer's padded input, and when pooling the last layer's padded output after them.
         ctx.maps = _Lease((n, w.shape[0] + (pool is not None), 3, h + 2, wd + 2), x.dtype)
         y = x.new_empty((n, 3, *(pool or (h, wd))))
-        _threads().conv_stack(_np(x), _np(w), _np(b), _np(y), _np(ctx.maps.tensor), True, win,
-                              *_no_taps(_np(x).dtype))
+        _threads().conv_stack(_np(x), _np(w), _np(b), _np(y), _np(ctx.maps.tensor), True, win, *_no_taps(_np(x).dtype))
         ctx.win = win
         ctx.save_for_backward(w, y)
         return y
@@ -166,8 +178,17 @@ class _Conv3x3ReLUStack(torch.autograd.Function):
         gx = y.new_empty((n, 3, h, wd)) if ctx.needs_input_grad[0] else None
         gw, gb = np.empty((n, depth, 3, 3, 3, 3), dtype), np.empty((n, depth, 3), dtype)
         unused = np.empty((1, 3, 1, 1), dtype)
-        _threads().stack_backward(_np(gy.contiguous()), _np(maps), _np(y), _np(w),
-                                  _np(gx) if gx is not None else unused, gx is not None, gw, gb, ctx.win)
+        _threads().stack_backward(
+            _np(gy.contiguous()),
+            _np(maps),
+            _np(y),
+            _np(w),
+            _np(gx) if gx is not None else unused,
+            gx is not None,
+            gw,
+            gb,
+            ctx.win,
+        )
         return gx, _sum_parts(gw), _sum_parts(gb), None
 
 
@@ -206,9 +227,13 @@ def _no_taps(dtype: np.dtype) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     return np.empty((1, 1, 3, 1, 1), dtype), _windows((0, 0), None)
 
 
-def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                       pool: tuple[int, int] | None = None,
-                       taps: tuple[int, int] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def conv3x3_relu_stack(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    pool: tuple[int, int] | None = None,
+    taps: tuple[int, int] | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """:func:`conv3x3_relu` through L layers in turn, each image through all of them at once.
 
     x (N, 3, H, W); ``weights`` L tensors (3, 3, 3, 3) and ``biases`` L tensors (3,), in layer
@@ -244,7 +269,15 @@ def conv3x3_relu_stack(x: torch.Tensor, weights: Sequence[torch.Tensor], biases:
         taps = (int(taps[0]), int(taps[1]))
         tapped = x.new_empty((x.shape[0], w.shape[0], 3, *taps))
         twin = _windows(tuple(x.shape[-2:]), taps)
-    _threads().conv_stack(_np(x), _np(w.detach().contiguous()), _np(b.detach().contiguous()), _np(y),
-                          unused, False, _windows(tuple(x.shape[-2:]), pool),
-                          unused if tapped is None else _np(tapped), twin)
+    _threads().conv_stack(
+        _np(x),
+        _np(w.detach().contiguous()),
+        _np(b.detach().contiguous()),
+        _np(y),
+        unused,
+        False,
+        _windows(tuple(x.shape[-2:]), pool),
+        unused if tapped is None else _np(tapped),
+        twin,
+    )
     return y if tapped is None else (y, tapped)

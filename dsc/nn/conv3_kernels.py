@@ -12,6 +12,7 @@ disk beside this file) and run over the batch on as many threads as torch uses.
 
 Plain functions over NumPy arrays; :mod:`dsc.nn.conv3` wraps them for torch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,12 +33,26 @@ def compiled() -> SimpleNamespace:
     globals()["prange"] = numba.prange  # the kernels' loops over images become parallel loops
     options = {"fastmath": _FAST, "cache": True, "nogil": True, "boundscheck": False}
     # The loops over images compile against the module's per-image helpers: their compiled forms.
-    for name in ("_conv_padded", "_zero_border", "_pad_into", "_weight_grad_padded", "_flipped",
-                 "_stack_image", "_mask_into", "_pool_image", "_unpool_masked"):
+    for name in (
+        "_conv_padded",
+        "_zero_border",
+        "_pad_into",
+        "_weight_grad_padded",
+        "_flipped",
+        "_stack_image",
+        "_mask_into",
+        "_pool_image",
+        "_unpool_masked",
+    ):
         globals()[name] = numba.njit(**options)(globals()[name])
     jit = numba.njit(parallel=True, **options)
-    return SimpleNamespace(numba=numba, conv_rows=jit(_conv_rows), conv_stack=jit(_conv_stack),
-                           layer_backward=jit(_layer_backward), stack_backward=jit(_stack_backward))
+    return SimpleNamespace(
+        numba=numba,
+        conv_rows=jit(_conv_rows),
+        conv_stack=jit(_conv_stack),
+        layer_backward=jit(_layer_backward),
+        stack_backward=jit(_stack_backward),
+    )
 
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see compiled)
@@ -84,13 +99,40 @@ def _conv_padded(xp, w, b, out, oy, ox, mode, mask):  # pragma: no cover - compi
                 p0, p1, p2 = p[i], p[i + 1], p[i + 2]
                 q0, q1, q2 = q[i], q[i + 1], q[i + 2]
                 r0, r1, r2 = r[i], r[i + 1], r[i + 2]
-                a0[i] += (k000 * p0 + k001 * p1 + k002 * p2 + k010 * q0 + k011 * q1 + k012 * q2
-                          + k020 * r0 + k021 * r1 + k022 * r2)
-                a1[i] += (k100 * p0 + k101 * p1 + k102 * p2 + k110 * q0 + k111 * q1 + k112 * q2
-                          + k120 * r0 + k121 * r1 + k122 * r2)
-                a2[i] += (k200 * p0 + k201 * p1 + k202 * p2 + k210 * q0 + k211 * q1 + k212 * q2
-                          + k220 * r0 + k221 * r1 + k222 * r2)
-        o0, o1, o2 = out[0, oy + y, ox:ox + wd], out[1, oy + y, ox:ox + wd], out[2, oy + y, ox:ox + wd]
+                a0[i] += (
+                    k000 * p0
+                    + k001 * p1
+                    + k002 * p2
+                    + k010 * q0
+                    + k011 * q1
+                    + k012 * q2
+                    + k020 * r0
+                    + k021 * r1
+                    + k022 * r2
+                )
+                a1[i] += (
+                    k100 * p0
+                    + k101 * p1
+                    + k102 * p2
+                    + k110 * q0
+                    + k111 * q1
+                    + k112 * q2
+                    + k120 * r0
+                    + k121 * r1
+                    + k122 * r2
+                )
+                a2[i] += (
+                    k200 * p0
+                    + k201 * p1
+                    + k202 * p2
+                    + k210 * q0
+                    + k211 * q1
+                    + k212 * q2
+                    + k220 * r0
+                    + k221 * r1
+                    + k222 * r2
+                )
+        o0, o1, o2 = out[0, oy + y, ox : ox + wd], out[1, oy + y, ox : ox + wd], out[2, oy + y, ox : ox + wd]
         if mode == RELU:
             for i in range(wd):
                 o0[i] = 0 if a0[i] < 0 else a0[i]
@@ -101,7 +143,7 @@ def _conv_padded(xp, w, b, out, oy, ox, mode, mask):  # pragma: no cover - compi
             o1[:] = a1
             o2[:] = a2
         else:
-            m0, m1, m2 = mask[0, y + 1, 1:wd + 1], mask[1, y + 1, 1:wd + 1], mask[2, y + 1, 1:wd + 1]
+            m0, m1, m2 = mask[0, y + 1, 1 : wd + 1], mask[1, y + 1, 1 : wd + 1], mask[2, y + 1, 1 : wd + 1]
             for i in range(wd):
                 o0[i] = 0 if m0[i] <= 0 else a0[i]
                 o1[i] = 0 if m1[i] <= 0 else a1[i]
@@ -137,7 +179,7 @@ def _mask_into(gy, y, m):  # pragma: no cover - compiled
     _zero_border(m)
     for c in range(3):
         for r in range(h):
-            g, v, o = gy[c, r], y[c, r], m[c, r + 1, 1:wd + 1]
+            g, v, o = gy[c, r], y[c, r], m[c, r + 1, 1 : wd + 1]
             for i in range(wd):
                 o[i] = 0 if v[i] <= 0 else g[i]
 
@@ -160,7 +202,7 @@ def _weight_grad_padded(gp, xp, acc):  # pragma: no cover - compiled
     for ci in range(3):
         for dy in range(3):
             s = lo + (dy - 1) * w2 - 1
-            row = x[ci, s:s + n + 2]
+            row = x[ci, s : s + n + 2]
             # Nine sums (output channel x horizontal tap) from one pass.
             t00 = t01 = t02 = t10 = t11 = t12 = t20 = t21 = t22 = zero
             for k in range(n):
@@ -218,7 +260,7 @@ def _pool_image(m, off, pooled, win):  # pragma: no cover - compiled
         for i in range(oh):
             rows[:] = zero
             for y in range(ys[i], ye[i]):
-                row = m[c, y + off, off:off + wd]
+                row = m[c, y + off, off : off + wd]
                 for k in range(wd):
                     rows[k] += row[k]
             for j in range(ow):
@@ -257,7 +299,7 @@ def _unpool_masked(gp, m, g, win):  # pragma: no cover - compiled
                 row = spread[i]
                 for k in range(wd):
                     acc[k] += row[k]
-            mask, out = m[c, y + 1, 1:wd + 1], g[c, y + 1, 1:wd + 1]
+            mask, out = m[c, y + 1, 1 : wd + 1], g[c, y + 1, 1 : wd + 1]
             for k in range(wd):
                 out[k] = 0 if mask[k] <= 0 else acc[k]
 
@@ -307,8 +349,7 @@ def _conv_stack(x, w, b, out, maps, keep, win, taps, twin):  # pragma: no cover 
         if keep:
             _stack_image(x[n], w, b, out[n], maps[n], True, win, taps[t], twin)
         else:
-            _stack_image(x[n], w, b, out[n], np.empty((2, 3, h + 2, wd + 2), x.dtype), False, win,
-                         taps[t], twin)
+            _stack_image(x[n], w, b, out[n], np.empty((2, 3, h + 2, wd + 2), x.dtype), False, win, taps[t], twin)
 
 
 def _layer_backward(gy, y, x, w, gx, need_gx, gw_part, gb_part):  # pragma: no cover - compiled

@@ -4,6 +4,7 @@ A model's layers are its ``named_modules()``, with the prefixes that wrappers ad
 (``module.`` of DistributedDataParallel and DataParallel, ``_orig_mod.`` of ``torch.compile``),
 so that a wrapped model is recorded under the names of the model it wraps.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -69,13 +70,16 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> dict[str, nn.M
             for pattern in layers:
                 hits = {n: m for n, m in named.items() if fnmatch.fnmatchcase(n, _strip(pattern))}
                 if not hits:
-                    raise ConfigError(f"layers: {pattern!r} matches no module of {type(inner).__name__}; "
-                                      f"it has {_some(list(named))} (see dsc.list_layers(model))")
+                    raise ConfigError(
+                        f"layers: {pattern!r} matches no module of {type(inner).__name__}; "
+                        f"it has {_some(list(named))} (see dsc.list_layers(model))"
+                    )
                 chosen.update(hits)
             chosen = {n: m for n, m in named.items() if n in chosen}  # model order, each once
     if not chosen:
-        raise ConfigError(f"no layer of {type(inner).__name__} to record: give layers= names or patterns "
-                          "(see dsc.list_layers(model))")
+        raise ConfigError(
+            f"no layer of {type(inner).__name__} to record: give layers= names or patterns (see dsc.list_layers(model))"
+        )
     return chosen
 
 
@@ -83,7 +87,7 @@ def _strip(name: str) -> str:
     """A layer name without the prefixes wrappers add."""
     for prefix in (f"{a}." for a in WRAPPER_ATTRS):
         while name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return name
 
 
@@ -103,6 +107,7 @@ def output_shapes(model: nn.Module, modules: Mapping[str, nn.Module], example: t
         def hook(module, inputs, out) -> None:
             if isinstance(out, torch.Tensor) and name not in shapes:
                 shapes[name] = tuple(out.shape[1:])
+
         return hook
 
     handles = [m.register_forward_hook(keep(n)) for n, m in modules.items()]
@@ -136,15 +141,23 @@ def list_layers(model: nn.Module, example: torch.Tensor | None = None, echo: boo
     rows = []
     for name, m in named.items():
         w = getattr(m, "weight", None)
-        rows.append({"name": name, "type": type(m).__name__,
-                     "weight": tuple(w.shape) if isinstance(w, torch.Tensor) else None,
-                     "output": outs.get(name), "default": isinstance(m, WEIGHT_TYPES)})
+        rows.append(
+            {
+                "name": name,
+                "type": type(m).__name__,
+                "weight": tuple(w.shape) if isinstance(w, torch.Tensor) else None,
+                "output": outs.get(name),
+                "default": isinstance(m, WEIGHT_TYPES),
+            }
+        )
     if echo:
         width = max([len(r["name"]) for r in rows] + [4])
         print(f"{'name':<{width}}  {'type':<18} {'weight':<22} {'output':<18} default")
         for r in rows:
-            print(f"{r['name']:<{width}}  {r['type']:<18} {_shape(r['weight']):<22} {_shape(r['output']):<18} "
-                  f"{'yes' if r['default'] else ''}")
+            print(
+                f"{r['name']:<{width}}  {r['type']:<18} {_shape(r['weight']):<22} {_shape(r['output']):<18} "
+                f"{'yes' if r['default'] else ''}"
+            )
     return rows
 
 

@@ -3,6 +3,7 @@
 Every weight layer has a stable name (``conv1``..``convD``, ``fc1``, ``fc2``, ``out``) that
 metrics, snapshot artifacts and figures use.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,15 +64,22 @@ class DenseVGG(nn.Module):
     Input (B, 3, H, W) float; output (B, C) logits.
     """
 
-    def __init__(self, num_classes: int = 5, depth: int = 5, filters: int = 3,
-                 kernel_size: int = 3, pool_size: int = 20, hidden: int = 1024,
-                 dropout: float = 0.5, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        num_classes: int = 5,
+        depth: int = 5,
+        filters: int = 3,
+        kernel_size: int = 3,
+        pool_size: int = 20,
+        hidden: int = 1024,
+        dropout: float = 0.5,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         layers: list[tuple[str, nn.Module]] = []
         channels = in_channels
         for i in range(1, depth + 1):
-            layers.append((f"conv{i}", nn.Conv2d(channels, filters, kernel_size,
-                                                 padding=kernel_size // 2)))
+            layers.append((f"conv{i}", nn.Conv2d(channels, filters, kernel_size, padding=kernel_size // 2)))
             layers.append((f"relu{i}", nn.ReLU(inplace=True)))
             channels = filters
         self.features = nn.Sequential(OrderedDict(layers))
@@ -112,8 +120,7 @@ class DenseVGG(nn.Module):
             size = self._tap_size(m)
             sink(f"conv{i}", m if size == tuple(m.shape[-2:]) else nn.functional.adaptive_avg_pool2d(m, size))
 
-    def uses_conv3(self, device: torch.device, dtype: torch.dtype = torch.float32,
-                   pixels: int = 128 * 128) -> bool:
+    def uses_conv3(self, device: torch.device, dtype: torch.dtype = torch.float32, pixels: int = 128 * 128) -> bool:
         """Whether passes over maps of ``pixels`` pixels run the convs through :mod:`dsc.nn.conv3`.
 
         Needs CPU, float32 or float64 and the paper's 3 -> 3 channel 3x3 layers, and then
@@ -139,7 +146,8 @@ class DenseVGG(nn.Module):
         # A traced pass (torch.export, torch.compile) keeps torch's layers: the kernel runs on
         # NumPy views, which a tracer's fake tensors do not have.
         return not torch.compiler.is_compiling() and not any(
-            m._forward_hooks or m._forward_pre_hooks for m in self._convs())
+            m._forward_hooks or m._forward_pre_hooks for m in self._convs()
+        )
 
     def _pool_size(self, x: torch.Tensor) -> tuple[int, int]:
         size = self.pool.output_size
@@ -229,9 +237,16 @@ def min_image_size(cfg: ModelConfig) -> int:
 def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "vgg11":
         return vgg11(cfg.num_classes, cfg.dropout)
-    return DenseVGG(num_classes=cfg.num_classes, depth=cfg.depth, filters=cfg.filters,
-                    kernel_size=cfg.kernel_size, pool_size=cfg.pool_size, hidden=cfg.hidden,
-                    dropout=cfg.dropout, in_channels=cfg.in_channels)
+    return DenseVGG(
+        num_classes=cfg.num_classes,
+        depth=cfg.depth,
+        filters=cfg.filters,
+        kernel_size=cfg.kernel_size,
+        pool_size=cfg.pool_size,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+        in_channels=cfg.in_channels,
+    )
 
 
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:

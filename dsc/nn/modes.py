@@ -4,6 +4,7 @@
 leaves unchanged; `mode_sweep` runs the leading-against-random sweep of every layer (Li & Huang)
 and fits the two-segment power laws of `dsc.core.modes` to it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,9 +69,17 @@ class ModeEvaluator:
     stop : when set, the next `score` raises `Cancelled`
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 64,
-                 cache_bytes: float = 1.5e9, memo_bytes: float = 16e6,
-                 stop: threading.Event | None = None, params: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch: int = 64,
+        cache_bytes: float = 1.5e9,
+        memo_bytes: float = 16e6,
+        stop: threading.Event | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> None:
         self.model = model
         with contextlib.suppress(NotImplementedError):  # an exported program's module is always in eval mode
             model.eval()
@@ -80,7 +89,7 @@ class ModeEvaluator:
         self.params = weight_params(model) if params is None else dict(params)
         self.memo_bytes = memo_bytes
         self.n = len(x)
-        self.batches = [x[s:s + batch] for s in range(0, len(x), batch)]
+        self.batches = [x[s : s + batch] for s in range(0, len(x), batch)]
         self.memo_used = 0.0
         self.stages = self._stages()
         if not self._chain_matches(x[:4]):
@@ -102,6 +111,7 @@ class ModeEvaluator:
             def run(t: torch.Tensor, mods: Mods) -> torch.Tensor:
                 out = _apply(module, t, mods[name][1]) if name in mods else module(t)
                 return out.relu_() if relu else out  # out is fresh: in place saves a pass over memory
+
             return name, run
 
         m = self.model
@@ -133,8 +143,9 @@ class ModeEvaluator:
         for j, batches in self._run(self.batches, 0, {}, keep)[1].items():
             self.memo[(j, ())] = batches
 
-    def _run(self, inputs: list[torch.Tensor], start: int, mods: Mods,
-             keep: set[int]) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]]]:
+    def _run(
+        self, inputs: list[torch.Tensor], start: int, mods: Mods, keep: set[int]
+    ) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]]]:
         """Run the batches of stage ``start``'s input depth first (a batch's maps stay in the CPU
         cache); returns the logits batches and the inputs of the stages in ``keep``."""
         kept: dict[int, list[torch.Tensor]] = {j: [] for j in keep}
@@ -154,8 +165,13 @@ class ModeEvaluator:
         where = {name: (stage_of.get(name, 0), key) for name, (key, _) in mods.items()}
         sig = [tuple(sorted((n, k) for n, (j, k) in where.items() if j < s)) for s in range(len(self.stages) + 1)]
         start = max(s for s in range(len(self.stages) + 1) if (s, sig[s]) in self.memo)
-        keep = {j for j in range(start + 1, len(self.stages) + 1) if (j, sig[j]) not in self.memo
-                and self.sizes[j] <= self.memo_bytes and self.memo_used + self.sizes[j] <= MEMO_TOTAL_BYTES}
+        keep = {
+            j
+            for j in range(start + 1, len(self.stages) + 1)
+            if (j, sig[j]) not in self.memo
+            and self.sizes[j] <= self.memo_bytes
+            and self.memo_used + self.sizes[j] <= MEMO_TOTAL_BYTES
+        }
         out, kept = self._run(self.memo[(start, sig[start])], start, mods, keep)
         for j, batches in kept.items():
             self.memo[(j, sig[j])] = batches
@@ -171,8 +187,7 @@ class ModeEvaluator:
         return float((logits.argmax(1) == self.y).float().mean()), loss
 
 
-def _truncated(dec: ModeDecomposition, svd: tuple, k: int, mode: str, rng: list[int],
-               shape: torch.Size) -> Weight:
+def _truncated(dec: ModeDecomposition, svd: tuple, k: int, mode: str, rng: list[int], shape: torch.Size) -> Weight:
     """Rank-k weight from the decomposition in float32: factors for a linear layer when cheaper."""
     u, s, vt = svd
     idx = torch.from_numpy(dec.modes(k, mode, rng))
@@ -215,8 +230,12 @@ class KeptModes:
         return {"leading": self.leading, "random": self.random}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": list(self.k), **{m: asdict(c) for m, c in self.by_mode.items()},
-                "fit_error": asdict(self.fit_error), "fit_loss": asdict(self.fit_loss)}
+        return {
+            "k": list(self.k),
+            **{m: asdict(c) for m, c in self.by_mode.items()},
+            "fit_error": asdict(self.fit_error),
+            "fit_loss": asdict(self.fit_loss),
+        }
 
 
 @dataclass(frozen=True)
@@ -251,10 +270,13 @@ class ModeSweep:
     def to_dict(self) -> dict[str, Any]:
         """The layout of the summary's ``modes`` entry."""
         together = self.together.to_dict()
-        return {"n_images": self.n_images, "full": {"acc": self.full_acc, "loss": self.full_loss},
-                "k": list(self.k),
-                "layers": {n: {"n_modes": self.n_modes[n], **r.to_dict()} for n, r in self.layers.items()},
-                "all": {"k": together.pop("k"), "fraction": list(self.fraction), **together}}
+        return {
+            "n_images": self.n_images,
+            "full": {"acc": self.full_acc, "loss": self.full_loss},
+            "k": list(self.k),
+            "layers": {n: {"n_modes": self.n_modes[n], **r.to_dict()} for n, r in self.layers.items()},
+            "all": {"k": together.pop("k"), "fraction": list(self.fraction), **together},
+        }
 
 
 def weight_params(model: nn.Module) -> dict[str, str]:
@@ -263,8 +285,15 @@ def weight_params(model: nn.Module) -> dict[str, str]:
     return {name: f"{qual[m]}.weight" for name, m in named_layers(model).items()}
 
 
-def mode_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int, seed: int,
-               stop: threading.Event | None = None, params: Mapping[str, str] | None = None) -> ModeSweep:
+def mode_sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    points: int,
+    seed: int,
+    stop: threading.Event | None = None,
+    params: Mapping[str, str] | None = None,
+) -> ModeSweep:
     """Accuracy and loss as k singular modes are kept: each layer alone, then all together.
 
     Each layer is evaluated on the union of every layer's `k_grid` (up to its own number of
@@ -298,13 +327,18 @@ def mode_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int, 
             curves[mode] = ModeCurve(*(tuple(s) for s in zip(*scores)))
         err = full_acc - np.asarray(curves["leading"].acc)  # (1 - acc(k)) - (1 - acc(full))
         dloss = np.asarray(curves["leading"].loss) - full_loss
-        return KeptModes(tuple(ks), curves["leading"], curves["random"],
-                         fit_two_segment_power_law(np.asarray(ks), err),
-                         fit_two_segment_power_law(np.asarray(ks), dloss))
+        return KeptModes(
+            tuple(ks),
+            curves["leading"],
+            curves["random"],
+            fit_two_segment_power_law(np.asarray(ks), err),
+            fit_two_segment_power_law(np.asarray(ks), dloss),
+        )
 
     union = sorted(set().union(*(k_grid(d.n_modes, points).tolist() + [d.n_modes] for d in decs.values())))
     layers = {}
     for i, (name, dec) in enumerate(decs.items()):
+
         def alone(k: int, mode: str, i: int = i, name: str = name, n: int = dec.n_modes) -> Mods:
             return {name: cut(i, name, k, mode)} if k < n else {}  # all n modes: the full model's score
 
@@ -315,9 +349,19 @@ def mode_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int, 
 
     def together(k: int, mode: str) -> Mods:
         share = {name: max(1, math.ceil(k / widest * dec.n_modes - 1e-9)) for name, dec in decs.items()}
-        return {name: cut(i, name, share[name], mode) for i, (name, dec) in enumerate(decs.items())
-                if share[name] < dec.n_modes}
+        return {
+            name: cut(i, name, share[name], mode)
+            for i, (name, dec) in enumerate(decs.items())
+            if share[name] < dec.n_modes
+        }
 
-    return ModeSweep(n_images=len(y), full_acc=full_acc, full_loss=full_loss, k=tuple(union),
-                     n_modes={n: d.n_modes for n, d in decs.items()}, layers=layers,
-                     together=sweep(ks_all, together), fraction=tuple(k / widest for k in ks_all))
+    return ModeSweep(
+        n_images=len(y),
+        full_acc=full_acc,
+        full_loss=full_loss,
+        k=tuple(union),
+        n_modes={n: d.n_modes for n, d in decs.items()},
+        layers=layers,
+        together=sweep(ks_all, together),
+        fraction=tuple(k / widest for k in ks_all),
+    )

@@ -5,6 +5,7 @@ that does not shuffle). Its pass runs in eval mode under ``no_grad`` on the mode
 draws nothing from torch's global generators (they are forked around it), and restores the
 model's train flag: the training it watches goes on exactly as without it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,19 +51,25 @@ class Probe:
 
 def _pair(item: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
-        raise ConfigError(f"probe: each batch must be a pair (inputs, labels) of tensors, got {type(item).__name__}; "
-                          "pass probe=(x_val, y_val) or a DataLoader yielding such pairs")
+        raise ConfigError(
+            f"probe: each batch must be a pair (inputs, labels) of tensors, got {type(item).__name__}; "
+            "pass probe=(x_val, y_val) or a DataLoader yielding such pairs"
+        )
     return item[0], _labels(item[1])
 
 
 def _labels(y: Any) -> torch.Tensor:
     y = torch.as_tensor(y)
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise ConfigError(f"probe labels must be integer class indices, got dtype {y.dtype}; "
-                          "pass y.long() (one-hot labels: y.argmax(1))")
+        raise ConfigError(
+            f"probe labels must be integer class indices, got dtype {y.dtype}; "
+            "pass y.long() (one-hot labels: y.argmax(1))"
+        )
     if y.ndim != 1:
-        raise ConfigError(f"probe labels must be one class index per input, shape (n,), got {tuple(y.shape)}; "
-                          "for one-hot labels pass y.argmax(1)")
+        raise ConfigError(
+            f"probe labels must be one class index per input, shape (n,), got {tuple(y.shape)}; "
+            "for one-hot labels pass y.argmax(1)"
+        )
     return y.long()
 
 
@@ -81,11 +88,16 @@ def as_probe(probe: Any, batch_size: int = 256) -> Probe:
         out = Probe(y.cpu().numpy().astype(np.int64), inputs=x, batch_size=batch_size)
     elif isinstance(probe, Iterable) and not isinstance(probe, (tuple, list, str, torch.Tensor)):
         labels = [y for _, y in (_pair(b) for b in probe)]
-        out = Probe(torch.cat(labels).cpu().numpy().astype(np.int64) if labels else np.empty(0, np.int64),
-                    loader=probe, batch_size=batch_size)
+        out = Probe(
+            torch.cat(labels).cpu().numpy().astype(np.int64) if labels else np.empty(0, np.int64),
+            loader=probe,
+            batch_size=batch_size,
+        )
     else:
-        raise ConfigError(f"probe must be a pair (inputs, labels) of tensors or a DataLoader of such pairs, "
-                          f"got {type(probe).__name__}")
+        raise ConfigError(
+            f"probe must be a pair (inputs, labels) of tensors or a DataLoader of such pairs, "
+            f"got {type(probe).__name__}"
+        )
     if not len(out):
         raise ConfigError("probe is empty: give it at least one labelled input per class")
     return out
@@ -102,8 +114,9 @@ def model_device(model: nn.Module) -> torch.device:
 def quiet_pass(model: nn.Module) -> Iterator[torch.device]:
     """Eval mode, no grad, torch's generators forked; the train flag restored after. Yields the device."""
     device = model_device(model)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     was_training = model.training
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -113,8 +126,12 @@ def quiet_pass(model: nn.Module) -> Iterator[torch.device]:
         model.train(was_training)
 
 
-def logits_of(model: nn.Module, probe: Probe, n_classes: int | None = None,
-              context: contextlib.AbstractContextManager | None = None) -> np.ndarray:
+def logits_of(
+    model: nn.Module,
+    probe: Probe,
+    n_classes: int | None = None,
+    context: contextlib.AbstractContextManager | None = None,
+) -> np.ndarray:
     """The model's outputs on every probe input, float32 (n, C), in probe order.
 
     ``context`` is entered around the pass (activation capture rides on it). A loader whose
@@ -126,14 +143,18 @@ def logits_of(model: nn.Module, probe: Probe, n_classes: int | None = None,
         for xb, yb in probe.batches():
             out = model(xb.to(device, non_blocking=True))
             check_logits(out, len(xb), n_classes)
-            if probe.loader is not None and not np.array_equal(yb.numpy(), probe.labels[seen:seen + len(yb)]):
-                raise ConfigError("probe: the DataLoader gave other labels than on its first pass "
-                                  "(it shuffles); build it with shuffle=False")
+            if probe.loader is not None and not np.array_equal(yb.numpy(), probe.labels[seen : seen + len(yb)]):
+                raise ConfigError(
+                    "probe: the DataLoader gave other labels than on its first pass "
+                    "(it shuffles); build it with shuffle=False"
+                )
             seen += len(xb)
             outs.append(out.detach().float().cpu())
     if seen != len(probe):
-        raise ConfigError(f"probe: the DataLoader gave {seen} inputs, {len(probe)} on its first pass; "
-                          "it must give the same inputs every time")
+        raise ConfigError(
+            f"probe: the DataLoader gave {seen} inputs, {len(probe)} on its first pass; "
+            "it must give the same inputs every time"
+        )
     return torch.cat(outs).numpy()
 
 
@@ -143,5 +164,7 @@ def check_logits(out: Any, batch: int, n_classes: int | None) -> None:
     if shape is None or len(shape) != 2 or shape[0] != batch or (n_classes and shape[1] != n_classes):
         what = f"shape {shape}" if shape is not None else f"a {type(out).__name__}"
         want = f"({batch}, {n_classes})" if n_classes else f"({batch}, classes)"
-        raise ConfigError(f"the model's output is {what}, not {want} logits: the recorder reads class scores; "
-                          "wrap the model so that forward returns logits (e.g. out.logits)")
+        raise ConfigError(
+            f"the model's output is {what}, not {want} logits: the recorder reads class scores; "
+            "wrap the model so that forward returns logits (e.g. out.logits)"
+        )

@@ -2,6 +2,7 @@
 
 Knows nothing of MLflow: the tracking edge passes a callback that logs what it is given.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,20 +55,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     about 3%. Call after the model is on its device.
     """
     params = list(model.parameters())
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
-                                 for p in params) or None
+    fused = (bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)) or None
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
 
 
 KEPT_BLOCK_BYTES = 32 << 20  # freed blocks up to this size are reused (keep_freed_memory)
 
 
 @torch.no_grad()
-def logits(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
-           cfg: TrainConfig) -> np.ndarray:
+def logits(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device, cfg: TrainConfig) -> np.ndarray:
     """The model's outputs (len(idx), C), float32, in eval mode; restores the train flag.
 
     Where :func:`uses_conv3` holds, the passes run dsc's kernel on NCHW batches of up to
@@ -87,14 +85,15 @@ def logits(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.devi
         step = micro_batch_size(cfg, shape, device, batch=cfg.eval_batch_size)
     channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
     for start in range(0, len(idx), step):
-        xb, _ = data.batch(idx[start:start + step], device, channels_last, expanded=fused)
+        xb, _ = data.batch(idx[start : start + step], device, channels_last, expanded=fused)
         outs.append(model(xb).float().cpu())
     model.train(was_training)
     return torch.cat(outs).numpy() if outs else np.empty((0, len(data.classes)), dtype=np.float32)
 
 
-def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device,
-             cfg: TrainConfig) -> tuple[float, float, np.ndarray]:
+def evaluate(
+    model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.device, cfg: TrainConfig
+) -> tuple[float, float, np.ndarray]:
     """Mean loss, accuracy and predictions (len(idx),) in eval mode (:func:`logits`)."""
     out = logits(model, data, idx, device, cfg)
     labels = data.y[idx].numpy()
@@ -104,8 +103,13 @@ def evaluate(model: nn.Module, data: Prepared, idx: np.ndarray, device: torch.de
     return m["loss/"], m["acc/"], out.argmax(1)
 
 
-def epoch_metrics(model: nn.Module, data: Prepared, device: torch.device, cfg: TrainConfig,
-                  val_context: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
+def epoch_metrics(
+    model: nn.Module,
+    data: Prepared,
+    device: torch.device,
+    cfg: TrainConfig,
+    val_context: contextlib.AbstractContextManager | None = None,
+) -> dict[str, float]:
     """``loss/train``, ``acc/train``, and the validation split's :func:`dsc.core.scores.probe_metrics`
     (``loss/val``, ``acc/val``, ``acc_class/<name>``, ``prob_class/<name>``).
 
@@ -161,14 +165,16 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -
     if not torch.isfinite(loss):
         raise TrainingDiverged(
             f"loss became {float(loss.detach())} at epoch {epoch}, batch {step}: training diverged; "
-            f"lower --lr (now {cfg.lr:g}) or switch --optimizer")
+            f"lower --lr (now {cfg.lr:g}) or switch --optimizer"
+        )
 
 
 MICRO_BATCH_BYTES = 4 << 20  # auto micro-batches keep one layer's input maps within this
 
 
-def micro_batch_size(cfg: TrainConfig, image_shape: tuple[int, ...], device: torch.device,
-                     batch: int | None = None, conv3: bool = False) -> int:
+def micro_batch_size(
+    cfg: TrainConfig, image_shape: tuple[int, ...], device: torch.device, batch: int | None = None, conv3: bool = False
+) -> int:
     """Images per forward/backward pass inside one optimizer step of ``cfg.batch_size`` images.
 
     A step sums the gradients of its micro-batches (each loss is summed and divided by the
@@ -204,8 +210,13 @@ def _pass_size(batch: int, image_shape: tuple[int, ...], limit_bytes: int) -> in
     return math.ceil(batch / parts)
 
 
-def uses_conv3(model: nn.Module, cfg: TrainConfig, device: torch.device,
-               image_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> bool:
+def uses_conv3(
+    model: nn.Module,
+    cfg: TrainConfig,
+    device: torch.device,
+    image_shape: tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+) -> bool:
     """Whether ``model``'s training passes run its convs through :mod:`dsc.nn.conv3`.
 
     Applies ``cfg.conv_kernel`` to a model that has the choice (DenseVGG); others: False.
@@ -241,9 +252,16 @@ def steps_after(cfg: TrainConfig, n_train: int, epoch: int) -> int:
     return min(done, cfg.steps) if cfg.steps else done
 
 
-def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Optimizer,
-                    cfg: TrainConfig, epoch: int, device: torch.device, progress: bool = False,
-                    stop: Callable[[], bool] | None = None) -> None:
+def train_one_epoch(
+    model: nn.Module,
+    data: Prepared,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    progress: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> None:
     """One pass over the training split in a batch order fixed by (seed, epoch).
 
     With ``cfg.steps`` the pass ends once the run's step budget is spent (a partial last
@@ -257,13 +275,18 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
     order = torch.from_numpy(data.train_idx)[torch.randperm(n_train, generator=gen)]
     budget = steps_after(cfg, n_train, epoch) - steps_after(cfg, n_train, epoch - 1)
-    batches = tqdm(range(0, budget * cfg.batch_size, cfg.batch_size), desc=f"epoch {epoch}",
-                   unit="batch", leave=False, disable=not progress)
+    batches = tqdm(
+        range(0, budget * cfg.batch_size, cfg.batch_size),
+        desc=f"epoch {epoch}",
+        unit="batch",
+        leave=False,
+        disable=not progress,
+    )
     fused = uses_conv3(model, cfg, device, tuple(data.x.shape[1:]), data.x.dtype)
     chunk = micro_batch_size(cfg, tuple(data.x.shape[1:]), device, conv3=fused)
     channels_last = cfg.channels_last and not fused  # dsc.nn.conv3 reads and writes NCHW
     for step, start in enumerate(batches):
-        idx = order[start:start + cfg.batch_size]
+        idx = order[start : start + cfg.batch_size]
         optimizer.zero_grad(set_to_none=True)
         for part in idx.split(chunk):
             xb, yb = data.batch(part, device, channels_last, expanded=fused)
@@ -274,12 +297,18 @@ def train_one_epoch(model: nn.Module, data: Prepared, optimizer: torch.optim.Opt
         _stop_if_asked(stop, epoch)
 
 
-def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
-          on_epoch: Callable[[EpochReport], None] | None = None,
-          optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
-          progress: bool = True,
-          val_context: Callable[[int], contextlib.AbstractContextManager] | None = None,
-          optimizer_state: dict | None = None, stop: Callable[[], bool] | None = None) -> nn.Module:
+def train(
+    model: nn.Module,
+    data: Prepared,
+    cfg: TrainConfig,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_epoch: int = 0,
+    progress: bool = True,
+    val_context: Callable[[int], contextlib.AbstractContextManager] | None = None,
+    optimizer_state: dict | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> nn.Module:
     """Train ``model`` in place for E epochs, calling ``on_epoch`` at 0, 1, ..., E.
 
     E is ``cfg.epochs``, or with ``cfg.steps`` :func:`epochs_to_train`. Every report carries
@@ -306,8 +335,14 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
         _stop_if_asked(stop, 0)
         metrics = epoch_metrics(model, data, device, cfg, context(0)) | {"train/steps": 0.0}
         report(EpochReport(0, metrics, model, optimizer))
-    epochs = tqdm(range(start_epoch + 1, last + 1), desc="epochs", unit="ep",
-                  disable=not progress, initial=start_epoch, total=last)
+    epochs = tqdm(
+        range(start_epoch + 1, last + 1),
+        desc="epochs",
+        unit="ep",
+        disable=not progress,
+        initial=start_epoch,
+        total=last,
+    )
     for epoch in epochs:
         _stop_if_asked(stop, epoch)
         train_one_epoch(model, data, optimizer, cfg, epoch, device, progress, stop)
@@ -316,7 +351,8 @@ def train(model: nn.Module, data: Prepared, cfg: TrainConfig,
         if not all(math.isfinite(metrics[k]) for k in ("loss/train", "loss/val")):
             raise TrainingDiverged(
                 f"loss became non-finite after epoch {epoch} (train {metrics['loss/train']}, "
-                f"val {metrics['loss/val']}): lower --lr (now {cfg.lr:g})")
+                f"val {metrics['loss/val']}): lower --lr (now {cfg.lr:g})"
+            )
         epochs.set_postfix(acc_val=f"{metrics['acc/val']:.3f}", loss=f"{metrics['loss/train']:.3f}")
         report(EpochReport(epoch, metrics, model, optimizer))
     return model

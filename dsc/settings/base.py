@@ -6,6 +6,7 @@ and what is allowed. The command line (``dsc.cli``), the sweep's key and value c
 (``dsc.jobs.sweep``) and the README's option lists are read from the same declarations through
 :func:`options_of`. Imports nothing heavy (no torch, mlflow or click).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,9 +21,21 @@ from dsc.errors import ConfigError, DscError
 
 OPTION_STYLE = "{label} {value!r}: {complaint}"  # "--lr 0.0: must be > 0"
 FIELD_STYLE = "{name} {complaint}, got {value!r}"  # "dropout must be in [0, 1), got 1.0"
-BOOL_STATES = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
-               "0": False, "false": False, "f": False, "no": False, "n": False, "off": False,
-               "": False}  # click's BOOL states, "" (no value) included
+BOOL_STATES = {
+    "1": True,
+    "true": True,
+    "t": True,
+    "yes": True,
+    "y": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "f": False,
+    "no": False,
+    "n": False,
+    "off": False,
+    "": False,
+}  # click's BOOL states, "" (no value) included
 SEED_MAX = 2**32 - 1  # NumPy's generators and scikit-learn's random_state take 0..2**32-1
 
 
@@ -51,11 +64,20 @@ class Spec:
         return self.min is not None or self.max is not None
 
 
-def setting(default: object, help: str, *, min: float | None = None, max: float | None = None,
-            min_open: bool = False, max_open: bool = False, choices: Iterable[str] = (),
-            check: Callable[[object], str | None] | None = None,
-            parse: Callable[[str], object] | None = None, cli: str | None = "",
-            metavar: str | None = None):
+def setting(
+    default: object,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+    choices: Iterable[str] = (),
+    check: Callable[[object], str | None] | None = None,
+    parse: Callable[[str], object] | None = None,
+    cli: str | None = "",
+    metavar: str | None = None,
+):
     """A dataclass field carrying its default and every rule of the value (see :class:`Spec`)."""
     spec = Spec(help, min, max, min_open, max_open, tuple(choices), check, parse, cli, metavar)
     return field(default=default, metadata={"setting": spec})
@@ -116,8 +138,7 @@ class Settings:
                 object.__setattr__(self, opt.field, value)  # frozen: normalised once, here
             why = complaint(opt.spec, opt.kind, value, self._say_type)
             if why:
-                raise self._error(self._style.format(label=opt.flag, name=opt.field, value=value,
-                                                     complaint=why))
+                raise self._error(self._style.format(label=opt.flag, name=opt.field, value=value, complaint=why))
 
     def to_dict(self) -> dict:
         """Every field by name: what a checkpoint stores and a run logs."""
@@ -203,8 +224,7 @@ def parse_text(opt: Option, text: str) -> object:
     spec = opt.spec
     if opt.kind is bool:
         if text.strip().lower() not in BOOL_STATES:
-            raise ConfigError(f"{text!r} is not a valid boolean. Recognized values: "
-                              f"{', '.join(sorted(BOOL_STATES))}")
+            raise ConfigError(f"{text!r} is not a valid boolean. Recognized values: {', '.join(sorted(BOOL_STATES))}")
         return BOOL_STATES[text.strip().lower()]
     if opt.kind in (int, float):
         name = {int: "integer", float: "float"}[opt.kind] + (" range" if spec.ranged else "")
@@ -217,6 +237,7 @@ def parse_text(opt: Option, text: str) -> object:
         return value
     if spec.choices and text not in spec.choices:
         listed = ", ".join(map(repr, spec.choices))
-        raise ConfigError(f"{text!r} is not one of {listed}." if len(spec.choices) > 1
-                          else f"{text!r} is not {listed}.")
+        raise ConfigError(
+            f"{text!r} is not one of {listed}." if len(spec.choices) > 1 else f"{text!r} is not {listed}."
+        )
     return text

@@ -1,4 +1,5 @@
 """Data settings: which images, at what size, split how."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,30 +75,54 @@ class DataConfig(Settings):
     _error = DataError
     _title = "Data"
 
-    data: str = setting("synthetic", check=_data_spec, help=(
-        "synthetic (faces generated here), yale:PATH (Yale Face Database B, Extended Yale B or "
-        "CroppedYale: a directory or a folder of the original archives) or folder:PATH (an "
-        "ImageFolder tree, one sub-directory per class)."))
+    data: str = setting(
+        "synthetic",
+        check=_data_spec,
+        help=(
+            "synthetic (faces generated here), yale:PATH (Yale Face Database B, Extended Yale B or "
+            "CroppedYale: a directory or a folder of the original archives) or folder:PATH (an "
+            "ImageFolder tree, one sub-directory per class)."
+        ),
+    )
     image_size: int = setting(128, min=16, max=1024, help="Images are resized to SIZE x SIZE.")
-    val_fraction: float = setting(0.2, min=0, max=1, min_open=True, max_open=True,
-                                  help="Stratified validation share.")
-    data_seed: int = setting(0, check=seed_range, help=(
-        "Seeds the synthetic faces, the Yale subject draw and the stratified split: runs with "
-        "one data seed share one split."))
+    val_fraction: float = setting(0.2, min=0, max=1, min_open=True, max_open=True, help="Stratified validation share.")
+    data_seed: int = setting(
+        0,
+        check=seed_range,
+        help=(
+            "Seeds the synthetic faces, the Yale subject draw and the stratified split: runs with "
+            "one data seed share one split."
+        ),
+    )
     identities: int = setting(5, min=2, max=100, help="synthetic: number of identities (classes).")
-    subjects: str = setting("5", check=_subjects, help=(
-        "yale: a count drawn at random by --data-seed (the paper: 5), a comma list of subject "
-        "numbers, or '' for all."))
-    pick_classes: str = setting("", check=_classes, help=(
-        "folder: a count of classes drawn at random by --data-seed, a comma list of class "
-        "(sub-directory) names, or '' for all (the run's param classes lists those kept)."))
-    exemplars_per_class: int = setting(0, min=0, help=(
-        "Training images per class, drawn by --data-seed from the training split (0: all); "
-        "the validation split is unchanged, and a smaller count's images are among a larger "
-        "one's."))
-    cache_dir: str = setting("", help=(
-        "Where generated data and extracted archives are kept (default $DSC_CACHE_DIR or "
-        "~/.cache/dsc)."))
+    subjects: str = setting(
+        "5",
+        check=_subjects,
+        help=(
+            "yale: a count drawn at random by --data-seed (the paper: 5), a comma list of subject "
+            "numbers, or '' for all."
+        ),
+    )
+    pick_classes: str = setting(
+        "",
+        check=_classes,
+        help=(
+            "folder: a count of classes drawn at random by --data-seed, a comma list of class "
+            "(sub-directory) names, or '' for all (the run's param classes lists those kept)."
+        ),
+    )
+    exemplars_per_class: int = setting(
+        0,
+        min=0,
+        help=(
+            "Training images per class, drawn by --data-seed from the training split (0: all); "
+            "the validation split is unchanged, and a smaller count's images are among a larger "
+            "one's."
+        ),
+    )
+    cache_dir: str = setting(
+        "", help=("Where generated data and extracted archives are kept (default $DSC_CACHE_DIR or ~/.cache/dsc).")
+    )
 
     @property
     def kind(self) -> str:

@@ -32,7 +32,6 @@ from dsc.tracking.artifacts import (
 )
 from dsc.tracking.auth import editable, redact, require_experiment_write, require_model_write
 from dsc.tracking.datasets import log_dataset
-from dsc.tracking.integrity import CHECKSUM_TAG, upload_checked
 from dsc.tracking.heartbeat import (
     HEARTBEAT_TAG,
     Heartbeat,
@@ -40,6 +39,7 @@ from dsc.tracking.heartbeat import (
     holder_of,
     require_free,
 )
+from dsc.tracking.integrity import CHECKSUM_TAG, upload_checked
 from dsc.tracking.models import (
     ALIAS_BEST,
     ALIAS_FINAL,
@@ -66,8 +66,6 @@ from dsc.tracking.store import (
 )
 
 __all__ = [
-    "auth",
-    "snapshot",
     "ALIAS_BEST",
     "ALIAS_FINAL",
     "CHECKPOINT_DIR",
@@ -80,18 +78,18 @@ __all__ = [
     "KIND_TAG",
     "Heartbeat",
     "LoggedSteps",
+    "auth",
     "busy_reason",
     "check_model_name",
     "clash_retried",
     "complete_through",
     "deflate",
     "editable",
+    "ensure_store",
     "full_epochs",
+    "has_artifacts",
     "holder_of",
     "image_steps",
-    "require_free",
-    "ensure_store",
-    "has_artifacts",
     "is_finished_training_run",
     "list_checkpoints",
     "load_checkpoint",
@@ -100,18 +98,20 @@ __all__ = [
     "log_dataset",
     "log_metrics_to",
     "log_params_once",
-    "metric_history",
     "mark_complete",
     "mark_full",
+    "metric_history",
     "pip_requirements",
     "preflight",
     "redact",
     "require_experiment_write",
+    "require_free",
     "require_model_write",
     "require_run",
     "run_context",
     "run_kind",
     "set_alias",
+    "snapshot",
     "tag_version",
     "upload_checked",
 ]

@@ -4,6 +4,7 @@ Layout under a run's artifacts (see the README): ``checkpoints/epoch_EEEE.pt`` a
 ``snapshots/`` (``probe.npz``, ``epoch_EEEE.npz``; the format is :mod:`dsc.core.snapshot`),
 and ``images/`` (MLflow's stepped pictures, read back by :func:`image_steps`).
 """
+
 from __future__ import annotations
 
 import os
@@ -98,15 +99,22 @@ def load_checkpoint(run_id: str, path: str) -> dict:
     """
     run = require_run(run_id)
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
-    verify(run, path, local, f"checkpoint {path}",
-           "resume from an earlier checkpoint, or register another epoch with --epoch")
+    verify(
+        run,
+        path,
+        local,
+        f"checkpoint {path}",
+        "resume from an earlier checkpoint, or register another epoch with --epoch",
+    )
     try:
         return torch.load(local, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = (str(exc).splitlines() or [""])[0][:160]
-        raise TrackingError(f"checkpoint {path} of run {run_id} is unreadable ({type(exc).__name__}: {reason}); "
-                            "it is truncated or not written by dsc: re-run training, or resume from an "
-                            "earlier checkpoint") from None
+        raise TrackingError(
+            f"checkpoint {path} of run {run_id} is unreadable ({type(exc).__name__}: {reason}); "
+            "it is truncated or not written by dsc: re-run training, or resume from an "
+            "earlier checkpoint"
+        ) from None
 
 
 IMAGE_DIR = "images"  # where ``log_image(key=..., step=...)`` puts a run's stepped pictures

@@ -16,6 +16,7 @@ every check passes at once.
 Public API: :func:`current_user`, :func:`failed_line`, :func:`permission`,
 :func:`require_experiment_write`, :func:`require_model_write`, :func:`editable`, :func:`redact`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,10 @@ CURRENT_USER = "/api/2.0/mlflow/users/current"
 USER_PERMISSION = "/api/3.0/mlflow/users/permissions/get"
 WRITE = ("EDIT", "MANAGE")  # the permissions under which runs and model versions may be written
 CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
-GRANT_HINT = ("ask its owner or an admin to grant you EDIT "
-              "(POST /api/3.0/mlflow/users/permissions/grant, or the UI's permissions page)")
+GRANT_HINT = (
+    "ask its owner or an admin to grant you EDIT "
+    "(POST /api/3.0/mlflow/users/permissions/grant, or the UI's permissions page)"
+)
 # A start-up check: one retry, a short timeout (MLflow's defaults wait minutes on a dead server).
 _QUICK = {"max_retries": 1, "backoff_factor": 0, "timeout": 5}
 
@@ -76,8 +79,10 @@ def failed_line(uri: str) -> str:
         given = f"user {user!r} without a password"
     else:
         given = "no credentials were given"
-    return (f"authentication failed at the tracking server {redact(uri)} ({given}); "
-            f"set {CREDENTIALS} to an account of that server")
+    return (
+        f"authentication failed at the tracking server {redact(uri)} ({given}); "
+        f"set {CREDENTIALS} to an account of that server"
+    )
 
 
 def current_user(uri: str | None = None) -> User | None:
@@ -98,8 +103,10 @@ def current_user(uri: str | None = None) -> User | None:
     if resp.status_code == 404:  # no auth app: the route does not exist
         return None
     if resp.status_code != 200:
-        raise TrackingError(f"the tracking server {redact(uri)} answered {resp.status_code} to {CURRENT_USER}: "
-                            f"{resp.text.strip()[:200]}")
+        raise TrackingError(
+            f"the tracking server {redact(uri)} answered {resp.status_code} to {CURRENT_USER}: "
+            f"{resp.text.strip()[:200]}"
+        )
     user = resp.json()["user"]
     return User(user["username"], bool(user.get("is_admin")))
 
@@ -113,8 +120,10 @@ def permission(user: User, resource_type: str, resource_id: str, uri: str | None
     uri = uri or mlflow.get_tracking_uri()
     resp = _get(uri, USER_PERMISSION, username=user.name, resource_type=resource_type, resource_id=resource_id)
     if resp.status_code != 200:
-        raise TrackingError(f"the tracking server {redact(uri)} did not say what user {user.name!r} may do with "
-                            f"{resource_type} {resource_id!r} ({resp.status_code}: {resp.text.strip()[:200]})")
+        raise TrackingError(
+            f"the tracking server {redact(uri)} did not say what user {user.name!r} may do with "
+            f"{resource_type} {resource_id!r} ({resp.status_code}: {resp.text.strip()[:200]})"
+        )
     return resp.json()["permission"]
 
 
@@ -155,9 +164,11 @@ def require_experiment_write(experiment: str = "", run_id: str | None = None) ->
         return
     held = permission(user, "experiment", target.experiment_id)
     if held not in WRITE:
-        raise TrackingError(f"user {user.name!r} may not write runs to experiment {target.name!r} "
-                            f"(id {target.experiment_id}) on {redact(mlflow.get_tracking_uri())}: it holds {held} "
-                            f"and needs EDIT; {GRANT_HINT}, or choose another experiment with --experiment NAME")
+        raise TrackingError(
+            f"user {user.name!r} may not write runs to experiment {target.name!r} "
+            f"(id {target.experiment_id}) on {redact(mlflow.get_tracking_uri())}: it holds {held} "
+            f"and needs EDIT; {GRANT_HINT}, or choose another experiment with --experiment NAME"
+        )
 
 
 def require_model_write(name: str) -> None:
@@ -176,9 +187,11 @@ def require_model_write(name: str) -> None:
         raise
     held = permission(user, "registered_model", name)
     if held not in WRITE:
-        raise TrackingError(f"user {user.name!r} may not register versions of model {name!r} on "
-                            f"{redact(mlflow.get_tracking_uri())}: it holds {held} and needs EDIT; {GRANT_HINT}, "
-                            "or register under another name with --register-name NAME")
+        raise TrackingError(
+            f"user {user.name!r} may not register versions of model {name!r} on "
+            f"{redact(mlflow.get_tracking_uri())}: it holds {held} and needs EDIT; {GRANT_HINT}, "
+            "or register under another name with --register-name NAME"
+        )
 
 
 def editable(run_ids: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -201,5 +214,13 @@ def editable(run_ids: Iterable[str]) -> tuple[list[str], list[str]]:
     return yes, no
 
 
-__all__ = ["User", "current_user", "editable", "failed_line", "permission", "redact",
-           "require_experiment_write", "require_model_write"]
+__all__ = [
+    "User",
+    "current_user",
+    "editable",
+    "failed_line",
+    "permission",
+    "redact",
+    "require_experiment_write",
+    "require_model_write",
+]

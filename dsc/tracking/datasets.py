@@ -1,4 +1,5 @@
 """The dataset a run trained on, as MLflow dataset inputs."""
+
 from __future__ import annotations
 
 import functools
@@ -22,13 +23,26 @@ def log_dataset(data: Prepared) -> None:
         # The split's own indices key its digest: splits of one image set (another seed, another
         # --exemplars-per-class) are different datasets to MLflow.
         split = hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:8]
-        ds = mlflow.data.from_numpy(ims.images[idx], targets=ims.labels[idx], source=_dataset_source(ims),
-                                    name=ims.name, digest=f"{digest}-{context[:5]}-{split}")
-        tags = {"split_size": str(len(idx)),
-                "class_counts": json.dumps({c: int(n) for c, n in zip(ims.classes, counts)})}
+        ds = mlflow.data.from_numpy(
+            ims.images[idx],
+            targets=ims.labels[idx],
+            source=_dataset_source(ims),
+            name=ims.name,
+            digest=f"{digest}-{context[:5]}-{split}",
+        )
+        tags = {
+            "split_size": str(len(idx)),
+            "class_counts": json.dumps({c: int(n) for c, n in zip(ims.classes, counts)}),
+        }
         clash_retried(functools.partial(mlflow.log_input, ds, context=context, tags=tags))
-    mlflow.log_params({"data_digest": digest, "n_train": len(data.train_idx), "n_val": len(data.val_idx),
-                       "classes": ",".join(ims.classes)})
+    mlflow.log_params(
+        {
+            "data_digest": digest,
+            "n_train": len(data.train_idx),
+            "n_val": len(data.val_idx),
+            "classes": ",".join(ims.classes),
+        }
+    )
 
 
 def _dataset_source(ims) -> object:

@@ -11,6 +11,7 @@ however it ends short of dying, deletes the tag.
 Public API: :data:`HEARTBEAT_TAG`, :class:`Holder`, :func:`holder_of`, :func:`busy_reason`,
 :func:`require_free`, :class:`Heartbeat`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +68,9 @@ class Holder:
         return self.gone_in(now) > 0 and not self.dead_here()
 
     def to_tag(self) -> str:
-        return json.dumps({"host": self.host, "pid": self.pid, "time": self.time,
-                           "interval": self.interval, "token": self.token})
+        return json.dumps(
+            {"host": self.host, "pid": self.pid, "time": self.time, "interval": self.interval, "token": self.token}
+        )
 
 
 def holder_of(run: Run) -> Holder | None:
@@ -91,10 +93,12 @@ def busy_reason(run: Run, now: float | None = None) -> str | None:
     holder = holder_of(run)
     if holder is None or not holder.alive(now):
         return None
-    return (f"run {run.info.run_id} is being trained by pid {holder.pid} on host {holder.host} "
-            f"(heartbeat {holder.age(now):.0f} s ago): stop it with `kill {holder.pid}` on {holder.host} "
-            f"(it stops after its current step and can then be resumed), or if that process is gone, "
-            f"wait {holder.gone_in(now):.0f} s or pass --takeover")
+    return (
+        f"run {run.info.run_id} is being trained by pid {holder.pid} on host {holder.host} "
+        f"(heartbeat {holder.age(now):.0f} s ago): stop it with `kill {holder.pid}` on {holder.host} "
+        f"(it stops after its current step and can then be resumed), or if that process is gone, "
+        f"wait {holder.gone_in(now):.0f} s or pass --takeover"
+    )
 
 
 def require_free(run: Run, takeover: bool = False) -> None:
@@ -137,8 +141,10 @@ class Heartbeat:
             run = self.client.get_run(self.run_id)
             holder = holder_of(run)
             if holder is not None and holder.token != self.token:
-                raise TrackingError(busy_reason(run) or f"run {self.run_id} was claimed by pid {holder.pid} "
-                                                        f"on host {holder.host} at the same moment")
+                raise TrackingError(
+                    busy_reason(run)
+                    or f"run {self.run_id} was claimed by pid {holder.pid} on host {holder.host} at the same moment"
+                )
         self._thread.start()
         return self
 

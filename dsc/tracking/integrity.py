@@ -10,6 +10,7 @@ recorded checksum (written before checksums were kept) is read as it is.
 Public API: :data:`CHECKSUM_TAG`, :func:`sha256_of`, :func:`upload_checked`,
 :func:`recorded_checksum`, :func:`corruption`, :func:`verify`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,9 +71,11 @@ def _full_line(run: mlflow.entities.Run, artifact_path: str, size: int) -> str:
         while not where.exists() and where != where.parent:
             where = where.parent
         free = f", {shutil.disk_usage(where).free} free there"
-    return (f"the artifact store {root} is full: {artifact_path} needs {size} bytes{free}; every earlier "
-            f"epoch's files are kept: free space (or move the store), then continue a training run with "
-            f"`dsc train --resume {run.info.run_id}`")
+    return (
+        f"the artifact store {root} is full: {artifact_path} needs {size} bytes{free}; every earlier "
+        f"epoch's files are kept: free space (or move the store), then continue a training run with "
+        f"`dsc train --resume {run.info.run_id}`"
+    )
 
 
 def recorded_checksum(run: mlflow.entities.Run, artifact_path: str) -> str | None:
@@ -92,8 +95,10 @@ def corruption(run: mlflow.entities.Run, artifact_path: str, local: str | Path) 
     if actual == expected:
         return None
     size = Path(local).stat().st_size
-    return (f"its SHA-256 is {actual[:12]}... ({size} bytes), not the {expected[:12]}... recorded when it was "
-            "written: truncated or altered since")
+    return (
+        f"its SHA-256 is {actual[:12]}... ({size} bytes), not the {expected[:12]}... recorded when it was "
+        "written: truncated or altered since"
+    )
 
 
 def verify(run: mlflow.entities.Run, artifact_path: str, local: str | Path, what: str, hint: str) -> None:

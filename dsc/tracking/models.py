@@ -1,4 +1,5 @@
 """Logged and registered models (MLflow's pytorch flavour, pt2), and their aliases."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,9 +25,12 @@ def pip_requirements() -> list[str]:
     """Pinned requirements of a logged model, given explicitly (inference takes >10 s a call)."""
     import torchvision
 
-    return [f"torch=={torch.__version__.split('+')[0]}",
-            f"torchvision=={torchvision.__version__.split('+')[0]}",
-            f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"torchvision=={torchvision.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+    ]
 
 
 def check_model_name(name: str) -> None:
@@ -37,13 +41,21 @@ def check_model_name(name: str) -> None:
     try:
         _validate_model_name(name)
     except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"registered-model name {name!r}: {exc.message.splitlines()[0]} "
-                          "(MLflow's rule); choose another with --register-name") from None
+        raise ConfigError(
+            f"registered-model name {name!r}: {exc.message.splitlines()[0]} "
+            "(MLflow's rule); choose another with --register-name"
+        ) from None
     require_model_write(name)
 
 
-def log_and_register(model: torch.nn.Module, name: str, registered_name: str | None,
-                     example: np.ndarray, run_id: str | None = None, experiment_id: str | None = None) -> str:
+def log_and_register(
+    model: torch.nn.Module,
+    name: str,
+    registered_name: str | None,
+    example: np.ndarray,
+    run_id: str | None = None,
+    experiment_id: str | None = None,
+) -> str:
     """Log ``model`` (CPU, contiguous) under ``name`` of a run and register it; return the version.
 
     The logged model belongs to run ``run_id``, else the active run, else experiment
@@ -63,9 +75,14 @@ def log_and_register(model: torch.nn.Module, name: str, registered_name: str | N
         out = model(torch.from_numpy(example)).numpy()
     # The example has a batch of 2 so that the exported batch dimension stays dynamic (size 1
     # is specialised).
-    common = dict(name=name, registered_model_name=registered_name or None, pip_requirements=pip_requirements(),
-                  input_example=example, signature=infer_signature(example, out),
-                  **({"run_id": run_id} if run_id else {}))
+    common = dict(
+        name=name,
+        registered_model_name=registered_name or None,
+        pip_requirements=pip_requirements(),
+        input_example=example,
+        signature=infer_signature(example, out),
+        **({"run_id": run_id} if run_id else {}),
+    )
     try:
         info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)
     except Exception:  # torch.export refuses many models that run eagerly; pickling takes any
@@ -94,8 +111,10 @@ def load_logged_model(run_id: str, name: str = "model") -> torch.nn.Module:
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location="cpu")
     except Exception as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise TrackingError(f"run {run_id} has no loadable model {name!r} ({reason}); record with "
-                            "log_model=True to analyse what needs the network") from None
+        raise TrackingError(
+            f"run {run_id} has no loadable model {name!r} ({reason}); record with "
+            "log_model=True to analyse what needs the network"
+        ) from None
     with contextlib.suppress(Exception):  # an exported program's module refuses train()/eval()
         model.eval()
     return model

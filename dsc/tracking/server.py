@@ -7,6 +7,7 @@ over HTTP, artifacts uploaded through the server (``mlflow-artifacts:``) into it
 Public API: :func:`auth_settings`, :func:`free_port`, :func:`mlflow_server`, :func:`postgres_cluster`,
 :func:`postgres_missing`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,9 @@ def _pg_bin() -> Path:
     """$DSC_PG_BIN, else the newest /usr/lib/postgresql/VERSION/bin (Debian's layout)."""
     if os.environ.get("DSC_PG_BIN"):
         return Path(os.environ["DSC_PG_BIN"])
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0
+    )
     return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
 
 
@@ -44,9 +46,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1,
-                  timeout: float = 180.0, port: int | None = None,
-                  auth: Mapping[str, str] | None = None) -> Iterator[str]:
+def mlflow_server(
+    backend_uri: str,
+    artifacts: Path,
+    log: Path,
+    workers: int = 1,
+    timeout: float = 180.0,
+    port: int | None = None,
+    auth: Mapping[str, str] | None = None,
+) -> Iterator[str]:
     """Run ``mlflow server`` on a loopback port; yield its ``http://`` tracking URI.
 
     Artifacts are served (clients read and write ``mlflow-artifacts:`` through the server) and
@@ -56,16 +64,29 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1
     MLflow's basic-auth app (``--app-name basic-auth``).
     """
     port = port or free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
-           "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-           "--workers", str(workers), *(["--app-name", "basic-auth"] if auth else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--workers",
+        str(workers),
+        *(["--app-name", "basic-auth"] if auth else []),
+    ]
     # The job runner (a third process, for GenAI jobs) is not needed to track runs.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(auth or {})}
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(var, None)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     uri = f"http://{HOST}:{port}"
     try:
         _wait_healthy(uri, proc, log, timeout)
@@ -86,13 +107,18 @@ def auth_settings(folder: Path, admin_password: str, default_permission: str = "
 
     folder.mkdir(parents=True, exist_ok=True)
     ini = folder / "basic_auth.ini"
-    ini.write_text("[mlflow]\n"
-                   f"default_permission = {default_permission}\n"
-                   f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
-                   "admin_username = admin\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    ini.write_text(
+        "[mlflow]\n"
+        f"default_permission = {default_permission}\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    }
 
 
 def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -100,10 +126,9 @@ def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"mlflow server exited with {proc.returncode}: {_tail(log)}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.3)
     raise TimeoutError(f"mlflow server at {uri} not healthy after {timeout:.0f} s: {_tail(log)}")
 
@@ -158,13 +183,24 @@ def postgres_cluster(timeout: float = 60.0) -> Iterator[str]:
         os.chown(root, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", PG_USER, "--"]
     data, log = root / "data", root / "server.log"
-    opts = (f"-p {port} -k {root} -c listen_addresses={HOST} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off")
+    opts = (
+        f"-p {port} -k {root} -c listen_addresses={HOST} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
     try:
-        _pg(as_user, "initdb", "-D", str(data), "-U", PG_USER, "--auth=trust", "--no-sync",
-            "--no-instructions", "-E", "UTF8")
-        _pg(as_user, "pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w",
-            "-t", str(int(timeout)), "start")
+        _pg(
+            as_user,
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "--no-sync",
+            "--no-instructions",
+            "-E",
+            "UTF8",
+        )
+        _pg(as_user, "pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(int(timeout)), "start")
         try:
             # SQLAlchemy's bare postgresql:// picks psycopg 3; the project installs psycopg2
             yield f"postgresql+psycopg2://{PG_USER}@{HOST}:{port}/postgres"
@@ -175,8 +211,7 @@ def postgres_cluster(timeout: float = 60.0) -> Iterator[str]:
 
 
 def _pg(as_user: list[str], binary: str, *args: str) -> None:
-    proc = subprocess.run([*as_user, str(_pg_bin() / binary), *args], capture_output=True, text=True,
-                          cwd="/")
+    proc = subprocess.run([*as_user, str(_pg_bin() / binary), *args], capture_output=True, text=True, cwd="/")
     if proc.returncode:
         raise RuntimeError(f"{binary} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")
 

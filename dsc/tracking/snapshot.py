@@ -5,6 +5,7 @@ Each file is checked against the checksum recorded when it was uploaded
 :func:`load_verified` leaves the corrupted epochs out and says why, for a reader that can do
 without them (``dsc analyze``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,10 @@ def download(run_id: str, prefix: str = "snapshots") -> tuple[Path, int | None]:
     run = require_run(run_id)
     names = [f.path for f in MlflowClient().list_artifacts(run_id, prefix)]
     if not any(n.endswith("probe.npz") for n in names):
-        raise TrackingError(f"run {run_id} has no {prefix}/ (no snapshots); train with --snapshot-every 1 "
-                            f"or run `dsc snapshot --run-id {run_id}`")
+        raise TrackingError(
+            f"run {run_id} has no {prefix}/ (no snapshots); train with --snapshot-every 1 "
+            f"or run `dsc snapshot --run-id {run_id}`"
+        )
     local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=prefix))
     return local, complete_through(run, prefix)
 
@@ -69,8 +72,9 @@ def load_verified(run_id: str, prefix: str = "snapshots") -> tuple[snapshot.Snap
     local, through = download(run_id, prefix)
     bad = corrupted(run_id, local, prefix, through)
     if "probe.npz" in bad:
-        raise TrackingError(f"snapshot {prefix}/probe.npz of run {run_id} fails its checksum "
-                            f"({bad['probe.npz']}); {RECOMPUTE}")
+        raise TrackingError(
+            f"snapshot {prefix}/probe.npz of run {run_id} fails its checksum ({bad['probe.npz']}); {RECOMPUTE}"
+        )
     skipped = {}
     for name, reason in bad.items():
         epoch = _epoch(name)
@@ -93,8 +97,9 @@ def load(run_id: str, prefix: str = "snapshots") -> snapshot.Snapshots:
     if bad:
         name, reason = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise TrackingError(f"snapshot {prefix}/{name} of run {run_id} fails its checksum ({reason}){more}; "
-                            f"{RECOMPUTE}")
+        raise TrackingError(
+            f"snapshot {prefix}/{name} of run {run_id} fails its checksum ({reason}){more}; {RECOMPUTE}"
+        )
     return snapshot.read_dir(local, through)
 
 

@@ -2,6 +2,7 @@
 
 The store is whatever ``MLFLOW_TRACKING_URI`` names (default ``sqlite:///mlflow.db`` here).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,11 @@ KIND_TAG = "dsc.kind"  # what wrote a run: train, compare, snapshot, analyze
 # start-up that no server answers. The start-up probe uses these instead (about 20 s at most; a
 # refused connection fails at once). 5 s a try: a server with MLflow's auth app hashes each
 # request's password (PBKDF2) before it answers, seconds while its CPU is busy.
-PROBE_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+PROBE_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
 
 
 @contextlib.contextmanager
@@ -57,8 +61,10 @@ def _probe_server(uri: str) -> None:
             raise TrackingError(failed_line(uri)) from None
         errno_text = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc.message))
         cause = errno_text.group(0).strip() if errno_text else str(exc.message).splitlines()[0][:200]
-        raise TrackingError(f"cannot reach the tracking server {redact(uri)} ({cause}); start it, correct "
-                            "MLFLOW_TRACKING_URI, or unset it to use sqlite:///mlflow.db here") from None
+        raise TrackingError(
+            f"cannot reach the tracking server {redact(uri)} ({cause}); start it, correct "
+            "MLFLOW_TRACKING_URI, or unset it to use sqlite:///mlflow.db here"
+        ) from None
 
 
 def _probe_database(uri: str) -> None:
@@ -81,9 +87,11 @@ def _probe_database(uri: str) -> None:
     except Exception as exc:  # SQLAlchemy's and the driver's errors: a missing driver, a refused connection
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("(Background")]
         cause = next((ln for ln in lines if "refused" in ln or "could not" in ln.lower()), lines[0] if lines else "")
-        raise TrackingError(f"cannot reach the tracking database {redact(uri)} ({type(exc).__name__}: "
-                            f"{redact(cause)[:200]}); start it, correct MLFLOW_TRACKING_URI, or unset it to use "
-                            "sqlite:///mlflow.db here") from None
+        raise TrackingError(
+            f"cannot reach the tracking database {redact(uri)} ({type(exc).__name__}: "
+            f"{redact(cause)[:200]}); start it, correct MLFLOW_TRACKING_URI, or unset it to use "
+            "sqlite:///mlflow.db here"
+        ) from None
     MlflowClient().search_experiments(max_results=1)
 
 
@@ -104,7 +112,7 @@ def ensure_store() -> None:
         return
     import fcntl
 
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -126,9 +134,13 @@ def preflight(experiment: str = "", run_id: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def run_context(experiment: str = "", run_name: str | None = None,
-                tags: Mapping[str, str] | None = None, run_id: str | None = None,
-                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+def run_context(
+    experiment: str = "",
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+    system_metrics: bool = False,
+) -> Iterator[mlflow.ActiveRun]:
     """Start a run, or attach to the one ``mlflow run`` created (``MLFLOW_RUN_ID``) or to ``run_id``.
 
     ``system_metrics``: MLflow's monitor logs CPU, memory, disk (and GPU, with pynvml) as
@@ -141,12 +153,18 @@ def run_context(experiment: str = "", run_name: str | None = None,
     ensure_store()
     attached = run_id or os.environ.get("MLFLOW_RUN_ID")
     if run_id and os.environ.get("MLFLOW_RUN_ID", run_id) != run_id:
-        raise ConfigError(f"MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']} but run {run_id} was asked for; "
-                          f"use `mlflow run . -e resume --run-id {run_id}` or unset MLFLOW_RUN_ID")
+        raise ConfigError(
+            f"MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']} but run {run_id} was asked for; "
+            f"use `mlflow run . -e resume --run-id {run_id}` or unset MLFLOW_RUN_ID"
+        )
     if experiment and not attached:
         mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_id=run_id, run_name=run_name if not run_id else None, tags=dict(tags or {}),
-                           log_system_metrics=system_metrics or None)
+    run = mlflow.start_run(
+        run_id=run_id,
+        run_name=run_name if not run_id else None,
+        tags=dict(tags or {}),
+        log_system_metrics=system_metrics or None,
+    )
     try:
         yield run
     except BaseException as exc:
@@ -203,11 +221,10 @@ class LoggedSteps:
 def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Log metrics with ``step`` to any run (active or finished) in one batch."""
 
-
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     for i in range(0, len(batch), 1000):  # MLflow's per-request metric limit
-        MlflowClient().log_batch(run_id, metrics=batch[i:i + 1000])
+        MlflowClient().log_batch(run_id, metrics=batch[i : i + 1000])
 
 
 def require_run(run_id: str) -> mlflow.entities.Run:
@@ -215,8 +232,10 @@ def require_run(run_id: str) -> mlflow.entities.Run:
     try:
         return MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
-        raise TrackingError(f"no run with id {run_id!r} in {mlflow.get_tracking_uri()}; "
-                            "list runs with `mlflow runs list --experiment-id ID`") from None
+        raise TrackingError(
+            f"no run with id {run_id!r} in {mlflow.get_tracking_uri()}; "
+            "list runs with `mlflow runs list --experiment-id ID`"
+        ) from None
 
 
 def metric_history(run_id: str, key: str, client: MlflowClient | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -247,5 +266,4 @@ def run_kind(run: Run) -> str | None:
 
 def is_finished_training_run(run: Run) -> bool:
     """A FINISHED, active run of ``dsc train`` (untagged runs count, as older dsc wrote them)."""
-    return (run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"
-            and run_kind(run) in (None, "train"))
+    return run.info.status == "FINISHED" and run.info.lifecycle_stage == "active" and run_kind(run) in (None, "train")
