@@ -6,13 +6,13 @@ curve over 60 epochs made of 1-3 random logistic components plus Gaussian noise,
 
 - ``end to end``: :func:`dsc.jobs.compare.compare_job` (K = 3, every CPU): search, history reads,
   parallel fits, ``lld/*`` written back to every source run, table, figures, artifacts;
-- ``fitting alone``: :func:`dsc.core.lld_batch.fit_curves` over the same curves, same workers;
+- ``fitting alone``: :func:`dsc.core.lld.batch.fit_curves` over the same curves, same workers;
 - ``fitting, 1 process``: the same, serial (the parallel speed-up is the ratio);
 
 and prints each as runs per second, and how often the chosen N is the planted one; then the
 CPU time per curve of the two stages of each fit (serial, in this process): the fast search
-(`dsc.core.lld_search`, every N) and lmfit's ``Model.fit`` of each N from its optimum
-(`dsc.core.lld_model`). Floor: >= 20 runs/s end to end on 2 cores.
+(`dsc.core.lld.search`, every N) and lmfit's ``Model.fit`` of each N from its optimum
+(`dsc.core.lld.model`). Floor: >= 20 runs/s end to end on 2 cores.
 
 Measured on the 2 shared cores, busy with other work (load average 4-5), where CPU times
 compare and wall times barely do. Before lmfit's ``Model.fit`` made the final fit (lmfit's
@@ -51,8 +51,9 @@ import numpy as np  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dsc.core import lld_model, lld_search  # noqa: E402
-from dsc.core.lld_batch import cpu_count, fit_curves  # noqa: E402
+from dsc.core.lld import model as lld_model
+from dsc.core.lld import search as lld_search
+from dsc.core.lld.batch import cpu_count, fit_curves  # noqa: E402
 from dsc.jobs.compare import compare_job  # noqa: E402
 from dsc.settings import CompareConfig
 

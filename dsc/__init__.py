@@ -21,16 +21,19 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `core.saxe`          the data's input-output modes and the class order they predict
   `core.collapse`      neural collapse of a layer's features (NC1 to NC4)
   `core.events`        the event timeline: the epoch each signal changes
-  `core.features`       small helpers of the run analysis (metric lookups, leading units, picks)
+  `core.analysis_helpers` small helpers of the run analysis (metric lookups, leading units, picks)
   `core.modes`          SVD modes of weight matrices, two-segment power law
-  `core.lld`            the logistic learning decomposition: fit and select
-  `core.lld_search`     its fast multi-start search
-  `core.lld_model`      its model of record in lmfit's terms, and the final fit
-  `core.lld_batch`      decompositions of many curves in worker processes
+  `core.lld`            the logistic learning decomposition (a package):
+  `core.lld.decompose`  one curve fitted for one N, or N chosen by BIC
+  `core.lld.results`    what a fit and a choice of N return
+  `core.lld.search`     its fast multi-start search
+  `core.lld.model`      its model of record in lmfit's terms, and the final fit
+  `core.lld.batch`      decompositions of many curves in worker processes
   `core.groups`         runs grouped by a param: means, t intervals, mean curves, Spearman trends
   `core.class_groups`   two predictors of N from per-class fits, and their agreement with N
   `core.power`          the smallest Spearman rho a test over n runs detects
-  `core.snapshot`       the per-epoch snapshot: computed from arrays, one .npz per epoch
+  `core.snapshot`       the per-epoch snapshot computed from arrays, and written
+  `core.snapshot_files` its files: one .npz per epoch and the probe's, written and read back
   `core.atomic`         atomic file writes
   `core.zips`           zip archives written with their entries deflated on two threads
   `core.lapack`         BLAS ssyrk and LAPACK ssyevr called without holding the GIL
@@ -85,29 +88,37 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `tracking.heartbeat`  one writer per run: the heartbeat a training process renews
   `tracking.server`     a loopback mlflow server (and PostgreSQL) for tests and benches
 `jobs`              the entry points, each composing the layers below:
-  `jobs.train`          a training run, and a stopped one resumed
-  `jobs.recorder`       the Recorder: every epoch of any model and loop recorded (``dsc train``'s too)
+  `jobs.train`          a training run
+  `jobs.resume`         a stopped training run continued from its last complete checkpoint
+  `jobs.recording`      what ``dsc train`` and the Recorder share: each epoch's snapshot and checkpoint
+  `jobs.recorder`       the Recorder: every epoch of any model and loop recorded
+  `jobs.recorder_checks` its checks of what a user gives it
   `jobs.checkpoints`    a run's checkpoints and metrics each epoch: weights, the best model, states
   `jobs.snapshots`      a run's snapshot each epoch: activations, spectra, similarity, uploaded
   `jobs.snapshot`       snapshots recomputed from checkpoints
   `jobs.pictures`       each snapshot's pictures in the MLflow image grid, step = epoch
   `jobs.register`       any epoch's checkpoint registered as a model version
-  `jobs.analyze`        the analysis pipeline of one run, top to bottom
-  `jobs.analyze_source` what analyze reads from a run
-  `jobs.analyze_steps`  its steps on snapshots and curves
-  `jobs.analyze_images` its steps that need the images rebuilt
-  `jobs.analyze_classes` its steps on classes: emergence and the per-class decomposition
-  `jobs.analyze_recorded` what it reads of a Recorder's run: probe inputs, the logged model
-  `jobs.analyze_order`  its step on what predicted the order of the classes
-  `jobs.analyze_collapse` its step on neural collapse per epoch
-  `jobs.analyze_events` its event timeline, the report's first section
+  `jobs.analyze`        the analysis of one run (a package):
+  `jobs.analyze.job`    the command and its pipeline, top to bottom
+  `jobs.analyze.plumbing` what every step shares: the figure writer, a skipped step
+  `jobs.analyze.source` what analyze reads from a run
+  `jobs.analyze.steps`  its steps on snapshots and curves
+  `jobs.analyze.images` its steps that need the images rebuilt
+  `jobs.analyze.classes` its steps on classes: emergence and the per-class decomposition
+  `jobs.analyze.recorded` what it reads of a Recorder's run: probe inputs, the logged model
+  `jobs.analyze.order`  its step on what predicted the order of the classes
+  `jobs.analyze.collapse` its step on neural collapse per epoch
+  `jobs.analyze.events` its event timeline, the report's first section
   `jobs.compare`        the decomposition across runs, in a comparison run
+  `jobs.compare_figures` its figures: the overlay, centres against widths, R²
   `jobs.compare_groups` the compared runs grouped by params, seeds as replicates
   `jobs.compare_classes` each compared run's class curves decomposed, and the predictors of N
-  `jobs.sweep`          a grid of parallel training runs, then compare (local engine)
-  `jobs.sweep_members`  a sweep's grid checked and expanded, each member's run
-  `jobs.sweep_batch`    several sweep members trained one after another in one process
-  `jobs.sweep_ray`      the ray engine: members as Ray tasks, lost ones resumed
+  `jobs.sweep`          a grid of parallel training runs, then compare (a package):
+  `jobs.sweep.job`      the command and its local engine
+  `jobs.sweep.members`  a sweep's grid checked and expanded, each member's run
+  `jobs.sweep.batch`    several sweep members trained one after another in one process
+  `jobs.sweep.cluster`  the ray engine: members as Ray tasks, lost ones resumed
+  `jobs.sweep_ray`      its former import path, kept for code that imports it
 `integrations`      adapters of the recorder to training frameworks:
   `integrations.lightning` the Lightning callback (imports Lightning; nothing else does)
 `cli`               the click commands, generated from the settings

@@ -197,7 +197,8 @@ def train(ctx, resume_id, takeover, **values) -> None:
     --resume RUN_ID (or `mlflow run . -e resume --run-id RUN_ID`). SIGTERM or Ctrl-C stops
     after the current step: the run ends KILLED and can be resumed; a second one stops at once.
     """
-    from dsc.jobs.train import failing_run, resume_job, train_job
+    from dsc.jobs.resume import resume_job
+    from dsc.jobs.train import failing_run, train_job
 
     if takeover and not resume_id:
         raise ConfigError("--takeover applies to --resume RUN_ID only")
@@ -338,7 +339,7 @@ def train_members(spec) -> None:
     """Train the sweep members listed in SPEC one after another (`dsc sweep --per-process`)."""
     from pathlib import Path
 
-    from dsc.jobs.sweep_batch import run_members
+    from dsc.jobs.sweep.batch import run_members
 
     sys.exit(run_members(Path(spec), lambda argv: main.main(["train", *argv], prog_name="dsc")))
 

@@ -17,8 +17,9 @@ from dsc.cli import main
 from dsc.core import snapshot
 from dsc.core.jsonsafe import jsonable
 from dsc.data.dataset import load_imageset, prepare
-from dsc.jobs import analyze_images, analyze_steps
-from dsc.jobs.analyze_source import RunImages, load_model, read_source
+from dsc.jobs.analyze import images as analyze_images
+from dsc.jobs.analyze import steps as analyze_steps
+from dsc.jobs.analyze.source import RunImages, load_model, read_source
 from dsc.nn.model import build_model, named_layers
 from dsc.settings import AnalyzeConfig, DataConfig, ModelConfig
 

@@ -5,8 +5,10 @@ import pytest
 
 from dsc.core import snapshot, timeline
 from dsc.errors import ConfigError
-from dsc.jobs import analyze, analyze_classes, analyze_steps
-from dsc.jobs.analyze_source import Source
+from dsc.jobs.analyze import job as analyze
+from dsc.jobs.analyze import classes as analyze_classes
+from dsc.jobs.analyze import steps as analyze_steps
+from dsc.jobs.analyze.source import Source
 from dsc.settings import AnalyzeConfig
 
 CLASSES = ["a", "b", "c"]

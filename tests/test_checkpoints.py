@@ -10,7 +10,7 @@ from dsc import tracking
 from dsc.cli import main
 from dsc.errors import TrackingError
 from dsc.jobs.checkpoints import EpochLogger
-from dsc.jobs.train import _latest_full
+from dsc.jobs.resume import latest_full
 from dsc.nn.checkpoint import is_full, resume_state, weights_payload
 from dsc.nn.train import EpochReport
 
@@ -66,20 +66,20 @@ def test_resume_starts_from_the_latest_readable_full_state(store, tmp_path):
         full=[0, 2],
     )
     assert tracking.full_epochs(run) == [0, 2]
-    start, ckpt = _latest_full(run, tracking.list_checkpoints(run.info.run_id))
+    start, ckpt = latest_full(run, tracking.list_checkpoints(run.info.run_id))
     assert start == 0 and ckpt["epoch"] == 0  # epoch 2's full state is corrupt: the one before
 
 
 def test_old_runs_count_every_checkpoint_as_full(store, tmp_path):
     run = _logged_run(tmp_path, {e: {"epoch": e, "optimizer_state": {}, "model_state": {}} for e in (0, 1)}, [])
     assert tracking.full_epochs(run) is None
-    assert _latest_full(run, tracking.list_checkpoints(run.info.run_id))[0] == 1
+    assert latest_full(run, tracking.list_checkpoints(run.info.run_id))[0] == 1
 
 
 def test_no_readable_full_state_is_one_line(store, tmp_path):
     run = _logged_run(tmp_path, {0: b"garbage", 1: {"epoch": 1, "model_state": {}}}, full=[0])
     with pytest.raises(TrackingError, match=r"no readable checkpoint with the optimizer state .*tried: 0 "):
-        _latest_full(run, tracking.list_checkpoints(run.info.run_id))
+        latest_full(run, tracking.list_checkpoints(run.info.run_id))
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dsc.core import class_groups, lld_batch
+from dsc.core import class_groups
+from dsc.core.lld import batch as lld_batch
 from dsc.core.power import detectable_rho
 
 T = np.arange(0, 51, dtype=float)

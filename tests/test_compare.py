@@ -17,7 +17,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from dsc.cli import main
-from dsc.core.lld_batch import fit_curves
+from dsc.core.lld.batch import fit_curves
 from dsc.errors import ConfigError, TrackingError
 from dsc.jobs.compare import compare_job
 from dsc.settings import CompareConfig

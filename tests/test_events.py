@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from dsc.core import events, snapshot
-from dsc.jobs import analyze_collapse
-from dsc.jobs.analyze_steps import FigureWriter
+from dsc.jobs.analyze import collapse as analyze_collapse
+from dsc.jobs.analyze.plumbing import FigureWriter
 
 
 def test_a_planted_rise_and_a_fall_after_a_transient_are_found():

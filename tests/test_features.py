@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dsc.core.features import (
+from dsc.core.analysis_helpers import (
     cka_by_distance,
     leading_feature,
     near_layers_summary,

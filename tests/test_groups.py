@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dsc.core import groups
-from dsc.core.lld_batch import fit_curve
+from dsc.core.lld.batch import fit_curve
 
 
 def test_summary_of_four_values_by_hand():

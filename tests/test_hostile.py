@@ -28,7 +28,7 @@ from PIL import Image
 
 from dsc import tracking
 from dsc.cli import main
-from dsc.core import snapshot
+from dsc.core import snapshot, snapshot_files
 from dsc.tracking.heartbeat import Holder
 from dsc.tracking.snapshot import load as load_snapshots
 
@@ -457,14 +457,14 @@ def test_faults_page_lists_every_case():
 @pytest.mark.slow
 def test_disk_full_while_writing_a_snapshot_then_resume(store, monkeypatch):
     """ENOSPC at epoch 2's snapshot: one line, a FAILED run with epochs 0-1 intact; resume finishes it."""
-    real = snapshot._atomic_savez
+    real = snapshot_files._atomic_savez
 
     def full_disk(path, arrays):
         if path.name == snapshot.EPOCH_FMT.format(2):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, arrays)
 
-    monkeypatch.setattr(snapshot, "_atomic_savez", full_disk)
+    monkeypatch.setattr(snapshot_files, "_atomic_savez", full_disk)
     res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "3"])
     assert res.exit_code == 1
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]

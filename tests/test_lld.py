@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from dsc.core import lld, lld_model, lld_search
+from dsc.core import lld
+from dsc.core.lld import model as lld_model
+from dsc.core.lld import search as lld_search
 
 PLANTED = {
     1: (0.2, [(0.7, 25.0, 3.0)], 60),
@@ -251,9 +253,9 @@ def test_degenerate_fit_never_wins():
     # Pretend the 2-component fit is far better by BIC but has a noise-sized component.
     fits = dict(selection.fits)
     fits[2] = dataclasses.replace(fits[2], bic=-1e9, degenerate=("component 2: amplitude",))
-    assert lld._choose(fits)[0] == 1
+    assert lld.decompose._choose(fits)[0] == 1
     fits[2] = dataclasses.replace(fits[2], degenerate=())
-    assert lld._choose(fits)[0] == 2
+    assert lld.decompose._choose(fits)[0] == 2
 
 
 def test_tiny_component_flagged_degenerate():

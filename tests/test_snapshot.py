@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from dsc.cli import main
-from dsc.core import snapshot
+from dsc.core import snapshot, snapshot_files
 from dsc.core.atomic import write_atomic
 from dsc.core.spectra import PHASES
 from dsc.jobs.snapshots import probe_rows
@@ -140,7 +140,7 @@ def test_snapshot_round_trip(tmp_path):
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     path = tmp_path / "epoch_0001.npz"
-    snapshot._atomic_savez(path, {"a": np.arange(3)})
+    snapshot_files._atomic_savez(path, {"a": np.arange(3)})
 
     def broken(f):
         f.write(b"half a file")

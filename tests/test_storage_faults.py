@@ -19,7 +19,7 @@ from dsc import tracking
 from dsc.cli import main
 from dsc.errors import TrackingError
 from dsc.jobs.register import register_job
-from dsc.jobs.train import _latest_full
+from dsc.jobs.resume import latest_full
 
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
 EPOCHS = 3
@@ -98,9 +98,9 @@ def test_a_corrupted_checkpoint_is_named_not_unpickled(trained, how):
 
 def test_resume_passes_over_a_corrupted_latest_state_to_the_one_before(trained):
     ckpts = tracking.list_checkpoints(trained.info.run_id)
-    assert _latest_full(trained, ckpts)[0] == EPOCHS
+    assert latest_full(trained, ckpts)[0] == EPOCHS
     with corrupted(stored(trained, ckpts[EPOCHS]), "zeroed"):
-        start, ckpt = _latest_full(trained, ckpts)
+        start, ckpt = latest_full(trained, ckpts)
     assert start == EPOCHS - 1 and ckpt["epoch"] == EPOCHS - 1
 
 

@@ -24,7 +24,7 @@ from dsc import tracking
 from dsc.cli import main
 from dsc.errors import ConfigError
 from dsc.jobs.sweep import SWEEP_TAG
-from dsc.jobs.sweep_ray import ATTEMPTS_TAG, NODE_TAG, store_for_cluster
+from dsc.jobs.sweep.cluster import ATTEMPTS_TAG, NODE_TAG, store_for_cluster
 from dsc.tracking.server import mlflow_server
 
 TWO = ["10.0.0.1", "10.0.0.2"]
@@ -97,7 +97,7 @@ def test_nothing_imports_ray_unless_the_engine_is_asked_for(store):
     """With Ray made unimportable: the CLI and both engines' modules load, and --engine ray says how to install it."""
     code = (
         "import sys; sys.modules['ray'] = None\n"
-        "import dsc.cli, dsc.jobs.sweep, dsc.jobs.sweep_ray\n"
+        "import dsc.cli, dsc.jobs.sweep, dsc.jobs.sweep.cluster\n"
         "from dsc.cli import main\n"
         "main(['sweep', '--engine', 'ray', '--no-progress'])\n"
     )

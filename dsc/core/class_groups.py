@@ -2,7 +2,7 @@
 
 The hypothesis: a network's aggregate learning curve has as many logistic processes as there
 are groups of classes learned at distinguishable times. Each class's curve is decomposed on
-its own (:func:`dsc.core.lld_batch.fit_curve`); its **main rise** is the chosen fit's
+its own (:func:`dsc.core.lld.batch.fit_curve`); its **main rise** is the chosen fit's
 largest-amplitude component whose centre lies inside the data (as in
 :func:`dsc.core.attribution.main_rise`). From these, two predictors of the aggregate N:
 
@@ -57,7 +57,7 @@ def main_rise(fit: Mapping[str, Any]) -> dict[str, float] | None:
 
     Parameters
     ----------
-    fit : a :func:`dsc.core.lld_batch.fit_curve` result.
+    fit : a :func:`dsc.core.lld.batch.fit_curve` result.
 
     Returns
     -------

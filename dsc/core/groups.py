@@ -126,7 +126,7 @@ def run_quantities(fit: Mapping, t: np.ndarray, y: np.ndarray, max_components: i
 
     Parameters
     ----------
-    fit : a :func:`dsc.core.lld_batch.fit_curve` result.
+    fit : a :func:`dsc.core.lld.batch.fit_curve` result.
     t, y : shape (n,), the run's metric by epoch.
     max_components : K, the components the fit tried.
 

@@ -5,7 +5,7 @@ run ids: any FINISHED run with the metric, whoever logged it (``--dsc-only``: ru
 train`` and ``dsc.Recorder`` alone, tag ``dsc.kind = train``; dsc's comparison, analysis and
 snapshot runs are never taken). One metric's history (at the steps it was logged at: the epoch
 for dsc's runs) is read from each, N = 1..K logistic components are fitted to
-every curve in worker processes (:mod:`dsc.core.lld_batch`, N chosen by BIC), and a new
+every curve in worker processes (:mod:`dsc.core.lld.batch`, N chosen by BIC), and a new
 comparison run (tag ``dsc.kind = compare``) gets
 
 - ``lld/table.csv``, ``lld/table.json``: one row per run and N: R², AIC, BIC, the chosen
@@ -33,7 +33,7 @@ worker pool as soon as it is read, and each chunk's results are logged while lat
 the figures are drawn in the pool too, while the table is written.
 
 Public API: :class:`CompareConfig`, :func:`compare_job`, :func:`select_runs`, :func:`read_curve`,
-:func:`table_rows`; the fitting itself is :func:`dsc.core.lld_batch.fit_curves`.
+:func:`table_rows`; the fitting itself is :func:`dsc.core.lld.batch.fit_curves`.
 """
 
 from __future__ import annotations
@@ -56,15 +56,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from dsc import tracking
-from dsc.core import lld_batch
+from dsc.core.lld import batch as lld_batch
 from dsc.errors import TrackingError
-from dsc.figures import lld as lld_figures
-from dsc.figures.style import save
-from dsc.jobs import compare_classes, compare_groups
+from dsc.jobs import compare_classes, compare_figures, compare_groups
+from dsc.jobs.compare_figures import chosen
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
-OVERLAY_MAX_RUNS = 12  # panels in the overlay, bars in the R² chart: readable, ~1 s to draw
 _SEARCH_PAGE = 10_000
 _FIELDS = ("amplitude", "center", "width")
 
@@ -276,7 +274,7 @@ def _fit_and_write_back(
 def _source_metrics(fit: dict[str, Any], stamp: int) -> list[Metric]:
     """``lld/*`` metrics for a source run: R² of every N; the chosen fit's components."""
     values = {f"lld/r2_{f['n_components']}": f["r2"] for f in fit["fits"]}
-    best = _chosen(fit)
+    best = chosen(fit)
     if best is None:  # no learning process: the constant alone
         values["lld/n_components"] = 0
         values["lld/constant"] = fit["curve"]["constant"]
@@ -286,14 +284,6 @@ def _source_metrics(fit: dict[str, Any], stamp: int) -> list[Metric]:
         for k, comp in enumerate(best["components"], start=1):
             values.update({f"lld/{name}_{k}": comp[name] for name in _FIELDS})
     return [Metric(key, float(v), stamp, 0) for key, v in values.items() if math.isfinite(v)]
-
-
-def _chosen(fit: dict[str, Any]) -> dict[str, Any] | None:
-    """The chosen fit's summary; None when N = 0 (the constant alone) was chosen."""
-    return fit["fits"][fit["n"] - 1] if fit["n"] else None
-
-
-# --------------------------------------------------------------------------- the comparison run
 
 
 def table_rows(runs: Sequence[Run], fits: Sequence[dict[str, Any]], max_components: int) -> list[dict[str, Any]]:
@@ -344,8 +334,8 @@ def _log_comparison(
     rows = table_rows(runs, fits, config.max_components)
     with tempfile.TemporaryDirectory(prefix="dsc-compare-") as tmp:
         out = Path(tmp)
-        figures = [(name, kw, out / file) for name, kw, file in _figures(runs, fits, config)]
-        drawing = [pool.submit(_draw, *fig) for fig in figures] if pool else []
+        figures = [(name, kw, out / file) for name, kw, file in compare_figures.figures(runs, fits, config)]
+        drawing = [pool.submit(compare_figures.draw, *fig) for fig in figures] if pool else []
         mlflow.log_metrics(_summary_metrics(fits, config.max_components), step=0)
         mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]}, artifact_file=f"{ARTIFACT_DIR}/table.json")
         _write_csv(rows, out / "table.csv")
@@ -355,14 +345,14 @@ def _log_comparison(
             )
         )
         for fig in figures if pool is None else []:
-            _draw(*fig)
+            compare_figures.draw(*fig)
         for future in drawing:
             future.result()
         mlflow.log_artifacts(tmp, ARTIFACT_DIR)
 
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
-    chosen = [f["n"] for f in fits if _chosen(f) is None or _chosen(f)["success"]]
+    chosen = [f["n"] for f in fits if chosen(f) is None or chosen(f)["success"]]
     out = {
         "lld/n_runs": float(len(fits)),
         "lld/n_fitted": float(len(chosen)),
@@ -383,62 +373,6 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _draw(name: str, kwargs: dict[str, Any], path: Path) -> None:
-    """Pool task: ``dsc.figures.lld.<name>(**kwargs)`` saved as a PNG at ``path``."""
-    save(getattr(lld_figures, name)(**kwargs), path)
-
-
-def _figures(
-    runs: list[Run], fits: list[dict[str, Any]], config: CompareConfig
-) -> list[tuple[str, dict[str, Any], str]]:
-    """``(dsc.figures.lld function, its arguments, file name)`` of each figure."""
-    colour = [r.data.params.get(config.color_by, "(unset)") for r in runs]
-    labels = [f"{r.info.run_name or r.info.run_id[:8]} ({config.color_by}={c})" for r, c in zip(runs, colour)]
-    # Evenly spaced picks: a figure with hundreds of panels or bars is unreadable and slow.
-    picks = np.unique(np.linspace(0, len(runs) - 1, min(len(runs), OVERLAY_MAX_RUNS)).astype(int))
-    of = "" if picks.size == len(runs) else f" ({picks.size} of {len(runs)} runs)"
-    centers, widths, values = _components(fits, colour)
-    r2 = [[fits[i]["fits"][n - 1]["r2"] if n <= config.max_components else math.nan for i in picks] for n in (1, 2)]
-    return [
-        (
-            "lld_overlay",
-            {
-                "runs": [{"label": labels[i], **fits[i]["curve"]} for i in picks],
-                "ylabel": config.metric,
-                "title": f"Logistic learning decomposition of {config.metric}{of}",
-            },
-            "overlay.png",
-        ),
-        (
-            "lld_centers_widths",
-            {"centers": centers, "widths": widths, "colour_values": values, "colour_label": config.color_by},
-            "centers_widths.png",
-        ),
-        (
-            "lld_variance_explained",
-            {
-                "run_labels": [labels[i] for i in picks],
-                "r2_1": r2[0],
-                "r2_2": r2[1],
-                "title": f"Variance of {config.metric} explained by one and by two logistics{of}",
-            },
-            "variance_explained.png",
-        ),
-    ]
-
-
-def _components(fits: list[dict[str, Any]], colour: list[str]) -> tuple[list, list, list]:
-    """Centre, width and colour value of every component of every successful chosen fit."""
-    centers, widths, values = [], [], []
-    for fit, value in zip(fits, colour):
-        best = _chosen(fit)
-        for comp in best["components"] if best is not None and best["success"] else []:
-            centers.append(comp["center"])
-            widths.append(comp["width"])
-            values.append(value)
-    return centers, widths, values
 
 
 __all__ = ["CompareConfig", "compare_job", "read_curve", "select_runs", "table_rows"]

@@ -2,7 +2,7 @@
 
 For every compared run, each class's curve (``prob_class/<name>`` with ``--class-curve prob``,
 the default, or ``acc_class/<name>`` with ``recall``) is fitted like the run's own curve
-(:func:`dsc.core.lld_batch.fit_curve`, N = 1..K by BIC), so runs trained without snapshots
+(:func:`dsc.core.lld.batch.fit_curve`, N = 1..K by BIC), so runs trained without snapshots
 have per-class results. From those fits come the two predictors of the run's N
 (:mod:`dsc.core.class_groups`): the class-weighted sum of the per-class fitted curves, sampled
 on the run's epochs with the run's own residual noise scaled to the sum's range, and the
@@ -34,8 +34,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from dsc import tracking
-from dsc.core import class_groups, groups, lld_batch
+from dsc.core import class_groups, groups
 from dsc.core.jsonsafe import jsonable
+from dsc.core.lld import batch as lld_batch
 from dsc.settings import CompareConfig
 
 CURVE_PREFIX = {"prob": "prob_class/", "recall": "acc_class/"}
@@ -60,7 +61,7 @@ def fit_and_write_back(
 
     Parameters
     ----------
-    runs, fits : the compared runs and their :func:`dsc.core.lld_batch.fit_curve` results.
+    runs, fits : the compared runs and their :func:`dsc.core.lld.batch.fit_curve` results.
     config : the comparison's settings (``class_curve``, ``cluster_factor``, ``max_components``).
     pool : the comparison's worker pool, or None to fit here.
 

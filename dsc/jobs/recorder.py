@@ -29,7 +29,9 @@ from torch import nn
 from dsc import tracking
 from dsc.core.scores import probe_metrics
 from dsc.errors import ConfigError, Interrupted, TrainingDiverged
+from dsc.jobs import recorder_checks as checks
 from dsc.jobs.checkpoints import EpochLogger
+from dsc.jobs.recording import Recording
 from dsc.jobs.snapshots import SnapshotLogger, probe_rows
 from dsc.nn.capture import user_sites
 from dsc.nn.layers import LayerSpec, leaf_weights, output_shapes, resolve_layers, unwrap
@@ -41,35 +43,6 @@ OUTPUT = "output"  # the name of the model's own output, where no recorded layer
 RECORDER_TAG = "dsc.recorder"  # the recorded model's class, on runs a Recorder made
 PROBE_INPUTS = "probe_inputs.npz"  # the snapshot rows' inputs, under the snapshots' prefix
 PROBE_INPUTS_MAX_BYTES = 64e6  # larger probes are not kept (analysis then skips the steps that need them)
-
-
-class Recording:
-    """What every recorded epoch leaves, whoever ran the probe pass: a snapshot and a checkpoint.
-
-    The one recording path: :class:`Recorder` builds it for any model and loop, ``dsc train``
-    for its own (its loop's validation pass is the probe, :func:`dsc.jobs.train.train_job`).
-    ``snapshots`` is None where no snapshot is taken.
-    """
-
-    def __init__(self, snapshots: SnapshotLogger | None, checkpoints: EpochLogger) -> None:
-        self.snapshots, self.checkpoints = snapshots, checkpoints
-        self.last_epoch = -1
-
-    def capturing(self, epoch: int) -> contextlib.AbstractContextManager:
-        """Around a pass over the probe that the caller runs itself, then :meth:`report` its epoch."""
-        return self.snapshots.context(epoch) if self.snapshots is not None else contextlib.nullcontext()
-
-    def report(self, report: EpochReport) -> None:
-        """Record one epoch whose metrics are in ``report`` (its probe pass ran inside :meth:`capturing`)."""
-        if report.epoch <= self.last_epoch:
-            raise ConfigError(
-                f"epoch {report.epoch} recorded twice (the last recorded is {self.last_epoch}); "
-                "record each epoch once, in increasing order"
-            )
-        if self.snapshots is not None:
-            self.snapshots(report)
-        self.checkpoints(report)
-        self.last_epoch = int(report.epoch)
 
 
 class Recorder(Recording):
@@ -151,7 +124,7 @@ class Recorder(Recording):
         register_name: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        _check_counts(
+        checks.check_counts(
             snapshot_every=snapshot_every,
             checkpoint_every=checkpoint_every,
             probe_batch=probe_batch,
@@ -173,7 +146,7 @@ class Recorder(Recording):
         shapes = output_shapes(self.inner, {**chosen, OUTPUT: self.inner}, head)
         out_shape = shapes.get(OUTPUT)
         check_logits(torch.empty((len(head), *out_shape)) if out_shape else None, len(head), None)
-        self.classes = _class_names(class_names, out_shape[0], self.probe.labels)
+        self.classes = checks.class_names(class_names, out_shape[0], self.probe.labels)
         self.output_layer = self._output_layer(chosen, head)
         sites = user_sites(chosen)
         if self.output_layer == OUTPUT and layers is None:
@@ -346,7 +319,7 @@ class Recorder(Recording):
             raise ConfigError(f"epoch {epoch!r}: give a whole number >= 0 (0 is before any update)")
         if epoch <= self.last_epoch:
             self.report(EpochReport(epoch, {}, self.inner, None))  # the one line of an epoch recorded twice
-        values = _user_metrics(metrics, epoch)
+        values = checks.user_metrics(metrics, epoch)
         if logits is None:
             logits = logits_of(self.model, self.probe, len(self.classes), self.capturing(epoch))
         scores = probe_metrics(logits, self.probe.labels, self.classes)
@@ -357,47 +330,6 @@ class Recorder(Recording):
         report = EpochReport(epoch, {**values, **scores}, self.inner, self.optimizer)
         self.report(report)
         return report.metrics
-
-
-def _check_counts(**values: int | None) -> None:
-    for name, value in values.items():
-        allowed_zero = name in ("snapshot_every", "checkpoint_every")
-        if value is None and name in ("probe_size", "grid", "epochs"):
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allowed_zero else 1):
-            low = 0 if allowed_zero else 1
-            raise ConfigError(f"{name}={value!r}: give a whole number >= {low}")
-
-
-def _class_names(names: list[str] | None, n_out: int, labels: np.ndarray) -> list[str]:
-    names = [str(i) for i in range(n_out)] if names is None else [str(n) for n in names]
-    if len(names) != n_out:
-        raise ConfigError(
-            f"class_names has {len(names)} names but the model gives {n_out} logits; give one name per output"
-        )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"class_names repeat a name ({names}); give each class its own")
-    bad = labels[(labels < 0) | (labels >= n_out)]
-    if bad.size:
-        raise ConfigError(
-            f"probe labels must lie in 0..{n_out - 1} (the model gives {n_out} logits), found {int(bad[0])}"
-        )
-    if len(np.unique(labels)) < 2:
-        raise ConfigError("the probe holds one class only; give it images of at least two classes")
-    return names
-
-
-def _user_metrics(metrics: Mapping[str, float], epoch: int) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        try:
-            v = float(value.item() if hasattr(value, "item") else value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"metric {key!r} at epoch {epoch} is {type(value).__name__}, not a number") from None
-        if not math.isfinite(v) and key.startswith("loss"):
-            raise TrainingDiverged(f"{key} is {v} at epoch {epoch}: training diverged; lower the learning rate")
-        out[key] = v
-    return out
 
 
 class _TermAsInterrupt:

@@ -1,4 +1,4 @@
-"""Training jobs: a new training run (:func:`train_job`) and a stopped one continued (:func:`resume_job`)."""
+"""A new training run (:func:`train_job`); a stopped one is continued by :mod:`dsc.jobs.resume`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ from collections.abc import Iterator
 import mlflow
 import numpy as np
 import torch
-from mlflow.tracking import MlflowClient
 
 from dsc import tracking
 from dsc.data.dataset import load_imageset, prepare
-from dsc.errors import ConfigError, DataError, DscError, Interrupted, TrackingError
+from dsc.errors import ConfigError, DscError, Interrupted
 from dsc.jobs.checkpoints import EpochLogger
-from dsc.jobs.recorder import Recording
+from dsc.jobs.recording import Recording
 from dsc.jobs.snapshots import SnapshotLogger
-from dsc.nn.checkpoint import is_full, set_rng_state
 from dsc.nn.model import build_model, count_parameters, min_image_size
 from dsc.nn.train import epochs_to_train, flush_denormals, keep_freed_memory, pick_device, steps_per_epoch, train
 from dsc.settings import (
@@ -141,7 +139,7 @@ def _check_fits(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
         )
 
 
-def _tune_process() -> None:
+def tune_process() -> None:
     """What a training process sets first, before its data and model create any thread."""
     keep_freed_memory()  # a dsc process trains, so it may keep the allocator's freed blocks
     flush_denormals()  # Adam's decaying moments would otherwise slow each later epoch by a quarter
@@ -166,7 +164,7 @@ def train_job(
     logged once, under the names of the ``dsc train`` options (``snapshot_every``).
     """
     snap_cfg = snap_cfg or SnapshotConfig()
-    _tune_process()
+    tune_process()
     tracking.preflight(track.experiment)
     with _training_run(track) as run, GracefulStop() as stop, tracking.Heartbeat(run.info.run_id):
         tracking.log_params_once(
@@ -199,13 +197,13 @@ def train_job(
         )
         mlflow.set_tags(provenance_tags(model, data, device))
         logger = EpochLogger(
-            _checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
+            checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
             checkpoint_every=track.checkpoint_every,
             last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
             state_every=track.state_every,
         )
-        _train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
-        _register(model, model_cfg, data, logger, track)
+        train_logged(model, data, train_cfg, device, logger, snap_cfg, track.progress, stop=stop)
+        register(model, model_cfg, data, logger, track)
         return run.info.run_id
 
 
@@ -227,7 +225,7 @@ def _option_params(cfg) -> dict:
     return {opt.param: getattr(cfg, opt.field) for opt in options_of(type(cfg)).values()}
 
 
-def _snapshot_config(params: dict[str, str]) -> SnapshotConfig:
+def snapshot_config(params: dict[str, str]) -> SnapshotConfig:
     """The snapshot settings a run was trained with, read back from its params."""
     default = SnapshotConfig(every=0)  # runs without the params took no snapshots
     return SnapshotConfig(
@@ -243,7 +241,7 @@ def _param_value(kind: type, value: object) -> object:
     return value == "True" if kind is bool and isinstance(value, str) else kind(value)
 
 
-def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
+def checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data) -> dict:
     """What every checkpoint carries besides weights: the configs that rebuild the run."""
     return {
         "model_config": model_cfg.to_dict(),
@@ -255,7 +253,7 @@ def _checkpoint_extra(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: 
     }
 
 
-def _train_logged(
+def train_logged(
     model,
     data,
     train_cfg: TrainConfig,
@@ -300,140 +298,11 @@ def _train_logged(
         raise _interrupted(mlflow.active_run().info.run_id, exc.epoch, stop.signum if stop else 0) from None
 
 
-def resume_job(run_id: str, progress: bool = True, takeover: bool = False) -> str:
-    """Continue a training run that stopped (killed, crashed) from its last complete checkpoint.
-
-    Metrics, checkpoints and snapshots go into the same run; nothing it already has is logged
-    twice. Training restarts from the latest readable *full* checkpoint (weights, optimizer
-    state and torch's generators; see :class:`dsc.jobs.checkpoints.EpochLogger`) and replays the epochs
-    after it that were already kept, rewriting their files with the same contents. On CPU the
-    result equals an uninterrupted run with the same seed: the batch order of an epoch depends
-    only on (seed, epoch). A run whose training process is alive (a fresh heartbeat,
-    :mod:`dsc.tracking.heartbeat`) is refused unless ``takeover``.
-    """
-    _tune_process()
-    tracking.preflight(run_id=run_id)
-    source = tracking.require_run(run_id)
-    kind = tracking.run_kind(source)
-    if kind is None and source.data.tags.get("mlflow.project.entryPoint") == "resume":
-        raise TrackingError(
-            "`mlflow run . -e resume` continues an existing training run: pass its id with --run-id RUN_ID"
-        )
-    if kind != "train":
-        raise TrackingError(
-            f"run {run_id} is {'a ' + kind if kind else 'not a dsc'} run; only runs of `dsc train` can be resumed"
-        )
-    if source.info.status == "FINISHED":
-        raise TrackingError(f"run {run_id} already FINISHED; there is nothing to resume")
-    tracking.require_free(source, takeover)
-    ckpts = tracking.list_checkpoints(run_id)
-    if not ckpts:
-        raise TrackingError(f"run {run_id} has no complete checkpoint to resume from; start a new run with `dsc train`")
-    params = source.data.params
-    with (
-        tracking.Heartbeat(run_id, claim=True),
-        tracking.run_context(run_id=run_id, system_metrics=True) as run,
-        GracefulStop() as stop,
-    ):
-        start, ckpt = _latest_full(source, ckpts)
-        data, model, train_cfg = restore(ckpt)
-        digest = data.imageset.digest()
-        if digest != source.data.tags.get("dsc.data_digest", digest):
-            raise DataError(
-                f"the data of run {run_id} changed since it started (digest "
-                f"{digest} != {source.data.tags['dsc.data_digest']}); "
-                "restore the dataset or start a new run"
-            )
-        model_cfg, data_cfg = ModelConfig(**ckpt["model_config"]), DataConfig(**ckpt["data_config"])
-        snap_cfg = _snapshot_config(params)
-        track = TrackConfig(
-            register=params.get("register", "True") == "True",
-            register_name=params.get("register_name", ""),
-            checkpoint_every=int(params.get("checkpoint_every", 1)),
-            state_every=int(params.get("state_every", 1)),
-            progress=progress,
-        )
-        device = pick_device(train_cfg.device)
-        logged = tracking.LoggedSteps(run_id)
-        logger = EpochLogger(
-            _checkpoint_extra(model_cfg, train_cfg, data_cfg, data),
-            checkpoint_every=track.checkpoint_every,
-            last_epoch=epochs_to_train(train_cfg, len(data.train_idx)),
-            logged=logged,
-            state_every=track.state_every,
-        )
-        _restore_best(run_id, ckpts, start, logger, loaded=ckpt)
-        mlflow.set_tags({"dsc.resumed_from": str(max(ckpts)), "dsc.replayed_from": str(start)})
-        if "error" in source.data.tags:  # the failure that stopped it, kept under another name
-            mlflow.set_tag("dsc.previous_error", source.data.tags["error"])
-            MlflowClient().delete_tag(run_id, "error")
-        if "rng_state" in ckpt:  # checkpoints written before generators were saved lack it
-            set_rng_state(ckpt["rng_state"])
-        _train_logged(
-            model,
-            data,
-            train_cfg,
-            device,
-            logger,
-            snap_cfg,
-            progress,
-            start_epoch=start,
-            optimizer_state=ckpt["optimizer_state"],
-            logged=logged,
-            stop=stop,
-        )
-        _register(model, model_cfg, data, logger, track)
-        return run.info.run_id
-
-
-def _latest_full(source: mlflow.entities.Run, ckpts: dict[int, str]) -> tuple[int, dict]:
-    """The epoch and contents of the latest complete checkpoint that resuming can start from.
-
-    A full checkpoint that is missing, unreadable or lacks the optimizer state is passed over
-    for the one before it; none left is a one-line error.
-    """
-    run_id = source.info.run_id
-    full = tracking.full_epochs(source)
-    candidates = sorted((e for e in ckpts if full is None or e in full), reverse=True)
-    passed = []
-    for epoch in candidates:
-        try:
-            ckpt = tracking.load_checkpoint(run_id, ckpts[epoch])
-        except (TrackingError, OSError) as exc:
-            passed.append(f"{epoch} ({str(exc).split(' (')[0].split(';')[0]})")
-            continue
-        if is_full(ckpt):
-            return epoch, ckpt
-        passed.append(f"{epoch} (no optimizer state)")
-    tried = "; ".join(passed) or "none is recorded as full"
-    raise TrackingError(
-        f"run {run_id} has no readable checkpoint with the optimizer state to resume from "
-        f"(tried: {tried}); start a new run with `dsc train`"
-    )
-
-
-def _restore_best(run_id: str, ckpts: dict[int, str], through: int, logger: EpochLogger, loaded: dict) -> None:
-    """Give a resumed run's logger the best validation accuracy (and its weights) so far.
-
-    ``loaded`` is the checkpoint of epoch ``through``, already read: not downloaded again when
-    that epoch is also the best.
-    """
-    steps, values = tracking.metric_history(run_id, "acc/val")
-    history = {int(e): float(v) for e, v in zip(steps, values) if 0 < e <= through}
-    if not history:
-        return
-    best_epoch = min(history, key=lambda e: (-history[e], e))  # the first epoch with the highest value
-    if best_epoch in ckpts:
-        ckpt = loaded if best_epoch == through else tracking.load_checkpoint(run_id, ckpts[best_epoch])
-        state = ckpt["model_state"]
-        logger.restore_best(history[best_epoch], best_epoch, state)
-
-
 def _model_name(track: TrackConfig, data, model_cfg: ModelConfig) -> str:
     return track.register_name or f"dsc-{data.imageset.name}-{model_cfg.arch}"
 
 
-def _register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: EpochLogger, track: TrackConfig) -> None:
+def register(model: torch.nn.Module, model_cfg: ModelConfig, data, logger: EpochLogger, track: TrackConfig) -> None:
     """Log the final (and, if different, the best-validation) model; alias both versions.
 
     Without ``track.register`` only the best validation accuracy and its epoch are logged.

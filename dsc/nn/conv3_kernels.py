@@ -33,26 +33,12 @@ def compiled() -> SimpleNamespace:
     globals()["prange"] = numba.prange  # the kernels' loops over images become parallel loops
     options = {"fastmath": _FAST, "cache": True, "nogil": True, "boundscheck": False}
     # The loops over images compile against the module's per-image helpers: their compiled forms.
-    for name in (
-        "_conv_padded",
-        "_zero_border",
-        "_pad_into",
-        "_weight_grad_padded",
-        "_flipped",
-        "_stack_image",
-        "_mask_into",
-        "_pool_image",
-        "_unpool_masked",
-    ):
+    helpers = "_conv_padded _zero_border _pad_into _weight_grad_padded _flipped _stack_image _mask_into"
+    for name in [*helpers.split(), "_pool_image", "_unpool_masked"]:
         globals()[name] = numba.njit(**options)(globals()[name])
     jit = numba.njit(parallel=True, **options)
-    return SimpleNamespace(
-        numba=numba,
-        conv_rows=jit(_conv_rows),
-        conv_stack=jit(_conv_stack),
-        layer_backward=jit(_layer_backward),
-        stack_backward=jit(_stack_backward),
-    )
+    loops = ("conv_rows", "conv_stack", "layer_backward", "stack_backward")  # the parallel loops over images
+    return SimpleNamespace(numba=numba, **{name: jit(globals()[f"_{name}"]) for name in loops})
 
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see compiled)
@@ -252,8 +238,7 @@ def _pool_image(m, off, pooled, win):  # pragma: no cover - compiled
     """
     ys, ye, xs, xe = win[0], win[1], win[2], win[3]
     oh, ow = ys.shape[0], xs.shape[0]
-    _, h2, w2 = m.shape
-    wd = w2 - 2 * off
+    wd = m.shape[2] - 2 * off
     zero = np.zeros(1, m.dtype)[0]
     rows = np.empty(wd, m.dtype)  # one window row's sums over its rows, by column
     for c in range(3):

@@ -13,9 +13,9 @@ StepModel(form='logistic', prefix='l1_') + ...``: lmfit's logistic step is
 A falling curve (a loss) gets amplitudes ``<= 0``.
 
 Centres are kept in order by lmfit expressions, ``l{i+1}_center = l{i}_center + l{i+1}_delta``
-with ``delta >= 0`` (`dsc.core.lld_model`).
+with ``delta >= 0`` (`dsc.core.lld.model`).
 
-Each N is fitted in two stages: the fast search (`dsc.core.lld_search`) tries a few starts
+Each N is fitted in two stages: the fast search (`dsc.core.lld.search`) tries a few starts
 per N outside lmfit, where one ``Model.fit`` per start would cost more than the whole search;
 lmfit's ``Model.fit`` (``leastsq`` with the model's analytic Jacobian) then fits the composite
 model from the best of them, and its ``ModelResult`` gives the values, standard errors (those
@@ -37,132 +37,13 @@ import numbers
 from typing import Any
 
 import numpy as np
-from lmfit.lineshapes import step
 from lmfit.models import ConstantModel
 
-from dsc.core import lld_model
-from dsc.core.jsonsafe import jsonable
-from dsc.core.lld_search import DIRECTIONS, MIN_AMPLITUDE_FRACTION, Frame, search
+from dsc.core.lld import model as lld_model
+from dsc.core.lld.results import LLDResult, Selection, component_curves
+from dsc.core.lld.search import DIRECTIONS, MIN_AMPLITUDE_FRACTION, Frame, search
 
 __all__ = ["DIRECTIONS", "MIN_AMPLITUDE_FRACTION", "LLDResult", "Selection", "fit", "select"]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class LLDResult:
-    """One logistic decomposition of a curve.
-
-    Attributes
-    ----------
-    n_components : int
-        Number N of logistic components asked for; 0 for the constant alone (`select`'s
-        baseline).
-    direction : str
-        ``"rising"`` (amplitudes >= 0) or ``"falling"`` (amplitudes <= 0), resolved from
-        ``"auto"``.
-    success : bool
-        False when no fit was made (flat curve, too few points) or the optimiser failed.
-    message : str
-        What happened, in words: the fit quality, degenerate components, or why it failed.
-    r2 : float
-        ``1 - SS_res / SS_tot`` over the finite points; NaN when no fit was made.
-    aic, bic : float
-        lmfit's Akaike and Bayesian information criteria (``n log(chi2/n) + penalty``, with
-        3N + 1 free parameters), from its ``ModelResult``; NaN when no fit was made.
-    constant, constant_stderr : float
-        The baseline ``c`` and its standard error (NaN when not estimated).
-    components : list of dict
-        One dict per component, sorted by centre, with keys ``amplitude``, ``center``,
-        ``width`` and ``amplitude_stderr``, ``center_stderr``, ``width_stderr`` (NaN when not
-        estimated). Units: those of ``y`` for amplitudes, of ``t`` for centres and widths.
-    degenerate : tuple of str
-        One reason per degenerate component (amplitude below 2% of the range, width at a
-        bound, centre outside the data); empty when none.
-    t, y : ndarray, shape (n,)
-        The finite points used, sorted by ``t``.
-    curve : ndarray, shape (n,)
-        Fitted values on ``t``; NaN when no fit was made.
-    component_curves : ndarray, shape (N, n)
-        Each component's curve on ``t`` (constant excluded); shape (0, n) when no fit was made.
-    """
-
-    n_components: int
-    direction: str
-    success: bool
-    message: str
-    r2: float
-    aic: float
-    bic: float
-    constant: float
-    constant_stderr: float
-    components: list[dict[str, float]]
-    degenerate: tuple[str, ...]
-    t: np.ndarray
-    y: np.ndarray
-    curve: np.ndarray
-    component_curves: np.ndarray
-
-    def evaluate(self, t_new: Any) -> np.ndarray:
-        """Fitted curve at new points.
-
-        Parameters
-        ----------
-        t_new : array_like, shape (m,)
-            Points at which to evaluate, in the units of ``t``.
-
-        Returns
-        -------
-        ndarray, shape (m,)
-            ``c + sum_i A_i / (1 + exp(-(t - t_i)/w_i))``; all NaN when no fit was made.
-        """
-        x = np.asarray(t_new, dtype=float)
-        if not self.success:
-            return np.full(x.shape, np.nan)
-        return self.constant + _component_curves(x, self.components).sum(axis=0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as plain JSON types: floats, lists, NaN and inf as None."""
-        return jsonable({field.name: getattr(self, field.name) for field in dataclasses.fields(self)})
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Selection:
-    """Fits with N = 0..K components and the N chosen by BIC.
-
-    Attributes
-    ----------
-    n : int
-        The chosen number of components; 0 when the constant alone wins (no learning process).
-    best : LLDResult
-        ``fits[n]``, or ``baseline`` when ``n == 0`` (its ``components`` are ``[]``).
-    fits : dict of int to LLDResult
-        Every logistic fit, keyed by N = 1..K.
-    reason : str
-        Why ``n`` was chosen, in words.
-    baseline : LLDResult or None
-        The N = 0 fit, the constant alone (``success=False`` for a curve of zero variance or
-        under two points).
-    """
-
-    n: int
-    best: LLDResult
-    fits: dict[int, LLDResult]
-    reason: str
-    baseline: LLDResult | None = None
-
-    @property
-    def no_process(self) -> bool:
-        """True when the constant alone was chosen: the curve has no learning process."""
-        return self.n == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary: ``n``, ``reason``, ``best``, the baseline and every fit (keys as str)."""
-        return {
-            "n": self.n,
-            "reason": self.reason,
-            "best": self.best.to_dict(),
-            "baseline": None if self.baseline is None else self.baseline.to_dict(),
-            "fits": {str(k): v.to_dict() for k, v in self.fits.items()},
-        }
 
 
 def fit(t: Any, y: Any, n_components: int, direction: str = "auto") -> LLDResult:
@@ -283,7 +164,7 @@ def _result(frame: Frame, n: int, theta: np.ndarray | None) -> LLDResult:
         key=lambda comp: comp["center"],
     )
     constant = float(values[0])
-    parts = _component_curves(frame.t, components)
+    parts = component_curves(frame.t, components)
     r2 = float(fitted.rsquared)
     degenerate = frame.degenerate(components)
     message = f"{n} logistic component(s), R^2 = {r2:.4f}"
@@ -361,15 +242,6 @@ def _failed(frame: Frame, n: int, message: str) -> LLDResult:
         curve=_frozen(np.full(frame.t.shape, np.nan)),
         component_curves=_frozen(np.empty((0, frame.t.size))),
     )
-
-
-def _component_curves(t: np.ndarray, components: list[dict[str, float]]) -> np.ndarray:
-    """Each component's curve on t, shape (N, len(t)), by lmfit's own logistic step."""
-    with np.errstate(over="ignore"):
-        rows = [
-            step(t, amplitude=c["amplitude"], center=c["center"], sigma=c["width"], form="logistic") for c in components
-        ]
-    return np.array(rows, dtype=float).reshape(len(components), t.size)
 
 
 def _choose(fits: dict[int, LLDResult], baseline: LLDResult | None = None) -> tuple[int, str]:

@@ -17,15 +17,15 @@ import torch
 from torch import nn
 
 from dsc.core import snapshot
-from dsc.core.features import leading_feature, stratified_subset
+from dsc.core.analysis_helpers import leading_feature, stratified_subset
 from dsc.data.dataset import split_indices
 from dsc.errors import DataError
 from dsc.figures import inputs as input_figures
 from dsc.figures import modes as mode_figures
 from dsc.figures import report
 from dsc.figures.style import ACC, METRIC_LABELS
-from dsc.jobs.analyze_source import RunImages
-from dsc.jobs.analyze_steps import FigureWriter, Skipped, skipped
+from dsc.jobs.analyze.plumbing import FigureWriter, Skipped, skipped
+from dsc.jobs.analyze.source import RunImages
 from dsc.nn.modes import ModeSweep, mode_sweep
 from dsc.settings import AnalyzeConfig, ModelConfig
 

@@ -18,7 +18,7 @@ from dsc import tracking
 from dsc.core import collapse, snapshot
 from dsc.figures import collapse as collapse_figures
 from dsc.figures import report
-from dsc.jobs.analyze_steps import FigureWriter
+from dsc.jobs.analyze.plumbing import FigureWriter
 
 CLASSIFIER = "out"
 # Checkpoints read for NC3/NC4, evenly spread over the snapshot epochs: each read loads the

@@ -52,21 +52,19 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from dsc import tracking
-from dsc.core.features import pick_esd_epochs, series_at
+from dsc.core.analysis_helpers import pick_esd_epochs, series_at
 from dsc.core.jsonsafe import jsonable
 from dsc.errors import ConfigError
 from dsc.figures import report
-from dsc.jobs import (
-    analyze_classes,
-    analyze_collapse,
-    analyze_events,
-    analyze_images,
-    analyze_order,
-    analyze_recorded,
-    analyze_steps,
-)
 from dsc.jobs import pictures as epoch_pictures
-from dsc.jobs.analyze_source import (
+from dsc.jobs.analyze import classes as analyze_classes
+from dsc.jobs.analyze import collapse as analyze_collapse
+from dsc.jobs.analyze import events as analyze_events
+from dsc.jobs.analyze import images as analyze_images
+from dsc.jobs.analyze import order as analyze_order
+from dsc.jobs.analyze import recorded as analyze_recorded
+from dsc.jobs.analyze import steps as analyze_steps
+from dsc.jobs.analyze.source import (
     RunImages,
     Source,
     find_run,

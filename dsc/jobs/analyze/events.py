@@ -15,11 +15,11 @@ import numpy as np
 from dsc.core import events
 from dsc.figures import events as event_figures
 from dsc.figures import report
-from dsc.jobs.analyze_classes import ClassLLDResult, EmergenceResult
-from dsc.jobs.analyze_collapse import CollapseResult
-from dsc.jobs.analyze_steps import (
+from dsc.jobs.analyze.classes import ClassLLDResult, EmergenceResult
+from dsc.jobs.analyze.collapse import CollapseResult
+from dsc.jobs.analyze.plumbing import FigureWriter
+from dsc.jobs.analyze.steps import (
     ChangePointResult,
-    FigureWriter,
     LLDResult,
     PCAResult,
     SimilarityResult,

@@ -1,7 +1,7 @@
 """What a sweep's members are: the grid checked and expanded, each member's run and outcome.
 
 Shared by both engines of :mod:`dsc.jobs.sweep` (local processes) and
-:mod:`dsc.jobs.sweep_ray` (Ray tasks). Keys are ``dsc train`` option names (``image-size`` or
+:mod:`dsc.jobs.sweep.cluster` (Ray tasks). Keys are ``dsc train`` option names (``image-size`` or
 ``image_size``) and every value is checked up front with the setting's declared type, range and
 choices (:mod:`dsc.settings`) and the configs' rules, so a typo fails the sweep before
 anything trains.

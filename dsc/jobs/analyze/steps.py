@@ -7,67 +7,27 @@ frozen result: what it found, its report section, and ``summary()``, its entry o
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dsc.core import snapshot, timeline
-from dsc.core.features import near_layers_summary, pick_esd_epochs, series_at
+from dsc.core.analysis_helpers import near_layers_summary, pick_esd_epochs, series_at
 from dsc.core.lld import Selection
 from dsc.core.lld import select as lld_select
 from dsc.core.spectra import PHASES, fit_mp, mp_density
 from dsc.figures import curves as curve_figures
 from dsc.figures import lld as lld_figures
 from dsc.figures import pca as pca_figures
-from dsc.figures import report, style
+from dsc.figures import report
 from dsc.figures import similarity as similarity_figures
 from dsc.figures import spectra as spectra_figures
 from dsc.figures.animation import pca_gif
+from dsc.jobs.analyze.plumbing import FigureWriter
 
-DPI = 100  # figures: PNG resolution
 ESD_MAX_COLUMNS = 6  # layers shown side by side in the ESD grid
 ESD_MIN_SIDE = 32  # ESD histograms for weight matrices (or kernel slices) at least this wide
-
-
-@dataclass(frozen=True)
-class FigureWriter:
-    """Renders each figure once: the PNG goes to ``directory`` and, inline, into the report."""
-
-    directory: Path
-
-    def __call__(self, name: str, fig, caption: str) -> report.Image:
-        data = style.to_png(fig, dpi=DPI)
-        fig.clear()
-        path = self.directory / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return report.Image(path.name, caption, data)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A step that could not run: why, said in its section and in the summary."""
-
-    reason: str
-    section: report.Section
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """Nothing to log: the step did not run."""
-        return {}
-
-    def summary(self) -> dict[str, Any]:
-        return {"skipped": self.reason}
-
-
-def skipped(title: str, text: str, exc: Exception) -> Skipped:
-    """The step titled ``title`` skipped for ``exc``, with a warning on stderr."""
-    tqdm.write(f"warning: {title}: skipped: {exc}", file=sys.stderr)
-    return Skipped(str(exc), report.Section(title, text, note=f"skipped: {exc}"))
 
 
 # --- learning curves ---------------------------------------------------------------------------

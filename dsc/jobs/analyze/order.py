@@ -19,8 +19,8 @@ from dsc.data.dataset import split_indices
 from dsc.errors import DataError
 from dsc.figures import order as order_figures
 from dsc.figures import report
-from dsc.jobs.analyze_source import RunImages
-from dsc.jobs.analyze_steps import FigureWriter, Skipped, skipped
+from dsc.jobs.analyze.plumbing import FigureWriter, Skipped, skipped
+from dsc.jobs.analyze.source import RunImages
 
 CLASSIFIER = "out"  # the layer whose logits give the network's outputs, where the snapshots name none
 NOT_KNOWN = "the run was recorded by dsc.Recorder from a loop of its own: dsc knows its probe, not its training split"

@@ -4,7 +4,7 @@
 the grid (here 2 learning rates x 3 seeds = 6 runs), each as its own ``python -m dsc train``
 process logging to the same tracking store (MLFLOW_TRACKING_URI: a file, a database or a
 shared server): ``--parallel N`` at a time on this machine (``--engine local``), or as Ray
-tasks on a cluster (``--engine ray``, :mod:`dsc.jobs.sweep_ray`). Every member run is tagged
+tasks on a cluster (``--engine ray``, :mod:`dsc.jobs.sweep.cluster`). Every member run is tagged
 ``dsc.sweep = <sweep id>`` and named after its settings; when all have finished, :func:`dsc.jobs.compare.compare_job`
 decomposes the learning curves of exactly those runs, grouped by the grid's keys (the seeds
 are the replicates of each group).
@@ -15,7 +15,7 @@ and the configs' rules, so a typo fails the sweep before anything trains. A memb
 fails does not stop the others; the sweep then fails with one line naming it, and the
 finished runs stay in the store.
 
-Public API: :func:`sweep_job`, :class:`SweepResult`; and, from :mod:`dsc.jobs.sweep_members`,
+Public API: :func:`sweep_job`, :class:`SweepResult`; and, from :mod:`dsc.jobs.sweep.members`,
 :class:`SweepConfig`, :class:`Member`, :func:`plan`, :func:`expand`, :func:`parse_seeds`,
 :func:`parse_assignments`.
 """
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsc.errors import TrackingError
-from dsc.jobs.sweep_members import (
+from dsc.jobs.sweep.members import (
     ENGINE_TAG,
     MEMBER_TAG,
     RESERVED,
@@ -57,6 +57,8 @@ _POLL_S = 0.2
 
 @dataclass(frozen=True)
 class SweepResult:
+    """What a sweep made: its id, its members' run ids and the comparison run's id."""
+
     sweep_id: str
     run_ids: list[str]  # member runs, in member order
     comparison_id: str
@@ -102,7 +104,7 @@ def sweep_job(
     with contextlib.ExitStack() as stack:
         cluster = None
         if config.engine == "ray":
-            from dsc.jobs import sweep_ray
+            from dsc.jobs.sweep import cluster as sweep_ray
 
             cluster = stack.enter_context(sweep_ray.connected(config))  # refuses an unreachable store
         if config.experiment:
@@ -171,7 +173,7 @@ def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: s
     """Create the members' runs, then start one process for them, attached to each in turn.
 
     One member: ``python -m dsc train`` (MLFLOW_RUN_ID names its run); several:
-    ``python -m dsc train-members`` (:mod:`dsc.jobs.sweep_batch`), one after another.
+    ``python -m dsc train-members`` (:mod:`dsc.jobs.sweep.batch`), one after another.
     """
     import json
 

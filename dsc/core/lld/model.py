@@ -2,7 +2,7 @@
 
 ``ConstantModel(prefix='c_') + StepModel(form='logistic', prefix='l1_') + ...``, with the
 centres kept in order by lmfit expressions, ``l{i}_center = l{i-1}_center + l{i}_delta``,
-``delta >= 0``: the parametrisation of the search (`dsc.core.lld_search`), so that its optimum
+``delta >= 0``: the parametrisation of the search (`dsc.core.lld.search`), so that its optimum
 starts lmfit's ``Model.fit`` at a point that lmfit only has to polish.
 """
 
@@ -15,7 +15,7 @@ from lmfit import Parameters
 from lmfit.model import Model, ModelResult
 from lmfit.models import ConstantModel, StepModel
 
-from dsc.core.lld_search import Frame, derivatives, sigmoids, unpack
+from dsc.core.lld.search import Frame, derivatives, sigmoids, unpack
 
 # Relative tolerance on chi-square and on the parameters: the search's, far inside the errors.
 TOL = 1e-6

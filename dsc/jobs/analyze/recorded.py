@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dsc import tracking
-from dsc.core.features import stratified_subset
+from dsc.core.analysis_helpers import stratified_subset
 from dsc.data.base import ImageSet
 from dsc.errors import DataError, DscError
 from dsc.jobs.recorder import PROBE_INPUTS

@@ -20,7 +20,7 @@ from dsc.figures import attribution as attribution_figures
 from dsc.figures import emergence as emergence_figures
 from dsc.figures import pca as pca_figures
 from dsc.figures import report
-from dsc.jobs.analyze_steps import FigureWriter, Skipped, skipped
+from dsc.jobs.analyze.plumbing import FigureWriter, Skipped, skipped
 from dsc.settings import AnalyzeConfig
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]

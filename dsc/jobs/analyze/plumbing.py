@@ -1,0 +1,53 @@
+"""What every step of `dsc analyze` shares: the figure writer and the result of a skipped step."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from dsc.figures import report, style
+
+__all__ = ["DPI", "FigureWriter", "Skipped", "skipped"]
+
+DPI = 100  # figures: PNG resolution
+
+
+@dataclass(frozen=True)
+class FigureWriter:
+    """Renders each figure once: the PNG goes to ``directory`` and, inline, into the report."""
+
+    directory: Path
+
+    def __call__(self, name: str, fig, caption: str) -> report.Image:
+        data = style.to_png(fig, dpi=DPI)
+        fig.clear()
+        path = self.directory / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return report.Image(path.name, caption, data)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A step that could not run: why, said in its section and in the summary."""
+
+    reason: str
+    section: report.Section
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Nothing to log: the step did not run."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        return {"skipped": self.reason}
+
+
+def skipped(title: str, text: str, exc: Exception) -> Skipped:
+    """The step titled ``title`` skipped for ``exc``, with a warning on stderr."""
+    tqdm.write(f"warning: {title}: skipped: {exc}", file=sys.stderr)
+    return Skipped(str(exc), report.Section(title, text, note=f"skipped: {exc}"))
