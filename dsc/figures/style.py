@@ -98,6 +98,15 @@ def legend(ax: Axes, **kw) -> None:
 
 
 def mark_change_point(ax: Axes, epoch: float) -> None:
+    """Mark the change point found in a run's curves as a dashed vertical line at ``epoch``.
+
+    Parameters
+    ----------
+    ax : Axes
+        A panel whose x axis is the epoch.
+    epoch : float
+        Where the line goes; the legend label quotes it.
+    """
     ax.axvline(epoch, color="0.15", ls="--", lw=1.2, label=f"change point (epoch {epoch:g})")
 
 

@@ -23,6 +23,15 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 
 def set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
+    """Restore torch's global generators from ``state``, as :func:`rng_state` returned it.
+
+    Parameters
+    ----------
+    state : mapping of str to Tensor
+        ``"cpu"`` always; ``"cuda0"``, ``"cuda1"``, ... when CUDA was available. The CUDA
+        generators are restored only when this machine has as many devices as were saved;
+        otherwise (fewer, more, none) they are left as they are.
+    """
     torch.set_rng_state(state["cpu"])
     cuda = [state[k] for k in sorted(state) if k.startswith("cuda")]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

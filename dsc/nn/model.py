@@ -235,6 +235,19 @@ def min_image_size(cfg: ModelConfig) -> int:
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialised network for ``cfg``: :func:`vgg11` or :class:`DenseVGG`.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        ``arch`` picks the network; VGG-11 reads only ``num_classes`` and ``dropout``, DenseVGG
+        every field.
+
+    Returns
+    -------
+    nn.Module
+        Input (B, ``in_channels``, H, W) float; output (B, ``num_classes``) logits.
+    """
     if cfg.arch == "vgg11":
         return vgg11(cfg.num_classes, cfg.dropout)
     return DenseVGG(
@@ -264,4 +277,5 @@ def named_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of trainable scalars in ``model`` (parameters with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

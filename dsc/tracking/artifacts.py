@@ -37,6 +37,11 @@ COMPLETE_TAG = "dsc.complete.{}"
 
 
 def mark_complete(run_id: str, directory: str, epoch: int) -> None:
+    """Record that run ``run_id``'s files under ``directory`` are complete through ``epoch``.
+
+    Call it only once every file of that epoch has been uploaded: :func:`complete_through`
+    reads the tag back, and readers trust no file of a later epoch.
+    """
     MlflowClient().set_tag(run_id, COMPLETE_TAG.format(directory), str(epoch))
 
 
@@ -142,4 +147,5 @@ def image_steps(run_id: str, client: MlflowClient | None = None) -> dict[str, se
 
 
 def has_artifacts(run_id: str, prefix: str) -> bool:
+    """Whether run ``run_id`` holds any artifact under ``prefix`` (a directory such as ``"images"``)."""
     return bool(MlflowClient().list_artifacts(run_id, prefix))

@@ -92,10 +92,16 @@ def log_and_register(
 
 
 def set_alias(registered_name: str, alias: str, version: str) -> None:
+    """Point ``alias`` (``"best"``, say) of registered model ``registered_name`` at ``version``.
+
+    Runs finishing together may set aliases of one model at once: the call is retried when a
+    concurrent insert wins (:func:`dsc.tracking.store.clash_retried`).
+    """
     clash_retried(functools.partial(MlflowClient().set_registered_model_alias, registered_name, alias, version))
 
 
 def tag_version(registered_name: str, version: str, tags: dict[str, str]) -> None:
+    """Set each of ``tags`` (key to value) on ``version`` of registered model ``registered_name``."""
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, value)
