@@ -1,8 +1,8 @@
 """BLAS ``ssyrk`` and LAPACK ``ssyevr``, called without holding the GIL.
 
 SciPy's ``scipy.linalg.blas`` and ``scipy.linalg.lapack`` wrappers (f2py) keep the GIL for the
-whole call: two threads each solving a 1024 x 1024 eigenproblem took 100 ms together, as long
-as one after the other. SciPy also publishes the same routines as C function pointers
+whole call: two threads each solving an eigenproblem take as long together as one after the
+other. SciPy also publishes the same routines as C function pointers
 (``scipy.linalg.cython_blas`` / ``cython_lapack``, for Cython users); called through
 :mod:`ctypes`, which releases the GIL around a foreign call, they run side by side with other
 threads' NumPy work. Same library, same routines, same arguments as ``scipy.linalg``'s

@@ -80,9 +80,9 @@ def record(
 
     The activations' entries (most of the file) do not wait for the spectra: they are packed
     on the same ``threads`` threads, between the computations, so that the file is ready
-    about when the numbers are (medians for the default run's snapshot on 2 cores: 115-120 ms,
-    against 119-140 ms for `compute` then `write`, and 200-210 ms before the eigensolvers
-    released the GIL). The file is byte for byte what `write` makes of the snapshot, except
+    about when the numbers are, sooner than with `compute` then `write` (the snapshot's cost
+    in an epoch is the third arm of ``bench/epoch_throughput.py`` on the benchmark page,
+    docs/benchmarks.md). The file is byte for byte what `write` makes of the snapshot, except
     for the zip's time stamps.
     """
     with _workers(threads) as pool:
@@ -117,10 +117,9 @@ def _submit(
         return eig, spectrum_of_esd(eig, *_esd_shape(weights[name]))
 
     same_probes({n: activations[n] for n in layers})
-    # Largest tasks first, so that the threads finish together: the largest eigensolver (40 ms
-    # alone, 53-60 ms while the other core works), each layer's Gram matrix for the CKA table
-    # (rows in ``layers`` order), the second eigensolver, the activations' entries if packed
-    # here, then the small rest.
+    # Largest tasks first, so that the threads finish together: the largest eigensolver, each
+    # layer's Gram matrix for the CKA table (rows in ``layers`` order), the second eigensolver,
+    # the activations' entries if packed here, then the small rest.
     by_size = sorted(weight_layers, key=lambda n: -weights[n].size)
     jobs = {n: pool.submit(spectrum, n) for n in by_size[:1]}
     grams = [pool.submit(unit_gram, activations[n], n) for n in layers]

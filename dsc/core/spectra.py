@@ -88,7 +88,7 @@ def esd(W: np.ndarray) -> np.ndarray:
     -----
     Computed in float32 whatever W's dtype (trained weights are float32 anyway): the Gram
     matrix of the smaller side, ``W W^T`` or ``W^T W`` (BLAS ``ssyrk``), then LAPACK
-    ``ssyevr`` for the eigenvalues only (tridiagonal reduction ``ssytrd``, ~75% of the time,
+    ``ssyevr`` for the eigenvalues only (tridiagonal reduction ``ssytrd``, most of the time,
     then ``ssterf``); for stacks of small conv slices, one batched ``numpy.linalg.eigvalsh``.
     float32 halves the cost of the reduction and of the Gram matrix against float64, and the
     fits lose nothing: the power-law tail holds the largest eigenvalues, which come out within
@@ -352,8 +352,9 @@ def _slice_evals(slices: np.ndarray, exp: int = 0) -> np.ndarray:
     """Pooled, sorted float64 eigenvalues of ``(2**exp * slices)^T (2**exp * slices)``.
 
     ``slices`` is a validated float32 stack, shape (k, n, m). The Gram matrix of the smaller
-    side (BLAS ssyrk) then a symmetric eigensolver (LAPACK ssyevr) costs ~3x less than an SVD
-    of W, and float32 halves both again (see `esd` for the precision this leaves).
+    side (BLAS ssyrk) then a symmetric eigensolver (LAPACK ssyevr) costs less than an SVD
+    of W, and float32 less again (see `esd` for the precision this leaves; the speed against
+    WeightWatcher is ``bench/spectra.py`` on the benchmark page, docs/benchmarks.md).
     """
     k, n, m = slices.shape
     a = slices if n <= m else slices.transpose(0, 2, 1)  # (k, small, big): Gram a a^T

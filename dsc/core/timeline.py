@@ -219,8 +219,8 @@ def class_emergence(
     A class emerges at the first snapshot whose score is >= ``threshold`` for ``patience``
     consecutive snapshots; the default 0.25 is Kaufman & Rousseeuw's boundary between "no
     substantial structure" and "weak structure". A constant layer scores 0 (a = b = 0).
-    Cost per epoch: one PCA (~40 ms at n=576, p=1024, one BLAS thread) and one silhouette,
-    O(n^2 k) (~20 ms).
+    Cost per epoch: one PCA and one silhouette, O(n^2 k) (their share of `dsc analyze` is in
+    ``bench/analyze.py``'s row on the benchmark page, docs/benchmarks.md).
 
     Parameters
     ----------
@@ -306,7 +306,7 @@ def change_point(
     crosses half its total rise, scanning tau on a grid of 20 steps per epoch interval. tau is
     the onset: where the extrapolated early rise leaves the floor. It uses every latent-phase
     point to place the floor, so it is stable under noise; for a logistic rise of centre c and
-    scale s it gives about c - 2.5 s.
+    scale s it gives about c - 2.5 * s.
 
     A curve whose rise (median of the last tenth minus median of the first tenth, at least 3
     points each) is not above ``min_rise`` is flat: epoch None.

@@ -3,7 +3,7 @@
 Logged with ``log_image(key=..., step=epoch)``, the form that gives the run page a step
 slider. `dsc analyze` renders them from the run's snapshots for every epoch that lacks them
 (so a rerun adds none); ``dsc train --snapshot-images`` renders them during training instead,
-at about 0.2 s per snapshot. Both paths draw the same pictures (:func:`epoch_pictures`).
+adding their drawing to every snapshot's cost. Both paths draw the same pictures (:func:`epoch_pictures`).
 """
 
 from __future__ import annotations

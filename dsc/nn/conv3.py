@@ -27,14 +27,14 @@ from torch import nn
 
 from dsc.nn import conv3_kernels as kernels
 
-# numba is a dependency, imported on first use (a second per process); without it (an odd
+# numba is a dependency, imported on first use (once per process, not cheap); without it (an odd
 # install) DenseVGG keeps torch's convolution.
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 # Below this many pixels per map the fully connected layers dominate a DenseVGG step and torch's
-# convolutions are as fast (training images/s against torch's, 2 cores: 1.02x at 16x16, 0.98x
-# at 32x32, 1.11x at 64x64, 1.41x at 128x128), so "auto" leaves small images to torch and saves
-# the kernels' start-up (importing numba and loading the compiled code: about 2 s a process).
+# convolutions are as fast (the design notes of the benchmark page, docs/benchmarks.md), so
+# "auto" leaves small images to torch and saves the kernels' start-up (importing numba and
+# loading the compiled code, once a process).
 MIN_PIXELS = 64 * 64
 
 
@@ -133,7 +133,7 @@ class _Lease:
     The maps a training pass keeps for its backward pass (six of 3 x 130 x 130 float32 per
     image, 39 MB for a batch of 32) are larger than the blocks glibc's malloc recycles (at
     most 32 MB, ``dsc.nn.train.keep_freed_memory``): allocated anew, their pages would be
-    faulted in, zero-filled, at every step (10 ms of a 25 ms step). The free list keeps two
+    faulted in, zero-filled, at every step, a large share of the step. The free list keeps two
     per shape: the graph of step k is still alive while step k + 1 runs its forward pass.
     Returned only when the graph lets go of it (so ``retain_graph`` stays safe).
     """

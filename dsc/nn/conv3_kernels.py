@@ -1,7 +1,7 @@
 """The numba kernels behind :mod:`dsc.nn.conv3`: 3->3 channel 3x3 convolutions (padding 1) and their ReLU.
 
 oneDNN, which torch calls for CPU convolutions, vectorises over channels; with 3 channels its
-vector lanes are mostly idle, and these five layers took 65% of a DenseVGG training step. The
+vector lanes are mostly idle, and these five layers took most of a DenseVGG training step. The
 kernels here vectorise over the image width instead (a row of 128 pixels fills AVX-512 lanes)
 and compute the three output channels from one read of each input row; the ReLU is fused
 into the forward pass and into the backward pass's mask. They work image by image on

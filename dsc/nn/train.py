@@ -51,8 +51,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or SGD over the model's parameters, with torch's fused kernel where it has one.
 
     The fused kernel updates every parameter in one pass (same update rule as torch's default
-    per-tensor loop, different rounding); on CPU it takes Adam from 13% of a training step to
-    about 3%. Call after the model is on its device.
+    per-tensor loop, different rounding); on CPU it makes Adam a small share of a training
+    step instead of a noticeable one. Call after the model is on its device.
     """
     params = list(model.parameters())
     fused = (bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)) or None
@@ -130,8 +130,9 @@ def keep_freed_memory() -> bool:
     size with mmap or trims them off the heap when freed, and the kernel faults the pages back
     in, zero-filled, at the next step. Pinning the mmap and trim thresholds (``mallopt``, the
     same knobs as the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` environment
-    variables) lets the next step reuse them: on 2 CPU cores, 9% more images per second for
-    dsc's loop and 26% for a plain NCHW loop (``bench/train_throughput.py --keep-freed-memory``).
+    variables) lets the next step reuse them, which gives more images per second to dsc's loop
+    and more still to a plain NCHW loop (``bench/train_throughput.py --keep-freed-memory``, see
+    the benchmark page, docs/benchmarks.md).
     This is the no-dependency form of the caching allocator (jemalloc, tcmalloc) that
     PyTorch's CPU tuning guides recommend. Process-wide and idempotent; a no-op elsewhere
     than glibc. Peak memory is unchanged; freed memory stays with the process.
@@ -150,10 +151,10 @@ def flush_denormals() -> bool:
 
     Adam keeps a first moment per weight that decays by 0.9 a step once a weight's gradient
     dies away; it then spends many steps in float32's subnormal range (below 1.2e-38), where
-    x86 arithmetic is up to a hundred times slower. In the default run 350 000 of the 2.3
-    million moments were subnormal by epoch 21, and the optimizer's steps took 0.48 s of a
-    1.9 s training epoch, which had taken 1.47 s at epoch 5 (with this set: 1.47 s at epoch
-    21). Threads inherit the setting when they are created, so a training process sets it
+    x86 arithmetic is up to a hundred times slower. In the default run many moments turn
+    subnormal over the first epochs, and the optimizer's steps then take a growing share of
+    each training epoch; with this set, later epochs take as long as early ones.
+    Threads inherit the setting when they are created, so a training process sets it
     before its first parallel torch or numba loop (:func:`dsc.jobs.train.train_job`); GPUs
     are not affected. Flushing changes results only where a value would be subnormal,
     and the same way in a run and in its resumption.
@@ -182,16 +183,17 @@ def micro_batch_size(
     rounding, and dropout draws one mask per image as before. On CPU, ``micro_batch`` 0 (auto)
     splits the batch into the fewest equal parts whose input maps (3 x H x W float32 per image)
     fit in 4 MB: at 128x128 a batch of 32 runs as two passes of 16, whose maps stay in the
-    CPU caches between the layers of a pass (about 1.2x the images per second of one pass of 32
-    on 2 cores). On CUDA, auto keeps the whole batch.
+    CPU caches between the layers of a pass, which gives more images per second than one pass
+    of 32. On CUDA, auto keeps the whole batch.
 
     ``batch`` (default ``cfg.batch_size``) sizes other passes by the same rule: evaluation
     with torch's convolutions splits its ``eval_batch_size`` batches of 256 into passes of 22
     at 128x128.
 
     ``conv3``: the passes' convolutions run through :mod:`dsc.nn.conv3` (DenseVGG training on
-    CPU), whose fixed cost per call favours one pass: auto keeps the whole batch (on 2 cores,
-    613 images/s against 521 for passes of 16 and 446 for passes of 8).
+    CPU), whose fixed cost per call favours one pass: auto keeps the whole batch, which trains
+    faster there than passes of 16 or 8 (the training passes of ``bench/epoch_throughput.py``
+    on the benchmark page, docs/benchmarks.md).
     """
     batch = cfg.batch_size if batch is None else batch
     if cfg.micro_batch:

@@ -69,7 +69,9 @@ def deflate(path: Path) -> Path:
     ``torch.load`` and ``np.load`` read deflated entries as they read stored ones. Level 1,
     LZ77 or Huffman alone, whichever shrinks an entry's first 64 KiB more; entries that would
     save under 2% (random bytes) are stored (:func:`dsc.core.zips.choose`). Trained float32
-    weights shrink 8%, Huffman alone, in 45 ms per 4.9 MB. The entries are deflated on two threads.
+    weights shrink a little, with Huffman alone, and quickly (a run's bytes are
+    ``bench/run_bytes.py`` on the benchmark page, docs/benchmarks.md). The entries are deflated
+    on two threads.
     """
     packed = path.with_name(path.name + ".deflated")
     with zipfile.ZipFile(path) as src:

@@ -22,7 +22,7 @@ ALIAS_BEST = "best"
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model, given explicitly (inference takes >10 s a call)."""
+    """Pinned requirements of a logged model, given explicitly (MLflow's inference of them is slow)."""
     import torchvision
 
     return [

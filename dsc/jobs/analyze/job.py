@@ -161,9 +161,9 @@ def _torch_beside_numpy(stop: threading.Event) -> Iterator[ThreadPoolExecutor]:
     """One background thread for torch work while this thread runs NumPy and matplotlib.
 
     The background gets all but one of torch's threads; NumPy's BLAS gets one, which on two
-    cores lets the halves overlap and avoids the oversubscription that costs 10-20x on a busy
-    machine for many small products. On an error here ``stop`` is set, so the background
-    stops at its next evaluation instead of finishing its work.
+    cores lets the halves overlap and avoids the oversubscription that makes many small
+    products many times slower on a busy machine. On an error here ``stop`` is set, so the
+    background stops at its next evaluation instead of finishing its work.
     """
     threads, switch = torch.get_num_threads(), sys.getswitchinterval()
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(1, "dsc-modes") as pool:
