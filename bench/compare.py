@@ -14,14 +14,10 @@ CPU time per curve of the two stages of each fit (serial, in this process): the 
 (`dsc.core.lld.search`, every N) and lmfit's ``Model.fit`` of each N from its optimum
 (`dsc.core.lld.model`). Floor: >= 20 runs/s end to end on 2 cores.
 
-Measured on the 2 shared cores, busy with other work (load average 4-5), where CPU times
-compare and wall times barely do. Before lmfit's ``Model.fit`` made the final fit (lmfit's
-statistics were re-computed by hand at the search optimum): 41-44 ms of CPU per run end to
-end, select(K=3) 13 ms; 22.7 runs/s end to end at load ~2 (8.8 s; fits 3.0 s), 11-21 runs/s
-at load 4-5. With it: 52-68 ms per run, select 27-31 ms (search 11-13 ms, lmfit 14-18 ms:
-2.3, 4.6 and 7.4 ms for N = 1, 2, 3, about half of it lmfit copying its Parameters four
-times and propagating the centres' errors through their expressions); 11-20 runs/s at load
-4-5, the best 19.5 runs/s (10.3 s) at load 4.0.
+On shared cores busy with other work, CPU times compare and wall times barely do. Of a
+fit's CPU time, lmfit's final ``Model.fit`` takes about as much as the search, about half of
+it lmfit copying its Parameters and propagating the centres' errors through their
+expressions. The current reading is the compare row of the benchmark page, docs/benchmarks.md.
 
 Wall times swing with whatever else the machine runs, so the CPU seconds of the end-to-end
 call are printed too (this process, and its worker processes once joined) with the wall time

@@ -20,10 +20,9 @@ helps the plain loop more). Subnormal floats are flushed for dsc's arms only, as
 train`` flushes them and a plain script does not. The flag is per thread and threads inherit
 it when they start, so it is switched on this thread before each dsc arm and off before each
 plain arm; threads that torch started before (preparing the data) keep computing with
-subnormals in every arm, which can only handicap dsc's. With the flag set once for every
-thread of both arms, the plain loop's training passes ran 1.66x faster in this process (an
-A/B the same hour on 768 images), though a plain script on its own gained nothing from it;
-the README records both readings.
+subnormals in every arm, which can only handicap dsc's. Setting the flag once for every
+thread of both arms speeds the plain loop's training passes up in this process, though a plain
+script on its own gains nothing from it.
 
     uv run python bench/epoch_throughput.py [--rounds 5] [--epochs-per-arm 2] [--train-images 0]
 

@@ -14,7 +14,8 @@ WW's time is almost all one float64 SVD (the ``svd ms`` column). Ours is almost 
 eigensolver: an exact full ESD needs a tridiagonal reduction (``ssytrd``: 4/3 n^3 flops, half
 of them memory-bound symmetric matrix-vector products) and ``ssterf`` on the result; float32
 halves the first and the Gram matrix, but no exact full ESD on one core goes much below
-gram + ssytrd + ssterf, which caps the ratio near 5-7x on n ~ 1000 layers.
+gram + ssytrd + ssterf, which caps the ratio on n ~ 1000 layers (the current reading is the
+spectra row of the benchmark page, docs/benchmarks.md).
 
 Fairness: BLAS and OpenMP run on one thread for both sides (``DSC_BENCH_THREADS`` to change;
 the variables are set before numpy, scipy and torch load, so they bind scipy's OpenBLAS, which

@@ -17,7 +17,7 @@ from dsc.figures import lld as lld_figures
 from dsc.figures.style import save
 from dsc.settings import CompareConfig
 
-OVERLAY_MAX_RUNS = 12  # panels in the overlay, bars in the R² chart: readable, ~1 s to draw
+OVERLAY_MAX_RUNS = 12  # panels in the overlay, bars in the R² chart: readable, and quick to draw
 
 __all__ = ["OVERLAY_MAX_RUNS", "chosen", "draw", "figures"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from dsc.errors import ConfigError
 from dsc.settings.base import FIELD_STYLE, Settings, setting
 
-MAX_COMPONENTS = 6  # LLD: each extra component adds 3 parameters and ~50% fitting time
+MAX_COMPONENTS = 6  # LLD: each extra component adds 3 parameters and lengthens every curve's fit
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

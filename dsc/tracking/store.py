@@ -25,7 +25,7 @@ KIND_TAG = "dsc.kind"  # what wrote a run: train, compare, snapshot, analyze
 # once a run is under way, where a server restart must cost nothing, too slow to learn at
 # start-up that no server answers. The start-up probe uses these instead (about 20 s at most; a
 # refused connection fails at once). 5 s a try: a server with MLflow's auth app hashes each
-# request's password (PBKDF2) before it answers, seconds while its CPU is busy.
+# request's password (PBKDF2) before it answers, which is slow while its CPU is busy.
 PROBE_HTTP = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

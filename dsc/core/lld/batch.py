@@ -20,7 +20,8 @@ import numpy as np
 
 from dsc.core import lld
 
-# Pool start-up (~50 ms) and the pipeline only pay off beyond a handful of curves (~70 ms each).
+# Starting the pool costs about as much as fitting a curve: it and the pipeline only pay off
+# beyond a handful of curves.
 MIN_PARALLEL_RUNS = 4
 MAX_CHUNK = 8  # small chunks: results come back (and are used) while later chunks fit
 

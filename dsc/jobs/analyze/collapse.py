@@ -22,8 +22,9 @@ from dsc.jobs.analyze.plumbing import FigureWriter
 
 CLASSIFIER = "out"
 # Checkpoints read for NC3/NC4, evenly spread over the snapshot epochs: each read loads the
-# whole checkpoint (optimizer state too) for one (C, d) matrix; reading every epoch's would add
-# seconds to analyze's budget on a 60-epoch run (README, Benchmarks).
+# whole checkpoint (optimizer state too) for one (C, d) matrix; reading every epoch's would make
+# them a large part of `dsc analyze`'s time on a 60-epoch run (``bench/analyze.py`` on the
+# benchmark page, docs/benchmarks.md).
 WEIGHT_EPOCHS = 16
 LAYERS = ("fc1", "fc2")  # always measured, with the analysed layer (--layer) when it is another
 
