@@ -2,8 +2,9 @@
 
 Each field carries its default, type, range or choices and help (:func:`setting`) and is
 checked where it enters: on construction. The command line, the sweep, MLproject (a test
-holds it to these) and the README's option lists are derived from the declarations. Imports
-nothing heavy (no torch, mlflow or click).
+holds it to these) and the command reference generated from the command line
+(docs/reference/cli.md) are derived from the declarations. Imports nothing heavy (no torch,
+mlflow or click).
 """
 
 from dsc.settings.analysis import (

@@ -2,9 +2,9 @@
 
 A config is a frozen dataclass deriving from :class:`Settings` whose fields are made with
 :func:`setting`. Construction checks every declared rule and raises one line naming the value
-and what is allowed. The command line (``dsc.cli``), the sweep's key and value checks
-(``dsc.jobs.sweep``) and the README's option lists are read from the same declarations through
-:func:`options_of`. Imports nothing heavy (no torch, mlflow or click).
+and what is allowed. The command line (``dsc.cli``, and so the command reference generated
+from it, docs/reference/cli.md) and the sweep's key and value checks (``dsc.jobs.sweep``) are
+read from the same declarations through :func:`options_of`. Imports nothing heavy (no torch, mlflow or click).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class Settings:
     _style: ClassVar[str] = OPTION_STYLE
     _say_type: ClassVar[bool] = False
     _error: ClassVar[type[DscError]] = ConfigError
-    _title: ClassVar[str] = ""  # heads the config's options in the README's lists
+    _title: ClassVar[str] = ""  # a heading for the config's options where they are listed by config
 
     def __post_init__(self) -> None:
         for opt in options_of(type(self), only_cli=False).values():

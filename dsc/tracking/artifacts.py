@@ -1,6 +1,6 @@
 """A run's artifacts: checkpoints, snapshot directories, and the tags that mark them complete.
 
-Layout under a run's artifacts (see the README): ``checkpoints/epoch_EEEE.pt`` and
+Layout under a run's artifacts (docs/guide/run-contents.md): ``checkpoints/epoch_EEEE.pt`` and
 ``snapshots/`` (``probe.npz``, ``epoch_EEEE.npz``; the format is :mod:`dsc.core.snapshot`),
 and ``images/`` (MLflow's stepped pictures, read back by :func:`image_steps`).
 """
