@@ -5,13 +5,13 @@ task (5 identities x 576 images, 128 x 128), its 576-image validation split as t
 the paper's DenseVGG (2,284,969 parameters), a snapshot at every epoch 0..60 written by
 `dsc.core.snapshot.compute` / `write` with the activations pooled to the default 4 MB budget, the
 four learning curves and each class's validation recall, and a checkpoint at every epoch (the
-weights only; the last one complete, as `dsc train` leaves it). Activations are
-synthetic (classes that separate one after another around epoch 25) and the weights drift from their initialisation towards a
-few spikes, so every step has real work to do; the model is untrained, so the modes curves
-sit at chance, which costs the same time as a trained one. Snapshots are cached (under
-$DSC_CACHE_DIR or ~/.cache/dsc) after the first call; the analysis itself runs against a
-fresh SQLite store in a temporary directory, and prints wall seconds, process CPU seconds
-and seconds per step.
+weights only; the last one complete, as `dsc train` leaves it). Activations are synthetic
+(classes that separate one after another around epoch 25) and the weights drift from their
+initialisation towards a few spikes, so every step has real work to do; the model is untrained,
+so the modes curves sit at chance, which costs the same time as a trained one. Snapshots are
+cached (under $DSC_CACHE_DIR or ~/.cache/dsc) after the first call; the analysis itself runs
+against a fresh SQLite store in a temporary directory, and prints wall seconds, process CPU
+seconds and seconds per step.
 
     uv run python bench/analyze.py [--epochs 60] [--modes-max-images 576] [--repeats 1]
 """

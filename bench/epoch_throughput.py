@@ -171,7 +171,8 @@ def main() -> None:
         ours_s, plain_s = statistics.median(p[i] for p in t_ours), statistics.median(p[i] for p in t_plain)
         print(f"  {name}: plain {plain_s:.2f} s, dsc {ours_s:.2f} s, {plain_s / ours_s:.2f}x")
     print(
-        f"  bound with dsc's training passes alone (all else free): {ref / statistics.median(p[0] for p in t_ours):.2f}x"
+        "  bound with dsc's training passes alone (all else free): "
+        f"{ref / statistics.median(p[0] for p in t_ours):.2f}x"
     )
     for i, name in enumerate(PARTS):
         part = statistics.median(p[i] for p in t_ours)
@@ -179,8 +180,9 @@ def main() -> None:
     bare_total = [sum(p) for p in t_bare]
     over = [(a - b) / b for a, b in zip(total, bare_total)]
     print(
-        f"dsc epoch without snapshots (--snapshot-every 0): {statistics.median(bare_total):.2f} s per epoch (median); "
-        f"snapshot overhead {100 * statistics.median(over):.1f}% (per-round {100 * min(over):.1f}..{100 * max(over):.1f}%)"
+        f"dsc epoch without snapshots (--snapshot-every 0): {statistics.median(bare_total):.2f} s per epoch "
+        f"(median); snapshot overhead {100 * statistics.median(over):.1f}% "
+        f"(per-round {100 * min(over):.1f}..{100 * max(over):.1f}%)"
     )
 
 

@@ -3,11 +3,12 @@
 Trains the default task (5 synthetic identities x 576 images, 128x128, DenseVGG) for one
 epoch into a temporary SQLite store with the recorder ``dsc train`` uses, then reads the sizes
 of what it left: a weights checkpoint, a full one (weights, Adam's moments, generators), a
-snapshot and the epoch's pictures (which `dsc analyze` logs in a default run). A default run keeps a checkpoint and a snapshot for each
-of its 61 epochs (0-60), full ones at epochs 0, 20, 40 and 60 (``--state-every 20``; epoch 0's
-optimizer state is empty), so its bytes are estimated as 61 x (weights + snapshot + pictures)
-+ 3 x (full - weights) + the probe file; the registered models are not counted. Prints each
-part and the total against 1.83 GB (every checkpoint full and stored, as before).
+snapshot and the epoch's pictures (which `dsc analyze` logs in a default run). A default run
+keeps a checkpoint and a snapshot for each of its 61 epochs (0-60), full ones at epochs 0, 20,
+40 and 60 (``--state-every 20``; epoch 0's optimizer state is empty), so its bytes are estimated
+as 61 x (weights + snapshot + pictures) + 3 x (full - weights) + the probe file; the registered
+models are not counted. Prints each part and the total against 1.83 GB (every checkpoint full
+and stored, as before).
 
 With ``--run-id``, counts a finished run's artifacts instead, folder by folder, in the store
 that ``MLFLOW_TRACKING_URI`` names (a real default run: its snapshots grow as activations
@@ -106,7 +107,8 @@ def main() -> None:
     for name, size in sizes.items():
         print(f"{name:20s} {size / 1e6:8.2f} MB")
     print(
-        f"default run (61 epochs): {total / 1e9:.3f} GB = {100 * total / BEFORE:.1f}% of 1.83 GB  (run {run.info.run_id})"
+        f"default run (61 epochs): {total / 1e9:.3f} GB = {100 * total / BEFORE:.1f}% of 1.83 GB  "
+        f"(run {run.info.run_id})"
     )
 
 

@@ -34,7 +34,8 @@ def load(
         raise DataError(f"folder dataset {root}: {exc}; expected {root}/<class>/<image files>") from None
     if len(tree.classes) < 2:
         raise DataError(
-            f"folder dataset {root} has {len(tree.classes)} class ({tree.classes}); a classification task needs at least 2"
+            f"folder dataset {root} has {len(tree.classes)} class ({tree.classes}); "
+            "a classification task needs at least 2"
         )
     names = _choose(tree.classes, classes, seed, root)
     keep = {tree.class_to_idx[name]: label for label, name in enumerate(names)}

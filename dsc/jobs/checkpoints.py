@@ -31,14 +31,14 @@ class EpochLogger:
     """The training callback: metrics with step = epoch, checkpoints, the best model.
 
     ``extra`` (configs, class names, normalisation) goes into every checkpoint. Checkpoints are
-    kept (unless ``checkpoint_every`` is 0: none) every ``checkpoint_every`` epochs, at the last epoch and whenever validation accuracy
-    reaches a new best (so a resumed run can still register the best model). Each holds the
-    weights; the optimizer and generator state (what resuming needs, twice the weights' bytes
-    under Adam) only at epoch 0, every ``state_every`` epochs and the last: a killed run
-    replays from the latest of those (:func:`dsc.jobs.resume.resume_job`). ``logged`` (from
-    :class:`LoggedSteps`) skips metrics a resumed run already has. The last epoch's state is
-    held in memory until the next one, so that a stopped training can still write a full
-    checkpoint of it (:meth:`flush`).
+    kept (unless ``checkpoint_every`` is 0: none) every ``checkpoint_every`` epochs, at the
+    last epoch and whenever validation accuracy reaches a new best (so a resumed run can still
+    register the best model). Each holds the weights; the optimizer and generator state (what
+    resuming needs, twice the weights' bytes under Adam) only at epoch 0, every ``state_every``
+    epochs and the last: a killed run replays from the latest of those
+    (:func:`dsc.jobs.resume.resume_job`). ``logged`` (from :class:`LoggedSteps`) skips metrics a
+    resumed run already has. The last epoch's state is held in memory until the next one, so
+    that a stopped training can still write a full checkpoint of it (:meth:`flush`).
     """
 
     def __init__(

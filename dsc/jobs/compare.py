@@ -10,9 +10,9 @@ comparison run (tag ``dsc.kind = compare``) gets
 
 - ``lld/table.csv``, ``lld/table.json``: one row per run and N: R², AIC, BIC, the chosen
   flag, the run's chosen N (``chosen_n``; 0 and ``no_process`` true when the constant alone
-  wins by BIC: the curve has no learning process, and no row is chosen), each component's amplitude/center/width with standard errors, the fit's message (why
-  no fit was made: too few points, a flat curve), why N was chosen, the run's params
-  (``param.<name>``);
+  wins by BIC: the curve has no learning process, and no row is chosen), each component's
+  amplitude/center/width with standard errors, the fit's message (why no fit was made: too
+  few points, a flat curve), why N was chosen, the run's params (``param.<name>``);
 - ``lld/overlay.png`` (curves and fitted components), ``lld/centers_widths.png`` (the chosen
   fits' components across runs, coloured by a param), ``lld/variance_explained.png`` (R² of
   one and of two logistics);

@@ -1,9 +1,9 @@
 """Each snapshot's pictures in the MLflow image grid: probe PCA at fc2, ESDs of fc1 and fc2, CKA.
 
-Logged with ``log_image(key=..., step=epoch)``, the form that gives the run page a step
-slider. `dsc analyze` renders them from the run's snapshots for every epoch that lacks them
-(so a rerun adds none); ``dsc train --snapshot-images`` renders them during training instead,
-adding their drawing to every snapshot's cost. Both paths draw the same pictures (:func:`epoch_pictures`).
+Logged with ``log_image(key=..., step=epoch)``, the form that gives the run page a step slider.
+`dsc analyze` renders them from the run's snapshots for every epoch that lacks them (so a rerun
+adds none); ``dsc train --snapshot-images`` renders them during training instead, adding their
+drawing to every snapshot's cost. Both paths draw the same pictures (:func:`epoch_pictures`).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 A config is a frozen dataclass deriving from :class:`Settings` whose fields are made with
 :func:`setting`. Construction checks every declared rule and raises one line naming the value
-and what is allowed. The command line (``dsc.cli``, and so the command reference generated
-from it, docs/reference/cli.md) and the sweep's key and value checks (``dsc.jobs.sweep``) are
-read from the same declarations through :func:`options_of`. Imports nothing heavy (no torch, mlflow or click).
+and what is allowed. The command line (``dsc.cli``, and so the command reference generated from
+it, docs/reference/cli.md) and the sweep's key and value checks (``dsc.jobs.sweep``) are read
+from the same declarations through :func:`options_of`. Imports nothing heavy (no torch, mlflow
+or click).
 """
 
 from __future__ import annotations

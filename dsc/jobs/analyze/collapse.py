@@ -54,8 +54,8 @@ COLLAPSE_TEXT = (
     "the centred class means' norms; NC2 equiangle = mean over ordered class pairs of |cos + 1/(C−1)|; NC3 = "
     "‖W/‖W‖ − M/‖M‖‖² of the {clf} layer's weights against the centred class means, and NC4 = the share of "
     "probe images whose {clf} decision differs from the nearest class mean, both for {feeder} (the layer "
-    "{clf} reads), at {n_w} epochs with a checkpoint, evenly spread. Below: the spikes of {clf}'s spectrum against C − 1 "
-    "(dsc.core.collapse)."
+    "{clf} reads), at {n_w} epochs with a checkpoint, evenly spread. Below: the spikes of {clf}'s spectrum "
+    "against C − 1 (dsc.core.collapse)."
 )
 
 

@@ -19,12 +19,13 @@ onto the same run (its status is left as it is):
   for the epochs that lack them.
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
-emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point, pixel variance maps and each class's most activating
-inputs (Figs 15, 16), layer similarity (Fig 17), weight spectra over epochs, hierarchical modes
-of the final weights (Li & Huang), the logistic learning decomposition (Figs 11, 12), the
-per-class decomposition that says which classes make each of its processes, the order the
-data's input-output modes predict (Saxe et al.), neural collapse per epoch (Papyan et al.), and
-the event timeline that lines every step's changes up on one axis (the report's first section).
+emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point,
+pixel variance maps and each class's most activating inputs (Figs 15, 16), layer similarity
+(Fig 17), weight spectra over epochs, hierarchical modes of the final weights (Li & Huang),
+the logistic learning decomposition (Figs 11, 12), the per-class decomposition that says
+which classes make each of its processes, the order the data's input-output modes predict
+(Saxe et al.), neural collapse per epoch (Papyan et al.), and the event timeline that lines
+every step's changes up on one axis (the report's first section).
 Steps 4, 7 and 10 rebuild the dataset from the checkpoint's data config; when it cannot be
 rebuilt (a moved folder, a changed generator) they are skipped with the reason written into
 the summary and the report, and the rest still runs.
