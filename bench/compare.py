@@ -47,11 +47,11 @@ import numpy as np  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dsc.core.lld import model as lld_model
-from dsc.core.lld import search as lld_search
+from dsc.core.lld import model as lld_model  # noqa: E402
+from dsc.core.lld import search as lld_search  # noqa: E402
 from dsc.core.lld.batch import cpu_count, fit_curves  # noqa: E402
 from dsc.jobs.compare import compare_job  # noqa: E402
-from dsc.settings import CompareConfig
+from dsc.settings import CompareConfig  # noqa: E402
 
 FLOOR = 20.0  # runs per second, end to end, on 2 cores
 EPOCHS = 60

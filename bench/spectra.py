@@ -124,23 +124,23 @@ def main() -> None:
     for name, heavy, W in matrices():
         # Interleaved, warm-up call each first, so both see the same machine state.
         layer_spectrum(W)
-        t_ours, ours = best_time(lambda: layer_spectrum(W), args.repeats)
+        t_ours, ours = best_time(lambda W=W: layer_spectrum(W), args.repeats)
         t_ww, alpha_ww = float("nan"), float("nan")
         if ww:
             ww_alpha(ww.WeightWatcher, W)
-            t_ww, alpha_ww = best_time(lambda: ww_alpha(ww.WeightWatcher, W), args.repeats)
+            t_ww, alpha_ww = best_time(lambda W=W: ww_alpha(ww.WeightWatcher, W), args.repeats)
         # Where our time goes: Gram matrix, eigensolver (rest of esd), fits.
         small = W if W.shape[0] <= W.shape[1] else W.T  # Gram small @ small.T, as esd does it
         gram = (
-            (lambda: blas.ssyrk(1.0, small))
+            (lambda small=small: blas.ssyrk(1.0, small))
             if small.flags.f_contiguous
-            else (lambda: blas.ssyrk(1.0, small.T, trans=1))
+            else (lambda small=small: blas.ssyrk(1.0, small.T, trans=1))
         )
         t_gram, _ = best_time(gram, args.repeats)
-        t_esd, evals = best_time(lambda: esd(W), args.repeats)
-        t_fit, _ = best_time(lambda: spectrum_of_esd(evals, *W.shape), args.repeats)
+        t_esd, evals = best_time(lambda W=W: esd(W), args.repeats)
+        t_fit, _ = best_time(lambda W=W, evals=evals: spectrum_of_esd(evals, *W.shape), args.repeats)
         # WW's own cost floor: the SVD it runs (scipy gesdd); ours replaces it.
-        t_svd, _ = best_time(lambda: linalg.svd(W.astype(np.float64), compute_uv=False), 1)
+        t_svd, _ = best_time(lambda W=W: linalg.svd(W.astype(np.float64), compute_uv=False), 1)
         diff = abs(ours["alpha"] - alpha_ww)
         if np.isfinite(alpha_ww):  # WW skips layers too small to fit; no time to compare
             ours_total += t_ours

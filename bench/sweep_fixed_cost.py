@@ -88,7 +88,7 @@ def main() -> None:
             f"{name:6s} {' '.join(extra):24s} wall {wall:7.1f} s  fixed cost {results[name][1]:5.1f} s/member"
             f"  {results[name][2]:6.1f} runs/h"
         )
-    (wb, fb, rb), (wa, fa, ra) = results["before"], results["after"]
+    (_, fb, rb), (_, fa, ra) = results["before"], results["after"]
     print(
         f"fixed cost before/after {fb / fa:.2f}x; runs per hour after/before {ra / rb:.2f}x; "
         f"floor {FLOOR_S:.0f} s/member after: {'met' if fa <= FLOOR_S else 'missed'}"

@@ -119,7 +119,7 @@ def main() -> None:
     t_plain, t_ours = [], []
     for r in range(args.rounds):
         t_plain.append(timed(lambda: plain_epoch(plain, loader, plain_opt)))
-        t_ours.append(timed(lambda: train_one_epoch(ours, data, opt, cfg, r + 1, device)))
+        t_ours.append(timed(lambda r=r: train_one_epoch(ours, data, opt, cfg, r + 1, device)))
     ref, fast = args.round / statistics.median(t_plain), args.round / statistics.median(t_ours)
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "

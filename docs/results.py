@@ -264,14 +264,16 @@ def main() -> None:
             f"{span / 60:.0f} min of wall time (comparison run `{cid}`).",
             "",
         ]
-        page += lines + [
+        page += [
+            *lines,
             "",
             f"Smallest Spearman rho detectable at 80% power with {n} runs: {detectable_rho(n):.2f}.",
             "",
             "Agreement of the two predictors with the observed N:",
             "",
         ]
-        page += agreement_lines(art) + [
+        page += [
+            *agreement_lines(art),
             "",
             "Li & Huang's break rank against the class count: not measured in "
             "these runs (they were trained without snapshots, and "
@@ -280,7 +282,7 @@ def main() -> None:
             "**Conclusion.** " + conclusion(trends, art, what, n),
             "",
         ]
-        page += figures(cid, experiment, DOCS / "figures") + [""]
+        page += [*figures(cid, experiment, DOCS / "figures"), ""]
     if wall_file.exists():
         page += ["## Wall time of the experiment", "", "```", wall_file.read_text().strip(), "```", ""]
     page += [

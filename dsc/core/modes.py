@@ -13,6 +13,7 @@ unfolded input patch (im2col), so its modes are modes of the layer's linear map.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,7 +163,7 @@ def fit_two_segment_power_law(k: np.ndarray, err: np.ndarray, min_points: int = 
     sst = float(np.sum((y - y.mean()) ** 2))
     single_r2 = 1 - float(np.sum((np.polyval(single, x) - y) ** 2)) / sst if sst > 0 else nan
     # Candidates between the 2nd and the 2nd-to-last point leave >= 2 points per segment.
-    cands = np.unique(np.concatenate([np.linspace(a, b, 21) for a, b in zip(x[1:-2], x[2:-1])]))
+    cands = np.unique(np.concatenate([np.linspace(a, b, 21) for a, b in itertools.pairwise(x[1:-1])]))
     fits = [_hinge_lstsq(x, y, xb) for xb in cands]
     best = int(np.argmin([rss for _, rss in fits]))
     (a, s1, ds), rss = fits[best]

@@ -14,6 +14,7 @@ Degenerate inputs (a layer constant over the probes) give NaN, never an exceptio
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -185,7 +186,7 @@ def successive_correlation(acts: Mapping[str, np.ndarray], names: Sequence[str])
     if missing:
         raise ValueError(f"no activations for {missing}; available: {sorted(acts)}")
     out = {}
-    for first, second in zip(names[:-1], names[1:]):
+    for first, second in itertools.pairwise(names):
         a, b = np.asarray(acts[first]), np.asarray(acts[second])
         if a.shape != b.shape:
             raise ValueError(

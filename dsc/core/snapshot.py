@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -169,7 +170,7 @@ def _esd_shape(W: np.ndarray) -> tuple[int, int]:
 def _successive(activations: Mapping[str, np.ndarray], layers: Sequence[str]) -> dict[str, float]:
     """Pearson correlation of each pair of successive layers whose activations share a shape."""
     out: dict[str, float] = {}
-    for a, b in zip(layers, layers[1:]):
+    for a, b in itertools.pairwise(layers):
         if activations[a].shape == activations[b].shape:
             out.update(successive_correlation(activations, [a, b]))
     return out

@@ -342,4 +342,4 @@ def change_point(
     if not rise > (4 * noise if min_rise is None else min_rise) or rise <= 1e-12 * np.abs(y).max():
         return ChangePoint(None, np.nan, rise, noise, method)
     onset = _hinge_onset(t, y, floor, top)
-    return ChangePoint(None if np.isnan(onset) else int(round(onset)), onset, rise, noise, method)
+    return ChangePoint(None if np.isnan(onset) else round(onset), onset, rise, noise, method)

@@ -39,7 +39,7 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[n
     counts = np.bincount(labels)
     if len(counts) < 2 or (counts > 0).sum() < 2:
         raise DataError(f"dataset has {(counts > 0).sum()} class; a classification task needs at least 2")
-    n_val = int(round(val_fraction * len(labels)))
+    n_val = round(val_fraction * len(labels))
     if counts[counts > 0].min() < 2 or n_val < (counts > 0).sum() or len(labels) - n_val < (counts > 0).sum():
         raise DataError(
             f"dataset too small to split: class counts {counts.tolist()} with val_fraction {val_fraction}; "

@@ -114,7 +114,7 @@ def _predict(fit: dict[str, Any], by_class: dict[str, dict[str, Any]], config: C
     out["groups"], out["class_clusters"] = clusters, float(len(clusters))
     out["classes"] = {name: {"n": f["n"], "main_rise": rises[name]} for name, f in by_class.items()}
     chosen = {name: _chosen(f) for name, f in by_class.items()}
-    t, y = np.asarray(fit["curve"]["t"], dtype=float), np.asarray(fit["curve"]["y"], dtype=float)
+    t = np.asarray(fit["curve"]["t"], dtype=float)
     if t.size < 2 or any(c is None for c in chosen.values()):
         return out
     summed = class_groups.summed_curve(

@@ -8,6 +8,7 @@ on any model that :func:`dsc.nn.model.named_layers` understands (DenseVGG and VG
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 
@@ -67,7 +68,7 @@ def activation_sites(model: nn.Module) -> dict[str, tuple[nn.Module, bool]]:
     for parent in model.modules():
         if isinstance(parent, nn.Sequential):
             children = list(parent)
-            following.update(zip(children[:-1], children[1:]))
+            following.update(itertools.pairwise(children))
     sites = {}
     for name, layer in named_layers(model).items():
         nxt = following.get(layer)

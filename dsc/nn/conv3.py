@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -139,7 +140,7 @@ class _Lease:
     """
 
     KEEP = 2
-    _free: dict[tuple, list[torch.Tensor]] = {}
+    _free: ClassVar[dict[tuple, list[torch.Tensor]]] = {}  # one free list for every lease
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         self.key = (tuple(shape), dtype)

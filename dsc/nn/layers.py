@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from dsc.nn.probe import quiet_pass
 WRAPPERS = {"DistributedDataParallel": "module", "DataParallel": "module", "OptimizedModule": "_orig_mod"}
 WRAPPER_ATTRS = ("module", "_orig_mod")  # the prefixes their state dicts and module names add
 WEIGHT_TYPES = (nn.Linear, nn.Conv2d)
-LayerSpec = Union[None, Sequence[str], Mapping[str, nn.Module], Callable[[str, nn.Module], bool]]
+LayerSpec = None | Sequence[str] | Mapping[str, nn.Module] | Callable[[str, nn.Module], bool]
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -335,7 +335,7 @@ def mode_sweep(
             fit_two_segment_power_law(np.asarray(ks), dloss),
         )
 
-    union = sorted(set().union(*(k_grid(d.n_modes, points).tolist() + [d.n_modes] for d in decs.values())))
+    union = sorted(set().union(*([*k_grid(d.n_modes, points).tolist(), d.n_modes] for d in decs.values())))
     layers = {}
     for i, (name, dec) in enumerate(decs.items()):
 

@@ -215,7 +215,7 @@ def _starts(frame: Frame, n: int, previous: np.ndarray | None) -> list[np.ndarra
     amps = np.full(n, frame.yrange / n)
     if previous is None:
         return [_pack(c0, amps, centres, np.full(n, w)) for w in (w0, 3.0 * w0)]
-    return [_pack(c0, amps, centres, np.full(n, w0))] + _grown(frame, previous, n - 1)
+    return [_pack(c0, amps, centres, np.full(n, w0)), *_grown(frame, previous, n - 1)]
 
 
 def _grown(frame: Frame, previous: np.ndarray, m: int) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ frozen result: what it found, its report section, and ``summary()``, its entry o
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -197,7 +198,7 @@ def similarity(snaps: snapshot.Snapshots, change_epoch: int | None, draw: Figure
     """Successive layers' correlation and CKA over epochs (Fig 17), every pair's CKA first and last."""
     epochs, layers = snaps.epochs, snaps.layers
     cka, corr = snaps.cka(), snaps.corr()
-    pairs = {f"{x}-{y}": cka[:, i, i + 1] for i, (x, y) in enumerate(zip(layers, layers[1:]))}
+    pairs = {f"{x}-{y}": cka[:, i, i + 1] for i, (x, y) in enumerate(itertools.pairwise(layers))}
     fig = similarity_figures.layer_similarity(epochs, corr, "Pearson correlation", change_epoch)
     images = [draw("corr_successive", fig, "correlation between successive layers' activations over epochs (Fig 17)")]
     fig = similarity_figures.layer_similarity(
