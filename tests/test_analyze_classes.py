@@ -5,8 +5,8 @@ import pytest
 
 from dsc.core import snapshot, timeline
 from dsc.errors import ConfigError
-from dsc.jobs.analyze import job as analyze
 from dsc.jobs.analyze import classes as analyze_classes
+from dsc.jobs.analyze import job as analyze
 from dsc.jobs.analyze import steps as analyze_steps
 from dsc.jobs.analyze.source import Source
 from dsc.settings import AnalyzeConfig
@@ -72,5 +72,5 @@ def test_a_run_with_one_class_is_a_one_line_error():
         run_id = "r1"
 
     src = Source(type("Run", (), {"info": Info})(), one, {}, {})
-    with pytest.raises(ConfigError, match="has one class .a.: analyze compares classes"):
+    with pytest.raises(ConfigError, match=r"has one class .a.: analyze compares classes"):
         analyze._validate(src, AnalyzeConfig())

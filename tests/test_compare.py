@@ -200,7 +200,7 @@ def test_cli_compares_and_bad_options_are_refused(db):
 
 
 def test_nan_values_too_few_points_and_flat_curves(db):
-    t, y = curve(PLANTED["0.01"])
+    _, y = curve(PLANTED["0.01"])
     y[[5, 20, 33]] = np.nan
     with_nan = make_run("sweep", y)
     short = make_run("sweep", y[10:17], lr="0.02")  # 7 points: N = 1 fits, N = 2, 3 cannot

@@ -55,7 +55,7 @@ def test_folder_bad_trees(tmp_path, setup, match):
 def test_folder_corrupt_image_is_named(tmp_path):
     root = make_folder(tmp_path / "f")
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png"):
         folder.load(root, size=16)
 
 
@@ -89,7 +89,7 @@ def test_prepare_normalises_with_training_statistics():
     data = prepare(ims, DataConfig(val_fraction=0.25))
     train = data.x[data.train_idx]
     assert abs(float(train.mean())) < 1e-5 and abs(float(train.std()) - 1) < 1e-4
-    xb, yb = data.batch(data.val_idx[:3], device=__import__("torch").device("cpu"), channels_last=True)
+    xb, _ = data.batch(data.val_idx[:3], device=__import__("torch").device("cpu"), channels_last=True)
     assert xb.shape == (3, 3, 8, 8) and xb.is_contiguous(memory_format=__import__("torch").channels_last)
     assert (xb[:, 0] == xb[:, 2]).all()
 
@@ -127,9 +127,9 @@ def test_folder_classes_by_count_and_by_name(tmp_path):
     named = load_imageset(DataConfig(data=f"folder:{root}", image_size=16, pick_classes="dog,bee"))
     assert named.classes == ("bee", "dog") and named.labels.tolist() == [0] * 3 + [1] * 3
     assert named.images[3:, 0, 0, 0].tolist() == [120, 121, 122]  # dog's pixels, relabelled 1
-    with pytest.raises(DataError, match="no class 'eel' in folder dataset .*it has: ant, bee, cat, dog"):
+    with pytest.raises(DataError, match=r"no class 'eel' in folder dataset .*it has: ant, bee, cat, dog"):
         folder.load(root, size=8, classes=["ant", "eel"])
-    with pytest.raises(DataError, match="--pick-classes 5: folder dataset .* has 4 classes"):
+    with pytest.raises(DataError, match=r"--pick-classes 5: folder dataset .* has 4 classes"):
         folder.load(root, size=8, classes=5)
 
 

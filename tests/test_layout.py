@@ -109,9 +109,9 @@ def test_no_import_cycle():
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycles.append(path[path.index(n) :] + [n])
+                cycles.append([*path[path.index(n) :], n])
             elif n not in state:
-                visit(n, path + [n])
+                visit(n, [*path, n])
         state[m] = 2
 
     for m in sorted(graph):

@@ -42,7 +42,7 @@ COMPS = np.stack([0.4 / (1 + np.exp(-(EPOCHS - 2.0))), 0.3 / (1 + np.exp(-(EPOCH
 EVALS = RNG.chisquare(5, 200)
 MP_X = np.linspace(0.1, 15, 50)
 MP_D = np.exp(-MP_X / 5) / 5
-PHASE_GRID = np.array([[PHASES[(l + e) % 3] for e in range(E)] for l in range(2)], dtype=object)
+PHASE_GRID = np.array([[PHASES[(i + e) % 3] for e in range(E)] for i in range(2)], dtype=object)
 
 
 def _with_nan(x):
@@ -239,7 +239,7 @@ def test_every_public_figure_is_covered():
 def test_learning_curves_draw_each_series_and_chance():
     fig = CASES["learning_curves"][0]()
     acc_ax, loss_ax = fig.axes
-    by_label = {l.get_label(): l for l in lines(acc_ax)}
+    by_label = {line.get_label(): line for line in lines(acc_ax)}
     np.testing.assert_array_equal(by_label["val"].get_ydata(), ACC)
     np.testing.assert_array_equal(by_label["train"].get_xdata(), EPOCHS)
     assert by_label["chance (0.20)"].get_ydata()[0] == 0.2
@@ -325,7 +325,7 @@ def test_emergence_marks_each_epoch_and_the_order():
     np.testing.assert_array_equal(lines(ax)[0].get_ydata(), scores[:, 0])
     assert vlines_at(ax, 4) and vlines_at(ax, 2)
     assert "face 2 → face 1" in ax.get_title()
-    assert "face 3 (never)" in [l.get_label() for l in lines(ax)]
+    assert "face 3 (never)" in [line.get_label() for line in lines(ax)]
 
 
 @pytest.mark.parametrize("epoch_cp", [2, 3.5])
@@ -395,7 +395,7 @@ def test_esd_panel_is_a_density_with_mp_curve_and_edge(log):
 
 def test_modes_curves_random_modes_are_dashed_in_their_layer_colour():
     ax = CASES["modes_curves"][0]().axes[0]
-    by_label = {l.get_label(): l for l in lines(ax)}
+    by_label = {line.get_label(): line for line in lines(ax)}
     leading, random = by_label["fc1/leading"], by_label["fc1/random"]
     assert leading.get_color() == random.get_color() != by_label["all/leading"].get_color()
     assert random.get_linestyle() == "--" and leading.get_linestyle() == "-"
@@ -411,7 +411,7 @@ def test_modes_curves_random_modes_are_dashed_in_their_layer_colour():
 )
 def test_power_law_fit_follows_both_segments(fit):
     ax = modes.power_law_fit(K, np.exp(-0.3) * K**-0.5, fit).axes[0]
-    fitted = [l for l in lines(ax) if l.get_label().startswith("fit")][0]
+    fitted = next(line for line in lines(ax) if line.get_label().startswith("fit"))
     k, y = np.asarray(fitted.get_xdata()), np.asarray(fitted.get_ydata())
     assert k[0] == 1.0 and y[0] == pytest.approx(np.exp(-0.3 + -0.5 * np.log(1.0)))
     at_b = np.exp(-0.3 - 0.5 * np.log(8.0))
@@ -422,7 +422,7 @@ def test_power_law_fit_follows_both_segments(fit):
 
 def test_lld_fit_draws_components_offset_by_the_constant():
     ax = CASES["lld_fit"][0]().axes[0]
-    by_label = {l.get_label(): l for l in lines(ax)}
+    by_label = {line.get_label(): line for line in lines(ax)}
     np.testing.assert_allclose(by_label["component 2"].get_ydata(), COMPS[1] + 0.2)
     np.testing.assert_allclose(by_label["sum of logistics"].get_ydata(), 0.2 + COMPS.sum(0))
     assert "R² = 0.990" in ax.get_title()

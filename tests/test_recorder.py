@@ -140,7 +140,7 @@ def test_a_recorded_run_is_a_training_run_with_the_metrics_of_dsc_train(recorded
 
 
 def test_its_snapshots_hold_the_users_layer_names_and_every_weights_spectrum(recorded):
-    _, rec, (xv, yv), _ = recorded
+    _, rec, (_, yv), _ = recorded
     snaps = tracking.snapshot.load(rec.run_id)
     assert snaps.epochs == [0, 1, 2, 3]
     assert snaps.layers == ["features.0", "features.3", "head.1", "head.4"]

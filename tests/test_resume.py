@@ -244,5 +244,5 @@ def test_half_written_snapshot_is_ignored_past_the_mark_and_an_error_before_it(t
     whole = (directory / "epoch_0002.npz").read_bytes()
     (directory / "epoch_0002.npz").write_bytes(whole[: len(whole) // 2])  # the process died mid-copy
     assert snapshot.read_dir(directory, through=1).epochs == [0, 1]
-    with pytest.raises(TrackingError, match="epoch_0002.npz is unreadable"):
+    with pytest.raises(TrackingError, match=r"epoch_0002\.npz is unreadable"):
         snapshot.read_dir(directory)

@@ -187,7 +187,7 @@ def test_training_snapshots_equal_recomputed_ones(store):
     # recompute into a child run: identical arrays
     res = CliRunner().invoke(main, ["snapshot", "--run-id", run_id, "--child", "--no-progress"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    child = [r for r in mlflow.search_runs(output_format="list") if r.info.run_id != run_id][0]
+    child = next(r for r in mlflow.search_runs(output_format="list") if r.info.run_id != run_id)
     assert child.data.tags["mlflow.parentRunId"] == run_id and child.info.status == "FINISHED"
     again = load_snapshots(child.info.run_id)
     assert again.epochs == live.epochs and np.array_equal(again.indices, live.indices)

@@ -123,7 +123,7 @@ def test_snapshot_readers_refuse_or_skip_a_corrupted_epoch(trained):
     assert list(skipped) == [2] and "snapshots/epoch_0002.npz fails its checksum" in skipped[2]
     with (
         corrupted(stored(trained, "snapshots/probe.npz"), "flipped"),
-        pytest.raises(TrackingError, match="probe.npz of run .* fails its checksum"),
+        pytest.raises(TrackingError, match=r"probe\.npz of run .* fails its checksum"),
     ):
         tracking.snapshot.load_verified(run_id)
     assert tracking.snapshot.load(run_id).epochs == list(range(EPOCHS + 1))

@@ -185,13 +185,11 @@ def test_sweep_trains_every_member_then_compares_exactly_them(store, tmp_path):
     groups = mlflow.artifacts.load_dict(f"runs:/{comparison}/groups/table.json")
     assert {(g["group"], g["n_runs"]) for g in groups} == {("lr=0.001", 2), ("lr=0.002", 2)}
     assert mlflow.get_experiment(comp.info.experiment_id).name == "sw"
-    runs_json = json.loads(
-        open(
-            mlflow.artifacts.download_artifacts(
-                run_id=comparison, artifact_path="lld/runs.json", dst_path=str(tmp_path)
-            )
-        ).read()
+    downloaded = mlflow.artifacts.download_artifacts(
+        run_id=comparison, artifact_path="lld/runs.json", dst_path=str(tmp_path)
     )
+    with open(downloaded) as f:
+        runs_json = json.load(f)
     assert sorted(runs_json["compared"]) == sorted(r.info.run_id for r in members)
 
 

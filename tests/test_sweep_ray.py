@@ -7,6 +7,7 @@ and drive `python -m dsc sweep --engine ray` as a user does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -225,10 +226,8 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
         victim, holder = _wait_for_checkpoint(client, members, proc, epoch=2)
         node = next(n for n in c.worker_nodes if n.node_id == victim.data.tags[NODE_TAG])
         c.remove_node(node, allow_graceful=False)  # SIGKILL of the node's raylet and its services
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(holder.pid, signal.SIGKILL)  # and of the training itself, should it outlive them
-        except ProcessLookupError:
-            pass
         c.add_node(**node_args)  # a replacement joins, as an autoscaler's would
         out, err = proc.communicate(timeout=600)
     finally:

@@ -88,7 +88,7 @@ def test_class_emergence_score_is_per_class_silhouette():
 @pytest.mark.parametrize("bad", [dict(threshold=1.5), dict(patience=0)])
 def test_class_emergence_rejects_bad_criterion(bad):
     acts, labels = emerging([None, None], n_epochs=2, p=4)
-    with pytest.raises(ValueError, match="threshold|patience"):
+    with pytest.raises(ValueError, match=r"threshold|patience"):
         class_emergence(acts, labels, **bad)
 
 

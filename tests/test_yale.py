@@ -134,7 +134,7 @@ def test_corrupt_image_names_the_file(tmp_path):
     root = make_tree(tmp_path / "yale", subjects=(1, 2))
     bad = next(root.rglob("yaleB02_P06A+035E+40.pgm"))
     bad.write_bytes(b"P5\n24 20\n255\n" + b"\x00" * 7)  # truncated pixel data
-    with pytest.raises(DataError, match="cannot read image .*yaleB02_P06A\\+035E\\+40.pgm"):
+    with pytest.raises(DataError, match=r"cannot read image .*yaleB02_P06A\+035E\+40\.pgm"):
         yale.load(root, size=16, subjects="")
 
 
