@@ -123,13 +123,14 @@ def attribute(
     members: list[list[str]] = [[] for _ in components]
     unattributed = []
     for c in classes:
-        where = assign(main[c], components, tolerance) if main[c] is not None else None
+        rise = main[c]
+        where = assign(rise, components, tolerance) if rise is not None else None
         if where is None:
             unattributed += [c] if selections[c].n > 0 and selections[c].best.success else []
         else:
             members[where].append(c)
     t, y = overall.best.t, overall.best.y
-    recon = sum(w[c] * selections[c].best.evaluate(t) for c in classes)
+    recon = np.asarray(sum(w[c] * selections[c].best.evaluate(t) for c in classes), dtype=float)
     raw = sum(w[c] * np.interp(t, *_sorted(*curves[c]), left=np.nan, right=np.nan) for c in classes)
     return Attribution(
         classes,
@@ -141,7 +142,7 @@ def attribute(
         w,
         t,
         y,
-        np.asarray(recon, dtype=float),
+        recon,
         r_squared(y, recon),
         r_squared(y, raw),
     )

@@ -126,9 +126,13 @@ def behavioural_emergence(
         raise ValueError(f"patience must be an int >= 1, got {patience!r}")
     chance = 1.0 / len(classes)
     bar = chance + LEARNED_FRACTION * (1 - chance)
-    final, level, epochs, notes = {}, {}, {}, {}
+    final: dict[str, float] = {}
+    level: dict[str, float] = {}
+    epochs: dict[str, int | None] = {}
+    notes: dict[str, str] = {}
+    no_curve: tuple[list[float], list[float]] = ([], [])
     for name in classes:
-        t, y = (np.asarray(v, dtype=float) for v in curves.get(name, ([], [])))
+        t, y = (np.asarray(v, dtype=float) for v in curves.get(name, no_curve))
         keep = np.isfinite(t) & np.isfinite(y)
         t, y = t[keep], y[keep]
         order = np.argsort(t, kind="stable")
@@ -240,14 +244,14 @@ def representational_emergence(
     if not 0 < gain <= 1:
         raise ValueError(f"gain must be in (0, 1], got {gain!r}")
     scores = np.asarray(scores, dtype=float)
-    epochs = np.asarray(epochs)
+    at = np.asarray(epochs)
     start = scores[0] if len(scores) else np.full(len(classes), np.nan)
     level = start + gain * (1 - start)
     with np.errstate(invalid="ignore"):
         above = (scores >= level) & (scores > start)
     first = first_sustained(above, patience) if len(scores) else np.full(len(classes), -1)
-    when = {name: (int(epochs[i]) if i >= 0 else None) for name, i in zip(classes, first)}
-    return Representation(layer, epochs, scores, start, level, when)
+    when = {name: (int(at[i]) if i >= 0 else None) for name, i in zip(classes, first)}
+    return Representation(layer, at, scores, start, level, when)
 
 
 __all__ = [

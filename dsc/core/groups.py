@@ -158,7 +158,7 @@ def run_quantities(fit: Mapping, t: np.ndarray, y: np.ndarray, max_components: i
 def first_class(centers: Mapping[str, float]) -> str:
     """The class whose main rise is earliest (``centers``: class -> centre), or "" for none."""
     finite = {name: c for name, c in centers.items() if math.isfinite(c)}
-    return min(finite, key=finite.get) if finite else ""
+    return min(finite, key=finite.__getitem__) if finite else ""
 
 
 def mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -23,7 +25,7 @@ _P = ctypes.c_void_p
 
 
 @functools.cache
-def _routine(module: str, name: str, nargs: int) -> ctypes._CFuncPtr:
+def _routine(module: str, name: str, nargs: int) -> Callable[..., None]:
     """The C function ``name`` of SciPy's Cython BLAS or LAPACK module, as a ctypes function."""
     import importlib
 
@@ -36,7 +38,7 @@ def _routine(module: str, name: str, nargs: int) -> ctypes._CFuncPtr:
     return ctypes.CFUNCTYPE(None, *[_P] * nargs)(address)  # CFUNCTYPE: the GIL is released
 
 
-def _call(fn: ctypes._CFuncPtr, *args: bytes | int | float | np.ndarray) -> None:
+def _call(fn: Callable[..., None], *args: bytes | int | float | np.ndarray) -> None:
     """``fn`` on pointers to ``args``: characters as strings, ints as C ints (the Cython modules'
     LAPACK integer), floats as float32, arrays in place. Every temporary lives until ``fn`` returns."""
     held = [
@@ -47,7 +49,8 @@ def _call(fn: ctypes._CFuncPtr, *args: bytes | int | float | np.ndarray) -> None
         else a
         for a in args
     ]
-    fn(*[h if isinstance(h, ctypes.c_char_p) else h.ctypes.data for h in held])
+    # what is not a C string is an array: the scalars were wrapped in one above
+    fn(*[h if isinstance(h, ctypes.c_char_p) else cast(np.ndarray, h).ctypes.data for h in held])
 
 
 def gram_upper(a: np.ndarray) -> np.ndarray:

@@ -124,7 +124,7 @@ def cka_of_units(units: Sequence[np.ndarray | None]) -> np.ndarray:
     out = np.full((len(units), len(units)), np.nan)
     live = [i for i, u in enumerate(units) if u is not None]
     if live:
-        stacked = np.stack([units[i].ravel() for i in live])
+        stacked = np.stack([u.ravel() for u in units if u is not None])  # the rows of ``live``
         out[np.ix_(live, live)] = stacked @ stacked.T
         out[live, live] = 1.0  # exactly: each unit matrix against itself
     return out

@@ -173,10 +173,10 @@ def pca_timeline(acts_by_epoch: Activations, n_components: int = 10) -> PCATimel
 def _epoch_numbers(epochs: Sequence[int] | None, length: int) -> np.ndarray:
     if epochs is None:
         return np.arange(length)
-    epochs = np.asarray(epochs)
-    if epochs.shape != (length,):
-        raise ValueError(f"epochs has shape {epochs.shape}, expected ({length},): one per snapshot")
-    return epochs
+    numbers = np.asarray(epochs)
+    if numbers.shape != (length,):
+        raise ValueError(f"epochs has shape {numbers.shape}, expected ({length},): one per snapshot")
+    return numbers
 
 
 def _first_sustained(above: np.ndarray, patience: int) -> np.ndarray:

@@ -14,8 +14,8 @@ from dsc.data.base import DataError
 def read_image(path: Path, size: int, grey: bool) -> np.ndarray:
     """One image resized to (size, size): (1, size, size) if grey else (3, size, size), uint8."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if grey else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if grey else "RGB")
             img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # Pillow's guard against a tiny file of huge pixels

@@ -12,6 +12,7 @@ import json
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ def _read_cache(path: Path, expected_shape: tuple[int, ...]) -> ImageSet | None:
 def _write_cache(path: Path, data: ImageSet) -> None:
     """Write the set as a compressed ``.npz`` at ``path``, atomically, readable by every user."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {
+    arrays: dict[str, Any] = {  # np.savez_compressed's keywords: arrays by entry name
         "images": data.images,
         "labels": data.labels,
         "classes": np.array(data.classes),

@@ -65,6 +65,7 @@ def pca_gif(
     scatters = list(ax.collections)  # one per class, in np.unique(labels) order
     classes = np.unique(lab)
     legend = ax.get_legend()
+    assert legend is not None  # pca_scatter's legend: one entry per class
     moving = [*scatters, ax.title]
     for artist in (*moving, legend):
         artist.set_animated(True)

@@ -46,7 +46,7 @@ def class_components(
     top, bottom = axes[0, 0], axes[1, 0]
     top.plot(x, yy, ".", color="0.3", ms=4, label="overall (acc/val)")
     for k, (part, c, w) in enumerate(zip(parts, centres, widths)):
-        color = SERIES_PALETTE[k % len(SERIES_PALETTE)]
+        color: str | tuple[float, float, float] = SERIES_PALETTE[k % len(SERIES_PALETTE)]
         top.plot(x, constant + part, color=color, lw=1.6, label=f"process {k + 1}: centre {c:.1f}, width {w:.2g}")
         for ax in (top, bottom):
             ax.axvspan(c - tolerance * w, c + tolerance * w, color=color, alpha=0.12, lw=0)
@@ -55,9 +55,9 @@ def class_components(
     top.set(ylabel=ACC, title=f"{title}\noverall components, windows of ±{tolerance:g} widths shaded")
     style.legend(top, loc="lower right")
     for name, (tc, rc, fc) in class_curves.items():
-        k = component_of.get(name)
-        color = "0.55" if k is None else SERIES_PALETTE[k % len(SERIES_PALETTE)]
-        where = "no component" if k is None else f"process {k + 1}"
+        comp = component_of.get(name)
+        color = "0.55" if comp is None else SERIES_PALETTE[comp % len(SERIES_PALETTE)]
+        where = "no component" if comp is None else f"process {comp + 1}"
         tc = style.vec(tc, name)
         bottom.plot(tc, style.vec(rc, name, tc.size), ".", color=color, ms=2.5, alpha=0.6)
         bottom.plot(tc, style.vec(fc, name, tc.size), color=color, lw=1.2, label=f"{name} → {where}")

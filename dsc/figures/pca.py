@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,8 @@ def _scatter_classes(ax: Axes, points: np.ndarray, labels: np.ndarray, class_nam
 
 
 def _pc_labels(ax: Axes, variance_ratio=None) -> None:
-    for i, set_label in enumerate((ax.set_xlabel, ax.set_ylabel)):
+    setters: tuple[Callable[[str], object], ...] = (ax.set_xlabel, ax.set_ylabel)
+    for i, set_label in enumerate(setters):
         share = "" if variance_ratio is None else f", {100 * variance_ratio[i]:.0f}% of variance"
         set_label(f"PC {i + 1} score (activation units{share})")
 

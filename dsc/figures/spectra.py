@@ -97,7 +97,8 @@ def _esd_on_ax(ax: Axes, title: str, evals, mp_x, mp_density, lambda_plus, log: 
     n_bins = int(np.clip(2 * np.sqrt(ev.size), 10, 80))
     log_bins = log and ev.max() > ev.min()
     bins = np.geomspace(ev.min(), ev.max(), n_bins + 1) if log_bins else n_bins
-    ax.hist(ev, bins=bins, density=True, color="0.65", label=f"ESD ({ev.size} eigenvalues)")
+    # matplotlib's stubs leave out the arrays of bin edges that hist takes
+    ax.hist(ev, bins=bins, density=True, color="0.65", label=f"ESD ({ev.size} eigenvalues)")  # type: ignore[arg-type]
     if mp_x is not None and mp_density is not None:
         mx, md = np.asarray(mp_x, dtype=float).ravel(), np.asarray(mp_density, dtype=float).ravel()
         keep = np.isfinite(mx) & np.isfinite(md) & ((md > 0) if log else True)
@@ -130,7 +131,9 @@ def esd_grid(
     for ax, (name, evals, mp_x, mp_density, lambda_plus) in zip(axes, panels):
         _esd_on_ax(ax, name, evals, mp_x, mp_density, lambda_plus, log)
         ax.set(xlabel="λ", ylabel="density (per unit λ)")
-    handles = {h.get_label().split(" (")[0].split(" =")[0]: h for ax in axes for h in ax.get_legend_handles_labels()[0]}
+    handles = {
+        str(h.get_label()).split(" (")[0].split(" =")[0]: h for ax in axes for h in ax.get_legend_handles_labels()[0]
+    }
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=3)
     fig.suptitle(title)

@@ -15,16 +15,25 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-CLASS_PALETTE = colormaps["tab10"].colors  # one colour per class, in every figure
-SERIES_PALETTE = colormaps["Dark2"].colors  # splits, components, categories that are not classes
-PHASE_PALETTE = colormaps["Set2"].colors  # spectral phases
+
+def _palette(name: str) -> tuple[tuple[float, float, float], ...]:
+    """The colours of one of matplotlib's qualitative colormaps, a tuple of RGB triples."""
+    cmap = colormaps[name]
+    assert isinstance(cmap, ListedColormap)
+    return cast("tuple[tuple[float, float, float], ...]", cmap.colors)  # typed as any array-like
+
+
+CLASS_PALETTE = _palette("tab10")  # one colour per class, in every figure
+SERIES_PALETTE = _palette("Dark2")  # splits, components, categories that are not classes
+PHASE_PALETTE = _palette("Set2")  # spectral phases
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # next marker each time the class colours cycle
 SPLIT_STYLES = {"train": (SERIES_PALETTE[0], "-"), "val": (SERIES_PALETTE[1], "--")}
 

@@ -8,6 +8,7 @@ logs and dsc's then share a run), else into a run of its own. Everything else is
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ try:
     import lightning.pytorch as pl
 except ImportError:  # the standalone package of older installs
     try:
-        import pytorch_lightning as pl
+        pl = importlib.import_module("pytorch_lightning")
     except ImportError:
         raise ImportError(
             "dsc.integrations.lightning needs Lightning: `uv sync --group lightning` (or `pip install lightning`)"

@@ -11,7 +11,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import mlflow
 import torch
 
 from dsc.nn.checkpoint import is_full, resume_state, weights_payload
@@ -24,7 +23,7 @@ from dsc.tracking.artifacts import (
     mark_full,
 )
 from dsc.tracking.integrity import upload_checked
-from dsc.tracking.store import LoggedSteps, log_metrics_to
+from dsc.tracking.store import LoggedSteps, active_run_id, log_metrics_to
 
 
 class EpochLogger:
@@ -66,7 +65,7 @@ class EpochLogger:
     @property
     def run_id(self) -> str:
         """The run written to: the one given, else the active run."""
-        return self._run_id or mlflow.active_run().info.run_id
+        return self._run_id or active_run_id()
 
     def restore_best(self, acc: float, epoch: int, state: Mapping[str, torch.Tensor]) -> None:
         self.best_acc, self.best_epoch, self.best_state = acc, epoch, dict(state)
@@ -89,7 +88,11 @@ class EpochLogger:
         full = report.optimizer is not None and self.full_due(report.epoch)
         periodic = self.checkpoint_every > 0 and report.epoch % self.checkpoint_every == 0
         if self.checkpoint_every > 0 and (periodic or report.epoch == self.final_epoch or new_best or full):
-            self._save(run_id, {**weights, **resume_state(report.optimizer)} if full else weights)
+            # (full implies an optimizer; naming it again lets the type checker see it)
+            self._save(
+                run_id,
+                {**weights, **resume_state(report.optimizer)} if full and report.optimizer is not None else weights,
+            )
         # Its tensors are the live model's and optimizer's: copied, as training goes on.
         self._pending = (
             None if full or report.optimizer is None else copy.deepcopy({**weights, **resume_state(report.optimizer)})

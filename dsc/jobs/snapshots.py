@@ -11,7 +11,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import psutil
 import torch
@@ -28,7 +27,7 @@ from dsc.nn.train import EpochReport
 from dsc.settings import SnapshotConfig
 from dsc.tracking.artifacts import mark_complete
 from dsc.tracking.integrity import upload_checked
-from dsc.tracking.store import LoggedSteps, log_metrics_to
+from dsc.tracking.store import LoggedSteps, active_run_id, log_metrics_to
 
 MEMORY_SHARE = 0.5  # of the memory available, at most this much may hold one snapshot's activations
 
@@ -76,7 +75,7 @@ class SnapshotLogger:
         # (one store transaction an epoch instead of two).
         self.defer_metrics = defer_metrics
         self.logged = logged or LoggedSteps()
-        self.run_id = run_id or mlflow.active_run().info.run_id
+        self.run_id = run_id or active_run_id()
         self.client = MlflowClient()
         self.model, self.weights = model, dict(weights)
         self.rows = np.asarray(rows, dtype=np.int64)

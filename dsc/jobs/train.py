@@ -295,7 +295,7 @@ def train_logged(
         )
     except Interrupted as exc:
         logger.flush()
-        raise _interrupted(mlflow.active_run().info.run_id, exc.epoch, stop.signum if stop else 0) from None
+        raise _interrupted(tracking.store.active_run_id(), exc.epoch, stop.signum if stop else 0) from None
 
 
 def _model_name(track: TrackConfig, data, model_cfg: ModelConfig) -> str:

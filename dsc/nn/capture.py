@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ def activation_sites(model: nn.Module) -> dict[str, tuple[nn.Module, bool]]:
         if isinstance(parent, nn.Sequential):
             children = list(parent)
             following.update(itertools.pairwise(children))
-    sites = {}
+    sites: dict[str, tuple[nn.Module, bool]] = {}
     for name, layer in named_layers(model).items():
         nxt = following.get(layer)
         if name != "out" and isinstance(nxt, nn.ReLU):
@@ -145,7 +146,8 @@ class ActivationCapture:
         hooked = {n: site for n, site in self.sites.items() if not (self.tapped and n.startswith("conv"))}
         handles = [m.register_forward_hook(self._hook(n)) for n, (m, _) in hooked.items()]
         try:
-            with self.model.tapping(self.tap_grid, self._keep) if self.tapped else contextlib.nullcontext():
+            tapper: Any = self.model  # DenseVGG where self.tapped: it has tapping
+            with tapper.tapping(self.tap_grid, self._keep) if self.tapped else contextlib.nullcontext():
                 yield
         finally:
             for h in handles:
@@ -165,7 +167,8 @@ def layer_weights(model: nn.Module, modules: Mapping[str, nn.Module] | None = No
     ``modules`` (default: the named layers of a dsc model) names the layers.
     """
     modules = named_layers(model) if modules is None else modules
-    return {n: m.weight.detach().float().cpu().numpy() for n, m in modules.items()}
+    # nn.Module's attributes are typed Tensor | Module; a weight layer's weight is a tensor
+    return {n: cast(torch.Tensor, m.weight).detach().float().cpu().numpy() for n, m in modules.items()}
 
 
 def user_sites(modules: Mapping[str, nn.Module]) -> dict[str, tuple[nn.Module, bool]]:

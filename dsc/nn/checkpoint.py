@@ -61,6 +61,7 @@ def checkpoint_payload(report: EpochReport, extra: Mapping[str, object]) -> dict
 
     It holds what continuing needs: weights, optimizer state and the generators' state.
     """
+    assert report.optimizer is not None  # a report of a training epoch
     return {**weights_payload(report, extra), **resume_state(report.optimizer)}
 
 

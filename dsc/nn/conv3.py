@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import ClassVar, overload
 
 import numpy as np
 import torch
@@ -228,6 +228,23 @@ def _no_taps(dtype: np.dtype) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     return np.empty((1, 1, 3, 1, 1), dtype), _windows((0, 0), None)
 
 
+@overload
+def conv3x3_relu_stack(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    pool: tuple[int, int] | None = None,
+    taps: None = None,
+) -> torch.Tensor: ...
+@overload
+def conv3x3_relu_stack(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    pool: tuple[int, int] | None = None,
+    *,
+    taps: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
 def conv3x3_relu_stack(
     x: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -269,7 +286,7 @@ def conv3x3_relu_stack(
     if taps is not None:
         taps = (int(taps[0]), int(taps[1]))
         tapped = x.new_empty((x.shape[0], w.shape[0], 3, *taps))
-        twin = _windows(tuple(x.shape[-2:]), taps)
+        twin = _windows((x.shape[-2], x.shape[-1]), taps)
     _threads().conv_stack(
         _np(x),
         _np(w.detach().contiguous()),
@@ -277,7 +294,7 @@ def conv3x3_relu_stack(
         _np(y),
         unused,
         False,
-        _windows(tuple(x.shape[-2:]), pool),
+        _windows((x.shape[-2], x.shape[-1]), pool),
         unused if tapped is None else _np(tapped),
         twin,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def compiled() -> SimpleNamespace:
     import numba
 
     globals()["prange"] = numba.prange  # the kernels' loops over images become parallel loops
-    options = {"fastmath": _FAST, "cache": True, "nogil": True, "boundscheck": False}
+    options: dict[str, Any] = {"fastmath": _FAST, "cache": True, "nogil": True, "boundscheck": False}
     # The loops over images compile against the module's per-image helpers: their compiled forms.
     helpers = "_conv_padded _zero_border _pad_into _weight_grad_padded _flipped _stack_image _mask_into"
     for name in [*helpers.split(), "_pool_image", "_unpool_masked"]:

@@ -110,11 +110,13 @@ class DenseVGG(nn.Module):
             self._tap = None
 
     def _tap_size(self, x: torch.Tensor) -> tuple[int, int]:
+        assert self._tap is not None  # called within tapping
         grid = self._tap[0]
-        return tuple(x.shape[-2:]) if grid is None or grid >= x.shape[-1] else (grid, grid)
+        return (x.shape[-2], x.shape[-1]) if grid is None or grid >= x.shape[-1] else (grid, grid)
 
     def _give_taps(self, maps: list[torch.Tensor]) -> None:
         """Pool each conv layer's map (in layer order) to the tap size and hand it to the sink."""
+        assert self._tap is not None  # called within tapping
         sink = self._tap[1]
         for i, m in enumerate(maps, 1):
             size = self._tap_size(m)
@@ -166,7 +168,9 @@ class DenseVGG(nn.Module):
         layers = list(self.features)
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in layers)
         pool_hooked = bool(self.pool._forward_hooks or self.pool._forward_pre_hooks)
-        weights, biases = [c.weight for c in layers[::2]], [c.bias for c in layers[::2]]
+        convs = self._convs()  # layers[::2]: the stack is conv, ReLU, conv, ReLU, ...
+        # every conv has a bias: conv3.supports, which let the pass come here, holds for each
+        weights, biases = [c.weight for c in convs], [c.bias for c in convs if c.bias is not None]
         if self._tap is not None and not torch.is_grad_enabled() and not hooked and not pool_hooked:
             x, taps = conv3.conv3x3_relu_stack(x, weights, biases, pool=self._pool_size(x), taps=self._tap_size(x))
             for i in range(taps.shape[1]):
@@ -177,8 +181,8 @@ class DenseVGG(nn.Module):
                 return self.pool(conv3.conv3x3_relu_stack(x, weights, biases))
             return conv3.conv3x3_relu_stack(x, weights, biases, pool=self._pool_size(x))
         maps = []
-        for conv, relu in zip(layers[::2], layers[1::2]):
-            x = conv3.conv3x3_relu_forward(x, conv.weight, conv.bias)
+        for weight, bias, relu in zip(weights, biases, layers[1::2]):
+            x = conv3.conv3x3_relu_forward(x, weight, bias)
             if relu._forward_hooks or relu._forward_pre_hooks:
                 # The kernel applied the ReLU; the module still runs where it is hooked (activation
                 # capture), so that its hooks see what torch's layers give them: in place, its

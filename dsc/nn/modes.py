@@ -46,7 +46,9 @@ def _full(w: Weight) -> torch.Tensor:
 
 def _apply(module: nn.Module, t: torch.Tensor, w: Weight) -> torch.Tensor:
     if isinstance(w, tuple):
-        return nn.functional.linear(nn.functional.linear(t, w[1]), w[0], module.bias)
+        bias = module.bias
+        assert bias is None or isinstance(bias, torch.Tensor)  # a weight layer's bias
+        return nn.functional.linear(nn.functional.linear(t, w[1]), w[0], bias)
     return functional_call(module, {"weight": w}, (t,))
 
 

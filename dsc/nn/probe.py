@@ -39,6 +39,7 @@ class Probe:
                 stop = start + self.batch_size
                 yield self.inputs[start:stop], torch.from_numpy(self.labels[start:stop])
             return
+        assert self.loader is not None  # a probe has inputs or a loader
         for item in self.loader:
             yield _pair(item)
 
@@ -46,6 +47,7 @@ class Probe:
         """The first ``n`` probe inputs (a batch), for shapes and a logged model's example."""
         if self.inputs is not None:
             return self.inputs[:n]
+        assert self.loader is not None  # a probe has inputs or a loader
         return _pair(next(iter(self.loader)))[0][:n]
 
 

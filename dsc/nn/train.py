@@ -12,6 +12,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -226,8 +227,9 @@ def uses_conv3(
     """
     if not hasattr(model, "uses_conv3"):
         return False
-    model.conv_kernel = cfg.conv_kernel
-    return model.uses_conv3(device, dtype, int(np.prod(image_shape[1:])))
+    chooser: Any = model  # DenseVGG, or any model with its conv_kernel and uses_conv3
+    chooser.conv_kernel = cfg.conv_kernel
+    return chooser.uses_conv3(device, dtype, int(np.prod(image_shape[1:])))
 
 
 def _stop_if_asked(stop: Callable[[], bool] | None, epoch: int) -> None:
@@ -326,7 +328,7 @@ def train(
     """
     device = pick_device(cfg.device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=fmt)
+    model.to(device=device, memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     optimizer = optimizer or make_optimizer(model, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)

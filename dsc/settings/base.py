@@ -15,8 +15,8 @@ import math
 import numbers
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from dataclasses import Field, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dsc.errors import ConfigError, DscError
 
@@ -55,7 +55,7 @@ class Spec:
     min_open: bool = False  # the range excludes min
     max_open: bool = False  # the range excludes max
     choices: tuple[str, ...] = ()
-    check: Callable[[object], str | None] | None = None  # a further rule: the complaint, or None
+    check: Callable[[Any], str | None] | None = None  # a further rule on the value: the complaint, or None
     parse: Callable[[str], object] | None = None  # a tuple setting given as text (e.g. "0,1,2")
     cli: str | None = ""  # option name ("" = the field's with dashes; None = not an option)
     metavar: str | None = None
@@ -74,7 +74,7 @@ def setting(
     min_open: bool = False,
     max_open: bool = False,
     choices: Iterable[str] = (),
-    check: Callable[[object], str | None] | None = None,
+    check: Callable[[Any], str | None] | None = None,
     parse: Callable[[str], object] | None = None,
     cli: str | None = "",
     metavar: str | None = None,
@@ -130,6 +130,8 @@ class Settings:
     _say_type: ClassVar[bool] = False
     _error: ClassVar[type[DscError]] = ConfigError
     _title: ClassVar[str] = ""  # a heading for the config's options where they are listed by config
+    if TYPE_CHECKING:  # every config is a dataclass (what dataclasses.fields asks of its argument)
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def __post_init__(self) -> None:
         for opt in options_of(type(self), only_cli=False).values():

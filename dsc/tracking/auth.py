@@ -205,7 +205,8 @@ def editable(run_ids: Iterable[str]) -> tuple[list[str], list[str]]:
     if user is None:
         return run_ids, []
     client, held = MlflowClient(), {}
-    yes, no = [], []
+    yes: list[str] = []
+    no: list[str] = []
     for run_id in run_ids:
         experiment_id = client.get_run(run_id).info.experiment_id
         if experiment_id not in held:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.data.dataset_source import DatasetSource
 
 from dsc.data.dataset import Prepared
 from dsc.tracking.store import clash_retried
@@ -16,6 +17,8 @@ from dsc.tracking.store import clash_retried
 
 def log_dataset(data: Prepared) -> None:
     """Log the train and validation splits as MLflow dataset inputs, with sizes and class counts."""
+    from mlflow.data.numpy_dataset import from_numpy  # mlflow.data.from_numpy, which it registers at import
+
     ims = data.imageset
     digest = ims.digest()
     for context, idx in (("training", data.train_idx), ("validation", data.val_idx)):
@@ -23,7 +26,7 @@ def log_dataset(data: Prepared) -> None:
         # The split's own indices key its digest: splits of one image set (another seed, another
         # --exemplars-per-class) are different datasets to MLflow.
         split = hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:8]
-        ds = mlflow.data.from_numpy(
+        ds = from_numpy(
             ims.images[idx],
             targets=ims.labels[idx],
             source=_dataset_source(ims),
@@ -45,7 +48,7 @@ def log_dataset(data: Prepared) -> None:
     )
 
 
-def _dataset_source(ims) -> object:
+def _dataset_source(ims) -> DatasetSource:
     """A local path for data read from disk; for generated data, its generator parameters."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.dataset_source_registry import get_registered_sources
@@ -54,5 +57,5 @@ def _dataset_source(ims) -> object:
         # The registry holds MLflow's local-file source class; naming it avoids the
         # "can be interpreted in multiple ways" guess that a bare path triggers.
         local = next(s for s in get_registered_sources() if s._get_source_type() == "local")
-        return local(ims.source)
+        return local(ims.source)  # type: ignore[operator]  # typed as instances, the registry holds classes
     return CodeDatasetSource(tags={"generator": ims.source or ims.name})

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from dsc.errors import ConfigError, TrackingError
 from dsc.tracking.auth import require_model_write
-from dsc.tracking.store import clash_retried
+from dsc.tracking.store import active_run_id, clash_retried
 
 ALIAS_FINAL = "final"
 
@@ -87,7 +87,7 @@ def log_and_register(
         info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)
     except Exception:  # torch.export refuses many models that run eagerly; pickling takes any
         info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
-        MlflowClient().set_tag(run_id or mlflow.active_run().info.run_id, "dsc.model_format", "pickle")
+        MlflowClient().set_tag(run_id or active_run_id(), "dsc.model_format", "pickle")
     return str(info.registered_model_version) if registered_name else ""
 
 

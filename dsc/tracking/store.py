@@ -175,6 +175,13 @@ def run_context(
     mlflow.end_run(status="FINISHED")
 
 
+def active_run_id() -> str:
+    """The id of the active MLflow run, for code that runs inside one (training, its callbacks)."""
+    run = mlflow.active_run()
+    assert run is not None, "called outside an MLflow run"
+    return run.info.run_id
+
+
 def log_params_once(params: Mapping[str, object]) -> None:
     """Log params, skipping keys the run already has (``mlflow run -P`` logs them as typed)."""
     run = mlflow.active_run()
@@ -199,6 +206,7 @@ def clash_retried(call: Callable[[], object], attempts: int = 4) -> object:
             if not clash or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+    return None  # attempts < 1: nothing was tried
 
 
 class LoggedSteps:
