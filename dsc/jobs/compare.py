@@ -184,7 +184,8 @@ def _search(client: MlflowClient, config: CompareConfig) -> list[Run]:
     query = " and ".join(
         filter(None, [f"tags.`{tracking.KIND_TAG}` = 'train'" if config.dsc_only else "", config.filter_string])
     )
-    runs, token = [], None
+    runs: list[Run] = []
+    token: str | None = None
     try:
         while True:
             page = client.search_runs(
@@ -352,7 +353,7 @@ def _log_comparison(
 
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
-    chosen = [f["n"] for f in fits if chosen(f) is None or chosen(f)["success"]]
+    chosen = [f["n"] for f in fits if (best := compare_figures.chosen(f)) is None or best["success"]]
     out = {
         "lld/n_runs": float(len(fits)),
         "lld/n_fitted": float(len(chosen)),
