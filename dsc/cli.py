@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import click
 
@@ -93,17 +94,19 @@ def given_on_command_line(ctx: click.Context, names) -> list[str]:
 
 def click_option(opt: Option) -> Callable:
     """The click option of one declared setting: its type, range or choices, default and help."""
-    spec, kw = opt.spec, {"help": opt.spec.help, "show_default": opt.default not in ("", ())}
+    spec = opt.spec
+    kw: dict[str, Any] = {"help": spec.help, "show_default": opt.default not in ("", ())}
     if opt.kind is bool:
         return click.option(f"{opt.flag}/--no-{opt.name}", opt.param, default=opt.default, **kw)
     if opt.kind in (int, float) and spec.ranged:
-        rng = click.IntRange if opt.kind is int else click.FloatRange
+        rng: Callable[..., click.ParamType] = click.IntRange if opt.kind is int else click.FloatRange
         kw["type"] = rng(spec.min, spec.max, min_open=spec.min_open, max_open=spec.max_open)
     elif opt.kind in (int, float):
         kw["type"] = opt.kind
     elif spec.choices:
         kw["type"] = click.Choice(spec.choices)
     if opt.kind is tuple and spec.parse:  # given as text ("0,1,2"), parsed by the config
+        assert isinstance(opt.default, tuple)  # a dataclass field's default: never a list
         return click.option(opt.flag, opt.param, default=",".join(map(str, opt.default)), metavar=spec.metavar, **kw)
     return click.option(
         opt.flag, opt.param, default=opt.default, multiple=opt.kind is tuple, metavar=spec.metavar, **kw
@@ -111,7 +114,7 @@ def click_option(opt: Option) -> Callable:
 
 
 def options(
-    *classes: type, by_field: bool = False, changes: Mapping[str, Mapping[str, object]] | None = None
+    *classes: type, by_field: bool = False, changes: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Callable[[Callable], Callable]:
     """Decorate a command with one option per declared setting of ``classes``, in order.
 

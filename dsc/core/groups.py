@@ -53,7 +53,7 @@ class Trend:
     note: str = ""
 
 
-def summarise(values: Sequence[float]) -> Summary:
+def summarise(values: Sequence[float] | np.ndarray) -> Summary:
     """Mean, sd (ddof 1) and t-based 95% interval of the finite ``values``, shape (n,)."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
@@ -94,7 +94,7 @@ def group(params: Sequence[Mapping[str, str]], by: Sequence[str]) -> dict[tuple[
     return {key: out[key] for key in sorted(out, key=order)}
 
 
-def trend(x: Sequence[str], y: Sequence[float], param: str) -> Trend:
+def trend(x: Sequence[str], y: Sequence[float] | np.ndarray, param: str) -> Trend:
     """Spearman's rho of ``y`` (n,) against the param values ``x`` (n,) as numbers.
 
     No test (NaN, and a note) for a non-numeric param, fewer than three runs with a value,

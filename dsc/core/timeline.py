@@ -170,7 +170,7 @@ def pca_timeline(acts_by_epoch: Activations, n_components: int = 10) -> PCATimel
     return PCATimeline(var, ratio, total, scores)
 
 
-def _epoch_numbers(epochs: Sequence[int] | None, length: int) -> np.ndarray:
+def _epoch_numbers(epochs: Sequence[int] | np.ndarray | None, length: int) -> np.ndarray:
     if epochs is None:
         return np.arange(length)
     numbers = np.asarray(epochs)
@@ -292,7 +292,7 @@ def _hinge_onset(t: np.ndarray, y: np.ndarray, floor: float, top: float) -> floa
 
 def change_point(
     y: np.ndarray,
-    epochs: Sequence[int] | None = None,
+    epochs: Sequence[int] | np.ndarray | None = None,
     method: str = "hinge",
     decreasing: bool = False,
     min_rise: float | None = None,

@@ -48,7 +48,10 @@ def collapse_over_epochs(
 
 
 def spikes_against_classes(
-    epochs: Sequence[int], spikes: Sequence[float], n_classes: int, title: str = "Spikes of the out layer's spectrum"
+    epochs: Sequence[int],
+    spikes: Sequence[float] | np.ndarray,
+    n_classes: int,
+    title: str = "Spikes of the out layer's spectrum",
 ) -> Figure:
     """Spikes outside the Marchenko-Pastur bulk of ``out``'s ESD over epochs (E,), with C − 1 marked."""
     fig, axes = style.new_figure(size=(6.0, 3.4))

@@ -15,8 +15,8 @@ from dsc.figures.style import ACC, EPOCH
 def timeline(
     events: Sequence[Event],
     rows: Sequence[str],
-    steps: Sequence[float],
-    acc: Sequence[float],
+    steps: Sequence[float] | np.ndarray,
+    acc: Sequence[float] | np.ndarray,
     title: str = "Event timeline",
 ) -> Figure:
     """Top: acc/val over ``steps`` (n,), each row's events as thin lines. Bottom: one line per row in

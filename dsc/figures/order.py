@@ -13,8 +13,8 @@ from dsc.figures.style import EPOCH, SERIES_PALETTE
 
 def predicted_vs_observed(
     classes: Sequence[str],
-    observed: Sequence[float],
-    predictors: Mapping[str, tuple[Sequence[float], float]],
+    observed: Sequence[float] | np.ndarray,
+    predictors: Mapping[str, tuple[Sequence[float] | np.ndarray, float]],
     title: str = "Predicted against observed class order",
 ) -> Figure:
     """One panel per predictor: its value per class (x) against the class's observed emergence epoch (y).
@@ -42,8 +42,8 @@ def predicted_vs_observed(
 def mode_strengths(
     epochs: Sequence[int],
     strengths: np.ndarray,
-    s: Sequence[float],
-    times: Sequence[float],
+    s: Sequence[float] | np.ndarray,
+    times: Sequence[float] | np.ndarray,
     title: str = "The network's strength along each input-output mode",
 ) -> Figure:
     """Left: a_k(t) (E, r) over epochs, each mode's data strength s_k dashed and its fitted centre dotted.

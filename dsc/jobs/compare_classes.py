@@ -113,9 +113,10 @@ def _predict(fit: dict[str, Any], by_class: dict[str, dict[str, Any]], config: C
     clusters = class_groups.class_clusters(rises, config.cluster_factor)
     out["groups"], out["class_clusters"] = clusters, float(len(clusters))
     out["classes"] = {name: {"n": f["n"], "main_rise": rises[name]} for name, f in by_class.items()}
-    chosen = {name: _chosen(f) for name, f in by_class.items()}
+    picked = {name: _chosen(f) for name, f in by_class.items()}
+    chosen = {name: c for name, c in picked.items() if c is not None}
     t = np.asarray(fit["curve"]["t"], dtype=float)
-    if t.size < 2 or any(c is None for c in chosen.values()):
+    if t.size < 2 or len(chosen) < len(picked):
         return out
     summed = class_groups.summed_curve(
         t,

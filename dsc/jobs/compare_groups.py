@@ -118,7 +118,7 @@ def _group_table(
 ) -> list[dict[str, Any]]:
     table = []
     for key, members in keyed.items():
-        head = {f"param.{name}": value for name, value in zip(by, key)}
+        head: dict[str, Any] = {f"param.{name}": value for name, value in zip(by, key)}
         head |= {"group": _label(by, key), "n_runs": len(members)}
         for quantity, column in values.items():
             s = groups.summarise(column[members])
@@ -165,7 +165,7 @@ def _trend_table(
 
 
 def _trend_metrics(trends: Sequence[dict[str, Any]], several: bool) -> dict[str, float]:
-    out = {}
+    out: dict[str, float] = {}
     for t in trends:
         if math.isfinite(t["rho"]):
             stem = f"trend/{t['param']}/{t['quantity']}" if several else f"trend/{t['quantity']}"
@@ -212,7 +212,7 @@ def _draw(
     save(group_figures.group_curves(curves, metric), out / "curves.png")
     numbers = [groups.as_number(key[0]) for key in keyed]
     numeric = all(v is not None for v in numbers)
-    positions = numbers if numeric else list(range(len(keyed)))
+    positions: list[float] = [v for v in numbers if v is not None] if numeric else list(range(len(keyed)))
     x = np.empty(len(fits))
     for pos, members in zip(positions, keyed.values()):
         x[members] = pos

@@ -146,6 +146,7 @@ class Recorder(Recording):
         shapes = output_shapes(self.inner, {**chosen, OUTPUT: self.inner}, head)
         out_shape = shapes.get(OUTPUT)
         check_logits(torch.empty((len(head), *out_shape)) if out_shape else None, len(head), None)
+        assert out_shape is not None  # check_logits refuses a model without an output
         self.classes = checks.class_names(class_names, out_shape[0], self.probe.labels)
         self.output_layer = self._output_layer(chosen, head)
         sites = user_sites(chosen)
@@ -172,15 +173,19 @@ class Recorder(Recording):
         """The MLflow run recorded into (set on entering the block)."""
         return self._run_id
 
+    @property
+    def _rid(self) -> str:
+        """The run recorded into, once the block has been entered."""
+        assert self._run_id is not None  # set by __enter__
+        return self._run_id
+
     def __enter__(self) -> Recorder:
         stack = contextlib.ExitStack()
         try:
-            attached = (
-                self._given_run
-                or (mlflow.active_run().info.run_id if mlflow.active_run() else None)
-                or os.environ.get("MLFLOW_RUN_ID")
-            )
+            active = mlflow.active_run()
+            attached = self._given_run or (active.info.run_id if active else None) or os.environ.get("MLFLOW_RUN_ID")
             if self._given_run or (attached and mlflow.active_run()):
+                assert attached  # the run given, or the active one
                 tracking.ensure_store()
                 self._run_id = tracking.require_run(attached).info.run_id
             else:  # a run of our own (or the one `mlflow run` made), ended when the block ends
@@ -203,7 +208,7 @@ class Recorder(Recording):
                 self._finish()
             elif not self._owned:  # the owner of the run ends it; the reason is written here
                 with contextlib.suppress(Exception):
-                    MlflowClient().set_tag(self._run_id, "error", f"{type(exc).__name__}: {exc}"[:4000])
+                    MlflowClient().set_tag(self._rid, "error", f"{type(exc).__name__}: {exc}"[:4000])
         except BaseException as late:
             if stack is not None:
                 stack.__exit__(type(late), late, late.__traceback__)
@@ -223,8 +228,8 @@ class Recorder(Recording):
             **self.tags,
         }
         for key, value in tags.items():
-            client.set_tag(self._run_id, key, value)
-        existing = client.get_run(self._run_id).data.params
+            client.set_tag(self._rid, key, value)
+        existing = client.get_run(self._rid).data.params
         params = {
             **self.params,
             "snapshot_every": self.snap_cfg.every,
@@ -237,7 +242,7 @@ class Recorder(Recording):
         }
         fresh = {k: v for k, v in params.items() if k not in existing}
         if fresh:
-            client.log_batch(self._run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in fresh.items()])
+            client.log_batch(self._rid, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in fresh.items()])
         self.checkpoints = EpochLogger(
             {"classes": list(self.classes), RECORDER_TAG: tags[RECORDER_TAG]},
             checkpoint_every=self.checkpoint_every or 0,
@@ -272,7 +277,7 @@ class Recorder(Recording):
                 self.inner, "model", self.register_name or None, example, run_id=self._run_id
             )
             if version:
-                MlflowClient().set_tag(self._run_id, "dsc.registered_model", self.register_name)
+                MlflowClient().set_tag(self._rid, "dsc.registered_model", self.register_name)
 
     def _save_probe_inputs(self) -> None:
         """The snapshot rows' inputs (float16), so that analysis can show and re-evaluate them."""
@@ -284,7 +289,8 @@ class Recorder(Recording):
         with tempfile.TemporaryDirectory(prefix="dsc-probe-") as tmp:
             path = Path(tmp) / PROBE_INPUTS
             np.savez_compressed(path, inputs=x.to(torch.float16).numpy(), labels=self.probe.labels[self.rows])
-            MlflowClient().log_artifact(self._run_id, str(path), self.snapshots.prefix)
+            assert self.snapshots is not None  # the probe inputs are saved beside the snapshots
+            MlflowClient().log_artifact(self._rid, str(path), self.snapshots.prefix)
 
     def _output_layer(self, chosen: Mapping[str, nn.Module], head: torch.Tensor) -> str:
         """The recorded layer whose output is the model's output (its logits), else :data:`OUTPUT`."""

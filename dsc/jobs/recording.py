@@ -17,10 +17,11 @@ class Recording:
 
     The one recording path: :class:`Recorder` builds it for any model and loop, ``dsc train``
     for its own (its loop's validation pass is the probe, :func:`dsc.jobs.train.train_job`).
-    ``snapshots`` is None where no snapshot is taken.
+    ``snapshots`` is None where no snapshot is taken; ``checkpoints`` is None until a
+    :class:`Recorder` enters its run.
     """
 
-    def __init__(self, snapshots: SnapshotLogger | None, checkpoints: EpochLogger) -> None:
+    def __init__(self, snapshots: SnapshotLogger | None, checkpoints: EpochLogger | None) -> None:
         self.snapshots, self.checkpoints = snapshots, checkpoints
         self.last_epoch = -1
 
@@ -37,5 +38,6 @@ class Recording:
             )
         if self.snapshots is not None:
             self.snapshots(report)
+        assert self.checkpoints is not None  # set before the first epoch is recorded
         self.checkpoints(report)
         self.last_epoch = int(report.epoch)

@@ -7,7 +7,9 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -90,7 +92,7 @@ class GracefulStop:
 
     def __init__(self) -> None:
         self.signum = 0
-        self._saved: dict[int, object] = {}
+        self._saved: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def __call__(self) -> bool:
         return bool(self.signum)
@@ -228,12 +230,11 @@ def _option_params(cfg) -> dict:
 def snapshot_config(params: dict[str, str]) -> SnapshotConfig:
     """The snapshot settings a run was trained with, read back from its params."""
     default = SnapshotConfig(every=0)  # runs without the params took no snapshots
-    return SnapshotConfig(
-        **{
-            o.field: _param_value(o.kind, params.get(o.param, getattr(default, o.field)))
-            for o in options_of(SnapshotConfig).values()
-        }
-    )
+    values: dict[str, Any] = {
+        o.field: _param_value(o.kind, params.get(o.param, getattr(default, o.field)))
+        for o in options_of(SnapshotConfig).values()
+    }
+    return SnapshotConfig(**values)
 
 
 def _param_value(kind: type, value: object) -> object:

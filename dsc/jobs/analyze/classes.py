@@ -65,7 +65,7 @@ class EmergenceResult:
         """Layer -> class name -> behaviour's epoch minus the layer's (None when either is missing)."""
         beh = self.behaviour.epochs if self.behaviour else {}
         return {
-            layer: {n: (None if beh.get(n) is None or e is None else beh[n] - e) for n, e in rep.emergence.items()}
+            layer: {n: (None if (b := beh.get(n)) is None or e is None else b - e) for n, e in rep.emergence.items()}
             for layer, rep in self.representation.items()
         }
 

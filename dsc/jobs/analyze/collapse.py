@@ -124,14 +124,14 @@ def neural_collapse(
                 else f"not snapshotted; the snapshots hold {', '.join(snaps.layers)}"
             )
             continue
-        rows = []
+        per_epoch = []
         for e in epochs:
             acts = snaps.by_epoch[e].activations[name]
             w, b = weights.get(e, (None, None)) if name == feeder else (None, None)
             # a probe missing a class has fewer class means than the classifier has rows
             fits = w is not None and w.shape == (len(np.unique(snaps.labels)), acts[0].size)
-            rows.append(collapse.neural_collapse(acts, snaps.labels, *((w, b) if fits else (None, None))))
-        values[name] = {k: np.array([r[k] for r in rows]) for k in collapse.KEYS}
+            per_epoch.append(collapse.neural_collapse(acts, snaps.labels, *((w, b) if fits else (None, None))))
+        values[name] = {k: np.array([r[k] for r in per_epoch]) for k in collapse.KEYS}
     spikes = snaps.spectral("num_spikes")[clf] if clf in snaps.weight_layers else np.full(len(epochs), np.nan)
     images = (
         draw(

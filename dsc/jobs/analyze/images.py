@@ -25,7 +25,7 @@ from dsc.figures import modes as mode_figures
 from dsc.figures import report
 from dsc.figures.style import ACC, METRIC_LABELS
 from dsc.jobs.analyze.plumbing import FigureWriter, Skipped, skipped
-from dsc.jobs.analyze.source import RunImages
+from dsc.jobs.analyze.source import Images, RunImages
 from dsc.nn.modes import ModeSweep, mode_sweep
 from dsc.settings import AnalyzeConfig, ModelConfig
 
@@ -65,7 +65,7 @@ class InputsResult:
 
 
 def inputs(
-    images: RunImages,
+    images: Images,
     snaps: snapshot.Snapshots,
     emergence_epochs: dict[int, int | None],
     layer: str,
@@ -83,11 +83,11 @@ def inputs(
     except DataError as exc:
         return skipped(INPUTS_TITLE, "", exc)
     classes = list(snaps.classes)
-    maps = []
+    per_class = []
     for c in range(len(classes)):
         imgs = ims.images[ims.labels == c].astype(np.float32) / 255.0  # (N_c, C, H, W)
-        maps.append(imgs.var(axis=0).mean(axis=0))  # (H, W), channels averaged
-    maps = np.stack(maps)
+        per_class.append(imgs.var(axis=0).mean(axis=0))  # (H, W), channels averaged
+    maps = np.stack(per_class)
     figures = [
         draw(
             "variance_maps",

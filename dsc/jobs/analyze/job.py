@@ -65,6 +65,7 @@ from dsc.jobs.analyze import images as analyze_images
 from dsc.jobs.analyze import order as analyze_order
 from dsc.jobs.analyze import recorded as analyze_recorded
 from dsc.jobs.analyze import steps as analyze_steps
+from dsc.jobs.analyze.plumbing import Step
 from dsc.jobs.analyze.source import (
     RunImages,
     Source,
@@ -236,6 +237,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         # --- the final model; its modes sweep starts now, beside the steps below
         with clock("model"):
             model = analyze_recorded.load_model(src.run_id) if src.recorded else load_model(src.checkpoint)
+        images: analyze_recorded.ProbeImages | RunImages
         if src.recorded:  # any model: the probe's inputs, the logged network's Linear layers
             images = analyze_recorded.ProbeImages(src.run_id, classes)
             sweep = background.submit(
@@ -305,7 +307,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             )
 
     # --- summary.json and report.html
-    steps = {
+    steps: dict[str, Step] = {
         "events": timeline,
         "curves": curves,
         "pca": pca,

@@ -20,7 +20,7 @@ from dsc.errors import DataError
 from dsc.figures import order as order_figures
 from dsc.figures import report
 from dsc.jobs.analyze.plumbing import FigureWriter, Skipped, skipped
-from dsc.jobs.analyze.source import RunImages
+from dsc.jobs.analyze.source import Images
 
 CLASSIFIER = "out"  # the layer whose logits give the network's outputs, where the snapshots name none
 NOT_KNOWN = "the run was recorded by dsc.Recorder from a loop of its own: dsc knows its probe, not its training split"
@@ -89,7 +89,7 @@ def _pixels(images: np.ndarray) -> np.ndarray:
 
 
 def order(
-    images: RunImages, snaps: snapshot.Snapshots, behaviour: emergence.Behaviour | None, seed: int, draw: FigureWriter
+    images: Images, snaps: snapshot.Snapshots, behaviour: emergence.Behaviour | None, seed: int, draw: FigureWriter
 ) -> OrderResult | Skipped:
     """Metrics ``order/spearman_saxe``, ``order/spearman_separability``, ``order/spearman_mode_time``."""
     text = ORDER_TEXT.format(k=SEPARABILITY_COMPONENTS)
@@ -99,6 +99,7 @@ def order(
         cfg, ims = images.get()
     except DataError as exc:
         return skipped(ORDER_TITLE, text, exc)
+    assert cfg is not None  # images of a known training split come with their data config
     classes, n_cls = list(snaps.classes), len(snaps.classes)
     train, _ = split_indices(ims.labels, cfg.val_fraction, cfg.data_seed)
     x, y = _pixels(ims.images[train]), ims.labels[train]

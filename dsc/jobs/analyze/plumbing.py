@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from dsc.figures import report, style
 
-__all__ = ["DPI", "FigureWriter", "Skipped", "skipped"]
+__all__ = ["DPI", "FigureWriter", "Skipped", "Step", "skipped"]
 
 DPI = 100  # figures: PNG resolution
 
@@ -29,6 +29,15 @@ class FigureWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return report.Image(path.name, caption, data)
+
+
+class Step(Protocol):
+    """What every step's result, run or skipped, gives the report and ``summary.json``."""
+
+    @property
+    def section(self) -> report.Section: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 import numpy as np
+import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from torch import nn
@@ -160,7 +162,15 @@ def weight_shapes(src: Source, model: nn.Module | None) -> dict[str, tuple[int, 
     """(out, in) of each weight layer (a kernel's channels): from the snapshots, else the model's named layers."""
     if src.snaps.weight_shapes or model is None:
         return dict(src.snaps.weight_shapes)
-    return {n: tuple(m.weight.shape[:2]) for n, m in named_layers(model).items()}
+    # nn.Module's attributes are typed Tensor | Module; a weight layer's weight is a tensor
+    shapes = {n: cast(torch.Tensor, m.weight).shape for n, m in named_layers(model).items()}
+    return {n: (s[0], s[1]) for n, s in shapes.items()}
+
+
+class Images(Protocol):
+    """What the image steps read: ``get()``, the data config (None where unknown) and the images."""
+
+    def get(self) -> tuple[DataConfig | None, ImageSet]: ...
 
 
 class RunImages:

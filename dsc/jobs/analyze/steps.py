@@ -289,7 +289,8 @@ def spectra(
     shown = [n for n in layers if side[n] >= min(ESD_MIN_SIDE, max(side.values()))]
     if len(shown) > ESD_MAX_COLUMNS:  # a deep network: evenly spaced layers, the first and last kept
         shown = [shown[i] for i in np.unique(np.linspace(0, len(shown) - 1, ESD_MAX_COLUMNS).round().astype(int))]
-    esd, panels = {}, []
+    esd: dict[int, dict[str, BulkFit]] = {}
+    panels = []
     for e in picks:
         esd[e] = {}
         for layer in layers:

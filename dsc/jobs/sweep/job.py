@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsc.errors import TrackingError
@@ -71,9 +71,9 @@ class SweepResult:
 class _Launched:
     member: Member
     run_id: str
-    proc: subprocess.Popen
     log: Path
     rc: Path | None = None  # where a batch process writes this member's exit status
+    proc: subprocess.Popen = field(init=False)  # set once the members' process has started
 
 
 def sweep_job(
@@ -110,6 +110,7 @@ def sweep_job(
         if config.experiment:
             mlflow.set_experiment(config.experiment)  # created once here, not raced by the members
         experiment_id = mlflow.tracking.fluent._get_experiment_id()
+        assert experiment_id is not None  # the one set above, or MLflow's default experiment
         sweep_id = uuid.uuid4().hex[:8]
         bar = stack.enter_context(
             tqdm(total=len(the_plan.members), desc=f"sweep {sweep_id}", unit="run", disable=not progress)
@@ -149,7 +150,9 @@ def _train_all(
     the_plan: Plan, sweep_id: str, experiment_id: str, logs: Path, bar, echo: Callable[[str], None]
 ) -> list[tuple[Member, str, str]]:
     """Run the members; ``(member, run id, why it failed or "")`` in member order."""
-    pending, running, done = deque(the_plan.members), [], {}
+    pending = deque(the_plan.members)
+    running: list[_Launched] = []
+    done: dict[int, tuple[Member, str, str]] = {}
     try:
         while pending or running:
             while pending and len({id(j.proc) for j in running}) < the_plan.config.parallel:
@@ -185,7 +188,7 @@ def _launch(the_plan: Plan, batch: list[Member], sweep_id: str, experiment_id: s
     share = str(max(1, (os.cpu_count() or 1) // the_plan.config.parallel))
     for var in THREAD_VARS:
         env.setdefault(var, env.get("OMP_NUM_THREADS", share))
-    jobs = [_Launched(m, rid, None, logs / f"{m.index:04d}.log") for m, rid in zip(batch, run_ids)]
+    jobs = [_Launched(m, rid, logs / f"{m.index:04d}.log") for m, rid in zip(batch, run_ids)]
     if len(batch) == 1:
         command = [sys.executable, "-m", "dsc", "train", *the_plan.argv(batch[0])]
         env["MLFLOW_RUN_ID"] = run_ids[0]
