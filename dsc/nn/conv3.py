@@ -235,7 +235,10 @@ def conv3x3_relu_stack(
     biases: Sequence[torch.Tensor],
     pool: tuple[int, int] | None = None,
     taps: None = None,
-) -> torch.Tensor: ...
+) -> torch.Tensor:
+    """Without ``taps``: the output maps alone."""
+
+
 @overload
 def conv3x3_relu_stack(
     x: torch.Tensor,
@@ -244,7 +247,10 @@ def conv3x3_relu_stack(
     pool: tuple[int, int] | None = None,
     *,
     taps: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor]: ...
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """With ``taps``: the output maps and every layer's tapped maps."""
+
+
 def conv3x3_relu_stack(
     x: torch.Tensor,
     weights: Sequence[torch.Tensor],
