@@ -109,6 +109,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze.order`  its step on what predicted the order of the classes
   `jobs.analyze.collapse` its step on neural collapse per epoch
   `jobs.analyze.events` its event timeline, the report's first section
+  `jobs.break_ranks`    the break rank of each layer's mode-importance power law, from a final checkpoint
   `jobs.compare`        the decomposition across runs, in a comparison run
   `jobs.compare_figures` its figures: the overlay, centres against widths, R²
   `jobs.compare_groups` the compared runs grouped by params, seeds as replicates

@@ -11,7 +11,8 @@ onto the same run (its status is left as it is):
   ``lld_class/<name>/n_components``, ``.../center_<k>``, ``.../width_<k>`` (its recall's
   decomposition), ``order/spearman_saxe``, ``order/spearman_separability`` and
   ``order/spearman_mode_time`` (how well the data's modes predicted the order) and
-  ``transition_epoch`` (the end of the latent phase of ``acc/val``), logged at step 0: they
+  ``transition_epoch`` (the end of the latent phase of ``acc/val``) and
+  ``modes/<layer>/break_rank`` (where its mode-importance power law breaks), logged at step 0: they
   describe the whole run, and at one step a rerun's value replaces the last (MLflow shows the
   value of the highest step);
 - metrics ``nc/<layer>/nc1`` ... ``nc4`` (neural collapse), logged with step = epoch;
@@ -319,7 +320,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         "order": order,
         "collapse": nc,
     }
-    logged = emergence.metrics | change.metrics | class_lld.metrics | order.metrics
+    logged = emergence.metrics | change.metrics | class_lld.metrics | order.metrics | modes.metrics
     run, params, final = _header(src)
     final |= logged
     summary = {
