@@ -352,19 +352,19 @@ def _log_comparison(
 
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
-    chosen = [f["n"] for f in fits if chosen(f) is None or chosen(f)["success"]]
+    picked = [f["n"] for f in fits if chosen(f) is None or chosen(f)["success"]]
     out = {
         "lld/n_runs": float(len(fits)),
-        "lld/n_fitted": float(len(chosen)),
-        "lld/n_no_process": float(chosen.count(0)),
+        "lld/n_fitted": float(len(picked)),
+        "lld/n_no_process": float(picked.count(0)),
     }
-    if chosen:
-        out["lld/mean_n_components"] = float(np.mean(chosen))
+    if picked:
+        out["lld/mean_n_components"] = float(np.mean(picked))
     for n in range(1, max_components + 1):
         r2 = np.array([f["fits"][n - 1]["r2"] for f in fits], dtype=float)
         if np.isfinite(r2).any():
             out[f"lld/mean_r2_{n}"] = float(np.nanmean(r2))
-        out[f"lld/n_chose_{n}"] = float(chosen.count(n))
+        out[f"lld/n_chose_{n}"] = float(picked.count(n))
     return out
 
 
