@@ -352,7 +352,7 @@ def _log_comparison(
 
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
-    chosen = [f["n"] for f in fits if chosen(f) is None or chosen(f)["success"]]
+    chosen = [f["n"] for f in fits if compare_figures.chosen(f) is None or compare_figures.chosen(f)["success"]]
     out = {
         "lld/n_runs": float(len(fits)),
         "lld/n_fitted": float(len(chosen)),
