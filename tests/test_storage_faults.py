@@ -4,11 +4,13 @@ when they were written, and named; every reader falls back, skips or refuses in 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import mlflow
 import pytest
 import torch
 from click.testing import CliRunner
@@ -123,10 +125,46 @@ def test_snapshot_readers_refuse_or_skip_a_corrupted_epoch(trained):
     assert list(skipped) == [2] and "snapshots/epoch_0002.npz fails its checksum" in skipped[2]
     with (
         corrupted(stored(trained, "snapshots/probe.npz"), "flipped"),
-        pytest.raises(TrackingError, match="probe.npz of run .* fails its checksum"),
+        pytest.raises(TrackingError, match=r"probe\.npz of run .* fails its checksum"),
     ):
         tracking.snapshot.load_verified(run_id)
     assert tracking.snapshot.load(run_id).epochs == list(range(EPOCHS + 1))
+
+
+@pytest.mark.slow
+def test_analyze_skips_a_corrupted_snapshot_epoch_and_checkpoint_and_says_why(trained):
+    """Epoch 2's snapshot flipped, epoch 1's checkpoint zeroed: the analysis runs on epochs 0, 1
+    and 3, and its summary, report and warnings name both files and the checksum that failed."""
+    run_id = trained.info.run_id
+    with (
+        corrupted(stored(trained, "snapshots/epoch_0002.npz"), "flipped"),
+        corrupted(stored(trained, "checkpoints/epoch_0001.pt"), "zeroed"),
+    ):
+        res = CliRunner().invoke(
+            main, ["analyze", "--run-id", run_id, "--no-progress", "--modes-max-images", "64", "--no-epoch-images"]
+        )
+    assert res.exit_code == 0, res.output
+    assert "warning: epoch 2 is left out of the analysis: snapshot snapshots/epoch_0002.npz fails its checksum" in (
+        res.stderr
+    )
+    assert "NC3 and NC4 skip epoch 1: checkpoint checkpoints/epoch_0001.pt" in res.stderr
+    analysis = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="analysis"))
+    summary = json.loads((analysis / "summary.json").read_text())
+    assert summary["epochs"] == [0, 1, 3]
+    assert list(summary["skipped_epochs"]) == ["2"]
+    assert re.match(
+        r"snapshot snapshots/epoch_0002\.npz fails its checksum \(its SHA-256 is [0-9a-f]{12}\.\.\.",
+        summary["skipped_epochs"]["2"],
+    )
+    assert list(summary["collapse"]["skipped_checkpoints"]) == ["1"]
+    assert (
+        f"checkpoints/epoch_0001.pt of run {run_id} fails its checksum"
+        in (summary["collapse"]["skipped_checkpoints"]["1"])
+    )
+    assert summary["collapse"]["weight_epochs"] == [0, 3]
+    page = (analysis / "report.html").read_text()
+    assert "Skipped epochs" in page and "snapshots/epoch_0002.npz fails its checksum" in page
+    assert "checkpoint of epoch 1" in page
 
 
 def test_dsc_snapshot_refuses_a_corrupted_checkpoint(trained):

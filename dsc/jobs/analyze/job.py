@@ -20,15 +20,17 @@ onto the same run (its status is left as it is):
   for the epochs that lack them.
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
-emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point, pixel variance maps and each class's most activating
-inputs (Figs 15, 16), layer similarity (Fig 17), weight spectra over epochs, hierarchical modes
-of the final weights (Li & Huang), the logistic learning decomposition (Figs 11, 12), the
-per-class decomposition that says which classes make each of its processes, the order the
-data's input-output modes predict (Saxe et al.), neural collapse per epoch (Papyan et al.), and
-the event timeline that lines every step's changes up on one axis (the report's first section).
+emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point,
+pixel variance maps and each class's most activating inputs (Figs 15, 16), layer similarity
+(Fig 17), weight spectra over epochs, hierarchical modes of the final weights (Li & Huang), the
+logistic learning decomposition (Figs 11, 12), the per-class decomposition that says which
+classes make each of its processes, the order the data's input-output modes predict (Saxe et
+al.), neural collapse per epoch (Papyan et al.), and the event timeline that lines every step's
+changes up on one axis (the report's first section).
 Steps 4, 7 and 10 rebuild the dataset from the checkpoint's data config; when it cannot be
 rebuilt (a moved folder, a changed generator) they are skipped with the reason written into
-the summary and the report, and the rest still runs.
+the summary and the report, and the rest still runs. A snapshot epoch whose file fails its
+checksum is left out the same way (``skipped_epochs`` in the summary, a section of the report).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from dsc.jobs.analyze import images as analyze_images
 from dsc.jobs.analyze import order as analyze_order
 from dsc.jobs.analyze import recorded as analyze_recorded
 from dsc.jobs.analyze import steps as analyze_steps
+from dsc.jobs.analyze.plumbing import skipped_epochs_section
 from dsc.jobs.analyze.source import (
     RunImages,
     Source,
@@ -289,8 +292,8 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             order = analyze_order.order(images, snaps, emergence.behaviour, cfg.seed, draw)
         # --- 11. neural collapse per epoch, the classifier's weights read from each epoch's checkpoint
         with clock("collapse"):
-            weights = analyze_collapse.classifier_weights(src.run_id, snaps.epochs, classifier=snaps.output)
-            nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw)
+            weights, unread = analyze_collapse.classifier_weights(src.run_id, snaps.epochs, classifier=snaps.output)
+            nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw, unread)
         # --- the event timeline: every step's changes on one epoch axis (the report's first section)
         with clock("events"):
             timeline = analyze_events.timeline(
@@ -328,6 +331,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         "config": asdict(cfg),
         "layer": cfg.layer,
         "epochs": snaps.epochs,
+        "skipped_epochs": src.skipped_epochs,
         "classes": classes,
         "params": params,
         "final_metrics": final,
@@ -341,7 +345,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         "timings": clock.timings,
     }
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False))
-    sections = tuple(step.section for step in steps.values())
+    sections = skipped_epochs_section(src.skipped_epochs) + tuple(step.section for step in steps.values())
     title = f"Analysis of run {src.run.info.run_name or src.run_id}"
     (out / "report.html").write_text(report.render(title, run, params, final, sections), encoding="utf-8")
     return Analysis(
