@@ -98,6 +98,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.snapshot`       snapshots recomputed from checkpoints
   `jobs.pictures`       each snapshot's pictures in the MLflow image grid, step = epoch
   `jobs.register`       any epoch's checkpoint registered as a model version
+  `jobs.stages`         named stages where a test stops a job, to check what a kill leaves
   `jobs.analyze`        the analysis of one run (a package):
   `jobs.analyze.job`    the command and its pipeline, top to bottom
   `jobs.analyze.plumbing` what every step shares: the figure writer, a skipped step

@@ -27,7 +27,8 @@ Each source run gets ``lld/n_components`` (0: no learning process), ``lld/r2_<N>
 that MLflow's run comparison shows them side by side (on a server with auth, only the runs
 whose experiment the user may edit; a warning names the others). They describe the metric of
 the latest comparison that took the run (its ``metric`` param): a later one with another
-metric, or fewer components, replaces the values it logs and leaves the others.
+metric, or fewer components, replaces the values it logs and leaves the others. Its tag
+``dsc.lld.comparison``, set first, names that comparison: they are complete once it is FINISHED.
 
 Histories are read, fitted and written back as a pipeline: a chunk of curves goes to the
 worker pool as soon as it is read, and each chunk's results are logged while later chunks fit;
@@ -59,11 +60,12 @@ from mlflow.utils.time import get_current_time_millis
 from dsc import tracking
 from dsc.core.lld import batch as lld_batch
 from dsc.errors import TrackingError
-from dsc.jobs import compare_classes, compare_figures, compare_groups
+from dsc.jobs import compare_classes, compare_figures, compare_groups, stages
 from dsc.jobs.compare_figures import chosen
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
+WRITTEN_BY_TAG = "dsc.lld.comparison"  # on a compared run: the comparison whose lld/* it holds
 _SEARCH_PAGE = 10_000
 _FIELDS = ("amplitude", "center", "width")
 
@@ -105,7 +107,7 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
     with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs", tags={tracking.KIND_TAG: "compare"}) as run:
         tracking.log_params_once(config.params())
         with lld_batch.workers(config.jobs, len(runs)) as pool:
-            fits = _fit_and_write_back(client, runs, config, pool, set(writable))
+            fits = _fit_and_write_back(client, runs, config, pool, set(writable), run.info.run_id)
             by_class = compare_classes.fit_and_write_back(client, runs, fits, config, pool, set(writable))
             _log_comparison(runs, fits, skipped, config, pool)
         if config.group_by:
@@ -233,12 +235,10 @@ def _skipped_line(skipped: dict[str, str], shown: int = 10) -> str:
     return f"skipped {len(skipped)} run(s) of the search: {', '.join(items)}{more}"
 
 
-def _read_only_line(run_ids: list[str], shown: int = 5) -> str:
-    more = f" and {len(run_ids) - shown} more" if len(run_ids) > shown else ""
-    return (
-        f"not writing lld/* back to {len(run_ids)} run(s) whose experiment you may not edit: "
-        f"{', '.join(run_ids[:shown])}{more}; the comparison run records their results"
-    )
+def _read_only_line(ids: list[str], shown: int = 5) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    line = f"not writing lld/* back to {len(ids)} run(s) whose experiment you may not edit: {', '.join(ids[:shown])}"
+    return f"{line}{more}; the comparison run records their results"
 
 
 def _warn_unfitted(runs: list[Run], fits: list[dict[str, Any]], warn: Callable[[str], None]) -> None:
@@ -273,17 +273,20 @@ def _fit_and_write_back(
     config: CompareConfig,
     pool: ProcessPoolExecutor | None,
     writable: set[str],
+    comparison: str,
 ) -> list[dict[str, Any]]:
-    """Read and fit every run, write back to those in ``writable``; the fits in run order."""
+    """Read and fit every run, write back to those in ``writable`` (each tagged with the
+    ``comparison`` run's id before its metrics); the fits in run order."""
     ids = [r.info.run_id for r in runs]
     curves = ((i, *read_curve(client, rid, config.metric)) for i, rid in enumerate(ids))
     fits: list[dict[str, Any]] = [{}] * len(runs)
     stamp = get_current_time_millis()
     for i, fit in lld_batch.fit_stream(curves, len(runs), config.max_components, pool):
         fits[i] = fit
-        metrics = _source_metrics(fit, stamp)
-        if metrics and ids[i] in writable:
-            client.log_batch(ids[i], metrics=metrics)
+        if ids[i] in writable:
+            client.set_tag(ids[i], WRITTEN_BY_TAG, comparison)
+            client.log_batch(ids[i], metrics=_source_metrics(fit, stamp))
+            stages.pause_at("compare-write-back")
     return fits
 
 

@@ -29,6 +29,8 @@ from dsc.tracking.artifacts import (
     load_checkpoint,
     mark_complete,
     mark_full,
+    mark_incomplete,
+    replace_directory,
 )
 from dsc.tracking.auth import editable, redact, require_experiment_write, require_model_write
 from dsc.tracking.datasets import log_dataset
@@ -100,10 +102,12 @@ __all__ = [
     "log_params_once",
     "mark_complete",
     "mark_full",
+    "mark_incomplete",
     "metric_history",
     "pip_requirements",
     "preflight",
     "redact",
+    "replace_directory",
     "require_experiment_write",
     "require_free",
     "require_model_write",

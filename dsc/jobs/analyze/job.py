@@ -17,7 +17,9 @@ onto the same run (its status is left as it is):
   value of the highest step);
 - metrics ``nc/<layer>/nc1`` ... ``nc4`` (neural collapse), logged with step = epoch;
 - each snapshot's pictures in the image grid (``images/``, step = epoch: :mod:`dsc.jobs.pictures`),
-  for the epochs that lack them.
+  for the epochs that lack them;
+- the tag ``dsc.complete.analysis`` (the last epoch analysed), set last: a run without it holds
+  no complete analysis (one killed halfway), and a new analysis replaces all of ``analysis/``.
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
 emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point,
@@ -60,6 +62,7 @@ from dsc.core.jsonsafe import jsonable
 from dsc.errors import ConfigError
 from dsc.figures import report
 from dsc.jobs import pictures as epoch_pictures
+from dsc.jobs import stages
 from dsc.jobs.analyze import classes as analyze_classes
 from dsc.jobs.analyze import collapse as analyze_collapse
 from dsc.jobs.analyze import events as analyze_events
@@ -367,12 +370,15 @@ def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | Non
     with tempfile.TemporaryDirectory(prefix="dsc-analysis-") as tmp:
         a = run_analysis(src, cfg, Path(tmp))
         t1 = time.perf_counter()
-        client.log_artifacts(src.run_id, tmp, ARTIFACT_DIR)
+        tracking.mark_incomplete(src.run_id, ARTIFACT_DIR)  # set again once everything is logged
+        tracking.replace_directory(src.run_id, tmp, ARTIFACT_DIR)  # no earlier analysis's file stays
+        stages.pause_at("analyze-uploaded")
         tracking.log_metrics_to(src.run_id, a.metrics, step=0)
         for epoch, metrics in a.epoch_metrics.items():
             tracking.log_metrics_to(src.run_id, metrics, step=epoch)
         for epoch, pictures in a.epoch_images.items():
             epoch_pictures.log_pictures(client, src.run_id, pictures, epoch)
+        tracking.mark_complete(src.run_id, ARTIFACT_DIR, src.snaps.epochs[-1])
         done = time.perf_counter()
         a = dataclasses.replace(a, timings={"read": read_s, **a.timings, "log": done - t1}, wall_s=done - t0)
     wrapper = os.environ.get("MLFLOW_RUN_ID")
