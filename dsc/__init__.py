@@ -87,6 +87,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `tracking.integrity`  each uploaded file's SHA-256, recorded and verified
   `tracking.heartbeat`  one writer per run: the heartbeat a training process renews
   `tracking.server`     a loopback mlflow server (and PostgreSQL) for tests and benches
+  `tracking.sqlite`     a SQLite store shared by processes: writers wait their turn (a long busy timeout)
 `jobs`              the entry points, each composing the layers below:
   `jobs.train`          a training run
   `jobs.resume`         a stopped training run continued from its last complete checkpoint
