@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from dsc import tracking
 from dsc.cli import main
 from dsc.errors import TrackingError
+from dsc.jobs.compare import WRITTEN_BY_TAG
 from dsc.tracking.server import auth_settings, mlflow_server
 
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -212,6 +213,7 @@ def test_bob_compares_alices_runs_and_writes_back_only_to_his_own(as_user, serve
     client = MlflowClient()
     for rid in alices:  # nothing new on alice's runs
         assert sorted(client.get_run(rid).data.metrics) == ["acc/val", "prob_class/a", "prob_class/b"]
+        assert WRITTEN_BY_TAG not in client.get_run(rid).data.tags
     assert {"lld/n_components", "lld/r2_1", "lld_class/a/n_components", "lld/n_from_classes"} <= set(
         client.get_run(bobs).data.metrics
     )
@@ -219,6 +221,7 @@ def test_bob_compares_alices_runs_and_writes_back_only_to_his_own(as_user, serve
         [client.get_experiment_by_name("bob-compares").experiment_id], f"tags.`{tracking.KIND_TAG}` = 'compare'"
     )
     assert comparison.info.status == "FINISHED"
+    assert client.get_run(bobs).data.tags[WRITTEN_BY_TAG] == comparison.info.run_id
     assert comparison.data.metrics["lld/n_runs"] == 3
     classes = mlflow.artifacts.load_dict(f"{comparison.info.artifact_uri}/lld/classes.json")
     assert [r["run_id"] for r in classes["runs"]] == ids  # alice's runs' results are recorded there
