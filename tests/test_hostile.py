@@ -478,7 +478,7 @@ def test_disk_full_while_writing_a_snapshot_then_resume(store, monkeypatch):
     assert sorted(tracking.list_checkpoints(rid)) == [0, 1]
     assert load_snapshots(rid).epochs == [0, 1]
 
-    monkeypatch.setattr(snapshot, "_atomic_savez", real)  # space freed
+    monkeypatch.setattr(snapshot_files, "_atomic_savez", real)  # space freed
     res = CliRunner().invoke(main, ["train", "--resume", rid, "--no-progress"])
     assert res.exit_code == 0, res.output
     run = MlflowClient().get_run(rid)
