@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from dsc.core.power import detectable_rho
 from dsc.errors import TrackingError
+from dsc.jobs.break_ranks import log_break_ranks
 from dsc.jobs.compare import compare_job
 from dsc.settings import CompareConfig
 
@@ -95,24 +96,57 @@ def trend_cell(t: dict | None) -> str:
     return f"{t['rho']:+.2f} ({fmt_p(t['p'])})"
 
 
-def table(art: dict, param: str) -> tuple[list[str], dict[str, dict]]:
+def table(art: dict, param: str, columns=COLUMNS) -> tuple[list[str], dict[str, dict]]:
+    """The grouped table of ``columns`` ((quantity, label, digits)), one row per group, trends last."""
     rows = {(r["group"], r["quantity"]): r for r in art["table"]}
     groups = list(dict.fromkeys(r["group"] for r in art["table"]))
     n_runs = {r["group"]: r["n_runs"] for r in art["table"]}
     trends = {t["quantity"]: t for t in art["trend"]}
-    head = f"| {param} | runs | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    head = f"| {param} | runs | " + " | ".join(label for _, label, _ in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     for g in groups:
         lines.append(
             f"| {g.split('=', 1)[1]} | {n_runs[g]} | "
-            + " | ".join(cell(rows.get((g, q)), d) for q, _, d in COLUMNS)
+            + " | ".join(cell(rows.get((g, q)), d) for q, _, d in columns)
             + " |"
         )
     total = sum(n_runs.values())
     lines.append(
-        f"| Spearman rho (p) | {total} | " + " | ".join(trend_cell(trends.get(q)) for q, _, _ in COLUMNS) + " |"
+        f"| Spearman rho (p) | {total} | " + " | ".join(trend_cell(trends.get(q)) for q, _, _ in columns) + " |"
     )
     return lines, trends
+
+
+def break_rank_columns(art: dict) -> list[tuple[str, str, int]]:
+    """The ``modes/<layer>/break_rank`` quantities the comparison holds, in the network's order."""
+    names = dict.fromkeys(r["quantity"] for r in art["table"] if r["quantity"].endswith("/break_rank"))
+    order = sorted(names, key=lambda q: (q.split("/")[1] == "all", q.split("/")[1] == "out", q))
+    return [(q, f"{q.split('/')[1]} break rank", 1) for q in order]
+
+
+def break_rank_sentence(art: dict, trends: dict) -> str:
+    """What the break ranks say about Li & Huang's prediction (a break near the class count)."""
+    parts = []
+    for q, label, _ in break_rank_columns(art):
+        t = trends.get(q)
+        if t is None or t["rho"] is None:
+            continue
+        means = {
+            float(r["group"].split("=", 1)[1]): r["mean"]
+            for r in art["table"]
+            if r["quantity"] == q and r["mean"] is not None
+        }
+        ratio = [m / c for c, m in means.items() if c > 0]
+        near = f"; its group means are {min(ratio):.1f} to {max(ratio):.1f} times the class count" if ratio else ""
+        verdict = (
+            "rises with"
+            if t["rho"] > 0 and t["p"] < ALPHA
+            else ("falls with" if t["rho"] < 0 and t["p"] < ALPHA else "shows no detectable trend with")
+        )
+        parts.append(f"{label} {verdict} the class count (rho {t['rho']:+.2f}, p {fmt_p(t['p'])}){near}.")
+    if not parts:
+        return "No layer's break rank could be tested against the class count."
+    return "Li & Huang predict a break of the mode-importance power law near the class count: " + " ".join(parts)
 
 
 def agreement_lines(art: dict) -> list[str]:
@@ -166,6 +200,16 @@ def conclusion(trends: dict, art: dict, what: str, n_runs: int) -> str:
         "they do not show how N behaves on Yale B, at 128x128 or under other optimisers."
     )
     return " ".join(parts)
+
+
+def break_ranks(experiment: str) -> int:
+    """Log the break ranks onto the experiment's finished training runs that lack them; how many runs have them."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    runs = client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
+    return len(log_break_ranks([r.info.run_id for r in runs]))
 
 
 def figures(run_id: str, experiment: str, out: Path) -> list[str]:
@@ -239,7 +283,7 @@ def main() -> None:
         "density: 5 identities, the same number of optimizer steps (`--steps`) for every density). "
         f"Commit {commit()}, machine: "
         f"{platform.machine()}, {platform.python_version()}, 2 CPU cores shared with other work "
-        "(the experiment ran under `nice -n 19`, `--parallel 2`).",
+        "(`--parallel 2`).",
         "",
         "Every interval is a t-based 95% interval of the group mean over seeds "
         "(mean +- t(0.975, n-1) sd / sqrt(n)); trend tests are Spearman's rho over runs against the "
@@ -252,6 +296,9 @@ def main() -> None:
     ]
     for experiment, param, question, what in QUESTIONS:
         page += [f"## {question}", ""]
+        if experiment == "classes":
+            ranked = break_ranks(experiment)
+            print(f"break ranks of {ranked} runs")
         cid = compare(experiment, param)
         if cid is None:
             page += [f"Not run: the store has no finished training run in experiment {experiment!r}.", ""]
@@ -272,23 +319,30 @@ def main() -> None:
             "Agreement of the two predictors with the observed N:",
             "",
         ]
-        page += [
-            *agreement_lines(art),
-            "",
-            "Li & Huang's break rank against the class count: not measured in "
-            "these runs (they were trained without snapshots, and "
-            "`modes/<layer>/break_rank` is not logged yet).",
-            "",
-            "**Conclusion.** " + conclusion(trends, art, what, n),
-            "",
-        ]
+        page += [*agreement_lines(art), ""]
+        columns = break_rank_columns(art)
+        if columns:
+            ranks, rank_trends = table(art, param, columns)
+            page += [
+                "Li & Huang's break rank (`modes/<layer>/break_rank`: the k where the two power-law "
+                "segments of each layer's error against its k leading singular modes join, from the "
+                "final checkpoint, `dsc.jobs.break_ranks`):",
+                "",
+                *ranks,
+                "",
+            ]
+            trends = {**trends, **rank_trends}
+        page += ["**Conclusion.** " + conclusion(trends, art, what, n)]
+        if columns:
+            page[-1] += " " + break_rank_sentence(art, trends)
+        page += [""]
         page += [*figures(cid, experiment, DOCS / "figures"), ""]
     if wall_file.exists():
         page += ["## Wall time of the experiment", "", "```", wall_file.read_text().strip(), "```", ""]
     page += [
         "## The full plan",
         "",
-        "8 seeds at every point, as the issue asks:",
+        "8 seeds at every point:",
         "",
         "```bash",
         'STORE=results-store SEEDS="0 1 2 3 4 5 6 7" docs/experiment.sh',

@@ -87,6 +87,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `tracking.integrity`  each uploaded file's SHA-256, recorded and verified
   `tracking.heartbeat`  one writer per run: the heartbeat a training process renews
   `tracking.server`     a loopback mlflow server (and PostgreSQL) for tests and benches
+  `tracking.sqlite`     a SQLite store shared by processes: writers wait their turn (a long busy timeout)
 `jobs`              the entry points, each composing the layers below:
   `jobs.train`          a training run
   `jobs.resume`         a stopped training run continued from its last complete checkpoint
@@ -98,6 +99,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.snapshot`       snapshots recomputed from checkpoints
   `jobs.pictures`       each snapshot's pictures in the MLflow image grid, step = epoch
   `jobs.register`       any epoch's checkpoint registered as a model version
+  `jobs.stages`         named stages where a test stops a job, to check what a kill leaves
   `jobs.analyze`        the analysis of one run (a package):
   `jobs.analyze.job`    the command and its pipeline, top to bottom
   `jobs.analyze.plumbing` what every step shares: the figure writer, a skipped step
@@ -109,6 +111,7 @@ or `nn`). ``tests/test_layout.py`` holds these rules, and that every module is n
   `jobs.analyze.order`  its step on what predicted the order of the classes
   `jobs.analyze.collapse` its step on neural collapse per epoch
   `jobs.analyze.events` its event timeline, the report's first section
+  `jobs.break_ranks`    the break rank of each layer's mode-importance power law, from a final checkpoint
   `jobs.compare`        the decomposition across runs, in a comparison run
   `jobs.compare_figures` its figures: the overlay, centres against widths, R²
   `jobs.compare_groups` the compared runs grouped by params, seeds as replicates

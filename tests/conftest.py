@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 
 import mlflow
 import pytest
@@ -76,3 +81,36 @@ def store(tmp_path, monkeypatch, cache_dir, empty_store):
     yield fresh_store(tmp_path, monkeypatch, cache_dir, empty_store)
     while mlflow.active_run():
         mlflow.end_run()
+
+
+def kill_at(stage: str, args: list[str], timeout: float = 300) -> str:
+    """Run ``python -m dsc ARGS`` until it pauses at ``stage`` (``DSC_TEST_PAUSE_AT``), then SIGKILL it.
+
+    Returns what it wrote to stderr; fails the test if it ends, or takes ``timeout`` s, before pausing.
+    """
+    env = {**os.environ, "DSC_TEST_PAUSE_AT": stage}
+    cmd = [sys.executable, "-m", "dsc", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"dsc {args[0]} did not pause at {stage} in {timeout} s: {''.join(seen)[-2000:]}")
+            if line is None:
+                pytest.fail(f"dsc {args[0]} ended ({proc.wait()}) before pausing at {stage}: {''.join(seen)[-2000:]}")
+            seen.append(line)
+            if line.strip() == f"dsc: paused at {stage}":
+                return "".join(seen)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -20,6 +20,7 @@ from dsc.data.dataset import load_imageset, prepare
 from dsc.jobs.analyze import images as analyze_images
 from dsc.jobs.analyze import steps as analyze_steps
 from dsc.jobs.analyze.source import RunImages, load_model, read_source
+from dsc.jobs.break_ranks import log_break_ranks
 from dsc.nn.model import build_model, named_layers
 from dsc.settings import AnalyzeConfig, DataConfig, ModelConfig
 
@@ -54,6 +55,20 @@ def planted_recall(c, t, rng):
     return np.where(t >= start, 0.97, 1 / 3) + rng.normal(0, 0.01, t.size)
 
 
+def fit_briefly(model, data, steps=150):
+    """A few Adam steps on the training split, enough for the tiny network to tell the classes apart."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = data.train_idx[torch.randint(len(data.train_idx), (64,), generator=gen).numpy()]
+        x, y = data.batch(idx, torch.device("cpu"))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+
+
 def make_run(tmp_path):
     """A FINISHED run laid out as `dsc train` leaves it, with a planted emergence and transition.
 
@@ -67,6 +82,7 @@ def make_run(tmp_path):
     torch.manual_seed(0)
     model = build_model(model_cfg)
     w0 = {n: m.weight.detach().numpy().copy() for n, m in named_layers(model).items()}
+    fit_briefly(model, data)  # the final weights separate the classes: the modes step has errors to fit
     rng = np.random.default_rng(1)
     t = np.arange(LAST + 1)
     acc = 1 / 3 + np.clip((t - ONSET) / 6, 0, 1) * (0.95 - 1 / 3) + rng.normal(0, 0.004, t.size)
@@ -164,6 +180,23 @@ def test_planted_emergence_and_transition_are_logged(shared, planted):
     assert abs(m["emergence/class_face3"] - SEPARATES[1]) <= 1
     assert abs(m["transition_epoch"] - ONSET) <= 1
     assert [h.step for h in client.get_metric_history(run_id, "transition_epoch")] == [0]
+
+
+def test_break_ranks_are_the_summarys_breakpoints_and_recomputed_alike(shared, planted):
+    """modes/<layer>/break_rank equals each fitted breakpoint of the summary; the job for runs
+    without snapshots recomputes the same numbers from the final checkpoint."""
+    run_id, out = planted
+    summary = json.loads((out / "summary.json").read_text())["modes"]
+    fits = {**{n: r["fit_error"] for n, r in summary["layers"].items()}, "all": summary["all"]["fit_error"]}
+    expected = {f"modes/{n}/break_rank": f["breakpoint"] for n, f in fits.items() if f["success"]}
+    assert expected, {n: f["message"] for n, f in fits.items()}
+    assert all(
+        1 <= k <= summary["layers"].get(m.split("/")[1], {"n_modes": 1e9})["n_modes"] for m, k in expected.items()
+    )
+    logged = {k: v for k, v in MlflowClient().get_run(run_id).data.metrics.items() if k.endswith("/break_rank")}
+    assert logged == pytest.approx(expected, rel=1e-9)
+    assert log_break_ranks([run_id])[run_id] == logged  # already there: left as it is
+    assert log_break_ranks([run_id], skip_done=False)[run_id] == pytest.approx(expected, rel=1e-6)
 
 
 def test_summary_and_report_are_complete(shared, planted):

@@ -7,17 +7,20 @@ were granted. Every refusal is one line at start-up, before a job prepares any d
 from __future__ import annotations
 
 import mlflow
+import numpy as np
 import pytest
 
 pytest.importorskip("flask_wtf", reason="MLflow's auth app needs the auth group: uv sync --group auth")
 
 from click.testing import CliRunner
+from mlflow.entities import Metric, Param
 from mlflow.server.auth.client import AuthServiceClient
 from mlflow.tracking import MlflowClient
 
 from dsc import tracking
 from dsc.cli import main
 from dsc.errors import TrackingError
+from dsc.jobs.compare import WRITTEN_BY_TAG
 from dsc.tracking.server import auth_settings, mlflow_server
 
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -171,3 +174,55 @@ def test_editable_splits_runs_by_what_the_user_may_write(as_user, server):
     assert tracking.editable([server["alice_run"], mine]) == ([mine], [server["alice_run"]])
     as_user("admin")
     assert tracking.editable([server["alice_run"], mine]) == ([server["alice_run"], mine], [])
+
+
+def _curve_run(client: MlflowClient, experiment: str) -> str:
+    """A FINISHED training run with a rising acc/val and two classes' prob_class curves, 20 epochs."""
+    run_id = client.create_run(experiment, tags={tracking.KIND_TAG: "train"}).info.run_id
+    t = np.arange(20)
+    curves = {
+        "acc/val": 0.5 + 0.45 / (1 + np.exp(-(t - 8) / 1.5)),
+        "prob_class/a": 0.5 + 0.45 / (1 + np.exp(-(t - 6) / 1.2)),
+        "prob_class/b": 0.5 + 0.45 / (1 + np.exp(-(t - 11) / 1.2)),
+    }
+    metrics = [Metric(key, float(v), 0, int(s)) for key, y in curves.items() for s, v in zip(t, y)]
+    client.log_batch(run_id, metrics=metrics, params=[Param("lr", "0.01")])
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@pytest.mark.slow
+def test_bob_compares_alices_runs_and_writes_back_only_to_his_own(as_user, server, monkeypatch):
+    """Bob holds READ on alice's experiment: his comparison of her runs and his own finishes, with
+    every run's results in it, and writes lld/* back to his run alone, naming hers in a warning."""
+    as_user("alice")
+    alices = [_curve_run(MlflowClient(), server["experiment"]) for _ in range(2)]
+    as_user("bob")
+    bobs = _curve_run(MlflowClient(), MlflowClient().create_experiment("bob-compares"))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "bob-compares")  # where bob's comparison run goes
+    ids = [*alices, bobs]
+    res = CliRunner().invoke(
+        main, ["compare", *(a for rid in ids for a in ("--run-id", rid)), "--jobs", "1", "--max-components", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if "not writing lld/* back" in line]
+    assert warnings == [
+        f"warning: not writing lld/* back to 2 run(s) whose experiment you may not edit: {alices[0]}, "
+        f"{alices[1]}; the comparison run records their results"
+    ], res.stderr
+    client = MlflowClient()
+    for rid in alices:  # nothing new on alice's runs
+        assert sorted(client.get_run(rid).data.metrics) == ["acc/val", "prob_class/a", "prob_class/b"]
+        assert WRITTEN_BY_TAG not in client.get_run(rid).data.tags
+    assert {"lld/n_components", "lld/r2_1", "lld_class/a/n_components", "lld/n_from_classes"} <= set(
+        client.get_run(bobs).data.metrics
+    )
+    (comparison,) = client.search_runs(
+        [client.get_experiment_by_name("bob-compares").experiment_id], f"tags.`{tracking.KIND_TAG}` = 'compare'"
+    )
+    assert comparison.info.status == "FINISHED"
+    assert client.get_run(bobs).data.tags[WRITTEN_BY_TAG] == comparison.info.run_id
+    assert comparison.data.metrics["lld/n_runs"] == 3
+    classes = mlflow.artifacts.load_dict(f"{comparison.info.artifact_uri}/lld/classes.json")
+    assert [r["run_id"] for r in classes["runs"]] == ids  # alice's runs' results are recorded there
+    assert all(set(r["classes"]) == {"a", "b"} for r in classes["runs"])

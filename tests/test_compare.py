@@ -13,13 +13,14 @@ import mlflow
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import kill_at
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from dsc.cli import main
 from dsc.core.lld.batch import fit_curves
 from dsc.errors import ConfigError, TrackingError
-from dsc.jobs.compare import compare_job
+from dsc.jobs.compare import WRITTEN_BY_TAG, compare_job
 from dsc.settings import CompareConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +126,36 @@ def test_planted_two_components_recovered(db):
         assert "lld/center_3" not in source.metrics
     with open(mlflow.artifacts.download_artifacts(run_id=cid, artifact_path="lld/table.csv")) as fh:
         assert len(fh.readlines()) == 1 + 4 * 3
+
+
+@pytest.mark.slow
+def test_a_comparison_killed_halfway_is_not_taken_as_complete_and_a_rerun_is_consistent(db):
+    """SIGKILL after the first run's write-back: the comparison stays RUNNING, and the one run
+    written to names it; a second comparison leaves every run's lld/* its own, naming it."""
+    ids = planted_runs()
+    kill_at("compare-write-back", ["compare", "--experiment", "sweep", "--jobs", "1", "--max-components", "2"])
+    client = MlflowClient()
+    (killed,) = client.search_runs(
+        [client.get_experiment_by_name("sweep").experiment_id], "tags.`dsc.kind` = 'compare'"
+    )
+    assert killed.info.status == "RUNNING"
+    tags = [client.get_run(rid).data.tags.get(WRITTEN_BY_TAG) for rid in ids.values()]
+    assert tags == [killed.info.run_id, None, None, None]  # written first: the earliest run
+    assert "lld/n_components" in client.get_run(ids["0.01"]).data.metrics
+    cid = compare(experiments=("sweep",), max_components=2)
+    assert client.get_run(cid).info.status == "FINISHED"
+    rows = table(cid)
+    for rid in ids.values():
+        run = client.get_run(rid)
+        assert run.data.tags[WRITTEN_BY_TAG] == cid
+        (best,) = [r for r in rows if r["run_id"] == rid and r["chosen"]]
+        assert run.data.metrics["lld/n_components"] == best["n_components"] == 2
+        for r in (r for r in rows if r["run_id"] == rid):
+            assert run.data.metrics[f"lld/r2_{r['n_components']}"] == pytest.approx(r["r2"])
+        for k in (1, 2):
+            assert run.data.metrics[f"lld/center_{k}"] == pytest.approx(best[f"center_{k}"])
+    points = client.get_metric_history(ids["0.01"], "lld/n_components")
+    assert [m.value for m in points] == [2, 2]  # the killed comparison's point, then this one's (shown)
 
 
 def test_selection_by_experiment_filter_and_run_ids(db):

@@ -4,15 +4,17 @@ when they were written, and named; every reader falls back, skips or refuses in 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import mlflow
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import fresh_store, made_current
+from conftest import fresh_store, kill_at, made_current
 from mlflow.tracking import MlflowClient
 
 from dsc import tracking
@@ -127,6 +129,90 @@ def test_snapshot_readers_refuse_or_skip_a_corrupted_epoch(trained):
     ):
         tracking.snapshot.load_verified(run_id)
     assert tracking.snapshot.load(run_id).epochs == list(range(EPOCHS + 1))
+
+
+@pytest.mark.slow
+def test_analyze_skips_a_corrupted_snapshot_epoch_and_checkpoint_and_says_why(trained):
+    """Epoch 2's snapshot flipped, epoch 1's checkpoint zeroed: the analysis runs on epochs 0, 1
+    and 3, and its summary, report and warnings name both files and the checksum that failed."""
+    run_id = trained.info.run_id
+    with (
+        corrupted(stored(trained, "snapshots/epoch_0002.npz"), "flipped"),
+        corrupted(stored(trained, "checkpoints/epoch_0001.pt"), "zeroed"),
+    ):
+        res = CliRunner().invoke(
+            main, ["analyze", "--run-id", run_id, "--no-progress", "--modes-max-images", "64", "--no-epoch-images"]
+        )
+    assert res.exit_code == 0, res.output
+    assert "warning: epoch 2 is left out of the analysis: snapshot snapshots/epoch_0002.npz fails its checksum" in (
+        res.stderr
+    )
+    assert "NC3 and NC4 skip epoch 1: checkpoint checkpoints/epoch_0001.pt" in res.stderr
+    analysis = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="analysis"))
+    summary = json.loads((analysis / "summary.json").read_text())
+    assert summary["epochs"] == [0, 1, 3]
+    assert list(summary["skipped_epochs"]) == ["2"]
+    assert re.match(
+        r"snapshot snapshots/epoch_0002\.npz fails its checksum \(its SHA-256 is [0-9a-f]{12}\.\.\.",
+        summary["skipped_epochs"]["2"],
+    )
+    assert list(summary["collapse"]["skipped_checkpoints"]) == ["1"]
+    assert (
+        f"checkpoints/epoch_0001.pt of run {run_id} fails its checksum"
+        in (summary["collapse"]["skipped_checkpoints"]["1"])
+    )
+    assert summary["collapse"]["weight_epochs"] == [0, 3]
+    page = (analysis / "report.html").read_text()
+    assert "Skipped epochs" in page and "snapshots/epoch_0002.npz fails its checksum" in page
+    assert "checkpoint of epoch 1" in page
+
+
+def _files(run_id: str, path: str) -> set[str]:
+    out = set()
+    for f in MlflowClient().list_artifacts(run_id, path):
+        out |= _files(run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+def _points(run_id: str) -> dict[tuple[str, int], int]:
+    """How many points each (metric, step) of a run has."""
+    client, out = MlflowClient(), {}
+    for key in client.get_run(run_id).data.metrics:
+        for m in client.get_metric_history(run_id, key):
+            out[key, m.step] = out.get((key, m.step), 0) + 1
+    return out
+
+
+@pytest.mark.slow
+def test_an_analysis_killed_halfway_is_not_complete_and_the_next_replaces_it(trained, tmp_path):
+    """Over an earlier analysis (a figure the next one does not draw), one is killed with its
+    files uploaded and its metrics not yet logged: the run holds no complete analysis and no new
+    metric point; the next analysis leaves exactly its own files, one new point per metric and
+    step, and the completion tag."""
+    run_id, tag = trained.info.run_id, tracking.COMPLETE_TAG.format("analysis")
+    (tmp_path / "stale.png").write_bytes(b"a figure of an earlier analysis")
+    MlflowClient().log_artifact(run_id, str(tmp_path / "stale.png"), "analysis/figures")
+    tracking.mark_complete(run_id, "analysis", EPOCHS)
+    before = _points(run_id)
+    args = ["analyze", "--run-id", run_id, "--no-progress", "--modes-max-images", "64", "--no-epoch-images"]
+    kill_at("analyze-uploaded", args)
+    assert tag not in MlflowClient().get_run(run_id).data.tags  # not presented as complete
+    assert "analysis/figures/stale.png" not in _files(run_id, "analysis")  # the old analysis is gone
+    assert _points(run_id) == before
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert MlflowClient().get_run(run_id).data.tags[tag] == str(EPOCHS)
+    summary = json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="analysis/summary.json")).read_text()
+    )
+    assert _files(run_id, "analysis") == {"analysis/summary.json", "analysis/report.html"} | {
+        f"analysis/figures/{name}" for name in summary["figures"]
+    }
+    grown = {key: n - before.get(key, 0) for key, n in _points(run_id).items()}
+    assert set(grown.values()) == {0, 1}  # no point logged twice
+    new = {key for key, n in grown.items() if n}
+    assert {(name, 0) for name in summary["logged_metrics"]} <= new
+    assert all(name.startswith("nc/") or (step == 0 and name in summary["logged_metrics"]) for name, step in new)
 
 
 def test_dsc_snapshot_refuses_a_corrupted_checkpoint(trained):

@@ -220,7 +220,13 @@ def test_a_command_draws_no_mlflow_download_bars(tmp_path, monkeypatch, capfd):
 
     from dsc.cli import main
 
-    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    for var in (
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_RUN_ID",
+    ):
+        monkeypatch.delenv(var, raising=False)  # another test's experiment is not in this store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'bars.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'bars.db'}")
     files = tmp_path / "files"

@@ -24,9 +24,11 @@ comparison run (tag ``dsc.kind = compare``) gets
 
 Each source run gets ``lld/n_components`` (0: no learning process), ``lld/r2_<N>`` and, for the chosen N,
 ``lld/constant``, ``lld/amplitude_<i>``, ``lld/center_<i>``, ``lld/width_<i>`` (step 0), so
-that MLflow's run comparison shows them side by side. They describe the metric of the latest
-comparison that took the run (its ``metric`` param): a later one with another metric, or
-fewer components, replaces the values it logs and leaves the others.
+that MLflow's run comparison shows them side by side (on a server with auth, only the runs
+whose experiment the user may edit; a warning names the others). They describe the metric of
+the latest comparison that took the run (its ``metric`` param): a later one with another
+metric, or fewer components, replaces the values it logs and leaves the others. Its tag
+``dsc.lld.comparison``, set first, names that comparison: they are complete once it is FINISHED.
 
 Histories are read, fitted and written back as a pipeline: a chunk of curves goes to the
 worker pool as soon as it is read, and each chunk's results are logged while later chunks fit;
@@ -58,11 +60,12 @@ from mlflow.utils.time import get_current_time_millis
 from dsc import tracking
 from dsc.core.lld import batch as lld_batch
 from dsc.errors import TrackingError
-from dsc.jobs import compare_classes, compare_figures, compare_groups
+from dsc.jobs import compare_classes, compare_figures, compare_groups, stages
 from dsc.jobs.compare_figures import chosen
 from dsc.settings import CompareConfig
 
 ARTIFACT_DIR = "lld"
+WRITTEN_BY_TAG = "dsc.lld.comparison"  # on a compared run: the comparison whose lld/* it holds
 _SEARCH_PAGE = 10_000
 _FIELDS = ("amplitude", "center", "width")
 
@@ -97,12 +100,15 @@ def compare_job(config: CompareConfig, warn: Callable[[str], None] | None = None
             f"no compared run has the param {config.color_by!r}: the centre/width scatter is "
             "not coloured; choose another with --color-by"
         )
+    writable, read_only = tracking.editable([r.info.run_id for r in runs])
+    if read_only:
+        warn(_read_only_line(read_only))
     home = config.experiments[0] if config.experiments else ""
     with tracking.run_context(home, run_name=f"lld-{len(runs)}-runs", tags={tracking.KIND_TAG: "compare"}) as run:
         tracking.log_params_once(config.params())
         with lld_batch.workers(config.jobs, len(runs)) as pool:
-            fits = _fit_and_write_back(client, runs, config, pool)
-            by_class = compare_classes.fit_and_write_back(client, runs, fits, config, pool)
+            fits = _fit_and_write_back(client, runs, config, pool, set(writable), run.info.run_id)
+            by_class = compare_classes.fit_and_write_back(client, runs, fits, config, pool, set(writable))
             _log_comparison(runs, fits, skipped, config, pool)
         if config.group_by:
             mlflow.log_metrics(
@@ -230,6 +236,12 @@ def _skipped_line(skipped: dict[str, str], shown: int = 10) -> str:
     return f"skipped {len(skipped)} run(s) of the search: {', '.join(items)}{more}"
 
 
+def _read_only_line(ids: list[str], shown: int = 5) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    line = f"not writing lld/* back to {len(ids)} run(s) whose experiment you may not edit: {', '.join(ids[:shown])}"
+    return f"{line}{more}; the comparison run records their results"
+
+
 def _warn_unfitted(runs: list[Run], fits: list[dict[str, Any]], warn: Callable[[str], None]) -> None:
     unfitted = {
         r.info.run_id: f["fits"][0]["message"]
@@ -257,18 +269,25 @@ def read_curve(client: MlflowClient, run_id: str, metric: str) -> tuple[np.ndarr
 
 
 def _fit_and_write_back(
-    client: MlflowClient, runs: list[Run], config: CompareConfig, pool: ProcessPoolExecutor | None
+    client: MlflowClient,
+    runs: list[Run],
+    config: CompareConfig,
+    pool: ProcessPoolExecutor | None,
+    writable: set[str],
+    comparison: str,
 ) -> list[dict[str, Any]]:
-    """Read, fit and write back every run; the fits in run order."""
+    """Read and fit every run, write back to those in ``writable`` (each tagged with the
+    ``comparison`` run's id before its metrics); the fits in run order."""
     ids = [r.info.run_id for r in runs]
     curves = ((i, *read_curve(client, rid, config.metric)) for i, rid in enumerate(ids))
     fits: list[dict[str, Any]] = [{}] * len(runs)
     stamp = get_current_time_millis()
     for i, fit in lld_batch.fit_stream(curves, len(runs), config.max_components, pool):
         fits[i] = fit
-        metrics = _source_metrics(fit, stamp)
-        if metrics:
-            client.log_batch(ids[i], metrics=metrics)
+        if ids[i] in writable:
+            client.set_tag(ids[i], WRITTEN_BY_TAG, comparison)
+            client.log_batch(ids[i], metrics=_source_metrics(fit, stamp))
+            stages.pause_at("compare-write-back")
     return fits
 
 
@@ -353,19 +372,19 @@ def _log_comparison(
 
 
 def _summary_metrics(fits: list[dict[str, Any]], max_components: int) -> dict[str, float]:
-    chosen = [f["n"] for f in fits if (best := compare_figures.chosen(f)) is None or best["success"]]
+    picked = [f["n"] for f in fits if (best := compare_figures.chosen(f)) is None or best["success"]]
     out = {
         "lld/n_runs": float(len(fits)),
-        "lld/n_fitted": float(len(chosen)),
-        "lld/n_no_process": float(chosen.count(0)),
+        "lld/n_fitted": float(len(picked)),
+        "lld/n_no_process": float(picked.count(0)),
     }
-    if chosen:
-        out["lld/mean_n_components"] = float(np.mean(chosen))
+    if picked:
+        out["lld/mean_n_components"] = float(np.mean(picked))
     for n in range(1, max_components + 1):
         r2 = np.array([f["fits"][n - 1]["r2"] for f in fits], dtype=float)
         if np.isfinite(r2).any():
             out[f"lld/mean_r2_{n}"] = float(np.nanmean(r2))
-        out[f"lld/n_chose_{n}"] = float(chosen.count(n))
+        out[f"lld/n_chose_{n}"] = float(picked.count(n))
     return out
 
 

@@ -9,9 +9,10 @@ on the run's epochs with the run's own residual noise scaled to the sum's range,
 classes' main rises grouped in time (``--cluster-factor`` widths). Classes weigh equally (the
 validation split holds the same share of every class of the synthetic faces and Yale B).
 
-Each source run gets (step 0) ``lld_class/<name>/n_components`` and, per component k of the
-chosen fit, ``lld_class/<name>/center_<k>``, ``.../width_<k>``, ``.../amplitude_<k>`` (the
-names ``dsc analyze`` writes), ``lld/n_from_classes`` and ``lld/class_clusters``.
+Each source run the user may edit gets (step 0) ``lld_class/<name>/n_components`` and, per
+component k of the chosen fit, ``lld_class/<name>/center_<k>``, ``.../width_<k>``,
+``.../amplitude_<k>`` (the names ``dsc analyze`` writes), ``lld/n_from_classes`` and
+``lld/class_clusters``.
 The comparison run gets ``lld/classes.json`` (per run: the class curve, each class's N and
 main rise, the groups, both predictors and the observed N) and, for each predictor,
 ``lld/agree/<predictor>/share_equal``, ``.../rho`` and ``.../p`` (Spearman) against the
@@ -56,6 +57,7 @@ def fit_and_write_back(
     fits: Sequence[dict[str, Any]],
     config: CompareConfig,
     pool: ProcessPoolExecutor | None,
+    writable: set[str] | None = None,
 ) -> list[dict[str, float]]:
     """Fit every class curve of every run, log the results (see the module docstring).
 
@@ -64,6 +66,7 @@ def fit_and_write_back(
     runs, fits : the compared runs and their :func:`dsc.core.lld.batch.fit_curve` results.
     config : the comparison's settings (``class_curve``, ``cluster_factor``, ``max_components``).
     pool : the comparison's worker pool, or None to fit here.
+    writable : the runs whose results are logged onto them (default: all).
 
     Returns
     -------
@@ -83,7 +86,7 @@ def fit_and_write_back(
     for run, fit, by_class in zip(runs, fits, class_fits):
         result = _predict(fit, {n: by_class[n] for n in sorted(by_class)}, config)
         metrics = _source_metrics(result, by_class)
-        if metrics:
+        if metrics and (writable is None or run.info.run_id in writable):
             client.log_batch(run.info.run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metrics.items()])
         per_run.append({"run_id": run.info.run_id, **result})
         written.append(metrics)

@@ -58,14 +58,16 @@ def quantities(
     max_components: int,
     written: Sequence[dict[str, float]] | None = None,
 ) -> tuple[list[dict[str, float]], list[str]]:
-    """Each run's quantities (:func:`dsc.core.groups.run_quantities`, plus per-class centres
-    and the ``lld/`` predictors in ``written``, the metrics this comparison wrote to each run)
+    """Each run's quantities (:func:`dsc.core.groups.run_quantities`, plus per-class centres,
+    the ``lld/`` predictors in ``written``, the metrics this comparison wrote to each run, and
+    the ``modes/<layer>/break_rank`` the run carries)
     and each run's first class ("" where no class has a centre)."""
     rows, firsts = [], []
     for i, (run, fit) in enumerate(zip(runs, fits)):
         row = groups.run_quantities(fit, fit["curve"]["t"], fit["curve"]["y"], max_components)
         metrics = {**run.data.metrics, **(written[i] if written else {})}
         row |= {key[len("lld/") :]: v for key, v in metrics.items() if key in PREDICTOR_METRICS}
+        row |= {key: v for key, v in metrics.items() if key.startswith("modes/") and key.endswith("/break_rank")}
         centers = {
             key[len(CLASS_PREFIX) : -len("/center_1")]: value
             for key, value in metrics.items()

@@ -8,12 +8,14 @@
 - :mod:`dsc.tracking.models`: logged and registered models and their aliases;
 - :mod:`dsc.tracking.heartbeat`: one writer per run (a heartbeat tag renewed while training);
 - :mod:`dsc.tracking.auth`: a server with MLflow's auth app: the user, their permissions, checked first;
-- :mod:`dsc.tracking.server`: a loopback ``mlflow server`` (and PostgreSQL) for tests and benches.
+- :mod:`dsc.tracking.server`: a loopback ``mlflow server`` (and PostgreSQL) for tests and benches;
+- :mod:`dsc.tracking.sqlite`: a SQLite store's writers wait for one another (a long busy timeout),
+  set up when this package is imported.
 
 The names below are the package's interface; jobs import them as ``tracking.NAME``.
 """
 
-from dsc.tracking import auth, snapshot
+from dsc.tracking import auth, snapshot, sqlite
 from dsc.tracking.artifacts import (
     CHECKPOINT_DIR,
     CHECKPOINT_FMT,
@@ -29,6 +31,8 @@ from dsc.tracking.artifacts import (
     load_checkpoint,
     mark_complete,
     mark_full,
+    mark_incomplete,
+    replace_directory,
 )
 from dsc.tracking.auth import editable, redact, require_experiment_write, require_model_write
 from dsc.tracking.datasets import log_dataset
@@ -100,10 +104,12 @@ __all__ = [
     "log_params_once",
     "mark_complete",
     "mark_full",
+    "mark_incomplete",
     "metric_history",
     "pip_requirements",
     "preflight",
     "redact",
+    "replace_directory",
     "require_experiment_write",
     "require_free",
     "require_model_write",
@@ -112,6 +118,9 @@ __all__ = [
     "run_kind",
     "set_alias",
     "snapshot",
+    "sqlite",
     "tag_version",
     "upload_checked",
 ]
+
+sqlite.configure()

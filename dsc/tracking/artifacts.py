@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import torch
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from dsc.core.zips import write_zip
@@ -33,6 +34,7 @@ FULL_TAG = "dsc.full_states"
 
 # Artifacts are uploaded first and this tag (``dsc.complete.<dir>`` = last epoch) is set after
 # them: a file of a later epoch, half-written when a process died, is never read as complete.
+# A directory written in one go (``analysis``) loses its tag before it is replaced.
 COMPLETE_TAG = "dsc.complete.{}"
 
 
@@ -43,6 +45,27 @@ def mark_complete(run_id: str, directory: str, epoch: int) -> None:
     reads the tag back, and readers trust no file of a later epoch.
     """
     MlflowClient().set_tag(run_id, COMPLETE_TAG.format(directory), str(epoch))
+
+
+def mark_incomplete(run_id: str, directory: str) -> None:
+    """Remove the completion tag of ``directory``, before its files are replaced."""
+    try:
+        MlflowClient().delete_tag(run_id, COMPLETE_TAG.format(directory))
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # no tag: nothing was marked complete
+            raise
+
+
+def replace_directory(run_id: str, local_dir: str | Path, directory: str) -> None:
+    """Upload ``local_dir`` as the run's ``directory``, every file it held before deleted first.
+
+    Nothing of an earlier upload stays beside the new files (on a store whose MLflow repository
+    implements deletion, as the local, HTTP and cloud ones do).
+    """
+    repo = get_artifact_repository(require_run(run_id).info.artifact_uri)
+    if MlflowClient().list_artifacts(run_id, directory):
+        repo.delete_artifacts(directory)
+    MlflowClient().log_artifacts(run_id, str(local_dir), directory)
 
 
 def complete_through(run: mlflow.entities.Run, directory: str) -> int | None:

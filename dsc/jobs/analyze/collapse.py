@@ -2,20 +2,24 @@
 
 NC1 and NC2 come from each layer's probe activations alone; NC3 and NC4 compare the features of
 the layer that feeds the classifier with the classifier's weights at the same epoch, read from
-that epoch's checkpoint (``model_state`` only). An epoch without a checkpoint, and every other
-layer, has NaN there (`dsc.core.collapse`).
+that epoch's checkpoint (``model_state`` only). An epoch without a checkpoint, or whose
+checkpoint fails its checksum (named in the summary and the report), and every other layer,
+has NaN there (`dsc.core.collapse`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from dsc import tracking
 from dsc.core import collapse, snapshot
+from dsc.errors import TrackingError
 from dsc.figures import collapse as collapse_figures
 from dsc.figures import report
 from dsc.jobs.analyze.plumbing import FigureWriter
@@ -33,19 +37,25 @@ Weights = dict[int, tuple[np.ndarray, np.ndarray]]  # epoch -> (W (C, d), b (C,)
 
 def classifier_weights(
     run_id: str, epochs: Sequence[int], most: int = WEIGHT_EPOCHS, classifier: str = CLASSIFIER
-) -> Weights:
+) -> tuple[Weights, dict[int, str]]:
     """The weight and bias of layer ``classifier`` at up to ``most`` of ``epochs`` that have a
-    checkpoint, evenly spread, the first and last included."""
+    checkpoint, evenly spread, the first and last included; and ``{epoch: why}`` of the
+    checkpoints left out because they cannot be read (one that fails its checksum)."""
     ckpts = tracking.list_checkpoints(run_id)
     have = [e for e in epochs if e in ckpts]
     spread = np.unique(np.linspace(0, len(have) - 1, min(most, len(have))).round().astype(int))
-    out = {}
+    out, skipped = {}, {}
     for e in (have[i] for i in spread):
-        state = tracking.load_checkpoint(run_id, ckpts[e]).get("model_state", {})
+        try:
+            state = tracking.load_checkpoint(run_id, ckpts[e]).get("model_state", {})
+        except TrackingError as exc:
+            skipped[e] = str(exc)
+            tqdm.write(f"warning: neural collapse: NC3 and NC4 skip epoch {e}: {exc}", file=sys.stderr)
+            continue
         w, b = state.get(f"{classifier}.weight"), state.get(f"{classifier}.bias")
         if w is not None:
             out[e] = (w.double().numpy(), np.zeros(len(w)) if b is None else b.double().numpy())
-    return out
+    return out, skipped
 
 
 COLLAPSE_TITLE = "11. Neural collapse per epoch (Papyan, Han & Donoho)"
@@ -64,7 +74,8 @@ class CollapseResult:
     """NC figures by layer over the snapshot epochs, and the classifier's spikes.
 
     ``values`` maps layer -> key (`collapse.KEYS`) -> (E,); ``spikes`` is (E,) (NaN when the
-    classifier is not snapshotted); ``skipped_layers`` gives the reason a layer was left out.
+    classifier is not snapshotted); ``skipped_layers`` gives the reason a layer was left out,
+    ``skipped_checkpoints`` that of an epoch whose checkpoint could not be read for NC3/NC4.
     """
 
     epochs: list[int]
@@ -74,6 +85,7 @@ class CollapseResult:
     weight_epochs: list[int]
     skipped_layers: dict[str, str]
     section: report.Section
+    skipped_checkpoints: dict[int, str] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -99,6 +111,7 @@ class CollapseResult:
             "layers": self.values,
             "weight_epochs": self.weight_epochs,
             "skipped_layers": self.skipped_layers,
+            "skipped_checkpoints": self.skipped_checkpoints,
             "out_spikes": self.spikes,
             "c_minus_1": self.n_classes - 1,
             "first_epoch_spikes_eq_c_minus_1": int(self.epochs[at[0]]) if at.size else None,
@@ -106,9 +119,15 @@ class CollapseResult:
 
 
 def neural_collapse(
-    snaps: snapshot.Snapshots, weights: Weights, layer: str, change_epoch: int | None, draw: FigureWriter
+    snaps: snapshot.Snapshots,
+    weights: Weights,
+    layer: str,
+    change_epoch: int | None,
+    draw: FigureWriter,
+    skipped_checkpoints: dict[int, str] | None = None,
 ) -> CollapseResult:
-    """NC1..NC4 of fc1, fc2 and ``layer`` at every snapshot epoch; ``weights`` from `classifier_weights`."""
+    """NC1..NC4 of fc1, fc2 and ``layer`` at every snapshot epoch; ``weights`` and
+    ``skipped_checkpoints`` from `classifier_weights`."""
     epochs, n_cls = list(snaps.epochs), len(snaps.classes)
     clf = snaps.output or CLASSIFIER  # the layer whose activations are the logits
     feeder = snaps.layers[snaps.layers.index(clf) - 1] if clf in snaps.layers[1:] else None
@@ -158,11 +177,19 @@ def neural_collapse(
             )
     rows[f"{clf} spikes (last) against C − 1"] = f"{spikes[-1]:g} against {n_cls - 1}"
     rows |= {f"layer {n}": f"skipped: {why}" for n, why in skipped_layers.items()}
+    rows |= {f"checkpoint of epoch {e}": f"skipped: {why}" for e, why in (skipped_checkpoints or {}).items()}
     text = COLLAPSE_TEXT.format(
         layers=", ".join(values) or "no layer", clf=clf, feeder=feeder or "none", n_w=len(weights)
     )
     note = "" if weights else f"no checkpoint at a snapshot epoch holds {clf}'s weights: NC3 and NC4 are NaN"
     section = report.Section(COLLAPSE_TITLE, text, rows=rows, images=images, note=note)
     return CollapseResult(
-        epochs, values, np.asarray(spikes, dtype=float), n_cls, sorted(weights), skipped_layers, section
+        epochs,
+        values,
+        np.asarray(spikes, dtype=float),
+        n_cls,
+        sorted(weights),
+        skipped_layers,
+        section,
+        dict(skipped_checkpoints or {}),
     )

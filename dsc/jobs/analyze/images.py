@@ -130,9 +130,14 @@ def inputs(
 # --- 7. hierarchical modes of the final weights ------------------------------------------------
 
 
-def _validation_subset(images: RunImages, checkpoint: dict, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A stratified subset of the validation split, normalised as in training: x (n, C, H, W), y (n,)."""
+def validation_subset(images: Images, checkpoint: dict, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified subset of the validation split, normalised as in training: x (n, C, H, W), y (n,).
+
+    ``images`` is anything whose ``get()`` gives the data config and the images (`RunImages`).
+    """
     cfg, ims = images.get()
+    if cfg is None:
+        raise DataError("the validation split needs the data config the run was trained with; none was recorded")
     _, val = split_indices(ims.labels, cfg.val_fraction, cfg.data_seed)
     idx = stratified_subset(val, ims.labels, size, seed)
     x = (torch.from_numpy(ims.images[idx]).float() / 255.0 - float(checkpoint["norm_mean"])) / float(
@@ -147,7 +152,7 @@ def sweep_modes(
     model: nn.Module, images: RunImages, checkpoint: dict, cfg: AnalyzeConfig, stop: threading.Event
 ) -> ModeSweep:
     """`mode_sweep` of a copy of ``model`` on the validation subset (torch: meant for a background thread)."""
-    x, y = _validation_subset(images, checkpoint, cfg.modes_max_images, cfg.seed)
+    x, y = validation_subset(images, checkpoint, cfg.modes_max_images, cfg.seed)
     model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     return mode_sweep(model, x, y, cfg.modes_points, cfg.seed, stop)
 
@@ -167,8 +172,29 @@ class ModesResult:
     sweep: ModeSweep
     section: report.Section
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """``modes/<layer>/break_rank`` of each layer (and ``all``) whose power law was fitted."""
+        return break_ranks(self.sweep)
+
     def summary(self) -> dict[str, Any]:
         return self.sweep.to_dict()
+
+
+def break_ranks(sweep: ModeSweep) -> dict[str, float]:
+    """The fitted break of each layer's mode-importance power law, as metrics.
+
+    ``modes/<layer>/break_rank`` is the k at which the two power-law segments of
+    ``error(k) - error(full)`` join (`dsc.core.modes.fit_two_segment_power_law`), for each
+    layer cut alone and for ``all`` layers cut together; layers whose fit failed have none.
+    Li & Huang's hierarchical modes predict the break near the number of classes.
+    """
+    fits = {**{name: r.fit_error for name, r in sweep.layers.items()}, "all": sweep.together.fit_error}
+    return {
+        f"modes/{name}/break_rank": float(fit.breakpoint)
+        for name, fit in fits.items()
+        if fit.success and np.isfinite(fit.breakpoint)
+    }
 
 
 def modes(sweep: Future[ModeSweep], n_classes: int, draw: FigureWriter) -> ModesResult | Skipped:

@@ -11,12 +11,15 @@ onto the same run (its status is left as it is):
   ``lld_class/<name>/n_components``, ``.../center_<k>``, ``.../width_<k>`` (its recall's
   decomposition), ``order/spearman_saxe``, ``order/spearman_separability`` and
   ``order/spearman_mode_time`` (how well the data's modes predicted the order) and
-  ``transition_epoch`` (the end of the latent phase of ``acc/val``), logged at step 0: they
+  ``transition_epoch`` (the end of the latent phase of ``acc/val``) and
+  ``modes/<layer>/break_rank`` (where its mode-importance power law breaks), logged at step 0: they
   describe the whole run, and at one step a rerun's value replaces the last (MLflow shows the
   value of the highest step);
 - metrics ``nc/<layer>/nc1`` ... ``nc4`` (neural collapse), logged with step = epoch;
 - each snapshot's pictures in the image grid (``images/``, step = epoch: :mod:`dsc.jobs.pictures`),
-  for the epochs that lack them.
+  for the epochs that lack them;
+- the tag ``dsc.complete.analysis`` (the last epoch analysed), set last: a run without it holds
+  no complete analysis (one killed halfway), and a new analysis replaces all of ``analysis/``.
 
 The steps, in `run_analysis` order: the PCA timeline of one layer (Figs 9, 10, 13), class
 emergence by behaviour, by each layer's probe and by silhouette (Fig 14), the change point,
@@ -28,7 +31,8 @@ which classes make each of its processes, the order the data's input-output mode
 every step's changes up on one axis (the report's first section).
 Steps 4, 7 and 10 rebuild the dataset from the checkpoint's data config; when it cannot be
 rebuilt (a moved folder, a changed generator) they are skipped with the reason written into
-the summary and the report, and the rest still runs.
+the summary and the report, and the rest still runs. A snapshot epoch whose file fails its
+checksum is left out the same way (``skipped_epochs`` in the summary, a section of the report).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from dsc.core.jsonsafe import jsonable
 from dsc.errors import ConfigError
 from dsc.figures import report
 from dsc.jobs import pictures as epoch_pictures
+from dsc.jobs import stages
 from dsc.jobs.analyze import classes as analyze_classes
 from dsc.jobs.analyze import collapse as analyze_collapse
 from dsc.jobs.analyze import events as analyze_events
@@ -65,7 +70,7 @@ from dsc.jobs.analyze import images as analyze_images
 from dsc.jobs.analyze import order as analyze_order
 from dsc.jobs.analyze import recorded as analyze_recorded
 from dsc.jobs.analyze import steps as analyze_steps
-from dsc.jobs.analyze.plumbing import Step
+from dsc.jobs.analyze.plumbing import Step, skipped_epochs_section
 from dsc.jobs.analyze.source import (
     RunImages,
     Source,
@@ -291,8 +296,8 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
             order = analyze_order.order(images, snaps, emergence.behaviour, cfg.seed, draw)
         # --- 11. neural collapse per epoch, the classifier's weights read from each epoch's checkpoint
         with clock("collapse"):
-            weights = analyze_collapse.classifier_weights(src.run_id, snaps.epochs, classifier=snaps.output)
-            nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw)
+            weights, unread = analyze_collapse.classifier_weights(src.run_id, snaps.epochs, classifier=snaps.output)
+            nc = analyze_collapse.neural_collapse(snaps, weights, cfg.layer, change.epoch, draw, unread)
         # --- the event timeline: every step's changes on one epoch axis (the report's first section)
         with clock("events"):
             timeline = analyze_events.timeline(
@@ -322,7 +327,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         "order": order,
         "collapse": nc,
     }
-    logged = emergence.metrics | change.metrics | class_lld.metrics | order.metrics
+    logged = emergence.metrics | change.metrics | class_lld.metrics | order.metrics | modes.metrics
     run, params, final = _header(src)
     final |= logged
     summary = {
@@ -330,6 +335,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         "config": asdict(cfg),
         "layer": cfg.layer,
         "epochs": snaps.epochs,
+        "skipped_epochs": src.skipped_epochs,
         "classes": classes,
         "params": params,
         "final_metrics": final,
@@ -343,7 +349,7 @@ def run_analysis(src: Source, cfg: AnalyzeConfig, out: Path) -> Analysis:
         "timings": clock.timings,
     }
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False))
-    sections = tuple(step.section for step in steps.values())
+    sections = skipped_epochs_section(src.skipped_epochs) + tuple(step.section for step in steps.values())
     title = f"Analysis of run {src.run.info.run_name or src.run_id}"
     (out / "report.html").write_text(report.render(title, run, params, final, sections), encoding="utf-8")
     return Analysis(
@@ -365,12 +371,15 @@ def analyze_job(run_id: str = "", experiment: str = "", cfg: AnalyzeConfig | Non
     with tempfile.TemporaryDirectory(prefix="dsc-analysis-") as tmp:
         a = run_analysis(src, cfg, Path(tmp))
         t1 = time.perf_counter()
-        client.log_artifacts(src.run_id, tmp, ARTIFACT_DIR)
+        tracking.mark_incomplete(src.run_id, ARTIFACT_DIR)  # set again once everything is logged
+        tracking.replace_directory(src.run_id, tmp, ARTIFACT_DIR)  # no earlier analysis's file stays
+        stages.pause_at("analyze-uploaded")
         tracking.log_metrics_to(src.run_id, a.metrics, step=0)
         for epoch, metrics in a.epoch_metrics.items():
             tracking.log_metrics_to(src.run_id, metrics, step=epoch)
         for epoch, pictures in a.epoch_images.items():
             epoch_pictures.log_pictures(client, src.run_id, pictures, epoch)
+        tracking.mark_complete(src.run_id, ARTIFACT_DIR, src.snaps.epochs[-1])
         done = time.perf_counter()
         a = dataclasses.replace(a, timings={"read": read_s, **a.timings, "log": done - t1}, wall_s=done - t0)
     wrapper = os.environ.get("MLFLOW_RUN_ID")

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from dsc.figures import report, style
 
-__all__ = ["DPI", "FigureWriter", "Skipped", "Step", "skipped"]
+__all__ = ["DPI", "FigureWriter", "Skipped", "Step", "skipped", "skipped_epochs_section"]
 
 DPI = 100  # figures: PNG resolution
 
@@ -60,3 +60,12 @@ def skipped(title: str, text: str, exc: Exception) -> Skipped:
     """The step titled ``title`` skipped for ``exc``, with a warning on stderr."""
     tqdm.write(f"warning: {title}: skipped: {exc}", file=sys.stderr)
     return Skipped(str(exc), report.Section(title, text, note=f"skipped: {exc}"))
+
+
+def skipped_epochs_section(skipped: dict[int, str]) -> tuple[report.Section, ...]:
+    """The report's section on the snapshot epochs left out, and why; none when none was."""
+    if not skipped:
+        return ()
+    text = "These epochs' snapshots were left out of every step: the analysis ran on the others."
+    rows = {f"epoch {e}": why for e, why in skipped.items()}
+    return (report.Section("Skipped epochs", text, rows=rows, note=f"{len(skipped)} epoch(s) skipped"),)

@@ -6,6 +6,7 @@ Everything here raises one-line errors (TrackingError, DataError) that say what 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol, cast
@@ -15,6 +16,7 @@ import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from torch import nn
+from tqdm.auto import tqdm
 
 from dsc import tracking
 from dsc.core import snapshot
@@ -95,6 +97,7 @@ class Source:
         the classes the run logged it for
     pictures : image key to the steps the run already has pictures of (`tracking.image_steps`)
     recorded : whether dsc.Recorder made the run (any model): no model or data config to rebuild
+    skipped_epochs : epoch -> why its snapshot was left out (its file fails its checksum)
     """
 
     run: Run
@@ -104,6 +107,7 @@ class Source:
     recall: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     pictures: dict[str, set[int]] = field(default_factory=dict)
     recorded: bool = False
+    skipped_epochs: dict[int, str] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -128,12 +132,24 @@ def _last_checkpoint(run_id: str, recorded: bool) -> dict:
 
 
 def read_source(run: Run) -> Source:
-    """Download what analysis reads; TrackingError (one line) for what is missing."""
+    """Download what analysis reads; TrackingError (one line) for what is missing.
+
+    A snapshot epoch whose file fails its checksum is left out (``Source.skipped_epochs`` says
+    why), with a warning; a run with no intact epoch is refused.
+    """
     client = MlflowClient()
     run_id = run.info.run_id
-    snaps = tracking.snapshot.load(run_id)
+    snaps, skipped = tracking.snapshot.load_verified(run_id)
+    if skipped and not snaps.epochs:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise TrackingError(
+            f"no snapshot epoch of run {run_id} is intact: {next(iter(skipped.values()))}{more}; "
+            f"{tracking.snapshot.RECOMPUTE}"
+        )
     if not snaps.epochs:
         raise TrackingError(f"run {run_id} has snapshots/probe.npz but no epoch snapshots")
+    for epoch, why in skipped.items():
+        tqdm.write(f"warning: epoch {epoch} is left out of the analysis: {why}", file=sys.stderr)
     history = {k: tracking.metric_history(run_id, k, client) for k in CURVES if k in run.data.metrics}
     if "acc/val" not in history or not history["acc/val"][0].size:
         raise TrackingError(
@@ -147,7 +163,14 @@ def read_source(run: Run) -> Source:
     }
     recorded = RECORDER_TAG in run.data.tags
     return Source(
-        run, snaps, history, _last_checkpoint(run_id, recorded), recall, tracking.image_steps(run_id, client), recorded
+        run,
+        snaps,
+        history,
+        _last_checkpoint(run_id, recorded),
+        recall,
+        tracking.image_steps(run_id, client),
+        recorded,
+        skipped,
     )
 
 
