@@ -169,6 +169,7 @@ def planted(shared_store):
     return run_id, tmp / "dl" / "analysis"
 
 
+@pytest.mark.slow
 def test_planted_emergence_and_transition_are_logged(shared, planted):
     run_id, _ = planted
     client = MlflowClient()
@@ -182,6 +183,7 @@ def test_planted_emergence_and_transition_are_logged(shared, planted):
     assert [h.step for h in client.get_metric_history(run_id, "transition_epoch")] == [0]
 
 
+@pytest.mark.slow
 def test_break_ranks_are_the_summarys_breakpoints_and_recomputed_alike(shared, planted):
     """modes/<layer>/break_rank equals each fitted breakpoint of the summary; the job for runs
     without snapshots recomputes the same numbers from the final checkpoint."""
@@ -199,6 +201,7 @@ def test_break_ranks_are_the_summarys_breakpoints_and_recomputed_alike(shared, p
     assert log_break_ranks([run_id], skip_done=False)[run_id] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_summary_and_report_are_complete(shared, planted):
     _, out = planted
     summary = json.loads((out / "summary.json").read_text())
@@ -229,6 +232,7 @@ def test_summary_and_report_are_complete(shared, planted):
     assert html.count("<img ") == len(figures)
 
 
+@pytest.mark.slow
 def test_order_collapse_and_the_timeline_first(shared, planted):
     run_id, out = planted
     client = MlflowClient()
@@ -245,6 +249,7 @@ def test_order_collapse_and_the_timeline_first(shared, planted):
     assert html.index("<h2>Event timeline</h2>") < html.index("<h2>Learning curves</h2>")
 
 
+@pytest.mark.slow
 def test_every_snapshot_gets_its_pictures_once(shared, planted):
     run_id, out = planted
     names = [f.path for f in MlflowClient().list_artifacts(run_id, tracking.IMAGE_DIR) if f.path.endswith(".png")]
@@ -254,6 +259,7 @@ def test_every_snapshot_gets_its_pictures_once(shared, planted):
     assert summary["epoch_images"]["drawn_epochs"] == list(range(LAST + 1))
 
 
+@pytest.mark.slow
 def test_bad_options_on_a_good_run_are_one_line(shared, planted):
     run_id, _ = planted
     line = one_error(invoke("--run-id", run_id, "--layer", "fc9"))
@@ -267,6 +273,7 @@ def test_bad_options_on_a_good_run_are_one_line(shared, planted):
     "change, reason",
     [({"data": "folder:/nonexistent/faces"}, "does not exist"), ({"identities": 2}, "differs from the one trained on")],
 )
+@pytest.mark.slow
 def test_a_dataset_that_cannot_be_rebuilt_skips_only_its_steps(shared, planted, tmp_path, change, reason):
     src = read_source(MlflowClient().get_run(planted[0]))
     src.checkpoint["data_config"].update(change)

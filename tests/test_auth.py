@@ -23,6 +23,8 @@ from dsc.errors import TrackingError
 from dsc.jobs.compare import WRITTEN_BY_TAG
 from dsc.tracking.server import auth_settings, mlflow_server
 
+pytestmark = pytest.mark.slow  # each test needs the module's server or trained run
+
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-12"}
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")

@@ -58,6 +58,7 @@ def _logged_run(tmp_path, payloads: dict[int, dict | bytes], full: list[int]) ->
     return client.get_run(run_id)
 
 
+@pytest.mark.slow
 def test_resume_starts_from_the_latest_readable_full_state(store, tmp_path):
     full = {"epoch": 0, "optimizer_state": {}, "model_state": {}}
     run = _logged_run(

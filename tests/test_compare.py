@@ -93,6 +93,7 @@ def compare(**kw):
     return compare_job(CompareConfig(**{"jobs": 1, **kw}), warn=lambda line: None)
 
 
+@pytest.mark.slow
 def test_planted_two_components_recovered(db):
     ids = planted_runs()
     cid = compare(experiments=("sweep",), jobs=2)
@@ -218,6 +219,7 @@ def test_cli_bad_selection_is_one_error_line(db, args, words):
     assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
+@pytest.mark.slow
 def test_cli_compares_and_bad_options_are_refused(db):
     planted_runs()
     res = CliRunner().invoke(

@@ -41,6 +41,7 @@ def _inputs(shape, dtype, seed=0, channels_last=False):
         ((2, 3, 128, 128), False),  # the paper's size
     ],
 )
+@pytest.mark.slow
 def test_values_and_gradients_match_torch_in_float64(shape, channels_last):
     x, w, b = _inputs(shape, torch.float64, channels_last=channels_last)
     gy = torch.randn(shape, dtype=torch.float64)
@@ -51,11 +52,13 @@ def test_values_and_gradients_match_torch_in_float64(shape, channels_last):
     assert ours[0].is_contiguous()
 
 
+@pytest.mark.slow
 def test_gradcheck_float64():
     x, w, b = _inputs((2, 3, 5, 6), torch.float64, seed=3)
     assert torch.autograd.gradcheck(conv3.conv3x3_relu, (x, w, b))
 
 
+@pytest.mark.slow
 def test_float32_matches_torch_to_rounding():
     x, w, b = _inputs((4, 3, 64, 64), torch.float32, seed=1)
     gy = torch.randn(4, 3, 64, 64)
@@ -135,6 +138,7 @@ def test_forward_only_path_equals_the_differentiable_one_bit_for_bit():
     assert torch.equal(fast, conv3.conv3x3_relu(x, w, b))
 
 
+@pytest.mark.slow
 def test_densevgg_trains_through_the_kernel_and_hooked_convs_run_torchs_layers():
     torch.manual_seed(0)
     model = DenseVGG(num_classes=3, hidden=32, dropout=0.0)
@@ -172,6 +176,7 @@ def test_auto_picks_the_kernel_by_map_size():
 @pytest.mark.parametrize(
     "shape,dtype", [((3, 3, 9, 7), torch.float32), ((2, 3, 5, 1), torch.float64), ((2, 3, 128, 128), torch.float32)]
 )
+@pytest.mark.slow
 def test_the_layer_stack_equals_one_call_per_layer_bit_for_bit(shape, dtype):
     g = torch.Generator().manual_seed(6)
     x = torch.randn(*shape, dtype=dtype, generator=g)
@@ -210,6 +215,7 @@ def _stack_grads(fn, x, weights, biases, gy):
 @pytest.mark.parametrize(
     "shape", [(2, 3, 7, 5), (1, 3, 1, 1), (2, 3, 1, 4), (3, 3, 6, 1), (2, 3, 5, 2), (2, 3, 128, 128)]
 )
+@pytest.mark.slow
 def test_the_differentiable_stack_matches_torchs_layers_in_float64(shape):
     x, weights, biases = _stack_inputs(shape, torch.float64)
     gy = torch.randn(shape, dtype=torch.float64)
@@ -222,6 +228,7 @@ def test_the_differentiable_stack_matches_torchs_layers_in_float64(shape):
         assert torch.equal(ours[0], conv3.conv3x3_relu_stack(x, weights, biases))
 
 
+@pytest.mark.slow
 def test_the_differentiable_stack_passes_gradcheck_and_skips_an_input_without_grad():
     x, weights, biases = _stack_inputs((2, 3, 5, 6), torch.float64, depth=3, seed=8)
     assert torch.autograd.gradcheck(lambda x, *p: conv3.conv3x3_relu_stack(x, p[:3], p[3:]), (x, *weights, *biases))
@@ -232,6 +239,7 @@ def test_the_differentiable_stack_passes_gradcheck_and_skips_an_input_without_gr
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_the_differentiable_stack_in_float32_is_deterministic_across_thread_counts():
     x, weights, biases = _stack_inputs((6, 3, 40, 33), torch.float32, depth=5, seed=9)
     gy = torch.randn(6, 3, 40, 33)
@@ -253,6 +261,7 @@ def test_the_differentiable_stack_in_float32_is_deterministic_across_thread_coun
         ((1, 3, 6, 4), (6, 4)),
     ],
 )
+@pytest.mark.slow
 def test_the_pooled_stack_matches_torchs_adaptive_pooling_in_float64(shape, pool):
     x, weights, biases = _stack_inputs(shape, torch.float64, depth=3, seed=10)
     gp = torch.randn(shape[0], 3, *pool, dtype=torch.float64)

@@ -67,6 +67,7 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_site_builds_strictly_offline_with_every_page(site):
     nav_pages = re.findall(r":\s*([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
     assert len(nav_pages) >= 18  # every page of the nav, not a truncated reading of it

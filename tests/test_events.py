@@ -41,6 +41,7 @@ def _snaps(labels, acts_of, layers=("fc1", "fc2", "out")):
     )
 
 
+@pytest.mark.slow
 def test_collapse_step_reports_missing_layers_and_nan_activations(tmp_path):
     labels = np.repeat([0, 1], 6)
     rng = np.random.default_rng(0)

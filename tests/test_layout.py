@@ -78,6 +78,7 @@ def test_modules_are_read():
     assert "dsc.core.snapshot" in imports_of("dsc.tracking.snapshot")
 
 
+@pytest.mark.slow
 def test_core_loads_no_heavy_library():
     """Every core module imports in an interpreter where the heavy libraries cannot be imported.
 

@@ -101,6 +101,7 @@ def recorded(tmp_path_factory, cache_dir, empty_store):
         yield model, rec, probe, uri
 
 
+@pytest.mark.slow
 def test_the_recorder_leaves_training_bit_identical(recorded):
     """Same seed, with and without the recorder: the same final weights and BatchNorm statistics."""
     with_rec = recorded[0]

@@ -23,6 +23,8 @@ from dsc.errors import TrackingError
 from dsc.jobs.register import register_job
 from dsc.jobs.resume import latest_full
 
+pytestmark = pytest.mark.slow  # each test needs the module's server or trained run
+
 TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
 EPOCHS = 3
 

@@ -94,6 +94,7 @@ def test_engine_options_are_checked_before_anything_runs(store, args, line):
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
+@pytest.mark.slow
 def test_nothing_imports_ray_unless_the_engine_is_asked_for(store):
     """With Ray made unimportable: the CLI and both engines' modules load, and --engine ray says how to install it."""
     code = (

@@ -172,6 +172,7 @@ def test_bad_arguments_raise_data_error(fn, kwargs, match, tmp_path):
         fn(**kwargs, **extra)
 
 
+@pytest.mark.slow
 def test_identity_is_learnable_but_not_linearly_trivial():
     """The default task (5 people x 9 poses x 64 lights), rendered at 64 and pooled to 32x32.
 

@@ -60,6 +60,7 @@ def emerging(onsets, n_epochs=30, per_class=40, p=64, shift=12.0, seed=0):
     return acts, labels
 
 
+@pytest.mark.slow
 def test_class_emergence_known_onsets():
     acts, labels = emerging([8, 15, None, None])
     em = class_emergence(acts, labels)

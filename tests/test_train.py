@@ -27,6 +27,7 @@ def history(data, **kw):
     return rows, model
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_histories_and_weights(tiny):
     a, ma = history(tiny, optimizer="adam", lr=1e-3)
     b, mb = history(tiny, optimizer="adam", lr=1e-3)
@@ -38,6 +39,7 @@ def test_same_seed_gives_identical_histories_and_weights(tiny):
     assert c != a
 
 
+@pytest.mark.slow
 def test_metrics_are_complete_and_in_range(tiny):
     rows, _ = history(tiny, optimizer="sgd", lr=0.01)
     for _, m in rows:
@@ -48,6 +50,7 @@ def test_metrics_are_complete_and_in_range(tiny):
     assert abs(rows[0][1]["loss/val"] - np.log(3)) < 0.3
 
 
+@pytest.mark.slow
 def test_prob_class_is_the_mean_true_class_softmax_of_the_logits(tiny):
     from dsc.nn.train import epoch_metrics
 
@@ -67,6 +70,7 @@ def test_prob_class_is_the_mean_true_class_softmax_of_the_logits(tiny):
     assert all(abs(rows[0][1][f"prob_class/{n}"] - 1 / 3) < 0.1 for n in tiny.classes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 5, 12])
 def test_steps_take_exactly_that_many_optimizer_steps(tiny, steps):
     from dsc.nn.train import epochs_to_train, steps_per_epoch
@@ -93,6 +97,7 @@ def test_steps_take_exactly_that_many_optimizer_steps(tiny, steps):
     assert [s for _, s in rows] == [min(e * per_epoch, steps) for e, _ in rows]
 
 
+@pytest.mark.slow
 def test_channels_last_matches_nchw(tiny):
     a, _ = history(tiny, optimizer="sgd", lr=0.01, channels_last=True)
     b, _ = history(tiny, optimizer="sgd", lr=0.01, channels_last=False)
@@ -127,6 +132,7 @@ def test_device_choice():
             pick_device("cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_fused_optimizer_follows_torchs_reference_update(optimizer):
     from dsc.nn.train import make_optimizer
@@ -157,6 +163,7 @@ def test_fused_optimizer_follows_torchs_reference_update(optimizer):
     assert moved > 1e-3  # the updates were real, and the two implementations agree on them
 
 
+@pytest.mark.slow
 def test_one_epoch_with_the_kernel_matches_torchs_layers(tiny):
     from dsc.nn.train import make_optimizer, train_one_epoch, uses_conv3
 
@@ -174,6 +181,7 @@ def test_one_epoch_with_the_kernel_matches_torchs_layers(tiny):
         torch.testing.assert_close(states["dsc"][k], states["torch"][k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.slow
 def test_micro_batches_give_the_full_batch_update(tiny):
     from dsc.nn.train import make_optimizer, train_one_epoch
 
