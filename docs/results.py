@@ -77,23 +77,27 @@ def artifacts(run_id: str) -> dict:
     }
 
 
-def cell(row: dict | None, digits: int) -> str:
+def cell(row: dict | None, digits: int, runs: int | None = None) -> str:
+    """Mean [95% interval]; the count of runs where it is fewer than the group's ``runs``."""
     if row is None or row["mean"] is None:
         return "-"
     text = f"{row['mean']:.{digits}f}"
     if row["ci_low"] is None:
         return f"{text} ({row['n']} run{'s' if row['n'] != 1 else ''}, no interval)"
-    return f"{text} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
+    short = f" ({row['n']} runs)" if runs is not None and row["n"] < runs else ""
+    return f"{text} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]{short}"
 
 
 def fmt_p(p: float | None) -> str:
     return "-" if p is None or not math.isfinite(p) else f"{p:.2g}"
 
 
-def trend_cell(t: dict | None) -> str:
+def trend_cell(t: dict | None, runs: int | None = None) -> str:
+    """rho (p); the count of runs tested where it is fewer than ``runs``."""
     if t is None or t["rho"] is None:
         return "no test" if t is None else f"no test ({t['note']})"
-    return f"{t['rho']:+.2f} ({fmt_p(t['p'])})"
+    short = f", {t['n']} runs" if runs is not None and t["n"] < runs else ""
+    return f"{t['rho']:+.2f} ({fmt_p(t['p'])}{short})"
 
 
 def table(art: dict, param: str, columns=COLUMNS) -> tuple[list[str], dict[str, dict]]:
@@ -107,12 +111,12 @@ def table(art: dict, param: str, columns=COLUMNS) -> tuple[list[str], dict[str, 
     for g in groups:
         lines.append(
             f"| {g.split('=', 1)[1]} | {n_runs[g]} | "
-            + " | ".join(cell(rows.get((g, q)), d) for q, _, d in columns)
+            + " | ".join(cell(rows.get((g, q)), d, n_runs[g]) for q, _, d in columns)
             + " |"
         )
     total = sum(n_runs.values())
     lines.append(
-        f"| Spearman rho (p) | {total} | " + " | ".join(trend_cell(trends.get(q)) for q, _, _ in columns) + " |"
+        f"| Spearman rho (p) | {total} | " + " | ".join(trend_cell(trends.get(q), total) for q, _, _ in columns) + " |"
     )
     return lines, trends
 
@@ -143,7 +147,9 @@ def break_rank_sentence(art: dict, trends: dict) -> str:
             if t["rho"] > 0 and t["p"] < ALPHA
             else ("falls with" if t["rho"] < 0 and t["p"] < ALPHA else "shows no detectable trend with")
         )
-        parts.append(f"{label} {verdict} the class count (rho {t['rho']:+.2f}, p {fmt_p(t['p'])}){near}.")
+        parts.append(
+            f"{label} {verdict} the class count (rho {t['rho']:+.2f}, p {fmt_p(t['p'])}, {t['n']} runs){near}."
+        )
     if not parts:
         return "No layer's break rank could be tested against the class count."
     return "Li & Huang predict a break of the mode-importance power law near the class count: " + " ".join(parts)
@@ -176,12 +182,20 @@ def conclusion(trends: dict, art: dict, what: str, n_runs: int) -> str:
             f"{fmt_p(t['p'])} over {t['n']} runs."
         )
     if math.isfinite(d):
-        parts.append(
-            f"With {n_runs} runs a two-sided test at 5% detects |rho| >= {d:.2f} with 80% power; "
-            "a weaker true trend would usually be missed, so a non-significant result here does "
-            "not show that N is independent of the "
-            f"{what}."
-        )
+        power = f"With {n_runs} runs a two-sided test at 5% detects |rho| >= {d:.2f} with 80% power"
+        significant = t is not None and t["rho"] is not None and t["p"] < ALPHA
+        if significant and abs(t["rho"]) < d:
+            parts.append(
+                f"{power}; the observed |rho| lies below that, so the trend rests on one test of modest "
+                "power (one of several on this page, uncorrected) and its size is uncertain."
+            )
+        elif significant:
+            parts.append(f"{power}, and the observed |rho| exceeds it.")
+        else:
+            parts.append(
+                f"{power}; a weaker true trend would usually be missed, so this result does not show "
+                f"that N is independent of the {what}."
+            )
     overall = art["agreement"]["all runs"]
     for name, label in (
         ("n_from_classes", "the N of the summed per-class fits"),
@@ -326,7 +340,8 @@ def main() -> None:
             page += [
                 "Li & Huang's break rank (`modes/<layer>/break_rank`: the k where the two power-law "
                 "segments of each layer's error against its k leading singular modes join, from the "
-                "final checkpoint, `dsc.jobs.break_ranks`):",
+                "final checkpoint, `dsc.jobs.break_ranks`; a layer whose two-segment fit failed has none, "
+                "so a cell can rest on fewer runs than its row, and then says how many):",
                 "",
                 *ranks,
                 "",
