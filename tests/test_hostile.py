@@ -124,6 +124,14 @@ CASES = [
         uri="http://127.0.0.1:9",
     ),
     Case(
+        "train-no-database",
+        "`train` with `MLFLOW_TRACKING_URI` a PostgreSQL database nobody listens for",
+        ("train", *TINY),
+        1,
+        "cannot reach the tracking database",
+        uri="postgresql+psycopg2://u:secret-pw@127.0.0.1:9/x",
+    ),
+    Case(
         "train-deleted-experiment",
         "`train --experiment` a deleted experiment",
         ("train", *TINY, "--experiment", "gone"),
@@ -432,8 +440,10 @@ def test_hostile_input(world, case, monkeypatch):
     monkeypatch.setattr(MlflowClient, "search_experiments", search)
     with tracking_uri(case.uri):
         res = CliRunner().invoke(main, [a.format(**world) for a in case.args])
-    if case.uri:  # the start-up probe asks with few retries, not MLflow's minutes of them
+    if case.uri and case.uri.startswith("http"):  # the start-up probe asks with few retries, not MLflow's minutes
         assert retries and retries[0] == tracking.store.PROBE_HTTP["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    if case.uri and "@" in case.uri:  # a password in the URI is masked in what the user reads
+        assert case.uri.split(":")[2].split("@")[0] not in res.output
     assert res.exit_code == case.code, res.output
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, res.stderr
