@@ -249,11 +249,8 @@ def wall_time(experiment: str) -> tuple[int, float, float]:
     return len(runs), total, span
 
 
-MISSING_SEEDS: dict[str, list[int]] = {}  # per question, the plan's seeds not yet run (what_ran fills it)
-
-
-def what_ran(experiment: str, param: str) -> str:
-    """The seeds, settings and grid points that ran, against the plan."""
+def what_ran(experiment: str, param: str) -> tuple[str, list[int]]:
+    """The seeds, settings and grid points that ran, against the plan; the plan's seeds not run."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
@@ -263,7 +260,6 @@ def what_ran(experiment: str, param: str) -> str:
     budget = f"`--steps {', '.join(steps)}`" if steps != ["0"] else f"{', '.join(epochs)} epochs"
     points = {r.data.params.get(param, "?") for r in runs}
     missing = [v for v in PLAN[experiment] if v not in points]
-    MISSING_SEEDS[experiment] = [s for s in range(PLANNED_SEEDS) if str(s) not in seeds]
     line = f"Seeds {', '.join(seeds)} of the plan's {PLANNED_SEEDS} ({len(runs)} finished runs, {budget})."
     if missing:
         line += f" Not run: {param} = {', '.join(missing)}."
@@ -272,7 +268,7 @@ def what_ran(experiment: str, param: str) -> str:
             " The plan did not fit the time the experiment had on 2 CPU cores shared with other "
             "work; the commands at the end of the page finish it."
         )
-    return line
+    return line, [s for s in range(PLANNED_SEEDS) if str(s) not in seeds]
 
 
 def commit() -> str:
@@ -312,6 +308,7 @@ def main() -> None:
         "`prob_class` main rises lie within 2 widths of each other (`dsc compare --cluster-factor`).",
         "",
     ]
+    todo: dict[str, list[int]] = {}  # per question, the plan's seeds not yet run
     for experiment, param, question, what in QUESTIONS:
         page += [f"## {question}", ""]
         if experiment == "classes":
@@ -320,12 +317,14 @@ def main() -> None:
         cid = compare(experiment, param)
         if cid is None:
             page += [f"Not run: the store has no finished training run in experiment {experiment!r}.", ""]
+            todo[experiment] = list(range(PLANNED_SEEDS))
             continue
         art = artifacts(cid)
         lines, trends = table(art, param)
         n, total, span = wall_time(experiment)
+        ran, todo[experiment] = what_ran(experiment, param)
         page += [
-            f"{what_ran(experiment, param)} Training took {total / 60:.0f} min of run time, "
+            f"{ran} Training took {total / 60:.0f} min of run time, "
             f"{span / 60:.0f} min of wall time (comparison run `{cid}`).",
             "",
         ]
@@ -360,7 +359,7 @@ def main() -> None:
         page += ["## Wall time of the experiment", "", "```", wall_file.read_text().strip(), "```", ""]
     page += ["## The full plan", "", f"{PLANNED_SEEDS} seeds at every point:", "", "```bash"]
     page += ["STORE=results-store docs/experiment.sh", "uv run python docs/results.py --store results-store", "```", ""]
-    todo = {q: seeds for q, seeds in MISSING_SEEDS.items() if seeds}
+    todo = {q: seeds for q, seeds in todo.items() if seeds}
     if todo:
         page += ["To finish it on the store this page was made from (the seeds already run are left out):", ""]
         page += ["```bash"]
