@@ -30,3 +30,24 @@ def test_help_imports_nothing_heavy(args):
     got = json.loads(proc.stdout)
     assert got["code"] == 0 and "Usage:" in got["out"], got["out"]
     assert got["heavy"] == [], f"dsc {' '.join(args)} imported {got['heavy']}"
+
+
+# Each would cost a training process seconds of imports for nothing it uses (a sweep member
+# pays them once a process).
+UNNEEDED_BY_TRAINING = ("torchvision", "lmfit", "matplotlib", "sklearn.decomposition", "ray")
+
+
+@pytest.mark.slow
+def test_training_loads_no_library_it_does_not_use(store):
+    args = ["train", "--identities", "2", "--image-size", "32", "--hidden", "32", "--epochs", "1"]
+    args += ["--snapshot-every", "0", "--no-register", "--no-progress"]
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(UNNEEDED_BY_TRAINING)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["code"] == 0, got["out"]
+    assert got["heavy"] == [], f"dsc train imported {got['heavy']}"

@@ -90,7 +90,15 @@ def test_a_server_restarted_mid_run_loses_nothing(tmp_path, cache_dir, monkeypat
     with mlflow_server(backend, artifacts, log, port=port) as uri:
         client = MlflowClient(uri)
         proc = start(
-            "train", *TINY, "--epochs", str(epochs), "--run-name", "survivor", env=dsc_env(uri, cache_dir), cwd=tmp_path
+            "train",
+            *TINY,
+            "--epochs",
+            str(epochs),
+            "--run-name",
+            "survivor",
+            "--no-register",
+            env=dsc_env(uri, cache_dir),
+            cwd=tmp_path,
         )
         wait_for(lambda r: int(r.data.tags.get("dsc.complete.checkpoints", -1)) >= 1, client, "survivor", proc)
     time.sleep(OUTAGE_S)  # the server stays down mid-run

@@ -170,6 +170,8 @@ def test_stopped_run_ends_killed_and_resumes_to_the_uninterrupted_result(referen
     assert stopped.info.status == "KILLED" and sig.name in stopped.data.tags["error"]
     assert tracking.HEARTBEAT_TAG not in stopped.data.tags  # released: resumable at once
     assert int(stopped.data.tags["dsc.complete.checkpoints"]) == int(found.group(1)) - 1
+    if sig != signal.SIGTERM:  # both signals go through one handler: resuming once is enough
+        return
 
     res = subprocess.run(
         dsc("train", "--resume", rid, "--no-progress"), env=env_for(store), capture_output=True, text=True, timeout=600

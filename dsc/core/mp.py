@@ -10,7 +10,6 @@ distance of a bulk from the fitted law (`mp_ks_distance`, by ``scipy.stats.kstes
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 # Quadrature nodes of the standard MP cumulative distribution.
 _MP_GRID = 4096
@@ -124,6 +123,8 @@ def mp_ks_distance(bulk: np.ndarray, sigma2: float, n: int, m: int) -> float:
     """
     big, small = max(n, m), min(n, m)
     # Only the statistic is used: the asymptotic p-value is the cheapest to compute with it.
+    from scipy import stats  # imported here: training loads this module and never tests a fit
+
     test = stats.kstest(bulk, mp_cdf, args=(big / small, sigma2, big), method="asymp")
     return float(test.statistic)
 

@@ -45,22 +45,23 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def provenance_tags(model: torch.nn.Module, data, device: torch.device) -> dict[str, str]:
-    """Tags that tell whether two runs started alike: versions, device, data and weight hashes."""
-    import platform
+    """Tags that tell whether two runs started alike: versions, device, data and weight hashes.
 
-    import lmfit
-    import sklearn
-    import torchvision
+    The libraries training does not import are named by their installed distributions' versions
+    (importing torchvision only for its ``__version__`` costs a training process seconds).
+    """
+    import platform
+    from importlib.metadata import version
 
     return {
         "dsc.device": str(device),
         "dsc.python": platform.python_version(),
         "dsc.torch": torch.__version__,
-        "dsc.torchvision": torchvision.__version__,
+        "dsc.torchvision": version("torchvision"),
         "dsc.mlflow": mlflow.__version__,
         "dsc.numpy": np.__version__,
-        "dsc.lmfit": lmfit.__version__,
-        "dsc.sklearn": sklearn.__version__,
+        "dsc.lmfit": version("lmfit"),
+        "dsc.sklearn": version("scikit-learn"),
         "dsc.data_digest": data.imageset.digest(),
         "dsc.init_weights": weights_digest(model),
     }
