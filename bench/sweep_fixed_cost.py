@@ -8,10 +8,14 @@ store:
   (``--register --per-process 1``, what every member did before);
 - after: members skip the registry and ``--per-process`` of them share a process.
 
-A member's fixed cost is its wall time (the sweep's span divided among the members it
-ran at a time) less its training: the span of its run from the first to the last epoch's
-metrics. Runs per hour is the members over the sweep's wall time. Prints both arms and the
-ratios; the floor for the fixed cost after is 6 s a member on 2 cores.
+A member's fixed cost is what it spends outside its epochs: the members' span (from the
+first member run's start to the last one's end) divided among the members that ran at a
+time, less a member's training (its run's span from the first to the last epoch's metrics).
+The sweep's own cost, paid once a sweep however many members it has, is printed apart: its
+start (process start to the first member's run) and its close (the last member's end to the
+sweep's exit, the closing comparison). Runs per hour is the members over the sweep's whole
+wall time. Prints both arms and the ratios; the floor for the member's fixed cost after is
+6 s on 2 cores.
 
     uv run python bench/sweep_fixed_cost.py [--members 8] [--epochs 30] [--per-process 4]
 """
@@ -25,13 +29,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 FLOOR_S = 6.0  # fixed cost per member after, on 2 cores
 
 
-def sweep(store: Path, members: int, epochs: int, extra: list[str]) -> tuple[float, list[float]]:
-    """Wall seconds of one sweep and each member's training span (first to last epoch), seconds."""
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep's timings, seconds."""
+
+    wall: float  # the sweep command, start to exit
+    start: float  # its process start to the first member run's start
+    close: float  # the last member run's end to the sweep's exit
+    spans: list[float]  # each member's training: its first to last epoch's metrics
+
+    @property
+    def members_span(self) -> float:
+        return self.wall - self.start - self.close
+
+
+def sweep(store: Path, members: int, epochs: int, extra: list[str]) -> Sweep:
+    """Run one sweep of ``members`` members in ``store`` and read its timings back from the runs."""
     uri = f"sqlite:///{store / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("MLFLOW_RUN_ID", None)
@@ -53,9 +72,9 @@ def sweep(store: Path, members: int, epochs: int, extra: list[str]) -> tuple[flo
         "bench",
         *extra,
     ]
-    start = time.perf_counter()
+    began = time.time()
     subprocess.run(command, env=env, cwd=store, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
+    ended = time.time()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -64,12 +83,14 @@ def sweep(store: Path, members: int, epochs: int, extra: list[str]) -> tuple[flo
     for run in runs:
         stamps = [m.timestamp for m in client.get_metric_history(run.info.run_id, "acc/val")]
         spans.append((max(stamps) - min(stamps)) / 1000)
-    return wall, spans
+    first = min(r.info.start_time for r in runs) / 1000
+    last = max(r.info.end_time for r in runs) / 1000
+    return Sweep(ended - began, first - began, ended - last, spans)
 
 
-def fixed_cost(wall: float, spans: list[float], parallel: int = 2) -> float:
-    """Seconds a member spends outside its epochs: its share of the wall time less its training."""
-    return wall * parallel / len(spans) - sum(spans) / len(spans)
+def fixed_cost(run: Sweep, parallel: int = 2) -> float:
+    """Seconds a member spends outside its epochs: its share of the members' span less its training."""
+    return run.members_span * parallel / len(run.spans) - sum(run.spans) / len(run.spans)
 
 
 def main() -> None:
@@ -82,11 +103,11 @@ def main() -> None:
     results = {}
     for name, extra in arms.items():
         with tempfile.TemporaryDirectory(prefix=f"dsc-bench-{name}-") as tmp, contextlib.chdir(tmp):
-            wall, spans = sweep(Path(tmp), args.members, args.epochs, extra)
-        results[name] = (wall, fixed_cost(wall, spans), args.members / wall * 3600)
+            run = sweep(Path(tmp), args.members, args.epochs, extra)
+        results[name] = (run.wall, fixed_cost(run), args.members / run.wall * 3600)
         print(
-            f"{name:6s} {' '.join(extra):24s} wall {wall:7.1f} s  fixed cost {results[name][1]:5.1f} s/member"
-            f"  {results[name][2]:6.1f} runs/h"
+            f"{name:6s} {' '.join(extra):24s} wall {run.wall:7.1f} s  fixed cost {results[name][1]:5.1f} s/member"
+            f"  {results[name][2]:6.1f} runs/h  (the sweep's own: start {run.start:4.1f} s, close {run.close:4.1f} s)"
         )
     (_, fb, rb), (_, fa, ra) = results["before"], results["after"]
     print(
