@@ -114,19 +114,3 @@ def kill_at(stage: str, args: list[str], timeout: float = 300) -> str:
     finally:
         proc.kill()
         proc.wait()
-
-
-# The longest tests, most of their time spent waiting on a server, a cluster or a browser.
-LONGEST = (
-    "test_a_server_restarted_mid_run_loses_nothing",
-    "test_the_ray_engine_on_a_local_two_node_cluster",
-    "test_pipeline_through_a_tracking_server",
-    "test_compare_page_and_a_runs_image_grid",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The slow tests first, the longest of them at the head: the two workers then end on short
-    tests instead of one of them waiting for the other's last long one (collected in file order,
-    the long ones came last). A stable sort keeps each module's tests together otherwise."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.originalname not in LONGEST))
