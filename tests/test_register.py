@@ -1,6 +1,7 @@
 """What a training run offers besides metrics: any epoch in the registry, system metrics, per-epoch pictures."""
 
 import re
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -38,6 +39,16 @@ def trained(_trained, monkeypatch):
 
 def register(*args):
     return CliRunner().invoke(main, ["register", *args])
+
+
+def test_the_registered_model_pins_the_installed_versions(trained):
+    """requirements.txt of the final model: the training environment's releases, local build tags dropped."""
+    from importlib.metadata import version
+
+    path = mlflow.artifacts.download_artifacts("models:/reg@final/requirements.txt")
+    pins = dict(line.split("==") for line in Path(path).read_text().split())
+    for dist in ("torch", "torchvision", "mlflow", "numpy"):
+        assert pins[dist] == version(dist).split("+")[0], dist
 
 
 @pytest.mark.slow

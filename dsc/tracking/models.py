@@ -22,12 +22,16 @@ ALIAS_BEST = "best"
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model, given explicitly (MLflow's inference of them is slow)."""
-    import torchvision
+    """Pinned requirements of a logged model, given explicitly (MLflow's inference of them is slow).
+
+    torchvision is named by its installed distribution's version: the model does not need it
+    loaded, and importing it only for ``__version__`` costs a registering process a second.
+    """
+    from importlib.metadata import version
 
     return [
         f"torch=={torch.__version__.split('+')[0]}",
-        f"torchvision=={torchvision.__version__.split('+')[0]}",
+        f"torchvision=={version('torchvision').split('+')[0]}",
         f"mlflow=={mlflow.__version__}",
         f"numpy=={np.__version__}",
     ]
