@@ -252,6 +252,15 @@ def primary_lines(primary: dict[str, dict]) -> list[str]:
     return [*lines, ""]
 
 
+def finished_runs(experiment: str) -> list:
+    """The experiment's finished training runs (none where the experiment is absent)."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
+
+
 def learned_only(experiment: str, param: str) -> str:
     """The trend of N over the runs that learned: final ``acc/val`` more than 5 points above chance.
 
@@ -262,19 +271,17 @@ def learned_only(experiment: str, param: str) -> str:
     """
     from scipy.stats import spearmanr
 
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
     rows = [
         (float(r.data.params[param]), r.data.metrics["lld/n_components"], r.data.metrics["acc/val"], r)
-        for r in runs
+        for r in finished_runs(experiment)
         if param in r.data.params and {"lld/n_components", "acc/val"} <= set(r.data.metrics)
     ]
-    stuck = [row for row in rows if row[2] <= 1 / int(row[3].data.params["identities"]) + 0.05]
+    learned = [row[2] > 1 / int(row[3].data.params["identities"]) + 0.05 for row in rows]
+    stuck = [row for row, ok in zip(rows, learned) if not ok]
     if not stuck:
         return "Every run ends more than 5 points above chance accuracy."
     seeds = sorted({r.data.params["seed"] for *_, r in stuck}, key=int)
-    kept = [(g, n) for g, n, acc, r in rows if (g, n, acc, r) not in stuck]
+    kept = [(g, n) for (g, n, _, _), ok in zip(rows, learned) if ok]
     rho, p = spearmanr([g for g, _ in kept], [n for _, n in kept])
     return (
         f"{len(stuck)} of {len(rows)} runs end within 5 points of chance accuracy (seeds {', '.join(seeds)}; "
@@ -286,12 +293,8 @@ def learned_only(experiment: str, param: str) -> str:
 
 def break_ranks(experiment: str) -> int:
     """Log the break ranks onto the experiment's finished training runs that lack them; how many runs have them."""
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return 0
-    runs = client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
-    return len(log_break_ranks([r.info.run_id for r in runs]))
+    runs = finished_runs(experiment)
+    return len(log_break_ranks([r.info.run_id for r in runs])) if runs else 0
 
 
 def figures(run_id: str, experiment: str, out: Path) -> list[str]:
@@ -307,9 +310,7 @@ def figures(run_id: str, experiment: str, out: Path) -> list[str]:
 
 def wall_time(experiment: str) -> tuple[int, float, float]:
     """Finished runs, their summed durations and the span from the first start to the last end (s)."""
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
+    runs = finished_runs(experiment)
     if not runs:
         return 0, 0.0, 0.0
     total = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
@@ -319,9 +320,7 @@ def wall_time(experiment: str) -> tuple[int, float, float]:
 
 def what_ran(experiment: str, param: str) -> tuple[str, list[int]]:
     """The seeds, settings and grid points that ran, against the plan; the plan's seeds not run."""
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train' and attributes.status = 'FINISHED'")
+    runs = finished_runs(experiment)
     seeds = sorted({r.data.params.get("seed", "?") for r in runs}, key=lambda s: (len(s), s))
     steps = sorted({r.data.params.get("steps", "0") for r in runs})
     epochs = sorted({r.data.params.get("epochs", "?") for r in runs})
