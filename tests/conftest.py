@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import forked
 import mlflow
 import pytest
 
@@ -90,7 +91,7 @@ def kill_at(stage: str, args: list[str], timeout: float = 300) -> str:
     """
     env = {**os.environ, "DSC_TEST_PAUSE_AT": stage}
     cmd = [sys.executable, "-m", "dsc", *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = forked.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:

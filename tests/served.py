@@ -1,4 +1,8 @@
-"""Helpers for tests that use `dsc` as users do: `python -m dsc` subprocesses, a tracking server."""
+"""Helpers for tests that use `dsc` as users do: `python -m dsc` processes, a tracking server.
+
+The processes are forked from an interpreter that has imported dsc's libraries already
+(:mod:`forked`, which says what that keeps and what it does not).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import forked
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest training whose curve `dsc compare` can fit (one logistic needs 5 points):
@@ -41,7 +47,7 @@ def dsc_env(tracking_uri: str, cache_dir: Path) -> dict[str, str]:
 
 def start(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     """`python -m dsc ARGS` in the background."""
-    return subprocess.Popen(
+    return forked.Popen(
         [sys.executable, "-m", "dsc", *args],
         env=env,
         cwd=cwd,

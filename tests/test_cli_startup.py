@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from dsc.cli import main
 
@@ -33,16 +34,17 @@ def test_help_imports_nothing_heavy(args):
 
 
 # Each would cost a training process seconds of imports for nothing it uses (a sweep member
-# pays them once a process).
+# pays them once a process); registering the model loads no Lightning (mlflow.pytorch would).
 UNNEEDED_BY_TRAINING = ("torchvision", "lmfit", "matplotlib", "sklearn.decomposition", "ray")
+UNNEEDED_BY_REGISTERING = ("pytorch_lightning", "lightning", "torchmetrics")
 
 
 @pytest.mark.slow
 def test_training_loads_no_library_it_does_not_use(store):
     args = ["train", "--identities", "2", "--image-size", "32", "--hidden", "32", "--epochs", "1"]
-    args += ["--snapshot-every", "0", "--no-register", "--no-progress"]
+    args += ["--snapshot-every", "0", "--no-progress"]
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(UNNEEDED_BY_TRAINING)],
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(UNNEEDED_BY_TRAINING + UNNEEDED_BY_REGISTERING)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -50,4 +52,5 @@ def test_training_loads_no_library_it_does_not_use(store):
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["code"] == 0, got["out"]
+    assert len(MlflowClient().search_model_versions()) == 1  # the model was registered
     assert got["heavy"] == [], f"dsc train imported {got['heavy']}"

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import forked
 import mlflow
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def _reference_store(tmp_path_factory, cache_dir, empty_store):
     tmp = tmp_path_factory.mktemp("resume")
     with pytest.MonkeyPatch.context() as mp:
         store = fresh_store(tmp, mp, cache_dir, empty_store)
-        ref = subprocess.run(
+        ref = forked.run(
             dsc("train", *COMMON, "--run-name", "reference"),
             env=env_for(store),
             capture_output=True,
@@ -82,7 +83,7 @@ def start_victim(store: str, name: str, log: Path, args: list[str] = COMMON) -> 
     mid-epoch, between optimizer steps. Returns the process and its run id.
     """
     with open(log, "w") as err:
-        victim = subprocess.Popen(
+        victim = forked.Popen(
             dsc("train", *args, "--run-name", name), env=env_for(store), stdout=subprocess.DEVNULL, stderr=err
         )
     deadline = time.time() + 300
@@ -123,7 +124,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
 
     # Continue through the MLproject entry point, into the same run.
     cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", rid, "--env-manager", "local"]
-    proc = subprocess.run(cmd, env=env_for(store), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = forked.run(cmd, env=env_for(store), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert MlflowClient().get_run(rid).data.tags["dsc.resumed_from"] == str(done)
     assert_resumed_like(ref, rid)
@@ -133,7 +134,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
 def test_killed_step_budget_run_resumes_to_the_same_weights(store, tmp_path):
     """``--steps 100`` at 29 steps an epoch: epochs 1-3 whole, epoch 4 partial (13 steps)."""
     args = [*TINY, "--steps", "100", "--seed", "3", "--snapshot-every", "0", "--register-name", "budget"]
-    ref = subprocess.run(
+    ref = forked.run(
         dsc("train", *args, "--run-name", "whole"), env=env_for(store), capture_output=True, text=True, timeout=600
     )
     assert ref.returncode == 0, ref.stderr[-2000:]
@@ -142,7 +143,7 @@ def test_killed_step_budget_run_resumes_to_the_same_weights(store, tmp_path):
     victim, rid = start_victim(store, "killed", tmp_path / "victim.log", args)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=60) == -signal.SIGKILL
-    res = subprocess.run(
+    res = forked.run(
         dsc("train", "--resume", rid, "--no-progress"), env=env_for(store), capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr[-2000:]
@@ -174,7 +175,7 @@ def test_stopped_run_ends_killed_and_resumes_to_the_uninterrupted_result(referen
     if not resume:
         return
 
-    res = subprocess.run(
+    res = forked.run(
         dsc("train", "--resume", rid, "--no-progress"), env=env_for(store), capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr[-2000:]
@@ -188,7 +189,7 @@ def test_four_runs_at_once_on_a_new_sqlite_store(tmp_path, cache_dir):
     store = f"sqlite:///{tmp_path / 'shared.db'}"  # does not exist yet: all four race to create it
     env = {**env_for(store), "DSC_CACHE_DIR": str(cache_dir)}
     procs = [
-        subprocess.Popen(
+        forked.Popen(
             dsc("train", *TINY, "--epochs", "2", "--seed", str(i), "--run-name", f"p{i}", "--register-name", "shared"),
             env=env,
             cwd=tmp_path,

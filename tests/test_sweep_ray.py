@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import forked
 import mlflow
 import pytest
 import torch
@@ -147,7 +148,7 @@ def server(tmp_path_factory):
 
 def refuses_a_local_sqlite_store(c, store: str, cache_dir) -> None:
     """A local SQLite store on a cluster of several nodes is refused in one line before any run exists."""
-    res = subprocess.run(
+    res = forked.run(
         [
             sys.executable,
             "-m",
@@ -194,7 +195,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
     env = dsc_env(server, cache_dir)
     mlflow.set_tracking_uri(server)
     client = MlflowClient()
-    proc = subprocess.Popen(
+    proc = forked.Popen(
         [
             sys.executable,
             "-m",
@@ -256,7 +257,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
 
     # The same member trained without interruption, one thread as Ray gave each member.
     seed = victim.data.tags["dsc.sweep_member"].split("=")[1]
-    ref = subprocess.run(
+    ref = forked.run(
         [
             sys.executable,
             "-m",
@@ -276,6 +277,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
             seed,
             "--run-name",
             "reference",
+            "--no-register",  # its model is not compared
             "--no-progress",
         ],
         env={**env, "CUDA_VISIBLE_DEVICES": ""},
@@ -295,7 +297,7 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
 
 
 def does_not_retry_a_member_failing_by_itself(c, server: str, cache_dir) -> None:
-    res = subprocess.run(
+    res = forked.run(
         [
             sys.executable,
             "-m",

@@ -70,6 +70,7 @@ def test_compare_page_and_a_runs_image_grid(sync_playwright, tmp_path, cache_dir
                 str(s),
                 "--run-name",
                 f"seed-{s}",
+                "--no-register",  # the pages shown here do not show models
                 *(["--snapshot-images"] if s == 0 else ["--snapshot-every", "0"]),
                 env=env,
                 cwd=tmp_path,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import sys
+from types import ModuleType
 
 import mlflow
 import numpy as np
@@ -35,6 +37,29 @@ def pip_requirements() -> list[str]:
         f"mlflow=={mlflow.__version__}",
         f"numpy=={np.__version__}",
     ]
+
+
+def pytorch_flavour() -> ModuleType:
+    """``mlflow.pytorch``, imported without its Lightning autologging where Lightning is not loaded.
+
+    Importing ``mlflow.pytorch`` imports its Lightning autologging whenever Lightning is
+    installed, and with it Lightning, torchmetrics and torchvision; logging and loading a model
+    use none of them, and they cost a registering process seconds of start-up. The module is
+    kept out of that one import (``mlflow.pytorch`` catches the ImportError, as where Lightning
+    is absent) and is importable again afterwards, so ``mlflow.pytorch.autolog`` still works.
+    A process that has loaded Lightning already gets ``mlflow.pytorch`` as it comes.
+    """
+    autolog = "mlflow.pytorch._lightning_autolog"
+    if not {"mlflow.pytorch", "pytorch_lightning", "lightning"} & sys.modules.keys():
+        sys.modules[autolog] = None  # type: ignore[assignment]  # Python's "do not import this"
+        try:
+            import mlflow.pytorch
+        finally:
+            if sys.modules.get(autolog, 0) is None:
+                del sys.modules[autolog]
+    import mlflow.pytorch
+
+    return mlflow.pytorch
 
 
 def check_model_name(name: str) -> None:
@@ -88,9 +113,9 @@ def log_and_register(
         **({"run_id": run_id} if run_id else {}),
     )
     try:
-        info = mlflow.pytorch.log_model(model, serialization_format="pt2", **common)
+        info = pytorch_flavour().log_model(model, serialization_format="pt2", **common)
     except Exception:  # torch.export refuses many models that run eagerly; pickling takes any
-        info = mlflow.pytorch.log_model(model, serialization_format="pickle", **common)
+        info = pytorch_flavour().log_model(model, serialization_format="pickle", **common)
         MlflowClient().set_tag(run_id or active_run_id(), "dsc.model_format", "pickle")
     return str(info.registered_model_version) if registered_name else ""
 
@@ -118,7 +143,7 @@ def load_logged_model(run_id: str, name: str = "model") -> torch.nn.Module:
     not the original class. A TrackingError (one line) when the run has none.
     """
     try:
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location="cpu")
+        model = pytorch_flavour().load_model(f"runs:/{run_id}/{name}", map_location="cpu")
     except Exception as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise TrackingError(
