@@ -197,13 +197,15 @@ def test_main_entry_point_trains_then_analyzes(store, tmp_path):
         "identities=2",
         "-P",
         "image_size=32",
+        "-P",
+        "hidden=32",
         "--env-manager",
         "local",
     ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run()
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.data.params["hidden"] == "32"
     assert metric_steps(run.info.run_id, "acc/val") == [0, 1, 2]
     names = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "analysis")}
     assert {"analysis/summary.json", "analysis/report.html"} <= names
