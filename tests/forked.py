@@ -211,7 +211,9 @@ def _stream(spec, default_mode: str):
 class ForkedPopen:
     """:class:`subprocess.Popen` for a forked ``python -m dsc`` child (see the module's docstring)."""
 
-    def __init__(self, args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, text=False, **_):
+    def __init__(self, args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, text=False, **rest):
+        if rest:  # what a fork cannot do as subprocess would (a new session, preexec_fn...) is refused
+            raise TypeError(f"forked.Popen does not take {sorted(rest)}: use subprocess.Popen")
         self.args = list(args)
         self.returncode: int | None = None
         ends = [_stream(stdin, "r"), _stream(stdout, "w1"), _stream(stderr, "w2")]
