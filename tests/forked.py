@@ -14,9 +14,10 @@ keep real processes for (``test_cli_startup``, ``test_layout``, the ``mlflow run
 points). The server holds no thread, store or run, so a child inherits none. torch's thread
 count, fixed when libgomp loads, is set again in each child from its ``OMP_NUM_THREADS``.
 
-:func:`Popen` and :func:`run` take what :mod:`subprocess` takes and answer with the same
-attributes; a command other than ``[sys.executable, "-m", "dsc", ...]`` goes to
-:mod:`subprocess` unchanged.
+:func:`Popen` and :func:`run` take :mod:`subprocess`'s arguments for the streams, environment,
+working directory, text and timeout, and answer with the same attributes (an option a fork
+cannot honour is refused); a command other than ``[sys.executable, "-m", "dsc", ...]`` goes
+to :mod:`subprocess` unchanged.
 """
 
 from __future__ import annotations
@@ -195,17 +196,16 @@ def is_dsc(cmd) -> bool:
     return isinstance(cmd, list | tuple) and list(cmd[:3]) == [sys.executable, "-m", "dsc"]
 
 
-def _stream(spec, default_mode: str):
-    """(the child's end, our end or None) for a subprocess-style stdin/stdout/stderr argument."""
+def _stream(spec, target: int) -> tuple[int, int | None]:
+    """(the child's end, our end or None) of its fd ``target`` (0, 1 or 2) for a subprocess-style argument."""
     if spec is None:
-        return os.dup(0 if default_mode == "r" else (1 if default_mode == "w1" else 2)), None
+        return os.dup(target), None  # inherited, as subprocess does
     if spec == subprocess.DEVNULL:
         return os.open(os.devnull, os.O_RDWR), None
     if spec == subprocess.PIPE:
         r, w = os.pipe()
-        return (r, w) if default_mode == "r" else (w, r)
-    fd = spec if isinstance(spec, int) else spec.fileno()
-    return os.dup(fd), None
+        return (r, w) if target == 0 else (w, r)
+    return os.dup(spec if isinstance(spec, int) else spec.fileno()), None
 
 
 class ForkedPopen:
@@ -216,9 +216,8 @@ class ForkedPopen:
             raise TypeError(f"forked.Popen does not take {sorted(rest)}: use subprocess.Popen")
         self.args = list(args)
         self.returncode: int | None = None
-        ends = [_stream(stdin, "r"), _stream(stdout, "w1"), _stream(stderr, "w2")]
-        if stderr == subprocess.STDOUT:
-            ends[2] = (os.dup(ends[1][0]), None)
+        ends = [_stream(stdin, 0), _stream(stdout, 1)]
+        ends.append((os.dup(ends[1][0]), None) if stderr == subprocess.STDOUT else _stream(stderr, 2))
         request = {
             "args": [str(a) for a in self.args[3:]],
             "env": dict(os.environ if env is None else env),
@@ -260,10 +259,8 @@ class ForkedPopen:
             self._collect()
         return self.returncode
 
-    def communicate(self, input=None, timeout: float | None = None):
+    def communicate(self, timeout: float | None = None):
         if self.stdin is not None:
-            if input:
-                self.stdin.write(input)
             self.stdin.close()
         results: dict[str, object] = {}
 
@@ -290,20 +287,8 @@ class ForkedPopen:
         if self.returncode is None:
             os.kill(self.pid, sig)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s in (self.stdout, self.stderr, self.stdin):
-            if s is not None and not s.closed:
-                s.close()
-        self.wait()
 
 
 def Popen(args, **kwargs):
@@ -311,25 +296,20 @@ def Popen(args, **kwargs):
     return ForkedPopen(args, **kwargs) if is_dsc(args) else subprocess.Popen(args, **kwargs)
 
 
-def run(args, *, capture_output=False, timeout=None, check=False, input=None, **kwargs):
-    """:func:`subprocess.run` for ``python -m dsc ...`` through :func:`Popen`."""
+def run(args, *, capture_output=False, timeout=None, **kwargs):
+    """:func:`subprocess.run` (without ``input`` and ``check``) for ``python -m dsc ...`` through :func:`Popen`."""
     if not is_dsc(args):
-        return subprocess.run(args, capture_output=capture_output, timeout=timeout, check=check, input=input, **kwargs)
+        return subprocess.run(args, capture_output=capture_output, timeout=timeout, **kwargs)
     if capture_output:
         kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if input is not None:
-        kwargs["stdin"] = subprocess.PIPE
     proc = ForkedPopen(args, **kwargs)
     try:
-        out, err = proc.communicate(input, timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if check:
-        done.check_returncode()
-    return done
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 if __name__ == "__main__":

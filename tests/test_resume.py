@@ -124,7 +124,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
 
     # Continue through the MLproject entry point, into the same run.
     cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "resume", "--run-id", rid, "--env-manager", "local"]
-    proc = forked.run(cmd, env=env_for(store), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env_for(store), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert MlflowClient().get_run(rid).data.tags["dsc.resumed_from"] == str(done)
     assert_resumed_like(ref, rid)

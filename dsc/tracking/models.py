@@ -112,10 +112,11 @@ def log_and_register(
         signature=infer_signature(example, out),
         **({"run_id": run_id} if run_id else {}),
     )
+    flavour = pytorch_flavour()
     try:
-        info = pytorch_flavour().log_model(model, serialization_format="pt2", **common)
+        info = flavour.log_model(model, serialization_format="pt2", **common)
     except Exception:  # torch.export refuses many models that run eagerly; pickling takes any
-        info = pytorch_flavour().log_model(model, serialization_format="pickle", **common)
+        info = flavour.log_model(model, serialization_format="pickle", **common)
         MlflowClient().set_tag(run_id or active_run_id(), "dsc.model_format", "pickle")
     return str(info.registered_model_version) if registered_name else ""
 
