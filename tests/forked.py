@@ -8,6 +8,9 @@ the one a user's shell starts: its own pid (signals and SIGKILL reach it alone),
 vector, environment, working directory and standard streams; it runs ``dsc`` as ``-m`` does
 (:func:`runpy.run_module` as ``__main__``) and leaves through the interpreter's normal exit,
 atexit handlers included. Its exit status comes back as :class:`subprocess.Popen`'s would.
+At its exit a child names the library modules it imported that the server lacked, and the
+server imports them before its next fork, so that the first command of each kind pays its
+imports for all that follow (Ray, gRPC and Lightning excepted; see :data:`_NOT_LEARNED`).
 
 What a fork cannot give a child, fresh imports, is what the tests of imports and start-up
 keep real processes for (``test_cli_startup``, ``test_layout``, the ``mlflow run`` entry
@@ -49,6 +52,9 @@ PRELOAD = (
     "dsc.jobs.snapshot",
     "dsc.jobs.sweep",
 )
+# Never learned (see :func:`_learn`): Ray's and gRPC's fork handlers expect them imported after
+# the fork, and whether Lightning is loaded changes what registering a model imports.
+_NOT_LEARNED = ("ray", "grpc", "lightning", "pytorch_lightning", "lightning_fabric", "torchmetrics")
 _HEADER = struct.Struct("!I")
 
 
@@ -74,11 +80,57 @@ def _receive(sock: socket.socket, fds: int = 0) -> tuple[dict | None, list[int]]
     return json.loads(data), got
 
 
-def _child(request: dict, fds: list[int], default_threads: int) -> None:
+def _library_modules(names) -> list[str]:
+    """Those of ``names`` (loaded modules) that come from the interpreter's or the environment's
+    libraries or from dsc: never a module of a test's working directory or a learned exception."""
+    roots = tuple({os.path.dirname(os.__file__), sys.prefix, sys.base_prefix, str(Path(__file__).parents[1] / "dsc")})
+    keep = []
+    for name in names:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if name.split(".")[0] in _NOT_LEARNED or name in ("__main__", "dsc.__main__") or module is None:
+            continue
+        if name in sys.builtin_module_names or (path is not None and os.path.abspath(path).startswith(roots)):
+            keep.append(name)
+    return keep
+
+
+def _report_imports(path: str, before: set[str]) -> None:
+    """At a child's exit: write the library modules it imported to ``path`` for the server to learn."""
+    new = _library_modules(sorted(set(sys.modules) - before))
+    with open(path + ".part", "w") as f:
+        f.write("\n".join(new))
+    os.replace(path + ".part", path)
+
+
+def _learn(path: str) -> None:
+    """In the server, between children: import what a finished child reported importing, so that
+    the next child finds it loaded (the first command of each kind teaches the server its imports)."""
+    import importlib
+
+    try:
+        with open(path) as f:
+            names = f.read().split()
+        os.unlink(path)
+    except FileNotFoundError:  # killed, or left through os._exit: nothing to learn
+        return
+    for name in names:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # a module that only imports in the child's circumstances stays unlearned
+                sys.modules.pop(name, None)
+    if threading.active_count() > 1:  # a fork must not copy a thread's held locks
+        raise RuntimeError(f"importing {names} started a thread in the forking server")
+
+
+def _child(request: dict, fds: list[int], default_threads: int, imports_path: str) -> None:
     """In the forked child: become ``python -m dsc ARGS`` and run it (does not return)."""
     import runpy
 
     import torch
+
+    atexit.register(_report_imports, imports_path, set(sys.modules))
 
     for target, fd in zip((0, 1, 2), fds, strict=True):
         os.dup2(fd, target)
@@ -115,7 +167,7 @@ def serve(sock_path: str) -> None:
     listener.bind(sock_path)
     listener.listen(64)
     print("ready", flush=True)
-    clients: dict[int, socket.socket] = {}  # child pid -> the connection that asked for it
+    clients: dict[int, tuple[socket.socket, str]] = {}  # child pid -> the connection that asked, its imports' file
     while True:
         readable, _, _ = select.select([listener, sys.stdin], [], [], 0.02)
         if sys.stdin in readable and not os.read(sys.stdin.fileno(), 1):
@@ -128,25 +180,27 @@ def serve(sock_path: str) -> None:
                 continue
             sys.stdout.flush()
             sys.stderr.flush()
+            imports_path = f"{sock_path}.{len(clients)}.{time.monotonic_ns()}.imports"
             pid = os.fork()
             if pid == 0:
                 listener.close()
                 conn.close()
-                for other in clients.values():
+                for other, _ in clients.values():
                     other.close()
-                _child(request, fds, default_threads)
+                _child(request, fds, default_threads, imports_path)
             for fd in fds:
                 os.close(fd)
             _send(conn, {"pid": pid})
-            clients[pid] = conn
+            clients[pid] = conn, imports_path
         while clients:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            conn = clients.pop(pid, None)
+            conn, imports_path = clients.pop(pid, (None, ""))
             if conn is not None:
                 _send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
                 conn.close()
+                _learn(imports_path)
 
 
 # --------------------------------------------------------------------------- the client (in pytest)
@@ -185,7 +239,8 @@ class _Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait(timeout=30)
-        Path(self.path).unlink(missing_ok=True)
+        for left in Path(self.path).parent.glob(Path(self.path).name + "*"):  # the socket, imports never learned
+            left.unlink(missing_ok=True)
 
 
 _SERVER = _Server()

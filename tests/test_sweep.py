@@ -150,6 +150,8 @@ def test_sweep_trains_every_member_then_compares_exactly_them(store, tmp_path):
             f"hidden=32 epochs={EPOCHS}",
             "--parallel",
             "2",
+            "--per-process",  # two processes of two members (one process each: the test below)
+            "2",
             "--experiment",
             "sw",
             "--no-progress",
