@@ -329,7 +329,18 @@ def test_jsonable_maps_nan_to_null():
 
 @pytest.mark.slow
 def test_train_then_analyze_end_to_end(store):
-    tiny = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--epochs", "2", "--no-progress"]
+    tiny = [
+        "--identities",
+        "2",
+        "--image-size",
+        "32",
+        "--hidden",
+        "32",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--no-register",
+    ]
     res = CliRunner().invoke(main, ["train", *tiny], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     res = invoke("--modes-max-images", "64")

@@ -48,7 +48,7 @@ def epochs_once(client: MlflowClient, rid: str) -> dict[str, list[int]]:
 def test_a_second_writer_is_refused_and_a_second_signal_stops_at_once(store, tmp_path, cache_dir):
     client = MlflowClient(store)
     env = dsc_env(store, cache_dir)
-    first = start("train", *TINY, "--epochs", "500", "--run-name", "first", env=env, cwd=tmp_path)
+    first = start("train", *TINY, "--epochs", "500", "--run-name", "first", "--no-register", env=env, cwd=tmp_path)
     run = wait_for(
         lambda r: tracking.HEARTBEAT_TAG in r.data.tags and int(r.data.tags.get("dsc.complete.checkpoints", -1)) >= 0,
         client,

@@ -23,7 +23,7 @@ from dsc.errors import TrackingError
 from dsc.tracking.snapshot import load as load_snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--identities", "2", "--image-size", "32", "--hidden", "32", "--no-progress"]
+TINY = ["--identities", "2", "--image-size", "16", "--hidden", "32", "--no-progress"]
 
 
 def env_for(store: str) -> dict:
