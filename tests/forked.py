@@ -26,6 +26,7 @@ to :mod:`subprocess` unchanged.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -95,12 +96,15 @@ def _library_modules(names) -> list[str]:
     return keep
 
 
-def _report_imports(path: str, before: set[str]) -> None:
-    """At a child's exit: write the library modules it imported to ``path`` for the server to learn."""
-    new = _library_modules(sorted(set(sys.modules) - before))
-    with open(path + ".part", "w") as f:
-        f.write("\n".join(new))
-    os.replace(path + ".part", path)
+def _imports_file(sock_path: str, pid: int) -> str:
+    """Where child ``pid`` of the server at ``sock_path`` names what it imported (read once it is reaped)."""
+    return f"{sock_path}.{pid}.imports"
+
+
+def _report_imports(sock_path: str, before: set[str]) -> None:
+    """At a child's exit: write the library modules it imported for the server to learn."""
+    with open(_imports_file(sock_path, os.getpid()), "w") as f:
+        f.write("\n".join(_library_modules(sorted(set(sys.modules) - before))))
 
 
 def _learn(path: str) -> None:
@@ -116,21 +120,19 @@ def _learn(path: str) -> None:
         return
     for name in names:
         if name not in sys.modules:
-            try:
+            with contextlib.suppress(Exception):  # a module that imports only in the child's circumstances
                 importlib.import_module(name)
-            except Exception:  # a module that only imports in the child's circumstances stays unlearned
-                sys.modules.pop(name, None)
     if threading.active_count() > 1:  # a fork must not copy a thread's held locks
-        raise RuntimeError(f"importing {names} started a thread in the forking server")
+        raise RuntimeError(f"a learned import started {threading.enumerate()[1:]} in the forking server")
 
 
-def _child(request: dict, fds: list[int], default_threads: int, imports_path: str) -> None:
+def _child(request: dict, fds: list[int], default_threads: int, sock_path: str) -> None:
     """In the forked child: become ``python -m dsc ARGS`` and run it (does not return)."""
     import runpy
 
     import torch
 
-    atexit.register(_report_imports, imports_path, set(sys.modules))
+    atexit.register(_report_imports, sock_path, set(sys.modules))
 
     for target, fd in zip((0, 1, 2), fds, strict=True):
         os.dup2(fd, target)
@@ -167,7 +169,7 @@ def serve(sock_path: str) -> None:
     listener.bind(sock_path)
     listener.listen(64)
     print("ready", flush=True)
-    clients: dict[int, tuple[socket.socket, str]] = {}  # child pid -> the connection that asked, its imports' file
+    clients: dict[int, socket.socket] = {}  # child pid -> the connection that asked for it
     while True:
         readable, _, _ = select.select([listener, sys.stdin], [], [], 0.02)
         if sys.stdin in readable and not os.read(sys.stdin.fileno(), 1):
@@ -180,27 +182,26 @@ def serve(sock_path: str) -> None:
                 continue
             sys.stdout.flush()
             sys.stderr.flush()
-            imports_path = f"{sock_path}.{len(clients)}.{time.monotonic_ns()}.imports"
             pid = os.fork()
             if pid == 0:
                 listener.close()
                 conn.close()
-                for other, _ in clients.values():
+                for other in clients.values():
                     other.close()
-                _child(request, fds, default_threads, imports_path)
+                _child(request, fds, default_threads, sock_path)
             for fd in fds:
                 os.close(fd)
             _send(conn, {"pid": pid})
-            clients[pid] = conn, imports_path
+            clients[pid] = conn
         while clients:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            conn, imports_path = clients.pop(pid, (None, ""))
+            conn = clients.pop(pid, None)
             if conn is not None:
                 _send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
                 conn.close()
-                _learn(imports_path)
+                _learn(_imports_file(sock_path, pid))
 
 
 # --------------------------------------------------------------------------- the client (in pytest)
