@@ -4,7 +4,7 @@ oneDNN, which torch calls for CPU convolutions, vectorises over channels, and wi
 vector lanes idle; :mod:`dsc.nn.conv3_kernels` vectorises over the image width instead, on
 zero-padded maps, image by image. This module wraps those kernels for torch:
 
-- :func:`conv3x3_relu`, one layer, differentiable (a ``torch.autograd.Function``), matching
+- :func:`conv3x3_relu`, one layer, differentiable (the stack below, of one layer), matching
   ``torch.relu(nn.functional.conv2d(x, w, b, padding=1))`` in values and gradients for
   float32 and float64; :func:`conv3x3_relu_forward`, its values without a graph;
 - :func:`conv3x3_relu_stack`, L layers in one call, each image through all of them (and
@@ -71,37 +71,9 @@ def _threads() -> SimpleNamespace:
     return k
 
 
-def _forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """relu(conv2d(x, w, bias, padding=1)) of NCHW-contiguous x (N, 3, H, W) and w (3, 3, 3, 3)."""
-    y = torch.empty_like(x)
-    _threads().conv_rows(_np(x), _np(w), _np(bias), _np(y), True)
-    return y
-
-
 def _sum_parts(part: np.ndarray) -> torch.Tensor:
     """The batch's gradient from the per-image sums: a fixed order over images, so deterministic."""
     return torch.from_numpy(part.sum(0))
-
-
-class _Conv3x3ReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        x = x.contiguous()
-        w = weight.detach().contiguous()
-        y = _forward(x, w, bias.detach())
-        ctx.save_for_backward(x, w, y)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):
-        x, w, y = ctx.saved_tensors
-        n, dtype = x.shape[0], _np(x).dtype
-        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        gw, gb = np.empty((n, 3, 3, 3, 3), dtype), np.empty((n, 3), dtype)
-        _threads().layer_backward(
-            _np(gy.contiguous()), _np(y), _np(x), _np(w), _np(gx if gx is not None else x), gx is not None, gw, gb
-        )
-        return gx, _sum_parts(gw), _sum_parts(gb)
 
 
 def pool_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -197,8 +169,9 @@ def conv3x3_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     """``relu(conv2d(x, weight, bias, padding=1))`` for x (N, 3, H, W), weight (3, 3, 3, 3).
 
     CPU, float32 or float64; the result is NCHW-contiguous whatever x's memory format.
+    Differentiable: :func:`conv3x3_relu_stack` of one layer.
     """
-    return _Conv3x3ReLU.apply(x, weight, bias)
+    return conv3x3_relu_stack(x, [weight], [bias])
 
 
 def conv3x3_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -208,7 +181,7 @@ def conv3x3_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     same arithmetic as :func:`conv3x3_relu`'s forward, bit for bit; nothing is kept for a
     backward pass.
     """
-    return _forward(x.detach().contiguous(), weight.detach().contiguous(), bias.detach())
+    return _stack_values(x, weight.detach().unsqueeze(0), bias.detach().unsqueeze(0), None, None)[0]
 
 
 def _replicated(x: torch.Tensor) -> bool:
@@ -285,6 +258,15 @@ def conv3x3_relu_stack(
         if taps is not None:
             raise ValueError("conv3x3_relu_stack: taps are for passes without gradients (torch.no_grad)")
         return _Conv3x3ReLUStack.apply(x, w, b, pool)
+    y, tapped = _stack_values(x, w, b, pool, taps)
+    return y if tapped is None else (y, tapped)
+
+
+def _stack_values(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pool: tuple[int, int] | None, taps: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`conv3x3_relu_stack` without an autograd graph, w (L, 3, 3, 3, 3) and b (L, 3): the
+    output and the tapped maps (None without ``taps``)."""
     x = _kernel_input(x.detach())
     y = x.new_empty((x.shape[0], 3, *(pool or x.shape[-2:])))
     unused, twin = _no_taps(_np(x).dtype)
@@ -304,4 +286,4 @@ def conv3x3_relu_stack(
         unused if tapped is None else _np(tapped),
         twin,
     )
-    return y if tapped is None else (y, tapped)
+    return y, tapped

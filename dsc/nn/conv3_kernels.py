@@ -7,8 +7,10 @@ and compute the three output channels from one read of each input row; the ReLU 
 into the forward pass and into the backward pass's mask. They work image by image on
 zero-padded maps that stay in the core's cache: a whole stack of layers (and the adaptive
 average pooling after it) forward, then backward with the masks, the data gradient and the
-weight and bias sums. They are compiled by numba on first use (:func:`compiled`, cached on
-disk beside this file) and run over the batch on as many threads as torch uses.
+weight and bias sums. Two loops over the batch, one forward and one backward, serve any
+number of layers, one included: each loop takes seconds to compile. They are compiled by numba
+on first use (:func:`compiled`, cached on disk beside this file) and run over the batch on as
+many threads as torch uses.
 
 Plain functions over NumPy arrays; :mod:`dsc.nn.conv3` wraps them for torch.
 """
@@ -38,7 +40,7 @@ def compiled() -> SimpleNamespace:
     for name in [*helpers.split(), "_pool_image", "_unpool_masked"]:
         globals()[name] = numba.njit(**options)(globals()[name])
     jit = numba.njit(parallel=True, **options)
-    loops = ("conv_rows", "conv_stack", "layer_backward", "stack_backward")  # the parallel loops over images
+    loops = ("conv_stack", "stack_backward")  # the parallel loops over images
     return SimpleNamespace(numba=numba, **{name: jit(globals()[f"_{name}"]) for name in loops})
 
 
@@ -50,6 +52,10 @@ prange = range  # replaced by numba.prange when the kernels are compiled (see co
 # adds a wrap-around test to any index it cannot prove non-negative, which stops LLVM from
 # vectorising), hence the row slices.
 RELU, LINEAR, MASKED = 0, 1, 2  # what _conv_padded does with a sum before it stores it
+PLAIN, PADDED = 0, 1  # the offset of a map's pixels in it: a plain map, or a padded map's interior
+# The loops pass these through int(): numba types a constant argument as a literal and compiles
+# the callee anew for each value it is called with, where int() gives a plain int64 and one
+# compiled helper serves every call (each compile of a helper costs seconds on a first run).
 
 
 def _conv_padded(xp, w, b, out, oy, ox, mode, mask):  # pragma: no cover - compiled
@@ -220,15 +226,6 @@ def _flipped(w):  # pragma: no cover - compiled
     return wt
 
 
-def _conv_rows(x, w, b, out, relu):  # pragma: no cover - compiled
-    """out[n] = (relu)(conv2d(x[n], w, b, padding=1)) for 3 input and 3 output channels."""
-    n_img, _, h, wd = x.shape
-    for n in prange(n_img):
-        xp = np.empty((3, h + 2, wd + 2), x.dtype)
-        _pad_into(x[n], xp)
-        _conv_padded(xp, w, b, out[n], 0, 0, RELU if relu else LINEAR, xp)
-
-
 def _pool_image(m, off, pooled, win):  # pragma: no cover - compiled
     """pooled (3, OH, OW) = adaptive average pooling of the map m (3, H + 2 off, W + 2 off).
 
@@ -305,17 +302,17 @@ def _stack_image(x, w, b, out, maps, keep, win, taps, twin):  # pragma: no cover
     for layer in range(depth):
         src = maps[layer if keep else layer % 2]
         if layer == depth - 1 and not pool:
-            _conv_padded(src, w[layer], b[layer], out, 0, 0, RELU, src)
+            _conv_padded(src, w[layer], b[layer], out, int(PLAIN), int(PLAIN), int(RELU), src)
             if tap:
-                _pool_image(out, 0, taps[layer], twin)
+                _pool_image(out, int(PLAIN), taps[layer], twin)
         else:
             dst = maps[layer + 1 if keep else (layer + 1) % 2]
             _zero_border(dst)
-            _conv_padded(src, w[layer], b[layer], dst, 1, 1, RELU, src)
+            _conv_padded(src, w[layer], b[layer], dst, int(PADDED), int(PADDED), int(RELU), src)
             if tap:
-                _pool_image(dst, 1, taps[layer], twin)
+                _pool_image(dst, int(PADDED), taps[layer], twin)
     if pool:
-        _pool_image(maps[depth if keep else depth % 2], 1, out, win)
+        _pool_image(maps[depth if keep else depth % 2], int(PADDED), out, win)
 
 
 def _conv_stack(x, w, b, out, maps, keep, win, taps, twin):  # pragma: no cover - compiled
@@ -332,31 +329,8 @@ def _conv_stack(x, w, b, out, maps, keep, win, taps, twin):  # pragma: no cover 
     tap = twin[0].shape[0] > 0  # else taps is a one-image placeholder
     for n in prange(n_img):
         t = n if tap else n - n  # (n - n: 0 of n's type; a literal 0 would unify with it as a float)
-        if keep:
-            _stack_image(x[n], w, b, out[n], maps[n], True, win, taps[t], twin)
-        else:
-            _stack_image(x[n], w, b, out[n], np.empty((2, 3, h + 2, wd + 2), x.dtype), False, win, taps[t], twin)
-
-
-def _layer_backward(gy, y, x, w, gx, need_gx, gw_part, gb_part):  # pragma: no cover - compiled
-    """One layer's gradients, image by image: gx[n], gw_part[n] (3, 3, 3, 3), gb_part[n] (3,).
-
-    gy, y (the layer's output), x (its input) and gx are (N, 3, H, W); the ReLU's mask, the
-    weight and bias sums and the data gradient share one read of the image's maps.
-    """
-    n_img, _, h, wd = x.shape
-    wt = _flipped(w)
-    nobias = np.zeros(3, x.dtype)
-    for n in prange(n_img):
-        gp = np.empty((3, h + 2, wd + 2), x.dtype)
-        xp = np.empty((3, h + 2, wd + 2), x.dtype)
-        _mask_into(gy[n], y[n], gp)
-        _pad_into(x[n], xp)
-        _weight_grad_padded(gp, xp, gw_part[n])
-        for c in range(3):
-            gb_part[n, c] = gp[c].sum()
-        if need_gx:
-            _conv_padded(gp, wt, nobias, gx[n], 0, 0, LINEAR, gp)
+        m = maps[n] if keep else np.empty((2, 3, h + 2, wd + 2), x.dtype)
+        _stack_image(x[n], w, b, out[n], m, keep, win, taps[t], twin)
 
 
 def _stack_backward(gy, maps, out, w, gx, need_gx, gw_part, gb_part, win):  # pragma: no cover - compiled
@@ -390,6 +364,6 @@ def _stack_backward(gy, maps, out, w, gx, need_gx, gw_part, gb_part, win):  # pr
             if layer > 0:
                 below = g[(depth - layer) % 2]
                 _zero_border(below)
-                _conv_padded(cur, flipped[layer], nobias, below, 1, 1, MASKED, maps[n, layer])
+                _conv_padded(cur, flipped[layer], nobias, below, int(PADDED), int(PADDED), int(MASKED), maps[n, layer])
             elif need_gx:
-                _conv_padded(cur, flipped[layer], nobias, gx[n], 0, 0, LINEAR, cur)
+                _conv_padded(cur, flipped[layer], nobias, gx[n], int(PLAIN), int(PLAIN), int(LINEAR), cur)
