@@ -6,6 +6,10 @@ were granted. Every refusal is one line at start-up, before a job prepares any d
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -30,6 +34,23 @@ PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-12"}
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
+def cheapen_password_checks(db: Path, passwords: dict[str, str]) -> None:
+    """Hash the users' passwords anew with one PBKDF2 round, in the auth app's user table.
+
+    The app checks the password of every request against the hash it made, scrypt tuned to cost
+    tens of milliseconds (werkzeug's default); the trainings here send hundreds of requests, and
+    those checks were most of the server's CPU. Which user may do what, and that a wrong password
+    is refused, do not depend on what a check costs.
+    """
+    from werkzeug.security import generate_password_hash
+
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        for name, password in passwords.items():
+            hashed = generate_password_hash(password, method="pbkdf2:sha256:1")
+            cur = con.execute("UPDATE users SET password_hash = ? WHERE username = ?", (hashed, name))
+            assert cur.rowcount == 1, f"no user {name!r} in {db}"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The server, its users, and alice's experiment (with one run) and registered model."""
@@ -48,6 +69,7 @@ def server(tmp_path_factory):
         admin = AuthServiceClient(uri)
         for name, password in PASSWORDS.items():
             admin.create_user(name, password)
+        cheapen_password_checks(root / "auth" / "basic_auth.db", {"admin": ADMIN_PASSWORD, **PASSWORDS})
         mp.setenv("MLFLOW_TRACKING_USERNAME", "alice")
         mp.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORDS["alice"])
         client = MlflowClient(uri)
