@@ -286,8 +286,8 @@ def test_a_torchvision_model_is_recorded_analysed_and_compared(store):
 
 @pytest.mark.slow
 def test_a_run_no_dsc_code_made_is_compared_on_the_steps_it_logged(store):
-    """A plain MLflow script's metric, 100,000 points logged against a global step: compared,
-    its fit written back, the centre on the steps' scale."""
+    """A plain MLflow script's metric, 20,000 points logged every 5th global step up to 100,000:
+    compared, its fit written back, the centre on the steps' scale."""
     from mlflow.entities import Metric
 
     from dsc.jobs.compare import compare_job
@@ -296,7 +296,7 @@ def test_a_run_no_dsc_code_made_is_compared_on_the_steps_it_logged(store):
     client = MlflowClient()
     exp = client.create_experiment("plain")
     run = client.create_run(exp)
-    steps = np.arange(100_000)
+    steps = np.arange(0, 100_000, 5)
     values = 0.2 + 0.7 / (1 + np.exp(-(steps - 40_000) / 5_000)) + np.random.default_rng(0).normal(0, 0.01, steps.size)
     for i in range(0, steps.size, 1000):
         client.log_batch(
@@ -306,7 +306,7 @@ def test_a_run_no_dsc_code_made_is_compared_on_the_steps_it_logged(store):
             ],
         )
     client.set_terminated(run.info.run_id)
-    assert tracking.metric_history(run.info.run_id, "val_score")[0].size == 100_000
+    assert tracking.metric_history(run.info.run_id, "val_score")[0].size == 20_000
     cmp = compare_job(
         CompareConfig(experiments=("plain",), metric="val_score", max_components=1, jobs=1), warn=lambda line: None
     )
