@@ -1,7 +1,7 @@
 """The ray engine of `dsc sweep`: the store check, and sweeps on a real local multi-node Ray cluster.
 
-The cluster tests start `ray.cluster_utils.Cluster` (a head that runs nothing and worker nodes
-of one CPU each, every node its own raylet on this machine) and a loopback `mlflow server`,
+The cluster tests start `ray.cluster_utils.Cluster` (a head and a worker node of one CPU each,
+every node its own raylet on this machine) and a loopback `mlflow server`,
 and drive `python -m dsc sweep --engine ray` as a user does.
 """
 
@@ -126,13 +126,13 @@ def final_weights(run_id: str) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def cluster(cache_dir):
-    """A head that runs no task and two worker nodes of one CPU each; each node's workers share the data cache."""
+    """A head and a worker node, one CPU each, whose workers share the data cache (each node
+    costs a raylet and its agents; the head trains too, and only the worker node is killed)."""
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is not installed: uv sync --group ray")
     nodes = {"num_cpus": 1, "env_vars": {"DSC_CACHE_DIR": str(cache_dir), "RAY_DEDUP_LOGS": "0"}}
-    c = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    c = cluster_utils.Cluster(initialize_head=True, head_node_args={**nodes, "include_dashboard": False})
     try:
-        for _ in range(2):
-            c.add_node(**nodes)
+        c.add_node(**nodes)
         c.wait_for_nodes()
         yield c, nodes
     finally:
@@ -168,26 +168,28 @@ def refuses_a_local_sqlite_store(c, store: str, cache_dir) -> None:
     )
     assert res.returncode == 1
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "is a file on this machine, which the 3 nodes of the Ray cluster" in errors[0]
+    assert len(errors) == 1 and "is a file on this machine, which the 2 nodes of the Ray cluster" in errors[0]
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
-def _wait_for_checkpoint(client: MlflowClient, sweep_id_of, proc: subprocess.Popen, epoch: int, timeout: float = 400):
-    """A member run of the sweep that has completed checkpoint ``epoch`` and is still training."""
+def _wait_for_checkpoint(
+    client: MlflowClient, sweep_id_of, proc: subprocess.Popen, epoch: int, nodes: set[str], timeout: float = 400
+):
+    """A member run of the sweep, on one of ``nodes``, that has completed checkpoint ``epoch`` and is still training."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         for run in sweep_id_of():
             done = int(run.data.tags.get("dsc.complete.checkpoints", -1))
             holder = tracking.holder_of(run)
-            if epoch <= done < EPOCHS and holder is not None and NODE_TAG in run.data.tags:
+            if epoch <= done < EPOCHS and holder is not None and run.data.tags.get(NODE_TAG) in nodes:
                 return run, holder
         time.sleep(0.1)
     raise TimeoutError(f"no member wrote checkpoint {epoch} in {timeout} s")
 
 
 def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
-    """Two members on two one-CPU nodes; one node is SIGKILLed under a training member.
+    """Two members on two one-CPU nodes; the worker node is SIGKILLed under its training member.
 
     Every member ends as exactly one FINISHED run with its whole history and registered model;
     the interrupted one was retried into its own run and equals an uninterrupted training.
@@ -225,7 +227,8 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
             exp = client.get_experiment_by_name("ray")
             return [] if exp is None else client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train'")
 
-        victim, holder = _wait_for_checkpoint(client, members, proc, epoch=2)
+        workers = {n.node_id for n in c.worker_nodes}  # the head holds the cluster: it stays
+        victim, holder = _wait_for_checkpoint(client, members, proc, epoch=2, nodes=workers)
         node = next(n for n in c.worker_nodes if n.node_id == victim.data.tags[NODE_TAG])
         c.remove_node(node, allow_graceful=False)  # SIGKILL of the node's raylet and its services
         with contextlib.suppress(ProcessLookupError):
