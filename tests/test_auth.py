@@ -55,12 +55,13 @@ def cheapen_password_checks(db: Path, passwords: dict[str, str]) -> None:
 def server(tmp_path_factory):
     """The server, its users, and alice's experiment (with one run) and registered model."""
     root = tmp_path_factory.mktemp("auth-server")
+    users = root / "auth"  # auth_settings keeps the users and grants there, in basic_auth.db
     with (
         mlflow_server(
             f"sqlite:///{root / 'mlflow.db'}",
             root / "artifacts",
             root / "server.log",
-            auth=auth_settings(root / "auth", ADMIN_PASSWORD),
+            auth=auth_settings(users, ADMIN_PASSWORD),
         ) as uri,
         pytest.MonkeyPatch.context() as mp,
     ):
@@ -69,7 +70,7 @@ def server(tmp_path_factory):
         admin = AuthServiceClient(uri)
         for name, password in PASSWORDS.items():
             admin.create_user(name, password)
-        cheapen_password_checks(root / "auth" / "basic_auth.db", {"admin": ADMIN_PASSWORD, **PASSWORDS})
+        cheapen_password_checks(users / "basic_auth.db", {"admin": ADMIN_PASSWORD, **PASSWORDS})
         mp.setenv("MLFLOW_TRACKING_USERNAME", "alice")
         mp.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORDS["alice"])
         client = MlflowClient(uri)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 
 import forked
 import mlflow
@@ -173,7 +174,7 @@ def refuses_a_local_sqlite_store(c, store: str, cache_dir) -> None:
 
 
 def _wait_for_checkpoint(
-    client: MlflowClient, sweep_id_of, proc: subprocess.Popen, epoch: int, nodes: set[str], timeout: float = 400
+    client: MlflowClient, sweep_id_of, proc: subprocess.Popen, epoch: int, nodes: Collection[str], timeout: float = 400
 ):
     """A member run of the sweep, on one of ``nodes``, that has completed checkpoint ``epoch`` and is still training."""
     deadline = time.time() + timeout
@@ -227,9 +228,9 @@ def survives_a_killed_node(c, node_args: dict, server: str, cache_dir) -> None:
             exp = client.get_experiment_by_name("ray")
             return [] if exp is None else client.search_runs([exp.experiment_id], "tags.`dsc.kind` = 'train'")
 
-        workers = {n.node_id for n in c.worker_nodes}  # the head holds the cluster: it stays
-        victim, holder = _wait_for_checkpoint(client, members, proc, epoch=2, nodes=workers)
-        node = next(n for n in c.worker_nodes if n.node_id == victim.data.tags[NODE_TAG])
+        workers = {n.node_id: n for n in c.worker_nodes}  # the head holds the cluster: it stays
+        victim, holder = _wait_for_checkpoint(client, members, proc, epoch=2, nodes=workers.keys())
+        node = workers[victim.data.tags[NODE_TAG]]
         c.remove_node(node, allow_graceful=False)  # SIGKILL of the node's raylet and its services
         with contextlib.suppress(ProcessLookupError):
             os.kill(holder.pid, signal.SIGKILL)  # and of the training itself, should it outlive them
